@@ -1,0 +1,6 @@
+"""tfresnet: deep residual networks (He et al. 2015) for Keras 3 / TensorFlow."""
+
+from tfresnet.models import build_model, count_flops, count_params, get_spec, listed_names
+
+__version__ = "0.1.0"
+__all__ = ["build_model", "count_flops", "count_params", "get_spec", "listed_names"]
