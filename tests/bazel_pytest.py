@@ -1,0 +1,37 @@
+"""Run one pytest module as a Bazel py_test (see BUILD and docs/bazel.md).
+
+Every py_test in BUILD uses this file as `main` and passes its test module as
+the first argument; `bazel test --test_arg=...` flags follow it, so they can
+override the defaults (e.g. `--test_arg=-m --test_arg=slow` runs only the
+slow tests of a module).
+"""
+
+import os
+import sys
+
+import pytest
+
+NO_TESTS_COLLECTED = 5  # pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: bazel_pytest.py TEST_MODULE [pytest args...]", file=sys.stderr)
+        return 2
+    args = ["-q", "-m", "not slow", "-p", "no:cacheprovider", *argv]
+    # Bazel collects per-test-case results from this JUnit XML file.
+    if os.environ.get("XML_OUTPUT_FILE"):
+        args.append(f"--junitxml={os.environ['XML_OUTPUT_FILE']}")
+    # `bazel test --test_filter=EXPR` arrives here; treat it as `pytest -k EXPR`.
+    if os.environ.get("TESTBRIDGE_TEST_ONLY"):
+        args += ["-k", os.environ["TESTBRIDGE_TEST_ONLY"]]
+    code = pytest.main(args)
+    if code == NO_TESTS_COLLECTED:
+        # A module whose tests are all marked slow is fine under `-m "not slow"`.
+        print(f"bazel_pytest: no test selected in {argv[0]}", file=sys.stderr)
+        return 0
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
