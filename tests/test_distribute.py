@@ -1,0 +1,444 @@
+"""Tests for tfresnet.distribute: strategies, helpers and multi-worker fit.
+
+Set-ups that must exist before TensorFlow starts (2 logical CPUs, a
+2-worker MultiWorkerMirroredStrategy cluster on 127.0.0.1) run in fresh
+processes from tests/distribute_worker.py; their numbers are compared here
+with an in-process reference run of the same seeded toy model.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfresnet import distribute as dist
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORKER = os.path.join(HERE, "distribute_worker.py")
+TIMEOUT_S = 150  # one scenario; a cold TF import alone takes ~15 s on 2 busy cores
+
+_spec = importlib.util.spec_from_file_location("distribute_worker", WORKER)
+toy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toy)
+
+
+class FakeStrategy:
+    """Only what the batch helpers read from a strategy."""
+
+    def __init__(self, replicas):
+        self.num_replicas_in_sync = replicas
+
+
+@pytest.fixture
+def float32_policy():
+    """Reference runs need float32, whatever another test left behind."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.fixture
+def no_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+
+
+# --------------------------------------------------------------------------
+# make_strategy and its errors (in process)
+# --------------------------------------------------------------------------
+
+
+def test_unknown_strategy_name_lists_allowed_names():
+    with pytest.raises(ValueError, match="one_device.*mirrored.*multi_worker.*tpu"):
+        dist.make_strategy("horovod")
+
+
+def test_auto_on_a_cpu_machine_is_one_device(no_tf_config):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("auto picks GPUs here")
+    strategy = dist.make_strategy()
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    assert strategy.num_replicas_in_sync == 1
+    assert dist.is_chief(strategy)
+
+
+def test_auto_with_tf_config_means_multi_worker(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        dist.make_strategy("auto")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="one_device", num_replicas=2), "exactly one replica"),
+        (dict(name="mirrored", num_replicas=3, devices=["/cpu:0"]), "does not match"),
+        (dict(name="mirrored", num_replicas=0), "positive int"),
+        (dict(name="tpu", tpu="local", num_replicas=2), "from the cluster"),
+    ],
+)
+def test_bad_replica_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        dist.make_strategy(**kwargs)
+
+
+def test_mirrored_over_explicit_devices():
+    strategy = dist.make_strategy("mirrored", devices=["/cpu:0"])
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert strategy.num_replicas_in_sync == 1
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{oops", "not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', "'cluster' with a 'worker' list"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "needs 'task'"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+            "is not in its cluster",
+        ),
+    ],
+)
+def test_multi_worker_explains_tf_config(monkeypatch, tf_config, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=message) as err:
+        dist.make_strategy("multi_worker")
+    assert '"worker": ["host0:12345", "host1:12345"]' in str(err.value)  # the example
+
+
+def test_tpu_without_a_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="Could not resolve a TPU from tpu=None"):
+        dist.make_strategy("tpu")
+
+
+def test_tpu_local_without_a_tpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="No TPU found for tpu='local'"):
+        dist.make_strategy("tpu", tpu="local")
+
+
+def test_logical_cpus_after_tf_started_is_a_clear_error():
+    have = len(tf.config.list_logical_devices("CPU"))  # starts TensorFlow
+    dist.configure_logical_cpus(have)  # already so: fine
+    with pytest.raises(RuntimeError, match=r"configure_logical_cpus\(\d+\) came too late"):
+        dist.configure_logical_cpus(have + 1)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True])
+def test_logical_cpus_needs_a_positive_int(n):
+    with pytest.raises(ValueError, match="positive int"):
+        dist.configure_logical_cpus(n)
+
+
+# --------------------------------------------------------------------------
+# Batch, learning-rate, chief and sharding helpers (in process)
+# --------------------------------------------------------------------------
+
+
+def test_global_batch_is_per_replica_times_replicas():
+    assert dist.global_batch_size(64, FakeStrategy(8)) == 512
+    assert dist.global_batch_size(128, dist.make_strategy("one_device")) == 128
+    with pytest.raises(ValueError, match="positive int"):
+        dist.global_batch_size(0, FakeStrategy(2))
+
+
+def test_per_replica_batch_checks_divisibility():
+    assert dist.per_replica_batch_size(512, FakeStrategy(8)) == 64
+    with pytest.raises(ValueError, match=r"multiple of the 4 replicas.*4, 8, 12"):
+        dist.per_replica_batch_size(10, FakeStrategy(4))
+
+
+def test_scaled_learning_rate_linear_and_none():
+    assert dist.scaled_learning_rate(0.1, 1024, base_batch=256) == pytest.approx(0.4)
+    assert dist.scaled_learning_rate(0.1, 64) == pytest.approx(0.05)
+    assert dist.scaled_learning_rate(0.1, 1024, rule="none") == 0.1
+    with pytest.raises(ValueError, match=r"'linear', 'none'"):
+        dist.scaled_learning_rate(0.1, 1024, rule="sqrt")
+
+
+def test_single_worker_is_chief_and_writes_to_path(tmp_path):
+    strategy = dist.make_strategy("one_device")
+    target = tmp_path / "export"
+    with dist.writable_dir(str(target), strategy) as where:
+        assert where == str(target)
+        (target / "model.keras").write_text("x")
+    assert (target / "model.keras").exists()
+
+
+@pytest.mark.parametrize(
+    "kind, extra, policy",
+    [
+        ("memory", {}, "DATA"),
+        ("files", {}, "FILE"),
+        ("files", dict(num_files=1, num_workers=2), "DATA"),
+        ("files", dict(num_files=1024, num_workers=2), "FILE"),
+        ("off", {}, "OFF"),
+    ],
+)
+def test_dataset_options_shard_policy(kind, extra, policy):
+    options = dist.distribute_dataset_options(kind, **extra)
+    expected = getattr(tf.data.experimental.AutoShardPolicy, policy)
+    assert options.experimental_distribute.auto_shard_policy == expected
+
+
+def test_dataset_options_unknown_kind():
+    with pytest.raises(ValueError, match="'memory', 'files', 'off'"):
+        dist.distribute_dataset_options("tfrecord")
+
+
+# --------------------------------------------------------------------------
+# The Keras multi-worker fix, in isolation (in process)
+# --------------------------------------------------------------------------
+
+
+def test_probe_finds_the_keras_axis0_reduction_bug():
+    if not keras.version().startswith("3.15."):
+        pytest.skip("expectation recorded for Keras 3.15 (keras#20585)")
+    assert dist._keras_reduces_logs_along_axis0() is True
+
+
+def test_replica_axis_wrapper_adds_a_leading_axis_of_one():
+    step = dist._with_replica_axis(lambda data: {"loss": 2.0, "per_class": tf.ones(3)})
+    logs = step(None)
+    assert logs["loss"].shape == (1,) and float(logs["loss"][0]) == 2.0
+    assert logs["per_class"].shape == (1, 3)
+
+
+def test_fix_is_a_no_op_outside_multi_worker(float32_policy):
+    model = toy.toy_model()
+    assert dist.multi_worker_compatible(model) is model
+    for name in ("train_step", "test_step", "_maybe_symbolic_build"):
+        assert name not in vars(model)
+
+
+def test_backup_and_restore_on_one_worker_resumes(tmp_path, float32_policy):
+    """With one worker the callback is Keras's: resume at the backed-up epoch."""
+
+    class StopAtEpoch2(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    backup_dir = tmp_path / "backup"
+    model = toy.toy_model()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        callbacks = [dist.MultiWorkerBackupAndRestore(str(backup_dir)), StopAtEpoch2()]
+        toy.fit_toy(model, epochs=4, callbacks=callbacks)
+    assert json.loads((backup_dir / "training_metadata.json").read_text())["epoch"] == 2
+    model = toy.toy_model()
+    callback = dist.MultiWorkerBackupAndRestore(str(backup_dir))
+    history = toy.fit_toy(model, epochs=4, callbacks=[callback])
+    assert len(history["loss"]) == 2  # epochs 2 and 3 only
+    assert not backup_dir.exists()
+
+
+# --------------------------------------------------------------------------
+# Subprocess runs: mirrored on 2 logical CPUs
+# --------------------------------------------------------------------------
+
+
+def _worker_env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [ROOT, env.get("PYTHONPATH")] if p)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def run_scenario(name, out_dir):
+    """Run one scenario in a fresh process; return its JSON report."""
+    proc = subprocess.run(
+        [sys.executable, WORKER, name, str(out_dir)],
+        env=_worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out_dir / f"{name}.json").read_text())
+
+
+def cpu_reference(epochs):
+    """The toy fit on this process's CPU, no strategy: what runs must match."""
+    with tf.device("/cpu:0"):
+        model = toy.toy_model()
+        history = toy.fit_toy(model, epochs=epochs)
+    return model, history
+
+
+@pytest.fixture
+def reference_history(float32_policy):
+    return cpu_reference(epochs=2)
+
+
+def test_mirrored_fit_evaluate_predict_save(tmp_path, reference_history):
+    report = run_scenario("mirrored", tmp_path)
+    _, reference = reference_history
+    assert report["replicas"] == 2
+    assert [d.rsplit(":", 2)[-2:] for d in report["devices"]] == [["CPU", "0"], ["CPU", "1"]]
+    np.testing.assert_allclose(report["loss"], reference["loss"], rtol=1e-5)
+    assert report["predict_shape"] == [toy.NUM_EXAMPLES, toy.NUM_CLASSES]
+    assert report["predict_vs_direct"] < 1e-6
+    assert report["reload_vs_model"] < 1e-6
+    assert report["reload_in_scope_evaluate"] == pytest.approx(report["evaluate"], rel=1e-6)
+
+
+def test_two_replicas_equal_one_replica_with_sync_bn(tmp_path):
+    report = run_scenario("equivalence", tmp_path)
+    assert report["max_weight_change"] > 1e-2  # the 3 steps did move the weights
+    assert report["max_weight_diff"] < 1e-5
+    np.testing.assert_allclose(report["loss_two"], report["loss_one"], rtol=1e-6)
+
+
+def test_mixed_bfloat16_under_mirrored(tmp_path, reference_history):
+    report = run_scenario("bfloat16", tmp_path)
+    _, reference = reference_history
+    assert report["conv_compute_dtype"] == "bfloat16"
+    assert report["conv_variable_dtype"] == "float32"
+    assert report["conv_output_dtype"] == "<dtype: 'bfloat16'>"
+    assert report["prediction_dtype"] == "float32"
+    np.testing.assert_allclose(report["loss"], reference["loss"], atol=0.02)
+
+
+# --------------------------------------------------------------------------
+# Subprocess runs: 2 workers on 127.0.0.1
+# --------------------------------------------------------------------------
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (held open while choosing)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_cluster(scenario, out_dir, ports, env_by_task=None, tag="run"):
+    """Start one worker per port, wait for all; return their exit codes.
+
+    Each worker gets TF_CONFIG for its task; logs go to out_dir/<tag>-<i>.log.
+    Workers still running at the deadline are killed (and reported as None).
+    """
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    procs = []
+    try:
+        for task in range(len(ports)):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": task}})
+            log = open(out_dir / f"{tag}-{task}.log", "w")
+            env = _worker_env(TF_CONFIG=tf_config, **(env_by_task or {}).get(task, {}))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, WORKER, scenario, str(out_dir)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log.close()
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=TIMEOUT_S))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
+        return codes
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def log_tails(out_dir, tag, n=2):
+    return "\n".join(
+        (out_dir / f"{tag}-{i}.log").read_text()[-2000:]
+        for i in range(n)
+        if (out_dir / f"{tag}-{i}.log").exists()
+    )
+
+
+def load_weights(path):
+    with np.load(path) as arrays:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b, strict=True))
+
+
+def test_multi_worker_fit_matches_single_process(tmp_path, reference_history):
+    codes = run_cluster("multi_worker", tmp_path, free_ports(2))
+    assert codes == [0, 0], log_tails(tmp_path, "run")
+    reference_model, reference = reference_history
+    reports = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
+    weights = [load_weights(tmp_path / f"weights{i}.npz") for i in range(2)]
+
+    assert [r["replicas"] for r in reports] == [2, 2]
+    assert max_diff(weights[0], weights[1]) == 0.0  # the workers agree exactly
+    assert max_diff(weights[0], reference_model.get_weights()) < 1e-5
+    for r in reports:
+        np.testing.assert_allclose(r["history"]["loss"], reference["loss"], rtol=1e-5)
+    x, y = toy.toy_data()
+    expected = reference_model.evaluate(toy.toy_dataset(x, y), verbose=0, return_dict=True)
+    assert reports[0]["evaluate"] == pytest.approx(expected, rel=1e-5)
+    for i in range(2):
+        predictions = np.load(tmp_path / f"predictions{i}.npy")
+        np.testing.assert_allclose(predictions, reference_model.predict(x, verbose=0), atol=1e-5)
+
+    assert [r["is_chief"] for r in reports] == [True, False]
+    assert reports[0]["export_dir"] == str(tmp_path / "export")
+    assert (tmp_path / "export" / "toy.keras").exists()
+    assert reports[1]["export_dir_exists_after"] is False  # worker 1's temp dir is gone
+
+
+# 35-55 s on 2 busy cores (two cold starts, a 10 s heartbeat timeout): if the
+# suite grows too slow, this is the test to mark @pytest.mark.slow.
+def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path, float32_policy):
+    ports = free_ports(2)
+    # Run 1: worker 1 SIGKILLs itself after batch 1 of epoch 2 (0-based);
+    # worker 0 then fails: the coordination service misses its heartbeats.
+    codes = run_cluster(
+        "multi_worker_backup",
+        tmp_path,
+        ports,
+        env_by_task={1: {"TFRESNET_KILL_AT": "2,1"}},
+        tag="crash",
+    )
+    assert codes[1] == -signal.SIGKILL, log_tails(tmp_path, "crash")
+    assert codes[0] not in (0, None), log_tails(tmp_path, "crash")
+    assert "UnavailableError" in (tmp_path / "crash-0.log").read_text()
+    metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 2  # epochs 0 and 1 were backed up
+
+    # Run 2: the job is restarted, same cluster; it resumes at epoch 2.
+    codes = run_cluster("multi_worker_backup", tmp_path, ports, tag="resume")
+    assert codes == [0, 0], log_tails(tmp_path, "resume")
+    reports = [json.loads((tmp_path / f"backup_worker{i}.json").read_text()) for i in range(2)]
+    assert [len(r["history"]["loss"]) for r in reports] == [3, 3]  # epochs 2, 3, 4
+    weights = [load_weights(tmp_path / f"backup_weights{i}.npz") for i in range(2)]
+    assert max_diff(weights[0], weights[1]) == 0.0
+
+    reference, reference_history = cpu_reference(epochs=5)
+    assert max_diff(weights[0], reference.get_weights()) < 1e-5  # as if never killed
+    np.testing.assert_allclose(
+        reports[0]["history"]["loss"], reference_history["loss"][2:], rtol=1e-5
+    )
+    assert not (tmp_path / "backup").exists()  # removed by the chief at the end
+    assert not (tmp_path / "backup_workertemp_1").exists()

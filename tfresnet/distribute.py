@@ -1,0 +1,569 @@
+"""Distribution strategies for `model.fit`, and the helpers training needs.
+
+One entry point, `make_strategy(name)`, builds a `tf.distribute.Strategy`:
+
+    one_device    one GPU (or the CPU)
+    mirrored      all GPUs of this machine; or N logical CPUs for tests
+    multi_worker  MultiWorkerMirroredStrategy over the cluster in TF_CONFIG
+    tpu           TPUStrategy over the TPU named by `tpu`
+    auto          the first that applies: `tpu` given -> tpu; TF_CONFIG set
+                  -> multi_worker; num_replicas > 1, several devices or
+                  several GPUs -> mirrored; else one_device
+
+Keras 3 (checked with 3.15) cannot `fit` under MultiWorkerMirroredStrategy
+(keras-team/keras#20585, tensorflow/tensorflow#72388); call
+`multi_worker_compatible(model)` after building the model in the strategy's
+scope. It patches that model instance only, and only while the bug is there.
+Keras 3's BackupAndRestore is not multi-worker safe: use
+`MultiWorkerBackupAndRestore`. Known limits of Keras 3.15 under any
+multi-replica strategy: keep `steps_per_execution=1` ("You must feed a value
+for placeholder tensor", keras#19246), and build BatchNormalization with
+`synchronized=True` (otherwise each replica keeps its own moving statistics).
+
+Example:
+    strategy = make_strategy("mirrored", num_replicas=2)   # 2 logical CPUs
+    with strategy.scope():
+        model = build(...)
+        model.compile(...)
+    multi_worker_compatible(model)                          # no-op here
+    model.fit(ds.batch(global_batch_size(32, strategy)))
+"""
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import keras
+import tensorflow as tf
+
+STRATEGY_NAMES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+LR_SCALING_RULES = ("linear", "none")
+DATASET_KINDS = ("memory", "files", "off")
+
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}'
+)
+
+
+# --------------------------------------------------------------------------
+# Logical CPU devices (mirrored training and its tests on CPU-only machines)
+# --------------------------------------------------------------------------
+
+
+def configure_logical_cpus(n):
+    """Split the first physical CPU into `n` logical devices CPU:0..n-1.
+
+    Lets MirroredStrategy run `n` replicas on a CPU-only machine (tests,
+    laptops). TensorFlow fixes its devices when the runtime first starts
+    (any op, strategy or model), so call this first thing in the program.
+    Calling it again with the same `n` is fine.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int. Received: n={n!r}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError as err:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have == n:
+            return
+        raise RuntimeError(
+            f"configure_logical_cpus({n}) came too late: TensorFlow has "
+            f"already initialized its devices ({have} logical CPU(s)). Call "
+            "it before anything runs a TensorFlow op or builds a strategy or "
+            "model, e.g. as the first statement after `import tensorflow`."
+        ) from err
+
+
+# --------------------------------------------------------------------------
+# Strategies
+# --------------------------------------------------------------------------
+
+
+def make_strategy(name="auto", *, num_replicas=None, devices=None, tpu=None):
+    """Return the `tf.distribute.Strategy` called `name` (see module doc).
+
+    num_replicas: int or None, replicas for `mirrored`/`one_device`; on a
+        CPU-only machine `mirrored` splits the CPU into that many logical
+        devices (which must happen before TensorFlow starts).
+    devices: list of str or None, explicit devices, e.g. ["/gpu:0", "/gpu:1"].
+    tpu: str or None, for `tpu`: "local" on a TPU VM, a Cloud TPU name or a
+        "grpc://host:8470" address.
+    """
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"Unknown strategy name={name!r}; expected one of {STRATEGY_NAMES}.")
+    if num_replicas is not None and (
+        not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1
+    ):
+        raise ValueError(
+            f"num_replicas must be a positive int or None. Received: num_replicas={num_replicas!r}"
+        )
+    if name == "auto":
+        name = _auto_strategy_name(num_replicas, devices, tpu)
+    if name in ("multi_worker", "tpu") and (num_replicas or devices):
+        raise ValueError(
+            f"strategy {name!r} takes its devices from the cluster; do not "
+            f"pass num_replicas={num_replicas!r} or devices={devices!r}."
+        )
+    if name == "one_device":
+        return _one_device_strategy(num_replicas, devices)
+    if name == "mirrored":
+        return _mirrored_strategy(num_replicas, devices)
+    if name == "multi_worker":
+        return _multi_worker_strategy()
+    return _tpu_strategy(tpu)
+
+
+def _auto_strategy_name(num_replicas, devices, tpu):
+    """The rules of "auto", in order: tpu, TF_CONFIG cluster, >1 device."""
+    if tpu is not None:
+        return "tpu"
+    if os.environ.get("TF_CONFIG"):
+        return "multi_worker"
+    if (num_replicas or 1) > 1 or (devices and len(devices) > 1):
+        return "mirrored"
+    if num_replicas is None and len(tf.config.list_physical_devices("GPU")) > 1:
+        return "mirrored"
+    return "one_device"
+
+
+def _one_device_strategy(num_replicas, devices):
+    """OneDeviceStrategy on devices[0], else the first GPU, else the CPU."""
+    if num_replicas not in (None, 1) or (devices and len(devices) != 1):
+        raise ValueError(
+            "one_device runs exactly one replica. Received: "
+            f"num_replicas={num_replicas!r}, devices={devices!r}"
+        )
+    if devices:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def _mirrored_strategy(num_replicas, devices):
+    """MirroredStrategy over `devices`, N GPUs, N logical CPUs, or all GPUs."""
+    if devices:
+        if num_replicas is not None and num_replicas != len(devices):
+            raise ValueError(
+                f"num_replicas={num_replicas} does not match {len(devices)} devices={devices!r}."
+            )
+        return tf.distribute.MirroredStrategy(list(devices))
+    if num_replicas is None:
+        return tf.distribute.MirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if num_replicas > len(gpus):
+            raise ValueError(
+                f"num_replicas={num_replicas} but this machine has only {len(gpus)} GPU(s)."
+            )
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(num_replicas)])
+    configure_logical_cpus(num_replicas)
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)])
+
+
+def read_tf_config():
+    """Parse and check the TF_CONFIG environment variable; return the dict.
+
+    MultiWorkerMirroredStrategy reads the cluster (every worker's host:port)
+    and this process's task from it; a typo otherwise surfaces as a hang.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    hint = f"Set it on each worker, e.g. for 2 workers:\nTF_CONFIG='{TF_CONFIG_EXAMPLE}'"
+    if not raw:
+        raise ValueError(f"multi_worker needs the TF_CONFIG environment variable. {hint}")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {raw!r}. {hint}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
+        raise ValueError(f"TF_CONFIG needs a 'cluster' with a 'worker' list. Got {raw!r}. {hint}")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError(f"TF_CONFIG needs 'task': {{'type', 'index'}}. Got {raw!r}. {hint}")
+    if task["type"] not in cluster or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ValueError(f"TF_CONFIG task {task} is not in its cluster {cluster}. {hint}")
+    return config
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy from TF_CONFIG, created at program start."""
+    read_tf_config()
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as err:
+        raise RuntimeError(
+            "make_strategy('multi_worker') must run before TensorFlow starts "
+            "(before any op, model or other strategy): collective ops are "
+            f"configured at program startup. TensorFlow said: {err}"
+        ) from err
+
+
+def _tpu_strategy(tpu):
+    """TPUStrategy on the TPU that `tpu` names; a clear error if none."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise ValueError(
+            f"Could not resolve a TPU from tpu={tpu!r}: {err}. Pass "
+            "tpu='local' on a TPU VM, a Cloud TPU name, or 'grpc://host:8470'."
+        ) from err
+    if tpu != "local":
+        tf.config.experimental_connect_to_cluster(resolver)
+    try:
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+        raise RuntimeError(
+            f"No TPU found for tpu={tpu!r}; TensorFlow said: {str(err).splitlines()[0]}"
+        ) from err
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy that spans more than one worker."""
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
+
+
+# --------------------------------------------------------------------------
+# Keras 3 + MultiWorkerMirroredStrategy (keras-team/keras#20585)
+# --------------------------------------------------------------------------
+
+
+def multi_worker_compatible(model):
+    """Make `model.fit/evaluate/predict` work under MultiWorkerMirroredStrategy.
+
+    Keras 3's TF trainer has two multi-worker bugs (keras#20585, tf#72388):
+    1. Before the first step it builds the model from a batch obtained by
+       `strategy.reduce("MEAN", per_replica_batch)`, which MWMS cannot do
+       eagerly ("Attempt to convert a value (PerReplica ...)"). The build only
+       needs shapes and dtypes, so we build from this worker's first replica
+       batch instead.
+    2. It reduces the scalar step logs with `strategy.reduce("MEAN", v,
+       axis=0)` ("Invalid reduction dimension 0 for input with 0
+       dimensions"). We give every log a leading axis of length 1, so that
+       reduction becomes the mean over replicas, as meant.
+    Only this model instance is patched (its class, config and saving are
+    untouched), only in multi-worker mode. Fix 1 is right even without the
+    bug (it hands Keras a batch Keras could have picked); fix 2 is applied
+    only while `_keras_reduces_logs_along_axis0()` finds the bug. Returns
+    the model.
+    """
+    if not is_multi_worker(model.distribute_strategy):
+        return model
+    if getattr(model, "_tfresnet_multi_worker_fix", False):
+        return model
+    if hasattr(model, "_maybe_symbolic_build"):
+        model._maybe_symbolic_build = _build_from_local_batch(
+            model._maybe_symbolic_build, model.distribute_strategy
+        )
+    if _keras_reduces_logs_along_axis0():
+        model.train_step = _with_replica_axis(model.train_step)
+        model.test_step = _with_replica_axis(model.test_step)
+    model._tfresnet_multi_worker_fix = True
+    _warn_unsynchronized_batch_norm(model)
+    return model
+
+
+def _warn_unsynchronized_batch_norm(model):
+    """Warn about BatchNormalization layers that are not synchronized.
+
+    Keras 3 updates their moving mean/variance on each replica from its own
+    share of the batch and never averages them (tf.keras did), so workers
+    end up with different inference statistics. synchronized=True computes
+    the statistics over the global batch, identical on every replica.
+    """
+    names = [
+        layer.name
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized
+    ]
+    if names:
+        warnings.warn(
+            f"{len(names)} BatchNormalization layer(s) ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''}) are not synchronized: their "
+            "moving statistics will differ between workers. Build them with "
+            "synchronized=True for multi-worker training.",
+            stacklevel=3,
+        )
+
+
+def _build_from_local_batch(maybe_symbolic_build, strategy):
+    """Wrap `_maybe_symbolic_build` to pass this worker's first batch itself.
+
+    Keras peeks one batch of the epoch iterator (then resets it) and only
+    uses its shapes and dtypes; the first local replica's batch has those.
+    """
+
+    @functools.wraps(maybe_symbolic_build)
+    def build(iterator=None, data_batch=None, **kwargs):
+        if iterator is not None and data_batch is None:
+            data_batch = _first_local_batch(iterator, strategy)
+            iterator = None
+        return maybe_symbolic_build(iterator=iterator, data_batch=data_batch, **kwargs)
+
+    return build
+
+
+def _first_local_batch(epoch_iterator, strategy):
+    """First batch of a Keras epoch iterator, on this worker's first replica."""
+    for item in epoch_iterator:
+        batch = next(item[-1])  # Keras yields (begin_step, end_step, iterator)
+        return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
+    raise ValueError("The training data is empty: no batch to build the model from.")
+
+
+def _with_replica_axis(step):
+    """Wrap a train/test step so each output gets a leading axis of length 1."""
+
+    @functools.wraps(step)
+    def step_with_replica_axis(data):
+        logs = step(data)
+        return tf.nest.map_structure(lambda v: tf.expand_dims(tf.convert_to_tensor(v), 0), logs)
+
+    return step_with_replica_axis
+
+
+def _keras_reduces_logs_along_axis0():
+    """Probe Keras: does it reduce a scalar log with axis=0 under MWMS?
+
+    Calls Keras's own `reduce_per_replica` with a stand-in strategy that
+    only records the `axis` it is asked for. axis=0 is the bug; an upstream
+    fix (axis=None, or no reduce) turns our fix 2 off.
+    """
+    try:
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        probe = _ReduceProbe()
+        tf_trainer.reduce_per_replica(tf.constant(0.0), probe, "auto")
+    except Exception as err:  # Keras moved things: report, do not patch.
+        warnings.warn(f"Could not probe Keras reduce_per_replica ({err!r}).", stacklevel=3)
+        return False
+    return probe.axes == [0]
+
+
+class _ReduceProbe(tf.distribute.MultiWorkerMirroredStrategy):
+    """A MWMS look-alike (never initialized) that records `reduce` axes."""
+
+    def __init__(self):  # Deliberately skip the cluster set-up.
+        self.axes = []
+
+    @property
+    def extended(self):
+        return _MultiWorkerModeExtended()
+
+    def reduce(self, reduce_op, value, axis=None):
+        self.axes.append(axis)
+        return value
+
+
+class _MultiWorkerModeExtended:
+    """Answers the one question Keras asks: are we in multi-worker mode?"""
+
+    def _in_multi_worker_mode(self):
+        return True
+
+
+# --------------------------------------------------------------------------
+# Batch size and learning rate
+# --------------------------------------------------------------------------
+
+
+def global_batch_size(per_replica, strategy):
+    """Global batch = per-replica batch x replicas in sync (all workers)."""
+    if not isinstance(per_replica, int) or per_replica < 1:
+        raise ValueError(f"per_replica must be a positive int. Received: {per_replica!r}")
+    return per_replica * strategy.num_replicas_in_sync
+
+
+def per_replica_batch_size(global_batch, strategy):
+    """Check `global_batch` splits evenly over the replicas; return the share.
+
+    `model.fit` batches the dataset with the global batch and each replica
+    gets global/replicas examples; an uneven split changes the effective
+    batch per step and breaks sync-BN/equivalence arguments.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if not isinstance(global_batch, int) or global_batch < 1 or global_batch % replicas:
+        raise ValueError(
+            f"Global batch size {global_batch!r} must be a positive multiple of "
+            f"the {replicas} replicas in sync (allowed: {replicas}, "
+            f"{2 * replicas}, {3 * replicas}, ...)."
+        )
+    return global_batch // replicas
+
+
+def scaled_learning_rate(base_lr, global_batch, base_batch=128, rule="linear"):
+    """Learning rate for `global_batch`, given `base_lr` tuned at `base_batch`.
+
+    rule="linear": lr = base_lr * global_batch / base_batch (Goyal et al.
+        2017, "Accurate, Large Minibatch SGD"): k times the batch averages
+        k times as many examples per step, so take a k times larger step.
+        He et al. train CIFAR ResNets with 0.1 at batch 128 and ImageNet
+        ones with 0.1 at batch 256. Use a warmup above ~8k examples.
+    rule="none": lr = base_lr, whatever the batch.
+    """
+    if rule not in LR_SCALING_RULES:
+        raise ValueError(f"Unknown rule={rule!r}; expected one of {LR_SCALING_RULES}.")
+    if global_batch < 1 or base_batch < 1:
+        raise ValueError(
+            "global_batch and base_batch must be positive. Received: "
+            f"global_batch={global_batch!r}, base_batch={base_batch!r}"
+        )
+    if rule == "none":
+        return base_lr
+    return base_lr * global_batch / base_batch
+
+
+# --------------------------------------------------------------------------
+# Who writes files
+# --------------------------------------------------------------------------
+
+
+def is_chief(strategy):
+    """True on the worker that should write checkpoints, logs and exports.
+
+    The chief is task "chief", or "worker" 0 when the cluster has no chief;
+    single-worker strategies (one device, mirrored, TPU) are always chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not is_multi_worker(strategy) or resolver is None:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return (
+        task_type is None
+        or task_type == "chief"
+        or (task_type == "worker" and task_id == 0 and not has_chief)
+    )
+
+
+@contextlib.contextmanager
+def writable_dir(path, strategy):
+    """Yield where this worker writes: `path` on the chief, else a temp dir.
+
+    Under MultiWorkerMirroredStrategy every worker should run the same saves
+    (reading an ON_READ-synchronized variable is a collective op that needs
+    all workers), but only the chief's copy should land in `path`; the
+    others write to a temporary directory removed on exit.
+    """
+    if is_chief(strategy):
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    task_id = strategy.cluster_resolver.task_id
+    temp = tempfile.mkdtemp(prefix=f"tfresnet-worker{task_id}-")
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+class MultiWorkerBackupAndRestore(keras.callbacks.Callback):
+    """`keras.callbacks.BackupAndRestore` that several workers can share.
+
+    Keras 3's callback makes every worker write the same files in
+    `backup_dir` (HDF5 refuses the second writer: "BlockingIOError: Unable
+    to synchronously create file (unable to lock file, errno = 11)") and
+    delete it at the end. Here every worker restores from `backup_dir`, which
+    must be storage all workers read (NFS, GCS), but only the chief writes
+    there; worker i writes to `<backup_dir>_workertemp_<i>`, removed at the
+    end.
+    With one worker it is exactly Keras's callback. When a worker dies, the
+    others fail too; restart all of them and `fit` resumes from the last
+    completed backup (an epoch boundary: Keras restores the epoch only).
+    """
+
+    def __init__(
+        self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True
+    ):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self._options = dict(
+            save_freq=save_freq,
+            double_checkpoint=double_checkpoint,
+            delete_checkpoint=delete_checkpoint,
+        )
+        self._restore = keras.callbacks.BackupAndRestore(backup_dir, **self._options)
+        self._backup = self._restore
+        self._temp_dir = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._restore.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self._restore.on_train_begin(logs)
+        strategy = self.model.distribute_strategy
+        if not is_chief(strategy):
+            # A fixed name, so a restarted worker reuses and removes it.
+            task_id = strategy.cluster_resolver.task_id
+            self._temp_dir = f"{self.backup_dir.rstrip('/')}_workertemp_{task_id}"
+            self._backup = keras.callbacks.BackupAndRestore(self._temp_dir, **self._options)
+            self._backup.set_model(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._backup.on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._backup.on_train_batch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        self._backup.on_train_end(logs)
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir, self._backup = None, self._restore
+
+
+# --------------------------------------------------------------------------
+# Input sharding
+# --------------------------------------------------------------------------
+
+
+def distribute_dataset_options(kind, *, num_files=None, num_workers=1):
+    """`tf.data.Options` with the auto-shard policy right for `kind` of data.
+
+    kind="memory": DATA. In-memory data (`from_tensor_slices`, NumPy) has no
+        files to split; every worker builds the whole pipeline and keeps
+        only its share of each global batch.
+    kind="files": FILE. File-backed data (tfds, TFRecords): each worker reads
+        its own 1/N of the files, so nobody reads everything. Needs at least
+        as many files as workers (better, many more, for balance); with
+        `num_files < num_workers` some workers would get no data, so DATA.
+    kind="off": OFF, for input already sharded by hand (e.g. per
+        `tf.distribute.InputContext` in `distribute_datasets_from_function`).
+    """
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"Unknown dataset kind={kind!r}; expected one of {DATASET_KINDS}.")
+    policies = tf.data.experimental.AutoShardPolicy
+    policy = {"memory": policies.DATA, "files": policies.FILE, "off": policies.OFF}[kind]
+    if kind == "files" and num_files is not None and num_files < num_workers:
+        policy = policies.DATA
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return options
+
+
+__all__ = [
+    "MultiWorkerBackupAndRestore",
+    "STRATEGY_NAMES",
+    "configure_logical_cpus",
+    "distribute_dataset_options",
+    "global_batch_size",
+    "is_chief",
+    "is_multi_worker",
+    "make_strategy",
+    "multi_worker_compatible",
+    "per_replica_batch_size",
+    "read_tf_config",
+    "scaled_learning_rate",
+    "writable_dir",
+]
