@@ -20,6 +20,7 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
+        "tensorboard>=2.20",  # TF 2.21 no longer installs it; the TensorBoard callback needs it
         "tensorflow-datasets>=4.9",
         "keras-tuner>=1.4.7",
         "absl-py>=2.1",

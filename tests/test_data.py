@@ -1,0 +1,113 @@
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tfresnet import data
+
+
+def test_digits_split_is_deterministic_and_complete():
+    a = data.load_data("digits")
+    b = data.load_data("digits", validation_size=100)
+    assert a.info.sizes == {"train": 1438, "validation": 0, "test": 359}
+    assert b.info.sizes == {"train": 1338, "validation": 100, "test": 359}
+    test_a = np.stack([x for x, _ in a.test.as_numpy_iterator()])
+    test_b = np.stack([x for x, _ in b.test.as_numpy_iterator()])
+    np.testing.assert_array_equal(test_a, test_b)  # the held-out set never touches test
+    assert a.info.image_shape == (8, 8, 1) and a.info.num_classes == 10
+    assert not a.info.flip and a.info.style == "cifar"
+    images = np.stack([x for x, _ in a.train.as_numpy_iterator()]).astype("float64")
+    np.testing.assert_allclose(a.info.pixel_mean, images.mean(axis=0), rtol=1e-5)
+    assert images.max() == 255
+
+
+def test_cifar_augmentation_pads_by_an_eighth_and_crops_back():
+    image = tf.reshape(tf.range(8 * 8, dtype=tf.int32), (8, 8, 1))
+    out = data.cifar_augment(image, tf.constant([1, 2], tf.int64), (8, 8), flip=False)
+    assert out.shape == (8, 8, 1)
+    # A 1-pixel pad: the crop is the image shifted by at most one pixel, zeros at the border.
+    values = set(np.unique(out.numpy())) - {0}
+    assert values <= set(range(64)) and len(values) >= 49
+
+
+def test_training_pipeline_is_seeded_and_changes_every_epoch():
+    d = data.load_data("digits")
+    ds = data.make_pipeline(d.train, d.info, batch_size=32, training=True, seed=3)
+    first = [x.numpy() for x, _ in ds.take(2)]
+    second = [x.numpy() for x, _ in ds.take(2)]
+    again = [
+        x.numpy()
+        for x, _ in data.make_pipeline(d.train, d.info, batch_size=32, training=True, seed=3).take(
+            2
+        )
+    ]
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], second[0])
+    assert first[0].shape == (32, 8, 8, 1) and first[0].dtype == np.float32
+
+
+def test_evaluation_pipeline_keeps_every_example_unaugmented():
+    d = data.load_data("digits")
+    ds = data.make_pipeline(d.test, d.info, batch_size=100, training=False)
+    images = np.concatenate([x.numpy() for x, _ in ds])
+    raw = np.stack([x for x, _ in d.test.as_numpy_iterator()])
+    np.testing.assert_array_equal(images, raw.astype("float32"))
+
+
+def test_tfds_path_with_mock_data(tmp_path):
+    with tfds.testing.mock_data(num_examples=24):
+        with pytest.raises(data.DataError, match="not prepared.*--download.*--data_dir"):
+            data.load_data("cifar10", data_dir=str(tmp_path))
+        d = data.load_data("cifar10", data_dir=str(tmp_path), download=True)
+        assert d.info.image_shape == (32, 32, 3) and d.info.num_classes == 10
+        assert d.info.style == "cifar" and d.info.flip
+        assert d.info.sizes["train"] == 24 and d.info.pixel_mean.shape == (32, 32, 3)
+        x, y = next(iter(data.make_pipeline(d.train, d.info, batch_size=8, training=True)))
+        assert x.shape == (8, 32, 32, 3) and y.dtype == tf.int32
+
+
+def test_unknown_tfds_name_is_a_clear_error():
+    with pytest.raises(data.DataError, match="Unknown data set 'no_such_set'.*cifar10"):
+        data.load_data("no_such_set")
+
+
+def _png(path, value, size=(10, 12), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value, value, value)).save(path)
+
+
+def test_image_folder_skips_corrupt_files_with_a_warning(tmp_path, caplog):
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(5):
+            _png(tmp_path / cls / f"{i}.png", value)
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "dog" / "notes.txt").write_text("hello")
+    with caplog.at_level(logging.WARNING):
+        d = data.load_data(str(tmp_path), image_size=16)
+    assert "broken.png" in caplog.text and "notes.txt" in caplog.text
+    assert d.info.class_names == ("cat", "dog")
+    assert d.info.sizes == {"train": 8, "validation": 0, "test": 2}
+    assert d.info.image_shape == (16, 16, 3)
+    batch = next(iter(data.make_pipeline(d.test, d.info, batch_size=2, training=False)))
+    assert batch[0].shape == (2, 16, 16, 3)
+    assert sorted(batch[1].numpy().tolist()) == [0, 1]
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load_data(str(tmp_path / "missing"))
+    _png(tmp_path / "only" / "a.png", 1)
+    with pytest.raises(data.DataError, match="one sub-folder per class"):
+        data.load_data(str(tmp_path))
+
+
+def test_imagenet_style_views():
+    image = tf.zeros((300, 400, 3), tf.uint8)
+    crop = data.center_crop(image, (224, 224))
+    assert crop.shape == (224, 224, 3)
+    aug = data.imagenet_augment(image, tf.constant([4, 5], tf.int64), (224, 224), flip=True)
+    assert aug.shape == (224, 224, 3)
+    assert data.ten_crops(image, (64, 64)).shape == (10, 64, 64, 3)

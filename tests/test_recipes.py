@@ -1,0 +1,57 @@
+import pytest
+
+from tfresnet import recipes
+
+CIFAR = recipes.get_recipe("cifar")
+
+
+def _lr(schedule, step):
+    return float(schedule(step))
+
+
+def test_cifar_schedule_is_the_papers_at_full_budget():
+    schedule = recipes.paper_schedule(CIFAR, 64_000, depth=20)
+    assert [_lr(schedule, s) for s in (0, 31_999, 32_001, 47_999, 48_001, 63_999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+
+
+def test_deep_nets_warm_up_at_001_for_400_iterations():
+    schedule = recipes.paper_schedule(CIFAR, 64_000, depth=110)
+    assert _lr(schedule, 399) == pytest.approx(0.01)
+    assert _lr(schedule, 401) == pytest.approx(0.1)
+    assert _lr(recipes.paper_schedule(CIFAR, 64_000, depth=56), 0) == pytest.approx(0.1)
+
+
+def test_short_budget_scales_every_boundary():
+    schedule = recipes.paper_schedule(CIFAR, 640, depth=110)
+    assert [_lr(schedule, s) for s in (3, 5, 319, 321, 479, 481)] == pytest.approx(
+        [0.01, 0.1, 0.1, 0.01, 0.01, 0.001]
+    )
+
+
+def test_tiny_schedules_keep_boundaries_increasing():
+    schedule = recipes.paper_schedule(CIFAR, 2, depth=1202)
+    assert list(schedule.boundaries) == sorted(set(schedule.boundaries))
+
+
+def test_total_steps_from_budget_epochs_or_steps():
+    assert recipes.total_steps(CIFAR, steps_per_epoch=351, batch_size=128, budget=1.0) == 64_000
+    assert recipes.total_steps(CIFAR, steps_per_epoch=351, batch_size=256, budget=0.5) == 16_000
+    assert recipes.total_steps(CIFAR, steps_per_epoch=11, batch_size=128, epochs=30) == 330
+    assert recipes.total_steps(CIFAR, steps_per_epoch=11, batch_size=128, steps=7) == 7
+    with pytest.raises(ValueError, match="at most one of budget, epochs and steps"):
+        recipes.total_steps(CIFAR, steps_per_epoch=1, batch_size=128, epochs=1, steps=1)
+    with pytest.raises(ValueError, match="budget must be > 0"):
+        recipes.total_steps(CIFAR, steps_per_epoch=1, batch_size=128, budget=0)
+
+
+def test_imagenet_recipe_and_unknown_recipe():
+    imagenet = recipes.get_recipe("imagenet")
+    assert (imagenet.batch_size, imagenet.total_steps, imagenet.weight_decay) == (
+        256,
+        600_000,
+        1e-4,
+    )
+    with pytest.raises(ValueError, match="allowed: cifar, imagenet"):
+        recipes.get_recipe("mnist")

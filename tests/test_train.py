@@ -1,0 +1,127 @@
+import csv
+import json
+import os
+
+import keras
+import pytest
+
+from tfresnet import train as train_lib
+from tfresnet.train import TrainConfig, TrainingError
+
+
+def _config(tmp_path, **kwargs):
+    values = dict(
+        model="cifar_resnet8",
+        dataset="digits",
+        epochs=2,
+        batch_size=64,
+        export=False,
+        run_dir=str(tmp_path / "run"),
+        verbose=0,
+        validation_size=100,
+    )
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    config = _config(tmp_path)
+    results = train_lib.train(config)
+    run = tmp_path / "run"
+    for name in (
+        "config.json",
+        "results.json",
+        "history.csv",
+        "model.keras",
+        "checkpoints/last.keras",
+        "checkpoints/best.keras",
+    ):
+        assert (run / name).is_file(), name
+    assert any((run / "logs" / "train").iterdir())
+    assert not (run / "backup").exists()  # removed once the run finished
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["final"] == pytest.approx(results["final"])
+    assert saved["config"] == json.loads((run / "config.json").read_text())
+    assert saved["curves"]["epoch"] == [1, 2]
+    assert len(saved["curves"]["test_error"]) == len(saved["curves"]["val_error"]) == 2
+    assert 0.0 <= saved["final"]["test_error"] <= 1.0
+    assert saved["final"]["test_error"] < 0.9  # two epochs already beat chance (90% error)
+    assert saved["model"]["params"] == 75_290 - 2 * 9 * 16  # cifar_resnet8, 1 input channel
+    assert saved["schedule"]["steps_per_epoch"] == 1338 // 64
+    assert saved["schedule"]["learning_rate"] == pytest.approx(0.1 * 64 / 128)
+    assert saved["train_images_per_s"] > 0 and saved["versions"]["keras"] == keras.__version__
+    reloaded = keras.saving.load_model(run / "model.keras")
+    assert (
+        reloaded.count_params()
+        == keras.saving.load_model(run / "checkpoints" / "last.keras").count_params()
+    )
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.optimizer.iterations.numpy() > 25:  # inside epoch 2 of 3
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+    config = _config(tmp_path, epochs=3, validation_size=0)
+    train_lib.prepare_run_dir(config)
+    os.makedirs(config.run_dir, exist_ok=True)
+    train_lib.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.fit_model(config, extra_callbacks=[_Crash()])
+    assert (tmp_path / "run" / "backup").exists()
+    keras.backend.clear_session()
+    train_lib.train(_config(tmp_path, epochs=3, validation_size=0))
+    with open(tmp_path / "run" / "history.csv") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 1, 2]  # epoch 0 from the first process, 1-2 after the restart
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 3 * (1438 // 64)
+
+
+def test_run_directory_guards(tmp_path):
+    train_lib.train(_config(tmp_path, epochs=1))
+    with pytest.raises(TrainingError, match="holds a finished run"):
+        train_lib.train(_config(tmp_path, epochs=1))
+    with pytest.raises(TrainingError, match="holds a different run \\(differs in: epochs\\)"):
+        train_lib.train(_config(tmp_path, epochs=2))
+    with pytest.raises(TrainingError, match="no run to continue"):
+        train_lib.train(_config(tmp_path, run_dir=str(tmp_path / "other"), resume=True))
+    results = train_lib.train(_config(tmp_path, epochs=2, overwrite=True))
+    assert results["schedule"]["epochs"] == 2
+
+
+def test_divergence_is_reported_clearly(tmp_path):
+    with pytest.raises(TrainingError, match="Training diverged: loss became nan"):
+        train_lib.train(_config(tmp_path, learning_rate=1e30, epochs=1, validation_size=0))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "float8"}, "Unknown precision 'float8'; allowed: float32"),
+        ({"strategy": "horovod"}, "Unknown strategy 'horovod'; allowed: auto"),
+        ({"model": "resnet21"}, "6n\\+2"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"resume": True, "overwrite": True}, "at most one of resume and overwrite"),
+    ],
+)
+def test_bad_config_values_are_rejected(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path, **kwargs)
+
+
+def test_batch_larger_than_the_data_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="batch_size 4096 is larger than the 1338 training"):
+        train_lib.train(_config(tmp_path, batch_size=4096))
+
+
+def test_evaluate_reports_top1_and_top5(tmp_path):
+    results = train_lib.train(_config(tmp_path, epochs=1))
+    report = train_lib.evaluate(str(tmp_path / "run"), "digits")
+    assert report["examples"] == 359
+    assert report["top1_error"] == pytest.approx(results["final"]["test_error"], abs=1e-6)
+    assert 0 <= report["top5_error"] <= report["top1_error"]
+    with pytest.raises(ValueError, match="No model at"):
+        train_lib.evaluate(str(tmp_path / "nothing"))

@@ -1,0 +1,426 @@
+"""Data: the embedded digits set, any tensorflow-datasets image set, or a folder of class folders.
+
+`load_data(name)` gives unbatched uint8 `(image, label)` splits plus a `DataInfo`; `make_pipeline`
+turns a split into batches with the paper's augmentation:
+
+  CIFAR-style (small images): pad by size/8 (4 px at 32x32), random crop, horizontal flip;
+                              per-pixel mean and a scalar std of the training set.
+  ImageNet-style:             shorter side resized at random in [256, 480] (scaled to the input
+                              size), random crop, flip; evaluation resizes the shorter side to 256
+                              and takes the centre crop; per-channel ImageNet mean/std (documented
+                              instead of the paper's per-pixel mean, which needs a pass over 1.28M
+                              images).
+Normalisation lives inside the model (`build_model(pixel_mean=..., pixel_std=...)`), so pipelines
+yield raw 0..255 float pixels and exported models take raw images.
+"""
+
+import dataclasses
+import logging
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+EMBEDDED = "digits"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGENET_MEAN = (123.68, 116.78, 103.94)
+IMAGENET_STD = (58.40, 57.12, 57.38)
+SMALL_IMAGE_LIMIT = 64  # images up to this size are treated CIFAR-style
+AUTOTUNE = tf.data.AUTOTUNE
+CACHE_LIMIT_BYTES = 4 << 30  # cache decoded training images in memory below this size
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """A data set that cannot be used as asked, with what to do about it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What the model and the pipeline need to know about a data set."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple  # (height, width, channels) the model sees
+    style: str  # "cifar" (small images) or "imagenet"
+    flip: bool  # horizontal flips keep the label (not for digits)
+    pixel_mean: np.ndarray  # per-pixel (H, W, C) or per-channel (C,)
+    pixel_std: np.ndarray
+    class_names: tuple = ()
+    sizes: dict = dataclasses.field(default_factory=dict)  # split -> number of examples
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Unbatched `(uint8 image, int32 label)` splits; `validation` is None when not asked for."""
+
+    info: DataInfo
+    train: tf.data.Dataset
+    test: tf.data.Dataset
+    validation: tf.data.Dataset | None = None
+
+
+def load_data(
+    name=EMBEDDED, *, data_dir=None, validation_size=0, image_size=None, download=False, seed=0
+):
+    """Load `name`: "digits", a tfds name ("cifar10", "imagenet2012", ...) or a folder path.
+
+    `validation_size` holds out that many training examples (or a fraction if < 1) for model
+    selection; the test split is never used for it. `image_size` overrides the model input size
+    for folders and variable-size data sets.
+    """
+    if validation_size < 0:
+        raise DataError(f"validation_size must be >= 0; got {validation_size}.")
+    if name == EMBEDDED:
+        return _load_digits(validation_size, seed)
+    if os.sep in str(name) or os.path.isdir(str(name)):
+        return _load_folder(pathlib.Path(name), validation_size, image_size, seed)
+    return _load_tfds(name, data_dir, validation_size, image_size, download)
+
+
+def _holdout_count(validation_size, train_size):
+    count = int(round(validation_size * train_size)) if validation_size < 1 else validation_size
+    if count >= train_size:
+        raise DataError(
+            f"validation_size={validation_size} leaves no training data ({train_size} examples)."
+        )
+    return int(count)
+
+
+def _small_style_stats(images):
+    """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe)."""
+    images = np.asarray(images, "float64")
+    mean = images.mean(axis=0)
+    std = max(float(np.sqrt(((images - mean) ** 2).mean())), 1e-3)
+    return mean.astype("float32"), np.asarray(std, "float32")
+
+
+def _from_arrays(images, labels):
+    return tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+
+
+def _load_digits(validation_size, seed):
+    """scikit-learn's 1,797 real 8x8 handwritten digits, split 80/20 by a fixed permutation."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype("uint8")[..., None]
+    labels = digits.target.astype("int32")
+    order = np.random.default_rng(20151210).permutation(len(labels))  # fixed: the same split
+    images, labels = images[order], labels[order]
+    n_test = len(labels) // 5
+    test = (images[:n_test], labels[:n_test])
+    train = (images[n_test:], labels[n_test:])
+    n_val = _holdout_count(validation_size, len(train[1])) if validation_size else 0
+    val = (train[0][:n_val], train[1][:n_val])
+    train = (train[0][n_val:], train[1][n_val:])
+    mean, std = _small_style_stats(train[0])
+    info = DataInfo(
+        name=EMBEDDED,
+        num_classes=10,
+        image_shape=(8, 8, 1),
+        style="cifar",
+        flip=False,  # a mirrored digit is a different symbol
+        pixel_mean=mean,
+        pixel_std=std,
+        class_names=tuple(str(i) for i in range(10)),
+        sizes={"train": len(train[1]), "validation": n_val, "test": n_test},
+    )
+    return Data(
+        info, _from_arrays(*train), _from_arrays(*test), _from_arrays(*val) if n_val else None
+    )
+
+
+def _tfds_builder(name, data_dir, download):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as err:  # tfds raises DatasetNotFoundError and friends
+        raise DataError(
+            f"Unknown data set {name!r}: not '{EMBEDDED}', not a folder, and tensorflow-datasets "
+            f"says: {str(err).splitlines()[0]}. Try cifar10, cifar100, imagenet2012, imagenette, "
+            "any tfds image-classification name, or a directory of class folders."
+        ) from err
+    if not builder.is_prepared():
+        if not download:
+            manual = (
+                f" ImageNet cannot be downloaded automatically: put the ILSVRC2012 tar files in "
+                f"{builder.data_dir}/../downloads/manual first."
+                if name.startswith("imagenet2012")
+                else ""
+            )
+            raise DataError(
+                f"Data set {name!r} is not prepared in {builder.data_dir!r}. Pass --download to "
+                f"fetch and prepare it there, or --data_dir=<dir> where it is already prepared "
+                f"(`tfds build {name} --data_dir=<dir>`).{manual}"
+            )
+        builder.download_and_prepare()
+    return builder
+
+
+def _load_tfds(name, data_dir, validation_size, image_size, download):
+    builder = _tfds_builder(name, data_dir, download)
+    info = builder.info
+    if "image" not in info.features or "label" not in info.features:
+        raise DataError(
+            f"{name!r} is not an image-classification data set (it needs 'image' and 'label' "
+            f"features; it has {sorted(info.features.keys())})."
+        )
+
+    def split(spec):
+        ds = builder.as_dataset(split=spec, as_supervised=True, shuffle_files=False)
+        return ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+
+    def size(spec, ds):
+        # Split sizes come from the metadata; count only when it has none (tfds mock data).
+        known = info.splits[spec].num_examples if spec in info.splits else None
+        return known if known is not None else int(ds.reduce(0, lambda n, _: n + 1))
+
+    splits = list(info.splits.keys()) or ["train", "test"]
+    test_split = "test" if "test" in splits else "validation"
+    if test_split not in splits or "train" not in splits:
+        raise DataError(f"{name!r} needs a train and a test or validation split; has {splits}.")
+    full_train = split("train")
+    train_size = size("train", full_train)
+    n_val = _holdout_count(validation_size, train_size) if validation_size else 0
+    train = split(f"train[{n_val}:]") if n_val else full_train
+    test = split(test_split)
+
+    height, width, channels = info.features["image"].shape
+    channels = channels or 3
+    small = height is not None and width is not None and max(height, width) <= SMALL_IMAGE_LIMIT
+    style = "cifar" if small and image_size is None else "imagenet"
+    if style == "cifar":
+        # Per-pixel mean and std over the whole training split (one pass, like the paper).
+        mean, std = _small_style_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+        shape = (height, width, channels)
+    else:
+        shape = (image_size or 224, image_size or 224, channels)
+        mean, std = _imagenet_stats(channels)
+    label = info.features["label"]
+    data_info = DataInfo(
+        name=name,
+        num_classes=label.num_classes,
+        image_shape=shape,
+        style=style,
+        flip=True,
+        pixel_mean=mean,
+        pixel_std=std,
+        class_names=tuple(getattr(label, "names", ()) or ()),
+        sizes={"train": train_size - n_val, "validation": n_val, "test": size(test_split, test)},
+    )
+    validation = split(f"train[:{n_val}]") if n_val else None
+    return Data(data_info, train, test, validation)
+
+
+def _imagenet_stats(channels):
+    if channels == 1:
+        return np.asarray([np.mean(IMAGENET_MEAN)], "float32"), np.asarray(
+            [np.mean(IMAGENET_STD)], "float32"
+        )
+    return np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32")
+
+
+def _scan_folder(root):
+    """Class folders -> sorted (path, label) lists; unreadable images are skipped with a warning."""
+    from PIL import Image
+
+    if not root.is_dir():
+        raise DataError(f"Data folder {str(root)!r} does not exist or is not a directory.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(
+            f"Folder {str(root)!r} must hold one sub-folder per class (at least 2); found "
+            f"{classes or 'none'}."
+        )
+    files, skipped = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((root / cls).rglob("*")):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                if path.is_file():
+                    skipped.append(f"{path} (not an image extension)")
+                continue
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception as err:
+                skipped.append(f"{path} ({type(err).__name__})")
+                continue
+            files.append((str(path), label))
+    if skipped:
+        log.warning(
+            "Skipped %d unreadable or non-image files: %s", len(skipped), "; ".join(skipped)
+        )
+    if not files:
+        raise DataError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
+    return classes, files, skipped
+
+
+def _load_folder(root, validation_size, image_size, seed):
+    """A directory of class folders, or with train/ and test/ sub-directories of them.
+
+    Without train/ and test/, every class is split 80/20 by a fixed seed. Corrupt or non-image
+    files are skipped with a warning naming them (they never reach training).
+    """
+    from PIL import Image
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes, train_files, _ = _scan_folder(root / "train")
+        test_classes, test_files, _ = _scan_folder(root / "test")
+        if test_classes != classes:
+            raise DataError(f"train/ and test/ of {str(root)!r} have different class folders.")
+    else:
+        classes, files, _ = _scan_folder(root)
+        rng = np.random.default_rng(seed)
+        train_files, test_files = [], []
+        for label in range(len(classes)):
+            mine = [f for f in files if f[1] == label]
+            rng.shuffle(mine)
+            n_test = max(1, len(mine) // 5) if len(mine) > 1 else 0
+            test_files += mine[:n_test]
+            train_files += mine[n_test:]
+    order = np.random.default_rng(seed).permutation(len(train_files))
+    train_files = [train_files[i] for i in order]
+    n_val = _holdout_count(validation_size, len(train_files)) if validation_size else 0
+    val_files, train_files = train_files[:n_val], train_files[n_val:]
+
+    with Image.open(train_files[0][0]) as first:
+        channels = 1 if first.mode in ("L", "1", "I;16") else 3
+        natural = max(first.size)
+    size = image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224)
+    style = "cifar" if size <= SMALL_IMAGE_LIMIT else "imagenet"
+    shape = (size, size, channels)
+
+    def to_dataset(items):
+        paths = [p for p, _ in items]
+        labels = np.asarray([y for _, y in items], "int32")
+
+        def read(path, label):
+            image = tf.io.decode_image(
+                tf.io.read_file(path), channels=channels, expand_animations=False
+            )
+            if style == "cifar":
+                image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
+            return image, label
+
+        return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+            read, num_parallel_calls=AUTOTUNE
+        )
+
+    train = to_dataset(train_files)
+    if style == "cifar":
+        mean, std = _small_style_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+    else:
+        mean, std = _imagenet_stats(channels)
+    info = DataInfo(
+        name=str(root),
+        num_classes=len(classes),
+        image_shape=shape,
+        style=style,
+        flip=True,
+        pixel_mean=mean,
+        pixel_std=std,
+        class_names=tuple(classes),
+        sizes={"train": len(train_files), "validation": n_val, "test": len(test_files)},
+    )
+    return Data(info, train, to_dataset(test_files), to_dataset(val_files) if n_val else None)
+
+
+# --- augmentation -------------------------------------------------------------------------
+
+
+def cifar_augment(image, seed, size, flip):
+    """Pad by size/8 (4 px at 32x32), random size x size crop, random flip; stateless."""
+    pad = max(1, int(round(size[0] / 8)))
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    image = tf.image.stateless_random_crop(image, (*size, tf.shape(image)[-1]), seed=seed)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    return image
+
+
+def _resize_shorter_side(image, shorter):
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.cast(shorter, tf.float32) / tf.reduce_min(shape)
+    new = tf.cast(tf.round(shape * scale), tf.int32)
+    return tf.image.resize(image, new, antialias=True)
+
+
+def imagenet_augment(image, seed, size, flip):
+    """Shorter side random in [256, 480] * size/224, random size x size crop, random flip."""
+    low, high = int(256 * size[0] / 224), int(480 * size[0] / 224)
+    shorter = tf.random.stateless_uniform(
+        (), seed=seed, minval=low, maxval=high + 1, dtype=tf.int32
+    )
+    image = _resize_shorter_side(image, shorter)
+    image = tf.image.stateless_random_crop(image, (*size, tf.shape(image)[-1]), seed=seed + 1)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 2)
+    return image
+
+
+def center_crop(image, size):
+    """Evaluation view: shorter side to 256 * size/224, then the central size x size crop."""
+    image = _resize_shorter_side(image, int(round(256 * size[0] / 224)))
+    shape = tf.shape(image)
+    top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+    return image[top : top + size[0], left : left + size[1], :]
+
+
+def ten_crops(image, size):
+    """The paper's 10-crop test views: four corners and the centre, and their mirror images."""
+    image = _resize_shorter_side(image, int(round(256 * size[0] / 224)))
+    shape = tf.shape(image)
+    h, w = size
+    offsets = [
+        (0, 0),
+        (0, shape[1] - w),
+        (shape[0] - h, 0),
+        (shape[0] - h, shape[1] - w),
+        ((shape[0] - h) // 2, (shape[1] - w) // 2),
+    ]
+    crops = [image[t : t + h, s : s + w, :] for t, s in offsets]
+    crops += [tf.image.flip_left_right(c) for c in crops]
+    return tf.stack(crops)
+
+
+def make_pipeline(dataset, info, *, batch_size, training, seed=0, cache=True, drop_remainder=None):
+    """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`.
+
+    Augmentation randomness is stateless and seeded per example, so runs with the same seed see
+    the same images in the same order, and each epoch sees new crops.
+    """
+    size = info.image_shape[:2]
+    n = info.sizes.get("train" if training else "test", 0)
+    if cache and n * int(np.prod(info.image_shape)) < CACHE_LIMIT_BYTES and info.style == "cifar":
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(min(max(n, 1), 20_000), seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+        augment = cifar_augment if info.style == "cifar" else imagenet_augment
+
+        def train_map(example, pair):
+            image, label = example
+            image = augment(image, pair % (2**31 - 3), size, info.flip)
+            return tf.cast(image, tf.float32), label
+
+        dataset = dataset.map(train_map, num_parallel_calls=AUTOTUNE)
+    else:
+
+        def eval_map(image, label):
+            if info.style == "imagenet":
+                image = center_crop(image, size)
+            return tf.cast(image, tf.float32), label
+
+        dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(
+        batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(AUTOTUNE)
