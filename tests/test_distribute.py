@@ -120,6 +120,15 @@ def test_multi_worker_explains_tf_config(monkeypatch, tf_config, message):
     assert '"worker": ["host0:12345", "host1:12345"]' in str(err.value)  # the example
 
 
+def test_multi_worker_after_tf_started_is_a_clear_error(monkeypatch):
+    tf.config.list_logical_devices("CPU")  # starts TensorFlow in this process
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    with pytest.raises(RuntimeError, match="must run before TensorFlow starts"):
+        dist.make_strategy("multi_worker")
+
+
 def test_tpu_without_a_name_is_a_clear_error():
     with pytest.raises(ValueError, match="Could not resolve a TPU from tpu=None"):
         dist.make_strategy("tpu")
