@@ -61,7 +61,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | one_device | mirrored | multi_worker | tpu
     num_replicas: int | None = None
     tpu: str | None = None
-    sync_bn: bool = False
+    sync_bn: bool | None = None  # None: synchronised BN whenever there is more than one replica
     steps_per_execution: int = 1
     seed: int = 0
     run_dir: str | None = None  # None: runs/<model>-<dataset>
@@ -243,12 +243,50 @@ def compile_model(model, recipe, schedule, steps_per_execution=1):
     )
 
 
-def fit_model(config, *, strategy=None, extra_callbacks=(), data=None):
+def resolved_weight_decay(config, recipe):
+    return recipe.weight_decay if config.weight_decay is None else config.weight_decay
+
+
+def make_model(config, info, strategy):
+    """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope.
+
+    `fit_model` calls it; the tuner calls it from `HyperModel.build` and hands the model back
+    to `fit_model`, so both build the same network the same way.
+    """
+    recipe = pick_recipe(config, info)
+    sync_bn = strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn
+    with strategy.scope():
+        model = models.build_model(
+            config.model,
+            shortcut=config.shortcut,
+            num_classes=info.num_classes,
+            input_shape=info.image_shape,
+            preact=config.preact,
+            stride_placement=config.stride_placement,
+            weight_decay=resolved_weight_decay(config, recipe),
+            zero_init_residual=config.zero_init_residual,
+            sync_bn=sync_bn,
+            pixel_mean=info.pixel_mean,
+            pixel_std=info.pixel_std,
+        )
+        if config.pretrained:
+            from tfresnet import pretrained
+
+            pretrained.load_pretrained(model, config.pretrained)
+    return model
+
+
+def fit_model(
+    config, *, strategy=None, extra_callbacks=(), data=None, model=None, evaluate_test=True
+):
     """Build, train and evaluate the model that `config` describes; the one training path.
 
     Returns `(model, results)`; `results` is what `results.json` holds. Writes into
     `config.run_dir` (only the chief, under multi-worker). `strategy` and `data` may be passed in
-    by callers that already made them (the tuner reuses both across trials).
+    by callers that already made them (the tuner reuses both across trials), and `model` by a
+    caller that built it with `make_model` (the tuner's `HyperModel.build`). With
+    `evaluate_test=False` the test split is never touched (the tuner selects on validation
+    only; `final.test_error` is then None).
     """
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.precision)
@@ -270,6 +308,12 @@ def fit_model(config, *, strategy=None, extra_callbacks=(), data=None):
     recipe = pick_recipe(config, info)
     batch_size = config.batch_size or recipe.batch_size
     distribute.per_replica_batch_size(batch_size, strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.steps_per_execution > 1 and replicas > 1:
+        raise ValueError(
+            f"steps_per_execution={config.steps_per_execution} does not work with {replicas} "
+            "replicas in Keras 3.15 (keras-team/keras#19246); use 1 under a multi-replica strategy."
+        )
     if info.sizes["train"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the {info.sizes['train']} training examples "
@@ -290,26 +334,11 @@ def fit_model(config, *, strategy=None, extra_callbacks=(), data=None):
     lr = config.learning_rate or distribute.scaled_learning_rate(
         recipe.learning_rate, batch_size, recipe.batch_size, config.lr_rule
     )
-    weight_decay = recipe.weight_decay if config.weight_decay is None else config.weight_decay
+    weight_decay = resolved_weight_decay(config, recipe)
 
+    if model is None:
+        model = make_model(config, info, strategy)
     with strategy.scope():
-        model = models.build_model(
-            config.model,
-            shortcut=config.shortcut,
-            num_classes=info.num_classes,
-            input_shape=info.image_shape,
-            preact=config.preact,
-            stride_placement=config.stride_placement,
-            weight_decay=weight_decay,
-            zero_init_residual=config.zero_init_residual,
-            sync_bn=config.sync_bn,
-            pixel_mean=info.pixel_mean,
-            pixel_std=info.pixel_std,
-        )
-        if config.pretrained:
-            from tfresnet import pretrained
-
-            pretrained.load_pretrained(model, config.pretrained)
         schedule = recipes.paper_schedule(
             recipe, epochs * steps_per_epoch, depth=spec.depth, learning_rate=lr
         )
@@ -319,7 +348,11 @@ def fit_model(config, *, strategy=None, extra_callbacks=(), data=None):
     train_ds = data_lib.make_pipeline(
         data.train, info, batch_size=batch_size, training=True, seed=config.seed
     )
-    test_ds = data_lib.make_pipeline(data.test, info, batch_size=batch_size, training=False)
+    test_ds = (
+        data_lib.make_pipeline(data.test, info, batch_size=batch_size, training=False)
+        if evaluate_test or config.eval_test_each_epoch
+        else None
+    )
     val_ds = (
         data_lib.make_pipeline(data.validation, info, batch_size=batch_size, training=False)
         if data.validation is not None
@@ -363,7 +396,7 @@ def fit_model(config, *, strategy=None, extra_callbacks=(), data=None):
                 f"Training diverged: loss became {loss} at epoch {epoch + 1}, batch {batch + 1}. "
                 "Lower --learning_rate, use float32 (--precision), or check the data."
             )
-        test = model.evaluate(test_ds, verbose=0, return_dict=True)
+        test = model.evaluate(test_ds, verbose=0, return_dict=True) if evaluate_test else None
         # The CSV log spans restarts; fit's own history only the epochs since the last one.
         curves = read_history(os.path.join(out, "history.csv")) or history.history
         results = summarize(config, model, info, curves, test, wall, throughput, strategy)
@@ -416,11 +449,12 @@ def summarize(config, model, info, history, test, wall, throughput, strategy):
         "test_error": errors("test_accuracy"),
         "val_error": errors("val_accuracy"),
     }
+    test = test or {}  # None: the caller did not evaluate on the test split
     final = {
         "train_error": curves["train_error"][-1] if curves["train_error"] else None,
-        "test_error": 1.0 - float(test["accuracy"]),
+        "test_error": 1.0 - float(test["accuracy"]) if "accuracy" in test else None,
         "test_top5_error": 1.0 - float(test["top5_accuracy"]) if "top5_accuracy" in test else None,
-        "test_loss": float(test["loss"]),
+        "test_loss": float(test["loss"]) if "loss" in test else None,
         "val_error": curves["val_error"][-1] if curves["val_error"] else None,
     }
     return {
