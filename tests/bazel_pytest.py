@@ -8,6 +8,7 @@ slow tests of a module).
 
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -19,6 +20,11 @@ def main(argv: list[str]) -> int:
         print("usage: bazel_pytest.py TEST_MODULE [pytest args...]", file=sys.stderr)
         return 2
     args = ["-q", "-m", "not slow", "-p", "no:cacheprovider", *argv]
+    # Temporary files (pytest's tmp_path included) go to this test's private
+    # $TEST_TMPDIR, which Bazel empties, not to the /tmp shared with other runs.
+    if os.environ.get("TEST_TMPDIR"):
+        os.environ["TMPDIR"] = os.environ["TEST_TMPDIR"]
+        tempfile.tempdir = None
     # Bazel collects per-test-case results from this JUnit XML file.
     if os.environ.get("XML_OUTPUT_FILE"):
         args.append(f"--junitxml={os.environ['XML_OUTPUT_FILE']}")
