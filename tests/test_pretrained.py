@@ -1,0 +1,233 @@
+"""Transplanted keras.applications weights give the same outputs; mismatches name the layer.
+
+ResNet-50s are the expensive part here, so one source and three targets are built per module
+and variants (no-top files, shallower or foreign sources) are written as legacy .h5 files.
+"""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from tfresnet.models import build_model
+from tfresnet.pretrained import (
+    CAFFE_MEAN_RGB,
+    keras_applications_compatible_kwargs,
+    load_pretrained,
+    read_h5_weights,
+    source_weights,
+)
+
+SHAPE = (64, 64, 3)
+
+
+def _randomise_bn(model, seed=0):
+    """Non-trivial BN statistics: fresh BN layers are the identity and would hide mistakes."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.1, beta.shape),
+                    rng.normal(0, 0.1, mean.shape),
+                    rng.uniform(0.05, 1.5, variance.shape),
+                ]
+            )
+    return model
+
+
+def _compatible(raw_pixels=False, **overrides):
+    return {**keras_applications_compatible_kwargs(raw_pixels=raw_pixels), **overrides}
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _features(model, layer_name):
+    return keras.Model(model.input, model.get_layer(layer_name).output)
+
+
+def _assert_close_to_scale(actual, expected, tolerance=2e-5):
+    """Float32 features reach ~1e4 here; compare errors to that scale, not element by element."""
+    assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
+
+
+def _write_legacy_h5(weights, path, chunks=1):
+    """{layer: arrays} in the layout of keras.applications' downloads (Keras 2 save_weights).
+
+    `chunks` > 1 splits `layer_names` into `layer_names0`, `layer_names1`, ... as Keras does
+    when the list outgrows an HDF5 object header (deep models such as ResNet152).
+    """
+    with h5py.File(path, "w") as f:
+        names = [name.encode() for name in weights]
+        if chunks == 1:
+            f.attrs["layer_names"] = names
+        for i, part in enumerate(np.array_split(np.array(names), chunks) if chunks > 1 else []):
+            f.attrs[f"layer_names{i}"] = part
+        for layer_name, arrays in weights.items():
+            names = [f"{layer_name}/w{i}:0" for i in range(len(arrays))]
+            f.create_group(layer_name).attrs["weight_names"] = [n.encode() for n in names]
+            for name, value in zip(names, arrays, strict=True):
+                f[layer_name].create_dataset(name, data=value)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def source():
+    """keras.applications ResNet50, randomly initialised (no download), 10 classes."""
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None, input_shape=SHAPE, classes=10)
+    return _randomise_bn(model)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).uniform(0, 255, (2, *SHAPE)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def target():
+    """tfresnet ResNet-50 in keras.applications' layout, taking the same input."""
+    return build_model("resnet50", input_shape=SHAPE, num_classes=10, **_compatible())
+
+
+@pytest.fixture(scope="module")
+def raw_target():
+    """Raw-RGB-pixel input and a new 5-class head: the fine-tuning set-up."""
+    kwargs = _compatible(raw_pixels=True)
+    return build_model("resnet50", input_shape=SHAPE, num_classes=5, **kwargs)
+
+
+def test_transplanted_resnet50_equals_keras_applications(source, target, images):
+    report = load_pretrained(target, source)
+    assert report.skipped == {}
+    assert not report.rgb_stem
+    assert report.loaded[:3] == ("stem_conv", "stem_bn", "stage1_block1_conv1")
+    assert len(report.loaded) == 107  # 53 convs + 53 BNs + the classifier
+    expected = _numpy(source(images, training=False))
+    np.testing.assert_allclose(_numpy(target(images, training=False)), expected, atol=2e-6)
+    # BN momentum is 0.9 here and 0.99 there: it only drives training updates, not inference.
+    assert target.get_layer("stem_bn").momentum != source.get_layer("conv1_bn").momentum
+
+
+def test_paper_bn_epsilon_is_accepted_and_changes_nothing_visible(source, target, images):
+    """1e-5 instead of 1.001e-5 moves outputs by ~1e-8, even with moving variances of 0.05."""
+    layers = [
+        layer for layer in target.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in layers:
+        layer.epsilon = 1e-5
+    try:
+        load_pretrained(target, source)
+        expected = _numpy(source(images, training=False))
+        np.testing.assert_allclose(_numpy(target(images, training=False)), expected, atol=2e-6)
+    finally:
+        for layer in layers:
+            layer.epsilon = 1.001e-5
+
+
+def test_raw_pixel_model_equals_keras_applications_after_preprocess_input(
+    source, raw_target, images
+):
+    report = load_pretrained(raw_target, source)
+    assert report.rgb_stem
+    preprocessed = keras.applications.resnet.preprocess_input(images.copy())
+    expected = _numpy(_features(source, "avg_pool")(preprocessed))
+    actual = _numpy(_features(raw_target, "avg_pool")(images))
+    _assert_close_to_scale(actual, expected)
+
+
+def test_other_num_classes_skips_or_refuses_the_head(source, raw_target):
+    report = load_pretrained(raw_target, source)
+    assert report.skipped == {
+        "logits": "classifier weight shapes [(2048, 5), (5,)] != source [(2048, 10), (10,)]"
+    }
+    with pytest.raises(ValueError, match=r"Layer logits: classifier weight shapes .*fine-tuning"):
+        load_pretrained(raw_target, source, skip_mismatched_head=False)
+
+
+def test_notop_h5_file_loads_everything_but_the_head(tmp_path, source, raw_target, images):
+    weights = source_weights(source)
+    del weights["predictions"]  # what resnet50_..._notop.h5 holds
+    path = _write_legacy_h5(weights, tmp_path / "notop.h5", chunks=3)
+    assert list(read_h5_weights(path)) == list(weights)
+    raw_target.get_layer("logits").set_weights([np.ones((2048, 5)), np.zeros(5)])
+    report = load_pretrained(raw_target, path)
+    assert report.skipped == {"logits": "source has no classifier (include_top=False)"}
+    np.testing.assert_array_equal(raw_target.get_layer("logits").get_weights()[0], 1.0)
+    preprocessed = keras.applications.resnet.preprocess_input(images.copy())
+    expected = _numpy(_features(source, "avg_pool")(preprocessed))
+    actual = _numpy(_features(raw_target, "avg_pool")(images))
+    _assert_close_to_scale(actual, expected)
+
+
+def test_v1_5_strides_are_refused_naming_the_first_strided_conv(source):
+    model = build_model("resnet50", input_shape=SHAPE, **_compatible(stride_placement="v1.5"))
+    before = model.get_layer("stem_conv").get_weights()[0]
+    with pytest.raises(
+        ValueError,
+        match=r"Layer stage2_block1_conv1 \(from conv3_block1_1_conv\): strides \(1, 1\), "
+        r"keras.applications uses \(2, 2\) \(build with stride_placement='v1'\)",
+    ):
+        load_pretrained(model, source)
+    np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0], before)
+
+
+@pytest.mark.parametrize(
+    "name, overrides, message",
+    [
+        ("resnet18", {"conv_bias": False}, r"Layer stem_conv \(from conv1_conv\).*conv_bias=True"),
+        ("resnet18", {"bn_epsilon": 1e-3}, r"Layer stem_bn \(from conv1_bn\): BN epsilon 0.001"),
+        ("resnet18", {}, r"Layer stage1_block1_conv1 \(from conv2_block1_1_conv\): weight shapes"),
+        ("resnet18", {"pixel_mean": 0.5, "pixel_std": 0.25}, "expect caffe preprocessing"),
+        ("cifar_resnet8", {}, r"Layer stem_conv \(from conv1_conv\): weight shapes"),
+    ],
+)
+def test_layout_mismatch_names_the_first_layer_that_differs(source, name, overrides, message):
+    model = build_model(name, input_shape=(32, 32, 3), **_compatible(**overrides))
+    with pytest.raises(ValueError, match=message):
+        load_pretrained(model, source)
+
+
+def test_shallower_deeper_or_foreign_sources_are_refused(tmp_path, source, target):
+    weights = source_weights(source)
+    shallower = {k: v for k, v in weights.items() if not k.startswith("conv4_block6")}
+    with pytest.raises(ValueError, match="Layer stage3_block6_conv1 of resnet50 has no counterp"):
+        load_pretrained(target, _write_legacy_h5(shallower, tmp_path / "shallow.h5"))
+    deeper = {**weights, "conv4_block7_1_conv": weights["conv4_block6_1_conv"]}  # ResNet101-like
+    with pytest.raises(ValueError, match="Source layer conv4_block7_1_conv has no counterpart"):
+        load_pretrained(target, _write_legacy_h5(deeper, tmp_path / "deeper.h5"))
+    v2 = {**weights, "conv2_block1_preact_bn": weights["conv1_bn"]}  # ResNet50V2's naming
+    with pytest.raises(ValueError, match="Source layer conv2_block1_preact_bn is not part of"):
+        load_pretrained(target, _write_legacy_h5(v2, tmp_path / "v2.h5"))
+    with pytest.raises(ValueError, match="Keras 3 .weights.h5 file"):
+        load_pretrained(target, str(tmp_path / "model.weights.h5"))
+    with pytest.raises(ValueError, match="must be a keras.applications ResNet model or a path"):
+        load_pretrained(target, 42)
+
+
+def test_compatible_kwargs_describe_keras_applications():
+    assert keras_applications_compatible_kwargs(raw_pixels=False) == {
+        "stride_placement": "v1",
+        "conv_bias": True,
+        "bn_epsilon": 1.001e-5,
+        "shortcut": "B",
+    }
+    raw = keras_applications_compatible_kwargs()
+    assert raw["pixel_mean"] == CAFFE_MEAN_RGB and raw["pixel_std"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [101, 152])
+def test_deeper_keras_applications_resnets_transplant(depth):
+    shape = (32, 32, 3)
+    keras.utils.set_random_seed(0)
+    application = getattr(keras.applications, f"ResNet{depth}")
+    source = _randomise_bn(application(weights=None, input_shape=shape, classes=7))
+    model = build_model(f"resnet{depth}", input_shape=shape, num_classes=7, **_compatible())
+    load_pretrained(model, source)
+    x = np.random.default_rng(0).uniform(-50, 50, (2, *shape)).astype("float32")
+    np.testing.assert_allclose(_numpy(model(x)), _numpy(source(x, training=False)), atol=1e-5)

@@ -1,0 +1,481 @@
+"""SavedModel export for TF Serving: `<base_dir>/<model_name>/<version>/`, plus `models.config`.
+
+    path = export_for_serving(model, "exports", class_names=names)   # exports/resnet20/1
+    tensorflow_model_server --model_config_file=exports/models.config --rest_api_port=8501
+
+The export holds two signatures around the model (whose own "standardize" layer already
+normalises raw pixels, so the signatures only decode, cast and resize):
+  serving_default  images: uint8 [N, H, W, C] of any H, W    (C = the model's channels)
+  serving_bytes    image_bytes: string [N], encoded JPEG/PNG  (REST: {"b64": "..."})
+Both return `probabilities`, `top_k_classes`, `top_k_scores` (and `top_k_names` when class
+names are known). `assets.extra/` holds a TF Serving warm-up request and `class_names.txt`.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+RESIZE_MODES = ("stretch", "crop", "auto")
+CROP_MIN_SIZE = 128  # "auto" crops when the model input is at least this large (ImageNet-like)
+CROP_RATIO = 256 / 224  # resize the shorter side to size * 256/224, then take the central crop
+IMAGE_CHANNELS = (1, 3)  # what `tf.io.decode_image` can produce for a model: grey or RGB
+CONFIG_FILE = "models.config"
+EXTRA_DIR = "assets.extra"  # TF Serving reads warm-up requests from here
+WARMUP_FILE = "tf_serving_warmup_requests"
+CLASS_NAMES_FILE = "class_names.txt"
+_TEMP_PREFIX = ".tmp-"
+_LOCK_FILE = ".models.config.lock"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def export_for_serving(
+    model,
+    base_dir,
+    *,
+    model_name=None,
+    version=None,
+    class_names=None,
+    top_k=5,
+    resize="auto",
+    warmup=True,
+):
+    """Export `model` for TF Serving into `<base_dir>/<model_name>/<version>/` and list it.
+
+    Args:
+      model: keras.Model with one image input [None, H, W, C] (C = 1 or 3) taking raw pixel
+        values 0..255, and one probability output [None, num_classes].
+      base_dir: str or path; holds one folder per model and the TF Serving `models.config`.
+      model_name: str, the served name; default `model.name`.
+      version: int >= 0; default the next free version (1 for a new model). An existing
+        version is refused: TF Serving may already be serving it.
+      class_names: optional sequence of num_classes strings; adds the `top_k_names` output.
+      top_k: int >= 1, how many best classes the signatures return (at most num_classes).
+      resize: "stretch" (plain resize to H x W; small CIFAR-like inputs), "crop" (shorter side
+        to size*256/224, then the central H x W crop; ImageNet-like) or "auto" (crop when
+        H and W are at least 128).
+      warmup: bool, write `assets.extra/tf_serving_warmup_requests` (one small request).
+
+    Returns:
+      str, the version directory that was written.
+
+    The export is written to a temporary folder beside the target and renamed into place, so
+    TF Serving never sees a half-written version; on failure nothing is left behind.
+
+    Example:
+      >>> path = export_for_serving(build_model("resnet20"), "/tmp/exports")
+    """
+    height, width, channels = _image_input_shape(model)
+    num_classes = _num_classes(model)
+    model_name = model.name if model_name is None else model_name
+    _check_model_name(model_name)
+    class_names = _check_class_names(class_names, num_classes)
+    top_k = _check_top_k(top_k, num_classes)
+    mode = resize_mode(resize, (height, width))
+
+    model_dir = os.path.join(os.path.abspath(os.fspath(base_dir)), model_name)
+    version = _check_version(model_dir, version)
+    final_dir = os.path.join(model_dir, str(version))
+    created_model_dir = not os.path.isdir(model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    temp_dir = _temp_path(model_dir, f"{version}-")
+    os.mkdir(temp_dir)  # not mkdtemp: that makes it 0700, and TF Serving may run as another user
+    try:
+        archive = _build_archive(model, mode, top_k, class_names)
+        archive.write_out(temp_dir, verbose=False)
+        _write_assets_extra(temp_dir, model_name, (height, width, channels), class_names, warmup)
+        _rename_into_place(temp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if created_model_dir and not os.listdir(model_dir):
+            os.rmdir(model_dir)
+        raise
+    update_models_config(os.path.dirname(model_dir), model_name, model_dir)
+    return final_dir
+
+
+def resize_mode(resize, size):
+    """The resize actually used for a model input `size` (height, width): "stretch" or "crop"."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize {resize!r}; allowed: {', '.join(RESIZE_MODES)}.")
+    if resize == "auto":
+        return "crop" if min(size) >= CROP_MIN_SIZE else "stretch"
+    return resize
+
+
+def model_versions(model_dir):
+    """Integer version folders of a model directory, ascending (what TF Serving would load)."""
+    if not os.path.isdir(model_dir):
+        return []
+    names = [n for n in os.listdir(model_dir) if n.isdigit()]
+    return sorted(int(n) for n in names if os.path.isdir(os.path.join(model_dir, n)))
+
+
+def update_models_config(base_dir, model_name, model_dir):
+    """Add or update `model_name` in `<base_dir>/models.config`, keeping the other models.
+
+    The file is TF Serving's text-format `ModelServerConfig`; it is replaced atomically so a
+    server polling it (`--model_config_file_poll_wait_seconds`) never reads half a file.
+    """
+    from google.protobuf import text_format
+
+    base_dir = os.fspath(base_dir)
+    path = os.path.join(base_dir, CONFIG_FILE)
+    with _config_lock(base_dir):
+        config = _read_models_config(path)
+        entries = config.model_config_list.config
+        entry = next((e for e in entries if e.name == model_name), None) or entries.add()
+        entry.name = model_name
+        entry.base_path = os.path.abspath(model_dir)
+        entry.model_platform = "tensorflow"
+        temp_path = _temp_path(base_dir, "config-")
+        try:
+            with open(temp_path, "x") as f:
+                f.write(text_format.MessageToString(config))
+            os.replace(temp_path, path)
+        except BaseException:
+            if os.path.exists(temp_path):
+                os.unlink(temp_path)
+            raise
+    return path
+
+
+def _temp_path(directory, stem):
+    """A fresh hidden name in `directory`; TF Serving ignores non-integer folder names."""
+    return os.path.join(directory, f"{_TEMP_PREFIX}{stem}{uuid.uuid4().hex}")
+
+
+@contextlib.contextmanager
+def _config_lock(base_dir):
+    """Serialise read-modify-write of models.config between concurrent exports (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, the rename is still atomic
+        yield
+        return
+    with open(os.path.join(base_dir, _LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_models_config(path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                text_format.Parse(f.read(), config)
+            except text_format.ParseError as e:
+                raise ValueError(
+                    f"{path} is not a TF Serving ModelServerConfig text proto ({e}); fix or "
+                    f"remove it, tfresnet will not overwrite it."
+                ) from e
+        if config.WhichOneof("config") == "custom_model_config":
+            raise ValueError(f"{path} uses custom_model_config; only model_config_list is allowed.")
+    return config
+
+
+# --- checks at the boundary ---------------------------------------------------------------
+
+
+def _image_input_shape(model):
+    inputs = model.inputs
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
+    if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
+        got = [tuple(x.shape) for x in inputs]
+        raise ValueError(
+            f"export_for_serving needs a model with one image input (None, height, width, "
+            f"channels) of known size; {model.name} has inputs {got}."
+        )
+    if shape[3] not in IMAGE_CHANNELS:
+        raise ValueError(
+            f"Model input has {shape[3]} channels; exports decode images to one of "
+            f"{IMAGE_CHANNELS} channels (grey or RGB)."
+        )
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def _num_classes(model):
+    outputs = model.outputs
+    shape = tuple(outputs[0].shape) if len(outputs) == 1 else None
+    if shape is None or len(shape) != 2 or shape[1] is None:
+        got = [tuple(x.shape) for x in outputs]
+        raise ValueError(
+            f"export_for_serving needs one probability output (None, num_classes); "
+            f"{model.name} has outputs {got}."
+        )
+    return int(shape[1])
+
+
+def _check_model_name(name):
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise ValueError(
+            f"model_name must be letters, digits, '_', '.' or '-' (a folder name TF Serving "
+            f"accepts), starting with a letter or digit; got {name!r}."
+        )
+
+
+def _check_class_names(class_names, num_classes):
+    if class_names is None:
+        return None
+    names = [str(n) for n in class_names]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"class_names has {len(names)} entries; the model predicts {num_classes} classes."
+        )
+    bad = [n for n in names if not n or "\n" in n or "\r" in n]
+    if bad:
+        raise ValueError(f"class names must be non-empty single lines; got {bad[0]!r}.")
+    return names
+
+
+def _check_top_k(top_k, num_classes):
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1; got {top_k!r}.")
+    return min(int(top_k), num_classes)
+
+
+def _check_version(model_dir, version):
+    existing = model_versions(model_dir)
+    next_free = existing[-1] + 1 if existing else 1
+    if version is None:
+        return next_free
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise ValueError(f"version must be an integer >= 0; got {version!r}.")
+    if os.path.exists(os.path.join(model_dir, str(int(version)))):
+        raise ValueError(
+            f"Version {version} of {os.path.basename(model_dir)} already exists in {model_dir}; "
+            f"versions are immutable once served. Use version={next_free} (the next free one) "
+            f"or leave version unset."
+        )
+    return int(version)
+
+
+# --- the serving graph --------------------------------------------------------------------
+
+
+def _build_archive(model, mode, top_k, class_names):
+    """An ExportArchive with both signatures; serving_default first (TF Serving's default)."""
+    height, width, channels = _image_input_shape(model)
+    size = (height, width)
+    input_dtype = model.inputs[0].dtype
+    names = None if class_names is None else tf.constant(class_names)
+
+    def outputs(pixels):
+        probabilities = tf.cast(model(tf.cast(pixels, input_dtype), training=False), tf.float32)
+        scores, classes = tf.math.top_k(probabilities, k=top_k)
+        result = {
+            "probabilities": probabilities,
+            "top_k_classes": classes,
+            "top_k_scores": scores,
+        }
+        if names is not None:
+            result["top_k_names"] = tf.gather(names, classes)
+        return result
+
+    def serve_images(images):
+        images = check_images(images, channels)
+        return outputs(fit_to_size(tf.cast(images, tf.float32), size, mode))
+
+    def serve_bytes(image_bytes):
+        image_bytes = _check_image_bytes(image_bytes)
+        pixels = tf.map_fn(
+            lambda data: decode_and_fit(data, size, channels, mode),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
+        )
+        return outputs(pixels)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # Unknown-rank specs: a wrong rank or channel count then reaches our assertions (with a
+    # message) instead of failing inside resize or a conv. Names are explicit (keras#19458).
+    archive.add_endpoint(
+        "serving_default",
+        serve_images,
+        input_signature=[tf.TensorSpec(None, tf.uint8, name="images")],
+    )
+    archive.add_endpoint(
+        "serving_bytes",
+        serve_bytes,
+        input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")],
+    )
+    return archive
+
+
+def _checked(tensor, assertions, static_shape):
+    """`tensor` gated on `assertions`, with `static_shape` set for the ops that follow.
+
+    Reshape-to-own-shape (not Identity/EnsureShape) keeps grappler from inferring the input's
+    rank from later ops and folding the rank assertion away before it can fire.
+    """
+    with tf.control_dependencies(assertions):
+        out = tf.reshape(tensor, tf.shape(tensor))
+    out.set_shape(static_shape)
+    return out
+
+
+def check_images(images, channels):
+    """Assert `images` is [N>=1, H, W, channels]; the clear error a client sees."""
+    rank = tf.debugging.assert_equal(
+        tf.rank(images),
+        4,
+        message=f"images must be a batch [N, height, width, {channels}] (rank 4)",
+    )
+    with tf.control_dependencies([rank]):
+        shape = tf.shape(images)
+        depth = tf.debugging.assert_equal(
+            shape[3],
+            channels,
+            message=f"images must have {channels} channel(s) (the model's) in the last axis",
+        )
+        count = tf.debugging.assert_positive(shape[0], message="images must hold >= 1 image")
+    return _checked(images, [rank, depth, count], [None, None, None, channels])
+
+
+def _check_image_bytes(image_bytes):
+    rank = tf.debugging.assert_equal(
+        tf.rank(image_bytes),
+        1,
+        message="image_bytes must be a batch [N] of encoded JPEG/PNG strings (rank 1)",
+    )
+    with tf.control_dependencies([rank]):
+        count = tf.debugging.assert_positive(
+            tf.size(image_bytes), message="image_bytes must hold >= 1 image"
+        )
+    return _checked(image_bytes, [rank, count], [None])
+
+
+def decode_and_fit(data, size, channels, mode):
+    """One encoded image (JPEG, PNG, GIF, BMP) -> float32 [height, width, channels]."""
+    image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
+    return fit_to_size(tf.cast(image[tf.newaxis], tf.float32), size, mode)[0]
+
+
+def fit_to_size(images, size, mode):
+    """Resize a float batch [N, h, w, C] of any h, w to the model's `size` (height, width).
+
+    "stretch": straight to size. "crop": scale (keeping aspect) so the image covers
+    size * 256/224, then take the central crop, the usual ImageNet evaluation.
+    """
+    height, width = size
+    if mode == "stretch":
+        out = tf.image.resize(images, size, antialias=True)
+    elif mode == "crop":
+        hw = tf.cast(tf.shape(images)[1:3], tf.float32)
+        target = tf.constant(size, tf.float32) * CROP_RATIO
+        scale = tf.reduce_max(target / hw)
+        scaled = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), tf.constant(size))
+        resized = tf.image.resize(images, scaled, antialias=True)
+        top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
+        out = resized[:, top : top + height, left : left + width, :]
+    else:
+        raise ValueError(f"Unknown resize mode {mode!r}; allowed: stretch, crop.")
+    out.set_shape([None, height, width, images.shape[-1]])
+    return out
+
+
+# --- files beside the SavedModel ----------------------------------------------------------
+
+
+def _write_assets_extra(export_dir, model_name, input_shape, class_names, warmup):
+    extra = os.path.join(export_dir, EXTRA_DIR)
+    os.makedirs(extra, exist_ok=True)
+    if class_names is not None:
+        with open(os.path.join(extra, CLASS_NAMES_FILE), "w") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
+    if warmup:
+        write_warmup_requests(os.path.join(extra, WARMUP_FILE), model_name, input_shape)
+
+
+def write_warmup_requests(path, model_name, input_shape):
+    """One PredictionLog (a single black image to serving_default) as a TFRecord.
+
+    TF Serving replays it at load time, so the first real request does not pay for graph
+    initialisation.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+    )
+    image = np.zeros((1, *input_shape), np.uint8)
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(image))
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(log.SerializeToString())
+
+
+def _rename_into_place(temp_dir, final_dir):
+    """Atomic on one file system; refuses to replace a version that appeared meanwhile."""
+    try:
+        os.rename(temp_dir, final_dir)
+    except OSError as e:
+        if os.path.exists(final_dir):
+            raise ValueError(
+                f"Version folder {final_dir} appeared while exporting (another export?); "
+                f"nothing was overwritten."
+            ) from e
+        raise
+
+
+# --- command line: `tfresnet export` ------------------------------------------------------
+
+
+def define_flags(fv):
+    """Flags of `tfresnet export` (the CLI finds this hook and `run_command`)."""
+    flags.DEFINE_string(
+        "model_path", None, "A .keras file or a run directory (its model.keras).", flag_values=fv
+    )
+    flags.DEFINE_alias("model", "model_path", flag_values=fv)
+    flags.DEFINE_string(
+        "export_dir", None, "Base dir: <export_dir>/<model_name>/<version>/.", flag_values=fv
+    )
+    flags.DEFINE_string("model_name", None, "Served name; default the model's.", flag_values=fv)
+    flags.DEFINE_integer("version", None, "Version; default the next free one.", flag_values=fv)
+    flags.DEFINE_string("class_names", None, "Text file, one class per line.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Classes returned per image.", flag_values=fv)
+    flags.DEFINE_enum(
+        "resize", "auto", RESIZE_MODES, "How images reach the model size.", flag_values=fv
+    )
+    flags.DEFINE_bool("warmup", True, "Write a TF Serving warm-up request.", flag_values=fv)
+
+
+def run_command(fv, args=()):
+    """Load the .keras model the flags name, export it, print the version directory."""
+    if not fv.model_path or not fv.export_dir:
+        raise ValueError("tfresnet export needs --model_path (or --model) and --export_dir.")
+    model_path = fv.model_path
+    if os.path.isdir(model_path):
+        model_path = os.path.join(model_path, "model.keras")
+    if not os.path.isfile(model_path):
+        raise ValueError(f"No model at {model_path!r}: give a .keras file or a run directory.")
+    class_names = None
+    if fv.class_names:
+        with open(fv.class_names) as f:
+            class_names = [line.rstrip("\n") for line in f if line.strip()]
+    path = export_for_serving(
+        keras.saving.load_model(model_path),
+        fv.export_dir,
+        model_name=fv.model_name,
+        version=fv.version,
+        class_names=class_names,
+        top_k=fv.top_k,
+        resize=fv.resize,
+        warmup=fv.warmup,
+    )
+    print(path)
+    return 0

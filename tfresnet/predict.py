@@ -1,0 +1,187 @@
+"""Predict image files with an export from `tfresnet.export` (what `tfresnet predict` calls).
+
+    results = predict_files("exports", ["cat.jpg", "dog.png"], top_k=3)
+    print(format_predictions(results))
+
+Each file's bytes go through the export's `serving_bytes` signature, the same decode and
+resize TF Serving runs, so local predictions match served ones. A file that cannot be read
+or decoded gets an entry with an "error" (and a warning); the other files are still predicted.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from tfresnet import export
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingExport:
+    """A loaded export: its version directory, the loaded SavedModel and its class names."""
+
+    path: str
+    saved_model: object
+    class_names: tuple | None
+
+
+def find_export_dir(path):
+    """Resolve `path` to one version directory (the folder holding saved_model.pb).
+
+    Accepts a version dir, a model dir (`<base>/<name>`, newest version) or a base dir that
+    holds exactly one model (`<base>`, newest version of that model).
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        raise ValueError(f"Export path {path} does not exist.")
+    versions = [v for v in export.model_versions(path) if _is_saved_model(path, v)]
+    if versions:
+        return os.path.join(path, str(versions[-1]))
+    models = sorted(
+        name
+        for name in os.listdir(path)
+        if any(_is_saved_model(os.path.join(path, name), v) for v in _versions_in(path, name))
+    )
+    if len(models) == 1:
+        return find_export_dir(os.path.join(path, models[0]))
+    if models:
+        raise ValueError(
+            f"{path} holds several models ({', '.join(models)}); pass one of "
+            f"{', '.join(os.path.join(path, m) for m in models)}."
+        )
+    raise ValueError(
+        f"No export found at {path}: expected a version dir with saved_model.pb, a model dir "
+        f"<base>/<name> with integer versions, or a base dir with one model."
+    )
+
+
+def load_export(path):
+    """Load the newest version under `path` (see `find_export_dir`) as a `ServingExport`."""
+    version_dir = find_export_dir(path)
+    saved_model = tf.saved_model.load(version_dir)
+    missing = [s for s in ("serving_default", "serving_bytes") if s not in saved_model.signatures]
+    if missing:
+        raise ValueError(
+            f"{version_dir} lacks the signature(s) {missing}; export it with "
+            f"tfresnet.export.export_for_serving."
+        )
+    names_file = os.path.join(version_dir, export.EXTRA_DIR, export.CLASS_NAMES_FILE)
+    class_names = None
+    if os.path.exists(names_file):
+        with open(names_file) as f:
+            class_names = tuple(line.rstrip("\n") for line in f)
+    return ServingExport(version_dir, saved_model, class_names)
+
+
+def predict_files(export_dir, paths, top_k=5):
+    """Top-k predictions for each image file, in order; bad files are reported, not fatal.
+
+    Args:
+      export_dir: a path `load_export` accepts, or an already loaded `ServingExport`.
+      paths: image file paths (JPEG, PNG, GIF or BMP of any size).
+      top_k: int >= 1, classes per file (at most the number of classes).
+
+    Returns:
+      One dict per path: {"file", "classes", "scores"} plus "names" when the export has class
+      names, or {"file", "error"} when the file could not be read or decoded.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1; got {top_k!r}.")
+    loaded = export_dir if isinstance(export_dir, ServingExport) else load_export(export_dir)
+    signature = loaded.saved_model.signatures["serving_bytes"]
+    results = []
+    for path in paths:
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            outputs = signature(image_bytes=tf.constant([data]))
+        except (OSError, tf.errors.InvalidArgumentError) as e:
+            reason = _short_error(e)
+            warnings.warn(f"Cannot predict {path}: {reason}", stacklevel=2)
+            results.append({"file": path, "error": reason})
+            continue
+        probabilities = outputs["probabilities"].numpy()[0]
+        results.append(_top_k(path, probabilities, top_k, loaded.class_names))
+    return results
+
+
+def _top_k(path, probabilities, top_k, class_names):
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    result = {
+        "file": path,
+        "classes": [int(i) for i in order],
+        "scores": [float(probabilities[i]) for i in order],
+    }
+    if class_names is not None:
+        result["names"] = [class_names[i] for i in order]
+    return result
+
+
+def format_predictions(results):
+    """Human-readable lines: `file: name (class) 93.1%, ...` or `file: ERROR reason`."""
+    lines = []
+    for result in results:
+        if "error" in result:
+            lines.append(f"{result['file']}: ERROR {result['error']}")
+            continue
+        names = result.get("names") or [None] * len(result["classes"])
+        parts = [
+            f"{name} ({index}) {score:.1%}" if name is not None else f"{index} {score:.1%}"
+            for index, name, score in zip(result["classes"], names, result["scores"], strict=True)
+        ]
+        lines.append(f"{result['file']}: {', '.join(parts)}")
+    return "\n".join(lines)
+
+
+def _is_saved_model(model_dir, version):
+    return os.path.isfile(os.path.join(model_dir, str(version), "saved_model.pb"))
+
+
+def _versions_in(base, name):
+    return export.model_versions(os.path.join(base, name))
+
+
+def _short_error(error):
+    """The one line of a TF/OS error that says what was wrong (no node names, no traces)."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    noise = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[{{")
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0]) if useful else str(error)
+
+
+# --- command line: `tfresnet predict` -----------------------------------------------------
+
+
+def define_flags(fv):
+    """Flags of `tfresnet predict EXPORT image ...` (the CLI finds this hook and `run_command`)."""
+    flags.DEFINE_string(
+        "model", None, "Export: base dir, model dir or version dir.", flag_values=fv
+    )
+    flags.DEFINE_integer("top_k", 5, "Classes printed per image.", flag_values=fv)
+    flags.DEFINE_bool("json", False, "Print the results as JSON.", flag_values=fv)
+
+
+def run_command(fv, args=()):
+    """Predict the image files in `args`; exit status 1 when any of them failed."""
+    if not fv.model:
+        raise ValueError("tfresnet predict needs --model=EXPORT_DIR (base, model or version dir).")
+    if not args:
+        raise ValueError("Give image files to predict: tfresnet predict --model=EXPORT a.jpg ...")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # errors are in the printed results
+        results = predict_files(fv.model, args, top_k=fv.top_k)
+    if fv.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_predictions(results))
+    return 1 if any("error" in r for r in results) else 0

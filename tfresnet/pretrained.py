@@ -1,0 +1,268 @@
+"""Import ImageNet weights from Keras Applications ResNet50/101/152 into a tfresnet model.
+
+    model = build_model("resnet50", num_classes=102, **keras_applications_compatible_kwargs())
+    report = load_pretrained(model, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    report.skipped   # {"logits": "source has no classifier (include_top=False)"}
+
+keras.applications' ResNets are the paper's v1 layout (stride on the first 1x1 of a bottleneck)
+with conv biases and BN epsilon 1.001e-5; `keras_applications_compatible_kwargs()` builds
+exactly that. Layers are paired by structure, via their predictable names:
+
+    conv1_conv / conv1_bn                 -> stem_conv / stem_bn
+    conv{s+1}_block{b}_{i}_conv / _bn     -> stage{s}_block{b}_conv{i} / _bn{i}
+    conv{s+1}_block{b}_0_conv / _bn       -> stage{s}_block{b}_shortcut_conv / _bn
+    predictions                           -> logits
+
+BN momentum differs (Keras 0.99, tfresnet 0.9) but only matters while training: inference
+uses the moving statistics, so outputs are unchanged (tests/test_pretrained.py checks).
+"""
+
+import dataclasses
+import os
+import re
+
+import h5py
+import keras
+import numpy as np
+
+# keras.applications.resnet.preprocess_input ("caffe"): BGR order, minus these means, no scale.
+CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+KERAS_APPLICATIONS_BN_EPSILON = 1.001e-5
+_EPSILON_RTOL = 0.01  # 1e-5 vs 1.001e-5 changes outputs by ~1e-8; 1e-3 would not be a match
+_HEAD = "logits"
+_SOURCE_HEAD = "predictions"
+_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_(\d)_(conv|bn)$")
+
+
+def keras_applications_compatible_kwargs(raw_pixels=True):
+    """`build_model` arguments that give keras.applications' ResNet layout.
+
+    Args:
+      raw_pixels: bool. True: the model takes raw RGB pixels 0..255 and standardises them
+        itself (mean subtraction as in caffe preprocessing); `load_pretrained` then turns the
+        stem's BGR filters into RGB, so the model needs no `preprocess_input` (what the serving
+        export expects). False: the model takes exactly what keras.applications takes.
+    """
+    kwargs = {
+        "stride_placement": "v1",
+        "conv_bias": True,
+        "bn_epsilon": KERAS_APPLICATIONS_BN_EPSILON,
+        "shortcut": "B",
+    }
+    if raw_pixels:
+        kwargs.update(pixel_mean=CAFFE_MEAN_RGB, pixel_std=1.0)
+    return kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportReport:
+    """What `load_pretrained` did: target layers loaded, and skipped ones with the reason."""
+
+    loaded: tuple
+    skipped: dict
+    rgb_stem: bool  # the stem filters were reordered BGR -> RGB for raw-pixel input
+
+
+def load_pretrained(model, source, *, skip_mismatched_head=True):
+    """Copy keras.applications ResNet weights from `source` into `model`.
+
+    Args:
+      model: a tfresnet ResNet-50/101/152 built with `keras_applications_compatible_kwargs()`.
+      source: a keras.applications ResNet50/101/152 model (any input size, with or without
+        top), or the path to its legacy `.h5` weights file (what keras.applications downloads).
+      skip_mismatched_head: bool. True: a classifier the source lacks (include_top=False) or
+        with another number of classes is left as initialised, for fine-tuning on a new data
+        set. False: that raises.
+
+    Returns:
+      ImportReport. With raw_pixels (a "standardize" layer with the caffe means), the model
+      then maps raw RGB x to what source maps to `preprocess_input(x)`; without, the model
+      equals the source on the same input.
+
+    Raises:
+      ValueError naming the first layer whose layout differs. Nothing is changed then.
+    """
+    weights = source_weights(source)
+    by_target = {}
+    for name, arrays in weights.items():
+        by_target[_target_name(name)] = (name, arrays)
+    rgb_stem = _takes_raw_rgb(model)
+    assignments, skipped = [], {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name == _HEAD:
+            reason = _head_mismatch(layer, by_target.pop(_HEAD, None))
+            if reason is None:
+                assignments.append((layer, weights[_SOURCE_HEAD]))
+            elif skip_mismatched_head:
+                skipped[layer.name] = reason
+            else:
+                raise ValueError(
+                    f"Layer {_HEAD}: {reason}; pass skip_mismatched_head=True to keep it as "
+                    f"initialised (fine-tuning)."
+                )
+            continue
+        if layer.name not in by_target:
+            raise ValueError(
+                f"Layer {layer.name} of {model.name} has no counterpart in the source "
+                f"(expected {_source_name(layer.name)}); the layouts differ. Build the model "
+                f"with the source's depth and keras_applications_compatible_kwargs()."
+            )
+        source_name, arrays = by_target.pop(layer.name)
+        _check_layer(layer, source_name, arrays)
+        if rgb_stem and layer.name == "stem_conv":
+            arrays = [arrays[0][:, :, ::-1, :], *arrays[1:]]
+        assignments.append((layer, arrays))
+    if by_target:
+        source_name = next(iter(by_target.values()))[0]
+        raise ValueError(
+            f"Source layer {source_name} has no counterpart in {model.name} (expected "
+            f"{_target_name(source_name)}); the source is deeper than the model."
+        )
+    for layer, arrays in assignments:
+        layer.set_weights(arrays)
+    return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem)
+
+
+def source_weights(source):
+    """{keras.applications layer name: [arrays in layer.get_weights() order]}, in layer order."""
+    if isinstance(source, keras.Model):
+        return {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    if isinstance(source, (str, os.PathLike)):
+        return read_h5_weights(source)
+    raise ValueError(
+        f"source must be a keras.applications ResNet model or a path to its .h5 weights; "
+        f"got {type(source).__name__}."
+    )
+
+
+def read_h5_weights(path):
+    """Weights by layer name from a legacy Keras `.h5` file (weights-only or a full model)."""
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        raise ValueError(
+            f"{path} is a Keras 3 .weights.h5 file, which does not record layer names. Load it "
+            f"into keras.applications.ResNet50(weights=None, ...) with load_weights() and pass "
+            f"that model as the source."
+        )
+    if not os.path.isfile(path):
+        raise ValueError(f"Weights file {path} does not exist.")
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        layer_names = _h5_strings(group, "layer_names")
+        if not layer_names:
+            raise ValueError(f"{path} is not a legacy Keras weights file (no layer_names).")
+        result = {}
+        for layer_name in layer_names:
+            layer_group = group[layer_name]
+            names = _h5_strings(layer_group, "weight_names")
+            if names:
+                result[layer_name] = [np.asarray(layer_group[n]) for n in names]
+    return result
+
+
+def _h5_strings(group, name):
+    """A string-list attribute; Keras splits long ones into `name0`, `name1`, ... chunks."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, chunk = [], 0
+        while f"{name}{chunk}" in group.attrs:
+            values.extend(group.attrs[f"{name}{chunk}"])
+            chunk += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _target_name(source_name):
+    """keras.applications layer name -> tfresnet layer name; ValueError if not a v1 ResNet."""
+    if source_name in ("conv1_conv", "conv1_bn"):
+        return "stem_" + source_name.split("_")[1]
+    if source_name == _SOURCE_HEAD:
+        return _HEAD
+    match = _BLOCK.match(source_name)
+    if not match:
+        raise ValueError(
+            f"Source layer {source_name} is not part of a keras.applications ResNet50/101/152 "
+            f"(v1) layout; only those can be imported."
+        )
+    stage, block, index, kind = match.groups()
+    prefix = f"stage{int(stage) - 1}_block{block}"
+    return f"{prefix}_shortcut_{kind}" if index == "0" else f"{prefix}_{kind}{index}"
+
+
+def _source_name(target_name):
+    """tfresnet layer name -> the keras.applications name it would be loaded from."""
+    if target_name in ("stem_conv", "stem_bn"):
+        return "conv1_" + target_name.split("_")[1]
+    match = re.match(r"^stage(\d+)_block(\d+)_(shortcut_)?(conv|bn)(\d)?$", target_name)
+    if not match:
+        return "nothing (no such layer in keras.applications ResNets)"
+    stage, block, shortcut, kind, index = match.groups()
+    return f"conv{int(stage) + 1}_block{block}_{'0' if shortcut else index}_{kind}"
+
+
+def _expected_strides(source_name):
+    """keras.applications v1 strides: the stem, and the first 1x1 + shortcut of stages 3-5."""
+    if source_name == "conv1_conv":
+        return (2, 2)
+    match = _BLOCK.match(source_name)
+    if match and match.group(2) == "1" and match.group(3) in "01" and int(match.group(1)) > 2:
+        return (2, 2)
+    return (1, 1)
+
+
+def _check_layer(layer, source_name, arrays):
+    """Raise naming `layer` when its weights or settings differ from the source layer's."""
+    where = f"Layer {layer.name} (from {source_name})"
+    shapes = [tuple(w.shape) for w in layer.weights]
+    source_shapes = [tuple(a.shape) for a in arrays]
+    if shapes != source_shapes:
+        hint = ""
+        if isinstance(layer, keras.layers.Conv2D) and len(shapes) < len(source_shapes):
+            hint = " (keras.applications convs have biases: build with conv_bias=True)"
+        raise ValueError(f"{where}: weight shapes {shapes} != source {source_shapes}{hint}.")
+    if isinstance(layer, keras.layers.Conv2D):
+        strides = tuple(layer.strides)
+        if strides != _expected_strides(source_name):
+            raise ValueError(
+                f"{where}: strides {strides}, keras.applications uses "
+                f"{_expected_strides(source_name)} (build with stride_placement='v1')."
+            )
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        eps = KERAS_APPLICATIONS_BN_EPSILON
+        if abs(layer.epsilon - eps) > _EPSILON_RTOL * eps:
+            raise ValueError(
+                f"{where}: BN epsilon {layer.epsilon:g}, keras.applications uses {eps:g} "
+                f"(build with bn_epsilon={eps:g})."
+            )
+
+
+def _head_mismatch(layer, source):
+    """Why the classifier cannot be copied, or None when it can."""
+    if source is None:
+        return "source has no classifier (include_top=False)"
+    shapes = [tuple(w.shape) for w in layer.weights]
+    source_shapes = [tuple(a.shape) for a in source[1]]
+    if shapes != source_shapes:
+        return f"classifier weight shapes {shapes} != source {source_shapes}"
+    return None
+
+
+def _takes_raw_rgb(model):
+    """True when the model standardises raw pixels with the caffe means (see kwargs helper)."""
+    try:
+        layer = model.get_layer("standardize")
+    except ValueError:
+        return False
+    mean = keras.ops.convert_to_numpy(layer.mean).reshape(-1)
+    variance = keras.ops.convert_to_numpy(layer.variance).reshape(-1)
+    caffe = mean.size in (1, 3) and np.allclose(mean, CAFFE_MEAN_RGB, atol=1e-3)
+    if not (caffe and np.allclose(variance, 1.0)):
+        raise ValueError(
+            f"{model.name} standardises inputs with mean {mean.tolist()} and variance "
+            f"{np.unique(variance).tolist()}; keras.applications weights expect caffe "
+            f"preprocessing: build with pixel_mean={CAFFE_MEAN_RGB}, pixel_std=1 "
+            f"(keras_applications_compatible_kwargs()) or without pixel_mean/pixel_std."
+        )
+    return True
