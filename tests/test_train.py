@@ -125,3 +125,48 @@ def test_evaluate_reports_top1_and_top5(tmp_path):
     assert 0 <= report["top5_error"] <= report["top1_error"]
     with pytest.raises(ValueError, match="No model at"):
         train_lib.evaluate(str(tmp_path / "nothing"))
+
+
+def test_fine_tune_from_keras_applications_weights(tmp_path):
+    """--pretrained builds keras.applications' layout, loads its weights and trains on."""
+    import numpy as np
+    from PIL import Image
+    from test_pretrained import _write_legacy_h5
+
+    from tfresnet import models, pretrained
+
+    for cls, value in (("a", 30), ("b", 220)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (32, 32), (value, i * 20, 255 - value)).save(
+                tmp_path / "imgs" / cls / f"{i}.png"
+            )
+    source = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=7)
+    weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    path = _write_legacy_h5(weights, tmp_path / "r50.h5")
+    config = _config(
+        tmp_path,
+        model="resnet50",
+        dataset=str(tmp_path / "imgs"),
+        image_size=32,
+        batch_size=4,
+        epochs=None,
+        steps=1,
+        validation_size=0,
+        pretrained=path,
+        learning_rate=1e-12,
+        eval_test_each_epoch=False,
+    )
+    model, results = train_lib.fit_model(config)
+    expected = models.build_model(
+        "resnet50",
+        num_classes=2,
+        input_shape=(32, 32, 3),
+        **pretrained.keras_applications_compatible_kwargs(),
+    )
+    assert results["model"]["params"] == models.count_params(expected)  # 7-class head skipped
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model.get_layer("stage4_block3_conv3").kernel),
+        weights["conv5_block3_3_conv"][0],
+        atol=1e-6,
+    )

@@ -254,25 +254,35 @@ def make_model(config, info, strategy):
     to `fit_model`, so both build the same network the same way.
     """
     recipe = pick_recipe(config, info)
-    sync_bn = strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn
+    kwargs = dict(
+        shortcut=config.shortcut,
+        stride_placement=config.stride_placement,
+        pixel_mean=info.pixel_mean,
+        pixel_std=info.pixel_std,
+    )
+    if config.pretrained:
+        from tfresnet import pretrained
+
+        # keras.applications' layout (v1 strides, conv biases, its BN epsilon, option B) and
+        # its caffe pixel means, so the transplanted weights see the inputs they were trained on.
+        kwargs.update(pretrained.keras_applications_compatible_kwargs())
     with strategy.scope():
         model = models.build_model(
             config.model,
-            shortcut=config.shortcut,
             num_classes=info.num_classes,
             input_shape=info.image_shape,
             preact=config.preact,
-            stride_placement=config.stride_placement,
             weight_decay=resolved_weight_decay(config, recipe),
             zero_init_residual=config.zero_init_residual,
-            sync_bn=sync_bn,
-            pixel_mean=info.pixel_mean,
-            pixel_std=info.pixel_std,
+            sync_bn=strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn,
+            **kwargs,
         )
         if config.pretrained:
-            from tfresnet import pretrained
-
-            pretrained.load_pretrained(model, config.pretrained)
+            report = pretrained.load_pretrained(model, config.pretrained)
+            print(
+                f"Pretrained weights from {config.pretrained}: {len(report.loaded)} layers "
+                f"loaded, skipped {sorted(report.skipped) or 'none'}."
+            )
     return model
 
 
