@@ -451,3 +451,53 @@ def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path, float32_policy)
     )
     assert not (tmp_path / "backup").exists()  # removed by the chief at the end
     assert not (tmp_path / "backup_workertemp_1").exists()
+
+
+def test_tfresnet_train_on_two_workers_agrees(tmp_path):
+    """The real command on 2 local workers: same final errors, one run dir written by the chief."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    run_dir = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        env = _worker_env(
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tfresnet.cli",
+                    "train",
+                    "--strategy=multi_worker",
+                    "--model=cifar_resnet8",
+                    "--epochs=2",
+                    "--batch_size=64",
+                    f"--run_dir={run_dir}",
+                    "--verbose=0",
+                    "--export=false",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    summaries = [
+        next(line for line in out.splitlines() if "test error" in line).split(", ")[:3]
+        for out, _ in outputs
+    ]
+    assert summaries[0] == summaries[1]  # test error, top-5, train error: identical
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["replicas"] == 2 and results["config"]["sync_bn"] is None
+    assert sorted(os.listdir(run_dir)) == sorted(
+        ["checkpoints", "config.json", "history.csv", "logs", "model.keras", "results.json"]
+    )

@@ -124,7 +124,10 @@ def define_train_flags(fv, *, for_tune=False):
         "tpu", None, "TPU name or address for --strategy=tpu ('local' on a TPU VM).", flag_values=fv
     )
     flags.DEFINE_bool(
-        "sync_bn", False, "Synchronise BatchNorm statistics across replicas.", flag_values=fv
+        "sync_bn",
+        None,
+        "Synchronise BatchNorm statistics across replicas; default: on with more than one.",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
         "steps_per_execution", 1, "Training steps per tf.function call.", flag_values=fv
