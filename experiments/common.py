@@ -1,0 +1,340 @@
+"""What the experiment scripts share: their flags, one run per (model, seed), tables and curves.
+
+Every experiment trains through `tfresnet.train.train` (the library's one training path) into
+`<results_dir>/<experiment>/<run>/`, a normal run directory. A finished run (its results.json
+exists) is loaded instead of trained again; a finished run with the same config in another
+experiment's folder is copied (results, config, history, model) instead of trained twice.
+
+Budget: `--budget` is TrainConfig.budget, the fraction of the paper's CIFAR schedule (64k
+iterations at batch 128, Sec. 4.2) with every lr boundary scaled by it. The embedded digits set
+has 1,438 training images = 11 iterations per epoch at batch 128, so the paper's full schedule is
+5,818 digits epochs and `--budget 0.005` is 320 iterations, rounded up to 30 whole epochs (330).
+`--epochs` gives whole epochs instead.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import time
+
+import keras
+import numpy as np
+from absl import flags, logging
+
+from tfresnet import train as train_lib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_RESULTS_DIR = os.path.join(HERE, "results")
+SMOKE_RESULTS_DIR = os.path.join(DEFAULT_RESULTS_DIR, "smoke")  # git-ignored
+DEFAULT_BUDGET = 0.005  # the committed budget: 320 of the paper's 64k iterations (30 digits epochs)
+SMOKE_DEPTH = 8  # cifar_resnet8 / plain8: n = 1 block per stage
+SMOKE_BATCH = 512  # 2 iterations per digits epoch
+# A finished run has both JSON files; reusing it from another experiment's folder copies these
+# (git keeps no .keras files, so a fresh checkout has the JSON and CSV only).
+FINISHED_FILES = ("config.json", "results.json")
+COPIED_FILES = ("model.keras", "history.csv", "config.json", "results.json")
+
+flags.DEFINE_string("dataset", "digits", "digits (embedded, 8x8), or a tfds name such as cifar10.")
+flags.DEFINE_float(
+    "budget",
+    None,
+    f"Fraction of the paper's 64k iterations at batch 128 (default {DEFAULT_BUDGET}: 30 digits "
+    "epochs); every lr boundary scales with it.",
+)
+flags.DEFINE_integer("epochs", None, "Whole epochs instead of --budget.")
+flags.DEFINE_integer("seeds", 1, "Runs per network (seeds 0..seeds-1); tables give mean ± std.")
+flags.DEFINE_list("depths", None, "Depths to train (default: the experiment's own).")
+flags.DEFINE_bool("smoke", False, "Tiny check in seconds: depth-8 nets, 1 epoch of 2 iterations.")
+flags.DEFINE_string(
+    "results_dir", None, "Where results go; default experiments/results (smoke: .../smoke)."
+)
+
+# Run directories trained (not reused) by this process; the tests read it.
+TRAINED = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One experiment invocation: what the flags say, with the smoke mode applied."""
+
+    dataset: str = "digits"
+    budget: float | None = None
+    epochs: int | None = None
+    seeds: int = 1
+    depths: tuple = ()
+    smoke: bool = False
+    results_dir: str | None = None
+
+    def __post_init__(self):
+        if self.budget is not None and self.epochs is not None:
+            raise ValueError("Give at most one of --budget and --epochs.")
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1; got {self.seeds}.")
+        if self.smoke:
+            object.__setattr__(self, "epochs", 1)
+            object.__setattr__(self, "budget", None)
+        elif self.budget is None and self.epochs is None:
+            object.__setattr__(self, "budget", DEFAULT_BUDGET)
+        if self.results_dir is None:
+            default = SMOKE_RESULTS_DIR if self.smoke else DEFAULT_RESULTS_DIR
+            object.__setattr__(self, "results_dir", default)
+        object.__setattr__(self, "results_dir", os.path.abspath(self.results_dir))
+
+    @property
+    def label(self):
+        """Names the schedule in run and file names: "b0.005", "e30" or "smoke"."""
+        if self.smoke:
+            return "smoke"
+        return f"e{self.epochs}" if self.epochs is not None else f"b{self.budget:g}"
+
+    @property
+    def tag(self):
+        """Names an experiment's table and plot: data set, schedule and number of seeds."""
+        return f"{train_lib._slug(self.dataset)}-{self.label}-{self.seeds}seed"
+
+    def describe(self):
+        """How the schedule was asked for (the report adds what it came to)."""
+        if self.smoke:
+            return "smoke mode"
+        if self.epochs is not None:
+            return f"--epochs={self.epochs}"
+        iterations = math.ceil(self.budget * 64_000)
+        return (
+            f"budget {self.budget:g} of the paper's 64k iterations at batch 128 ({iterations}), "
+            "rounded up to whole epochs"
+        )
+
+
+def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,)):
+    f = flags.FLAGS
+    smoke = f.smoke
+    depths = (
+        tuple(int(d) for d in f.depths)
+        if f.depths
+        else tuple(smoke_depths if smoke else default_depths)
+    )
+    return Settings(
+        dataset=f.dataset,
+        budget=f.budget,
+        epochs=f.epochs,
+        seeds=f.seeds,
+        depths=depths,
+        smoke=smoke,
+        results_dir=f.results_dir,
+    )
+
+
+def run_config(settings, experiment, model, seed, shortcut=None):
+    """The TrainConfig of one run, in `<results_dir>/<experiment>/<run>/`."""
+    name = f"{model}{'-' + shortcut if shortcut else ''}-{train_lib._slug(settings.dataset)}"
+    name += f"-{settings.label}-seed{seed}"
+    return train_lib.TrainConfig(
+        model=model,
+        dataset=settings.dataset,
+        shortcut=shortcut,
+        budget=settings.budget,
+        epochs=settings.epochs,
+        batch_size=SMOKE_BATCH if settings.smoke else None,
+        seed=seed,
+        run_dir=os.path.join(settings.results_dir, experiment, name),
+        export=False,
+        verbose=0,
+    )
+
+
+def _same_run(run_dir, config):
+    """Whether the run in `run_dir` was started with `config` (its config.json; any run_dir).
+
+    Fields the saved config lacks (added to TrainConfig later) are not compared.
+    """
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    mine = {k: v for k, v in config.identity().items() if k != "run_dir" and k in saved}
+    return {k: saved[k] for k in mine} == mine
+
+
+def _finished_elsewhere(config, results_dir):
+    """A finished run with `config` (but another run_dir) under `results_dir`, or None."""
+    if not os.path.isdir(results_dir):
+        return None
+    for experiment in sorted(os.listdir(results_dir)):
+        folder = os.path.join(results_dir, experiment)
+        if not os.path.isdir(folder):
+            continue
+        for run in sorted(os.listdir(folder)):
+            path = os.path.join(folder, run)
+            if path == os.path.abspath(config.run_dir):
+                continue
+            if not all(os.path.exists(os.path.join(path, f)) for f in FINISHED_FILES):
+                continue
+            if _same_run(path, config):
+                return path
+    return None
+
+
+def train_or_load(config, results_dir):
+    """The results of the run `config` describes: loaded if finished, else trained once."""
+    path = os.path.join(config.run_dir, "results.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+        if not _same_run(config.run_dir, config):
+            raise train_lib.TrainingError(
+                f"{config.run_dir} holds a different finished run; remove it or pick another "
+                "--results_dir."
+            )
+        logging.info("Reusing the finished run %s", config.run_dir)
+        results["config"]["run_dir"] = config.run_dir  # where it is now, if the folder moved
+        return results
+    source = _finished_elsewhere(config, results_dir)
+    if source is not None and not os.path.exists(os.path.join(config.run_dir, "config.json")):
+        logging.info("Reusing %s for %s", source, config.run_dir)
+        os.makedirs(config.run_dir, exist_ok=True)
+        for name in COPIED_FILES:  # results.json last: it marks the copy finished
+            if name == "results.json":
+                with open(os.path.join(source, name)) as f:
+                    results = json.load(f)
+                results["config"]["run_dir"] = config.run_dir
+                results["reused_from"] = os.path.relpath(source, config.run_dir)
+                train_lib.write_json(os.path.join(config.run_dir, name), results)
+            elif name == "config.json":
+                train_lib.write_json(os.path.join(config.run_dir, name), dataclasses.asdict(config))
+            elif os.path.exists(os.path.join(source, name)):
+                shutil.copy2(os.path.join(source, name), os.path.join(config.run_dir, name))
+        return results
+    logging.info("Training %s", config.run_dir)
+    start = time.perf_counter()
+    # `resume` continues a killed run of the same config; a fresh directory just starts.
+    resume = os.path.exists(os.path.join(config.run_dir, "config.json"))
+    results = train_lib.train(dataclasses.replace(config, resume=resume))
+    TRAINED.append(config.run_dir)
+    logging.info("Trained %s in %.0f s", config.run_dir, time.perf_counter() - start)
+    keras.backend.clear_session()
+    return results
+
+
+def mean_std(values, scale=100.0, digits=2):
+    """ "m ± s" of `values` x `scale` (sample std over seeds); just "m" for one value."""
+    values = np.asarray(values, dtype=float) * scale
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def markdown_table(header, rows, align=None):
+    align = align or ["---"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def hardware():
+    """The machine in words: cores, architecture, CPU model and AVX-512."""
+    model = platform.processor() or platform.machine()
+    avx512 = False
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        for line in info.splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        avx512 = "avx512f" in info
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()}-core {platform.machine()} CPU ({model}{', AVX-512' if avx512 else ''})"
+    )
+
+
+def command(script, settings, default_depths=()):
+    """The command line that reproduces `settings` (flags at their defaults left out)."""
+    parts = [f"python -m experiments.{script}"]
+    if settings.smoke:
+        parts.append("--smoke")
+    if settings.dataset != "digits":
+        parts.append(f"--dataset={settings.dataset}")
+    if not settings.smoke:
+        if settings.epochs is not None:
+            parts.append(f"--epochs={settings.epochs}")
+        elif settings.budget != DEFAULT_BUDGET:
+            parts.append(f"--budget={settings.budget:g}")
+    if settings.seeds != 1:
+        parts.append(f"--seeds={settings.seeds}")
+    if not settings.smoke and tuple(settings.depths) != tuple(default_depths):
+        parts.append(f"--depths={','.join(str(d) for d in settings.depths)}")
+    return " ".join(parts)
+
+
+def write_report(settings, experiment, table, default_depths, runs, notes=""):
+    """Write `<tag>.md`: data, schedule, seeds, hardware, command, training time, the table.
+
+    `runs` are the results of every run behind the table (for the schedule and the time).
+    """
+    folder = os.path.join(settings.results_dir, experiment)
+    os.makedirs(folder, exist_ok=True)
+    runs = list(runs)
+    schedule = runs[0]["schedule"]
+    fit_minutes = sum(r["wall_time_s"] for r in runs) / 60
+    epochs = f"{schedule['epochs']} epoch{'s' if schedule['epochs'] != 1 else ''}"
+    text = (
+        f"Data set: {settings.dataset}. Schedule: {settings.describe()}: {epochs} = "
+        f"{schedule['steps']} iterations at batch {schedule['batch_size']}. "
+        f"Seeds: {settings.seeds}. Hardware: {hardware()}. Training time: {fit_minutes:.1f} min "
+        f"of model.fit over {len(runs)} runs (runs shared with another experiment count in "
+        "both).\n\n"
+        f"Command: `{command(experiment, settings, default_depths)}`\n\n{table}\n"
+    )
+    if notes:
+        text += f"\n{notes}\n"
+    path = os.path.join(folder, f"{settings.tag}.md")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def mean_curve(runs, key):
+    """The per-epoch `key` curve averaged over runs (seeds), as a numpy array."""
+    curves = [np.asarray(r["curves"][key], dtype=float) for r in runs]
+    length = min(len(c) for c in curves)
+    return np.mean([c[:length] for c in curves], axis=0)
+
+
+def plot_curves(ax, labelled_runs, title):
+    """The paper's Fig. 6 style: dashed training error, bold test error, one colour per net."""
+    for i, (label, runs) in enumerate(labelled_runs):
+        color = f"C{i}"
+        steps = runs[0]["schedule"]["steps_per_epoch"]
+        train = mean_curve(runs, "train_error") * 100
+        test = mean_curve(runs, "test_error") * 100
+        iterations = np.arange(1, len(train) + 1) * steps
+        ax.plot(iterations, train, "--", color=color, linewidth=1)
+        ax.plot(iterations[: len(test)], test, "-", color=color, linewidth=2, label=label)
+    ax.set_title(title)
+    ax.set_ylim(0, 100)  # one scale for every panel, so plain and ResNet compare by eye
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="bold: test, dashed: train", fontsize=8, title_fontsize=8)
+
+
+def save_figure(fig, settings, experiment):
+    path = os.path.join(settings.results_dir, experiment, f"{settings.tag}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def figure(ncols, nrows=1, size=(5.5, 4)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)

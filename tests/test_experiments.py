@@ -1,0 +1,176 @@
+"""Every experiment script runs end to end in its smoke mode (depth-8 nets, 2 iterations)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+from experiments import common, degradation, depth, layer_responses, shortcuts
+from tfresnet import models
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RESNET8_PARAMS = 75_002  # cifar_resnet8 on 8x8x1 digits; option A adds no parameters
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return common.Settings(
+        smoke=True, depths=(common.SMOKE_DEPTH,), results_dir=str(tmp_path_factory.mktemp("res"))
+    )
+
+
+@pytest.fixture(scope="module")
+def degradation_result(settings):
+    return degradation.run(settings)
+
+
+def _check_outputs(result, *rows):
+    table = open(result["table"]).read()
+    assert "Data set: digits" in table and "Command: `python -m experiments." in table
+    for row in rows:
+        assert f"| {row} |" in table, row
+    with open(result["plot"], "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    import matplotlib.image
+
+    image = matplotlib.image.imread(result["plot"])
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_degradation_trains_plain_and_resnet_and_writes_table_and_plot(degradation_result):
+    result = degradation_result
+    _check_outputs(result, "plain-8 | 75,002", "ResNet-8 | 75,002")
+    assert os.path.basename(result["plot"]) == "digits-smoke-1seed.png"
+    assert set(result["runs"]) == {("plain", 8), ("resnet", 8)}
+    for (kind, _), [run] in result["runs"].items():
+        assert run["config"]["model"] == f"{kind}8"
+        assert run["model"]["params"] == RESNET8_PARAMS
+        assert run["schedule"]["steps"] == 2  # 1 epoch of 1,438 images at batch 512
+        assert len(run["curves"]["train_error"]) == len(run["curves"]["test_error"]) == 1
+        assert 0.0 <= run["final"]["test_error"] <= 1.0
+        assert os.path.isfile(os.path.join(run["config"]["run_dir"], "results.json"))
+
+
+def test_rerunning_reuses_finished_runs(settings, degradation_result):
+    run_dir = degradation_result["runs"]["resnet", 8][0]["config"]["run_dir"]
+    results_json = os.path.join(run_dir, "results.json")
+    mtime = os.stat(results_json).st_mtime_ns
+    trained = list(common.TRAINED)
+    again = degradation.run(settings)
+    assert common.TRAINED == trained  # nothing trained the second time
+    assert os.stat(results_json).st_mtime_ns == mtime
+    final = degradation_result["runs"]["resnet", 8][0]["final"]
+    assert again["runs"]["resnet", 8][0]["final"]["test_error"] == final["test_error"]
+
+
+def test_shortcuts_table_counts_parameters_and_reuses_the_shared_nets(settings, degradation_result):
+    trained = len(common.TRAINED)
+    result = shortcuts.run(settings)
+    # plain-8 and ResNet-8 (option A) come from the degradation runs; only B and C train.
+    new = [os.path.basename(d) for d in common.TRAINED[trained:]]
+    assert new == ["resnet8-B-digits-smoke-seed0", "resnet8-C-digits-smoke-seed0"]
+    copied = result["runs"][8, "A"][0]
+    assert copied["reused_from"].endswith(os.path.join("degradation", "resnet8-digits-smoke-seed0"))
+    final = degradation_result["runs"]["resnet", 8][0]["final"]
+    assert copied["final"]["test_error"] == final["test_error"]
+    params = {option: runs[0]["model"]["params"] for (_, option), runs in result["runs"].items()}
+    # B: 1x1 conv + BN where 16->32 and 32->64; C: on every block (also 16->16 in stage 1).
+    projections_b = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    assert params == {
+        "none": RESNET8_PARAMS,
+        "A": RESNET8_PARAMS,
+        "B": RESNET8_PARAMS + projections_b,
+        "C": RESNET8_PARAMS + projections_b + 16 * 16 + 2 * 16,
+    }
+    _check_outputs(result, "plain-8 | none | 75,002", "ResNet-8 | B | 77,754", "ResNet-8 | C")
+
+
+def test_depth_table(settings, degradation_result):
+    trained = len(common.TRAINED)
+    result = depth.run(settings)
+    assert len(common.TRAINED) == trained  # ResNet-8 is the degradation run
+    _check_outputs(result, "ResNet-8 | 75,002")
+    assert "paper: CIFAR-10 test error (%)" in open(result["table"]).read()
+
+
+def test_layer_responses_are_one_std_per_3x3_layer():
+    images = np.random.default_rng(0).uniform(0, 255, (20, 8, 8, 1)).astype("float32")
+    resnet8 = models.build_model("cifar_resnet8", input_shape=(8, 8, 1))
+    responses = layer_responses.layer_responses(resnet8, images, batch_size=8)
+    # The stem conv, then 3 stages x 1 block x 2 convs.
+    assert list(responses) == [
+        "stem_bn",
+        *(f"stage{s}_block1_bn{i}" for s in (1, 2, 3) for i in (1, 2)),
+    ]
+    assert all(np.isfinite(v) and v > 0 for v in responses.values())
+    # The std of one layer, per channel over images and positions, then averaged over channels.
+    probe = keras.Model(resnet8.input, resnet8.get_layer("stage2_block1_bn2").output)
+    expected = np.asarray(probe(images, training=False)).std(axis=(0, 1, 2)).mean()
+    assert responses["stage2_block1_bn2"] == pytest.approx(expected, rel=1e-4)
+    resnet20 = models.build_model("resnet20", input_shape=(8, 8, 1))
+    assert len(layer_responses.layer_responses(resnet20, images)) == 1 + 18
+    plain20 = models.build_model("plain20", input_shape=(8, 8, 1))
+    assert len(layer_responses.response_layer_names(plain20)) == 19
+    preact = models.build_model("cifar_resnet8", input_shape=(8, 8, 1), preact=True)
+    with pytest.raises(ValueError, match="post-activation"):
+        layer_responses.response_layer_names(preact)
+
+
+def test_layer_responses_experiment_measures_the_degradation_nets(settings, degradation_result):
+    trained = len(common.TRAINED)
+    result = layer_responses.run(settings)
+    assert len(common.TRAINED) == trained
+    assert {key: len(v) for key, v in result["responses"].items()} == {
+        ("plain", 8): 7,
+        ("resnet", 8): 7,
+    }
+    _check_outputs(result, "plain-8 | 7", "ResNet-8 | 7")
+
+
+def test_main_reads_the_flags(settings, degradation_result, capsys):
+    argv = ["degradation", "--smoke", f"--results_dir={settings.results_dir}"]
+    flags.FLAGS(argv)
+    try:
+        trained = len(common.TRAINED)
+        degradation.main(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert len(common.TRAINED) == trained
+    assert "| ResNet-8 | 75,002 |" in capsys.readouterr().out
+
+
+def test_settings_budget_labels_and_commands():
+    default = common.Settings(depths=(20, 56))
+    assert default.budget == common.DEFAULT_BUDGET and default.label == "b0.005"
+    assert default.tag == "digits-b0.005-1seed"
+    assert common.command("degradation", default, (20, 56)) == "python -m experiments.degradation"
+    other = common.Settings(epochs=12, seeds=3, depths=(20,))
+    assert other.label == "e12"
+    assert (
+        common.command("depth", other, (20, 32))
+        == "python -m experiments.depth --epochs=12 --seeds=3 --depths=20"
+    )
+    with pytest.raises(ValueError, match="at most one"):
+        common.Settings(budget=0.1, epochs=3)
+    config = common.run_config(common.Settings(budget=0.01), "depth", "resnet110", 2)
+    assert config.budget == 0.01 and config.epochs is None and config.seed == 2
+    assert config.run_dir.endswith(os.path.join("depth", "resnet110-digits-b0.01-seed2"))
+
+
+def test_degradation_verdict_compares_the_deepest_with_the_shallowest():
+    def runs(error):
+        return [{"final": {"train_error": error}}]
+
+    fake = {
+        ("plain", 20): runs(0.02),
+        ("plain", 56): runs(0.10),
+        ("resnet", 20): runs(0.03),
+        ("resnet", 56): runs(0.01),
+    }
+    assert degradation.verdict(fake, (20, 56)).splitlines() == [
+        "plain-56 minus plain-20, final training error: +8.00 points (deeper is worse).",
+        "ResNet-56 minus ResNet-20, final training error: -2.00 points (deeper is no worse).",
+    ]
+    assert degradation.verdict(fake, (20,)) == ""
