@@ -21,6 +21,17 @@ def test_zero_pad_shortcut_odd_size_and_shape_inference():
     assert tuple(y.shape) == (1, 3, 4, 8)
 
 
+def test_zero_pad_shortcut_gradient_is_the_strided_slice_gradient():
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype("float32"))
+    weights = tf.constant(np.random.default_rng(1).normal(size=(2, 3, 3, 4)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layers.ZeroPadShortcut(4, strides=2)(x) * weights)
+    expected = np.zeros((2, 5, 5, 3), "float32")
+    expected[:, ::2, ::2, :] = weights[..., :3]
+    np.testing.assert_array_equal(np.asarray(tape.gradient(loss, x)), expected)
+
+
 def test_zero_pad_shortcut_has_no_weights_and_round_trips_config():
     layer = layers.ZeroPadShortcut(16, strides=2, name="pad")
     layer(np.zeros((1, 4, 4, 8), "float32"))

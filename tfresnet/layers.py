@@ -44,7 +44,11 @@ class ZeroPadShortcut(keras.layers.Layer):
             )
 
     def call(self, inputs):
-        x = inputs[:, :: self.strides, :: self.strides, :] if self.strides > 1 else inputs
+        x = inputs
+        if self.strides > 1:
+            # Subsampling as a 1x1 max-pool: the same values as x[:, ::s, ::s], but oneDNN's
+            # pooling kernels (forward and gradient) are ~3x faster than a strided slice.
+            x = ops.max_pool(x, pool_size=1, strides=self.strides, padding="valid")
         extra = self.filters - x.shape[-1]
         if extra == 0:
             return x
