@@ -1,0 +1,466 @@
+"""Tests for tfresnet.tuning: the space, the four tuners, failures, resume, distributed search.
+
+Real trials train cifar_resnet8/14 on the embedded 8x8 digits for one epoch (`steps=2` rounds
+up to one epoch of 20 batches of 64). Tests of the bookkeeping alone (retries, resume) replace
+`ResNetHyperModel.fit` with an instant fake, so they only pay for building the models.
+"""
+
+import csv
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from tfresnet import cli, tuning
+from tfresnet import train as train_lib
+from tfresnet.train import TrainConfig
+from tfresnet.tuning import SearchSpace, TuneConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TIMEOUT_S = 300  # one subprocess search; a cold TF import alone takes ~15 s on 2 busy cores
+FIXED = dict(preact=None, learning_rate=None, weight_decay=None)  # the recipe's
+
+
+def _train(**kwargs):
+    values = dict(dataset="digits", steps=2, batch_size=64, validation_size=0.1, verbose=0)
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+def _tune(tmp_path, space, **kwargs):
+    train_kwargs = {"export": False, **kwargs.pop("train", {})}
+    values = dict(directory=str(tmp_path / "search"), evaluate_best=False)
+    values.update(kwargs)
+    return TuneConfig(_train(**train_kwargs), space=space, **values)
+
+
+def _attempts(search_dir):
+    """trial id -> the attempt records of that trial."""
+    out = {}
+    for name in sorted(os.listdir(search_dir)):
+        path = os.path.join(search_dir, name, "attempts.jsonl")
+        if name.startswith("trial_") and os.path.exists(path):
+            with open(path) as f:
+                out[name[len("trial_") :]] = [json.loads(line) for line in f]
+    return out
+
+
+def _trial_values(search_dir):
+    """trial id -> hyperparameter values, read from KerasTuner's trial.json files."""
+    out = {}
+    for name in sorted(os.listdir(search_dir)):
+        path = os.path.join(search_dir, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(path):
+            with open(path) as f:
+                trial = json.load(f)
+            out[trial["trial_id"]] = (trial["status"], trial["hyperparameters"]["values"])
+    return out
+
+
+@pytest.fixture
+def fake_fit(monkeypatch):
+    """Replace training by an instant fit; `calls` lists (trial run dir, hp values)."""
+    calls = []
+    failures = {}  # shortcut -> exception class to raise
+
+    def fit(self, hp, model, *args, run_dir=None, **kwargs):
+        calls.append((run_dir, dict(hp.values)))
+        if hp.values.get("shortcut") in failures:
+            raise failures[hp.values["shortcut"]](f"boom in {hp.values['shortcut']}")
+        return {"val_accuracy": 0.5 + 0.01 * hp.values["depth"], "val_loss": 1.0}
+
+    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", fit)
+    fit.calls, fit.failures = calls, failures
+    return fit
+
+
+# --------------------------------------------------------------------------
+# The space and the configuration (no training)
+# --------------------------------------------------------------------------
+
+
+def test_default_spaces_are_the_paper_grid_and_the_whole_space():
+    grid = tuning.default_space("grid")
+    assert grid.shortcut == ("A", "B", "C", "none")
+    assert grid.preact is grid.learning_rate is grid.weight_decay is None
+    assert grid.depths("cifar") == (20, 32, 44, 56, 110)
+    assert grid.depths("imagenet") == (18, 34, 50, 101, 152)
+    assert grid.grid_size("cifar") == 5 * 4
+    full = tuning.default_space("random")
+    assert full.preact == (False, True) and len(full.learning_rate) == 3
+    assert full.grid_size("cifar") == 5 * 4 * 2 * 3 * 2
+
+
+def test_space_takes_single_values_as_fixed_and_checks_them():
+    space = SearchSpace(depth=26, shortcut="B", preact=False, learning_rate=1, weight_decay=0)
+    assert space.depth == (26,) and space.shortcut == ("B",) and space.learning_rate == (1.0,)
+    assert space.grid_size("cifar") == 1
+    with pytest.raises(ValueError, match=r"6n\+2"):
+        SearchSpace(depth=(20, 21), family="cifar")
+    with pytest.raises(ValueError, match=r"\[18, 34, 50, 101, 152, 200\]"):
+        SearchSpace(depth=20, family="imagenet")
+    with pytest.raises(ValueError, match="allowed: A, B, C, none"):
+        SearchSpace(shortcut=("A", "D"))
+    with pytest.raises(ValueError, match="preact values must be bools"):
+        SearchSpace(preact=(0, 1))
+    with pytest.raises(ValueError, match="twice"):
+        SearchSpace(depth=(20, 20))
+    with pytest.raises(ValueError, match="allowed: cifar, imagenet"):
+        SearchSpace(family="mnist")
+
+
+def test_model_names_force_the_family():
+    assert tuning.model_name("cifar", 50, "A") == "cifar_resnet50"  # 6*8+2, not ImageNet's 50
+    assert tuning.model_name("cifar", 56, "none") == "cifar_plain56"
+    assert tuning.model_name("imagenet", 50, "B") == "resnet50"
+    assert tuning.model_name("imagenet", 34, "none") == "plain34"
+
+
+def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_path):
+    with pytest.raises(ValueError, match="validation split"):
+        TuneConfig(_train(validation_size=0))
+    with pytest.raises(ValueError, match="allowed: random, hyperband, bayesian, grid"):
+        TuneConfig(_train(), tuner="sgd")
+    with pytest.raises(ValueError, match="epochs"):
+        TuneConfig(_train(steps=4), tuner="hyperband")
+    with pytest.raises(ValueError, match="val_f1:max or val_f1:min"):
+        TuneConfig(_train(), objective="val_f1")
+    assert tuning.make_objective("val_f1:max").direction == "max"
+    assert tuning.make_objective("val_top5_accuracy").direction == "max"
+    assert tuning.make_objective("val_loss").direction == "min"
+    config = TuneConfig(_train(), tuner="grid")
+    assert config.space == tuning.PAPER_GRID
+    assert config.directory == os.path.join("runs", "tune-grid-digits")
+
+
+def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
+    from absl import flags
+
+    fv = flags.FlagValues()
+    tuning.define_flags(fv)
+    fv(["tune", "--tuner=grid", "--depth=20,56", "--shortcut=A,B,C,none", "--preact=false"])
+    config = tuning.config_from_flags(fv)
+    assert config.space == SearchSpace(
+        depth=(20, 56),
+        shortcut=("A", "B", "C", "none"),
+        preact=False,
+        learning_rate=None,
+        weight_decay=None,
+    )
+    assert config.train.validation_size == 0.1 and config.tuner == "grid"
+    assert "model" not in fv and "resume" not in fv and "run_dir" not in fv
+    fv(["tune", "--tuner=random", "--learning_rate=0.1,0.2", "--preact=maybe"])
+    with pytest.raises(ValueError, match="allowed: true, false"):
+        tuning.config_from_flags(fv)
+
+
+# --------------------------------------------------------------------------
+# Real searches
+# --------------------------------------------------------------------------
+
+
+def test_grid_covers_exactly_the_declared_space_and_exports_the_best(tmp_path):
+    space = SearchSpace(depth=(8, 14), shortcut=("A", "none"), **FIXED)
+    config = _tune(tmp_path, space, tuner="grid", evaluate_best=True, train={"export": True})
+    results = tuning.search(config)
+
+    trials = results["trials"]
+    assert [(r["depth"], r["shortcut"]) for r in trials] == list(
+        itertools.product((8, 14), ("A", "none"))
+    )
+    assert [r["model"] for r in trials] == [
+        "cifar_resnet8",
+        "cifar_plain8",
+        "cifar_resnet14",
+        "cifar_plain14",
+    ]
+    assert {r["status"] for r in trials} == {"COMPLETED"}
+    recorded = _trial_values(tmp_path / "search")  # KerasTuner's own trial.json records
+    assert sorted((v["depth"], v["shortcut"]) for _, v in recorded.values()) == sorted(
+        itertools.product((8, 14), ("A", "none"))
+    )
+    # Option A adds no parameters: each residual net has exactly its plain net's count.
+    assert trials[0]["params"] == trials[1]["params"] == 75_290 - 2 * 9 * 16
+    assert trials[2]["params"] == trials[3]["params"] > trials[0]["params"]
+    assert all(r["learning_rate"] == pytest.approx(0.05) for r in trials)  # 0.1 x 64/128
+    assert all(r["weight_decay"] == pytest.approx(1e-4) and r["epochs"] == 1 for r in trials)
+    assert all(0.0 <= r["val_error"] <= 1.0 for r in trials)
+
+    # Selection used validation only: trials never evaluated the test set.
+    for row in trials:
+        with open(os.path.join(row["run_dir"], "results.json")) as f:
+            run = json.load(f)
+        assert run["final"]["test_error"] is None and run["curves"]["test_error"] == []
+        assert run["data"]["sizes"] == {"train": 1294, "validation": 144, "test": 359}
+    best = results["best"]
+    assert best["val_error"] == min(r["val_error"] for r in trials)
+    assert 0.0 <= best["test_error"] <= 1.0
+    assert [r["trial"] for r in trials if r["test_error"] is not None] == [best["trial"]]
+    assert os.path.isfile(os.path.join(best["export"], "saved_model.pb"))
+    assert os.path.basename(os.path.dirname(best["export"])) == best["model"]
+
+    search_dir = tmp_path / "search"
+    with open(search_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == [r["model"] for r in trials]
+    assert list(rows[0]) == list(tuning.RESULTS_COLUMNS)
+    assert json.loads((search_dir / "results.json").read_text())["best"]["trial"] == best["trial"]
+    table = (search_dir / "results.md").read_text()
+    assert table.count("| COMPLETED |") == 4 and "(best)" in table
+    assert all(len(a) == 1 for a in _attempts(search_dir).values())
+
+
+def test_random_search_from_the_command_line(tmp_path, capsys):
+    directory = tmp_path / "random"
+    argv = [
+        "tfresnet",
+        "tune",
+        "--tuner=random",
+        "--max_trials=2",
+        "--depth=8",
+        "--shortcut=A,B",
+        "--preact=true,false",
+        "--learning_rate=0.05",
+        "--weight_decay=1e-4",
+        "--dataset=digits",
+        "--steps=2",
+        "--batch_size=64",
+        "--verbose=0",
+        "--noexport",
+        "--noevaluate_best",
+        f"--directory={directory}",
+    ]
+    assert cli.main(argv) == 0
+    assert "| trial | model |" in capsys.readouterr().out
+    results = json.loads((directory / "results.json").read_text())
+    assert len(results["trials"]) == 2 and results["counts"] == {"COMPLETED": 2}
+    combos = {(r["shortcut"], r["preact"]) for r in results["trials"]}
+    assert len(combos) == 2 and combos <= set(itertools.product("AB", (True, False)))
+    assert {r["learning_rate"] for r in results["trials"]} == {0.05}
+    assert not (directory / "export").exists()
+
+
+def test_bayesian_search(tmp_path):
+    space = SearchSpace(depth=8, shortcut=("A", "B", "none"), **FIXED)
+    config = _tune(tmp_path, space, tuner="bayesian", max_trials=2, bayesian_initial_points=1)
+    results = tuning.search(config)
+    assert [r["status"] for r in results["trials"]] == ["COMPLETED", "COMPLETED"]
+    assert len({r["shortcut"] for r in results["trials"]}) == 2  # no configuration twice
+    assert results["best"]["val_error"] == min(r["val_error"] for r in results["trials"])
+
+
+def test_hyperband_trains_its_rounds_in_epochs(tmp_path):
+    space = SearchSpace(depth=8, shortcut=("A", "none"), **FIXED)
+    config = _tune(
+        tmp_path, space, tuner="hyperband", hyperband_factor=2, train={"steps": None, "epochs": 2}
+    )
+    results = tuning.search(config)
+    trials = results["trials"]
+    assert {r["status"] for r in trials} == {"COMPLETED"}
+    values = _trial_values(tmp_path / "search")
+    for row in trials:
+        hp = values[row["trial"]][1]
+        # A continued trial trains only the epochs its round adds, from its parent's weights.
+        assert row["epochs"] == hp["tuner/epochs"] - hp["tuner/initial_epoch"]
+    assert {values[r["trial"]][1]["tuner/epochs"] for r in trials} == {1, 2}
+    assert any("tuner/trial_id" in v for _, v in values.values())  # a promoted trial
+
+
+def test_a_diverging_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
+    space = SearchSpace(
+        depth=8, shortcut="A", preact=None, learning_rate=(1e30, 0.05), weight_decay=None
+    )
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    first, second = results["trials"]
+    assert first["learning_rate"] == 1e30 and first["status"] == "FAILED"
+    assert first["message"].startswith("TrainingError: Training diverged: loss became nan")
+    assert first["val_error"] is None
+    assert second["status"] == "COMPLETED" and results["best"]["trial"] == second["trial"]
+    assert "FAILED: " in (tmp_path / "search" / "results.md").read_text()
+    # FailedTrialError: not retried.
+    assert [len(a) for a in _attempts(tmp_path / "search").values()] == [1, 1]
+
+
+# --------------------------------------------------------------------------
+# Bookkeeping with a fake fit
+# --------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_retried_then_recorded_failed(tmp_path, fake_fit):
+    fake_fit.failures["B"] = RuntimeError
+    space = SearchSpace(depth=8, shortcut=("B", "A"), **FIXED)
+    results = tuning.search(_tune(tmp_path, space, tuner="grid", max_retries_per_trial=1))
+    statuses = {r["shortcut"]: (r["status"], r["message"]) for r in results["trials"]}
+    assert statuses["B"] == ("FAILED", "RuntimeError: boom in B")
+    assert statuses["A"][0] == "COMPLETED"
+    shortcuts = [values["shortcut"] for _, values in fake_fit.calls]
+    assert shortcuts == ["B", "B", "A"]  # one retry, then on with the search
+    outcomes = {
+        t: [a["outcome"] for a in attempts]
+        for t, attempts in _attempts(tmp_path / "search").items()
+    }
+    assert sorted(outcomes.values()) == [["RuntimeError", "RuntimeError"], ["completed"]]
+
+
+def test_a_rerun_continues_the_search_without_repeating_finished_trials(
+    tmp_path, fake_fit, monkeypatch
+):
+    space = SearchSpace(depth=(8, 14, 20), shortcut="A", **FIXED)
+
+    def killed_in_the_second_trial(self, hp, model, *args, **kwargs):
+        if hp.values["depth"] == 14:
+            raise KeyboardInterrupt("killed")  # escapes KerasTuner's error handling, as a kill
+        return fake_fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", killed_in_the_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert [v["depth"] for _, v in fake_fit.calls] == [8]
+    keras.backend.clear_session()
+
+    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", fake_fit)
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert [v["depth"] for _, v in fake_fit.calls] == [8, 14, 20]  # 8 was not trained again
+    assert [(r["depth"], r["status"]) for r in results["trials"]] == [
+        (8, "COMPLETED"),
+        (14, "COMPLETED"),
+        (20, "COMPLETED"),
+    ]
+    outcomes = [
+        [a["outcome"] for a in attempts] for attempts in _attempts(tmp_path / "search").values()
+    ]
+    assert outcomes == [["completed"], ["KeyboardInterrupt", "completed"], ["completed"]]
+    # A third run finds nothing left to do.
+    tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert len(fake_fit.calls) == 3
+
+
+def test_a_grid_stopped_between_trials_continues_where_it_stopped(tmp_path, fake_fit, monkeypatch):
+    space = SearchSpace(depth=(8, 14), shortcut=("A", "none"), **FIXED)
+
+    def stop_after_two(self):
+        if len(self.oracle.end_order) == 2:
+            raise KeyboardInterrupt("killed between trials")
+
+    monkeypatch.setattr(tuning.GridSearch, "pre_create_trial", stop_after_two, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.search(_tune(tmp_path, space, tuner="grid"))
+    monkeypatch.undo()
+    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", fake_fit)
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    done = [(v["depth"], v["shortcut"]) for _, v in fake_fit.calls]
+    assert done == list(itertools.product((8, 14), ("A", "none")))  # each once, in grid order
+    assert len(results["trials"]) == 4 and results["counts"] == {"COMPLETED": 4}
+
+
+def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit):
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    tuning.search(_tune(tmp_path, space, tuner="grid"))
+    other = SearchSpace(depth=8, shortcut="B", **FIXED)
+    with pytest.raises(train_lib.TrainingError, match=r"differs in: space.shortcut\)"):
+        tuning.search(_tune(tmp_path, other, tuner="grid"))
+    results = tuning.search(_tune(tmp_path, other, tuner="grid", overwrite=True))
+    assert [r["shortcut"] for r in results["trials"]] == ["B"]
+
+
+# --------------------------------------------------------------------------
+# Several processes: a chief oracle with two workers; mirrored trials
+# --------------------------------------------------------------------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tune_command(directory, *flags):
+    return [
+        sys.executable,
+        "-m",
+        "tfresnet.cli",
+        "tune",
+        "--dataset=digits",
+        "--steps=2",
+        "--batch_size=64",
+        "--verbose=0",
+        "--noevaluate_best",
+        "--noexport",
+        f"--directory={directory}",
+        *flags,
+    ]
+
+
+def _run_all(commands, envs, tmp_path):
+    """Start every command, wait for all (killing them all on a timeout); return the logs."""
+    logs = [open(tmp_path / f"process{i}.log", "w+") for i in range(len(commands))]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        for cmd, env, log in zip(commands, envs, logs, strict=True)
+    ]
+    try:
+        for proc in procs:
+            proc.wait(timeout=TIMEOUT_S)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    texts = []
+    for log in logs:
+        log.seek(0)
+        texts.append(log.read())
+        log.close()
+    return [p.returncode for p in procs], texts
+
+
+# 45-75 s on 2 busy cores: three processes start TensorFlow, the chief polls every 20 s.
+def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
+    directory = tmp_path / "search"
+    command = _tune_command(directory, "--tuner=grid", "--depth=8", "--shortcut=A,B,C,none")
+    port = str(_free_port())
+    envs = []
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+        env.update(
+            KERASTUNER_TUNER_ID=tuner_id,
+            KERASTUNER_ORACLE_IP="127.0.0.1",
+            KERASTUNER_ORACLE_PORT=port,
+        )
+        envs.append(env)
+    codes, logs = _run_all([command] * 3, envs, tmp_path)
+    assert codes == [0, 0, 0], "\n\n".join(log[-3000:] for log in logs)
+    assert "no trials left" in logs[1] and "no trials left" in logs[2]
+
+    results = json.loads((directory / "results.json").read_text())  # written by the chief
+    assert sorted(r["shortcut"] for r in results["trials"]) == ["A", "B", "C", "none"]
+    assert results["counts"] == {"COMPLETED": 4}
+    attempts = _attempts(directory)
+    assert sorted(attempts) == sorted(r["trial"] for r in results["trials"])
+    assert all(len(a) == 1 for a in attempts.values()), attempts  # each trial ran exactly once
+    ran_by = {a[0]["tuner_id"] for a in attempts.values()}
+    assert ran_by == {"tuner0", "tuner1"}  # both workers trained, the chief only served
+    oracle = json.loads((directory / "oracle.json").read_text())
+    assert sorted(oracle["end_order"]) == sorted(attempts)
+    assert set(oracle["run_times"].values()) == {1}
+
+
+@pytest.mark.slow
+def test_every_trial_trains_under_mirrored_when_asked(tmp_path):
+    directory = tmp_path / "search"
+    command = _tune_command(
+        directory, "--tuner=grid", "--depth=8", "--shortcut=A", "--strategy=mirrored"
+    ) + ["--num_replicas=2"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    codes, logs = _run_all([command], [env], tmp_path)
+    assert codes == [0], logs[0][-3000:]
+    results = json.loads((directory / "results.json").read_text())
+    (row,) = results["trials"]
+    with open(os.path.join(row["run_dir"], "results.json")) as f:
+        assert json.load(f)["replicas"] == 2

@@ -1,0 +1,897 @@
+"""Hyperparameter search with KerasTuner over depth, shortcut type, pre-activation, lr and decay.
+
+    from tfresnet.train import TrainConfig
+    from tfresnet.tuning import SearchSpace, TuneConfig, search
+
+    # The paper's comparison: shortcut options A, B, C (Table 3) and plain nets (Fig. 6).
+    result = search(TuneConfig(
+        TrainConfig(dataset="digits", epochs=3, batch_size=64, validation_size=0.1),
+        tuner="grid",
+        space=SearchSpace(depth=(20, 56), shortcut=("A", "B", "C", "none")),
+    ))
+
+    tfresnet tune --tuner=grid --depth=20,56 --shortcut=A,B,C,none --epochs=3
+
+Every trial trains through `train.fit_model` (the data pipeline, recipe, callbacks and strategy
+of `tfresnet train`), selects on the held-out validation split (never the test set), and keeps
+its run directory in the tuner's `trial_<id>/run/`. The data is loaded once per search. The
+search directory holds the KerasTuner state (re-running the same command continues the search),
+`search.json` (the search's config), `results.{md,csv,json}` and `export/` (the best model,
+exported for TF Serving after its test error is measured). Distributed tuning (a chief oracle
+and workers) uses KerasTuner's environment variables; see docs/tuning.md.
+"""
+
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import keras_tuner
+import tensorflow as tf
+
+from tfresnet import blocks, distribute, models
+from tfresnet import data as data_lib
+from tfresnet import train as train_lib
+
+TUNERS = ("random", "hyperband", "bayesian", "grid")
+FAMILIES = models.FAMILIES
+PAPER_DEPTHS = {
+    "cifar": (20, 32, 44, 56, 110),  # 6n+2 with n = 3, 5, 7, 9, 18 (paper Sec. 4.2)
+    "imagenet": (18, 34, 50, 101, 152),  # paper Table 1
+}
+DEFAULT_MAX_TRIALS = 10  # random and bayesian; grid runs its whole grid
+# TrainConfig fields the search space sets per trial (the rest of the config is shared).
+SPACE_FIELDS = ("model", "shortcut", "preact", "learning_rate", "weight_decay")
+# TrainConfig fields that do not define a search (a re-run may change them).
+NON_IDENTITY_FIELDS = (*train_lib.NON_IDENTITY_FIELDS, "run_dir", *SPACE_FIELDS)
+RESULTS_COLUMNS = (
+    "trial",
+    "model",
+    "depth",
+    "shortcut",
+    "preact",
+    "learning_rate",
+    "weight_decay",
+    "epochs",
+    "val_error",
+    "test_error",
+    "params",
+    "time_s",
+    "status",
+)
+
+
+# --------------------------------------------------------------------------
+# The search space
+# --------------------------------------------------------------------------
+
+
+def _as_values(name, value, kind):
+    """None, or a non-empty tuple of `kind` values (a single value becomes a 1-tuple)."""
+    if value is None:
+        return None
+    values = tuple(value) if isinstance(value, list | tuple) else (value,)
+    if not values:
+        raise ValueError(f"{name}: give at least one value, or None.")
+    if kind is float:
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        values = tuple(float(v) for v in values) if ok else values
+    else:
+        ok = all(type(v) is kind for v in values)
+    if not ok:
+        raise ValueError(f"{name} values must be {kind.__name__}s; got {values!r}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} lists a value twice: {values!r}.")
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """What to search. Each field: a list of values (searched), one value (fixed) or None.
+
+    None takes the value from the search's base `TrainConfig` (not a hyperparameter); for
+    `depth`, None means the family's depths from the paper. The defaults are the whole space;
+    `PAPER_GRID` is the paper's depth x shortcut comparison.
+    """
+
+    depth: tuple | int | None = None  # None: PAPER_DEPTHS[family]; CIFAR: any 6n+2
+    shortcut: tuple | str | None = blocks.SHORTCUTS  # "none" = the plain net (model plain<d>)
+    preact: tuple | bool | None = (False, True)  # pre-activation blocks (He et al. 2016)
+    learning_rate: tuple | float | None = (0.05, 0.1, 0.2)  # used as given (no batch scaling)
+    weight_decay: tuple | float | None = (1e-4, 5e-4)
+    family: str | None = None  # "cifar" | "imagenet"; None: by the data (small images: cifar)
+
+    def __post_init__(self):
+        for name, kind in (
+            ("depth", int),
+            ("shortcut", str),
+            ("preact", bool),
+            ("learning_rate", float),
+            ("weight_decay", float),
+        ):
+            object.__setattr__(self, name, _as_values(name, getattr(self, name), kind))
+        if self.family is not None and self.family not in FAMILIES:
+            raise ValueError(f"Unknown family {self.family!r}; allowed: {', '.join(FAMILIES)}.")
+        bad = [s for s in self.shortcut or () if s not in blocks.SHORTCUTS]
+        if bad:
+            raise ValueError(
+                f"Unknown shortcut {bad[0]!r}; allowed: {', '.join(blocks.SHORTCUTS)}."
+            )
+        if any(v <= 0 for v in self.learning_rate or ()):
+            raise ValueError(f"learning_rate values must be > 0; got {self.learning_rate}.")
+        if any(v < 0 for v in self.weight_decay or ()):
+            raise ValueError(f"weight_decay values must be >= 0; got {self.weight_decay}.")
+        if self.family is not None:
+            self.depths(self.family)
+
+    def depths(self, family):
+        """The depths to search for `family`, checked against the model table."""
+        depths = self.depth or PAPER_DEPTHS[family]
+        for depth in depths:
+            model_name(family, depth, "A")  # raises, listing the allowed depths
+        return depths
+
+    def dimensions(self, family):
+        """(name, values or None) in search order; the grid varies the last one fastest."""
+        return (
+            ("depth", self.depths(family)),
+            ("shortcut", self.shortcut),
+            ("preact", self.preact),
+            ("learning_rate", self.learning_rate),
+            ("weight_decay", self.weight_decay),
+        )
+
+    def grid_size(self, family):
+        size = 1
+        for _, values in self.dimensions(family):
+            size *= len(values or (None,))
+        return size
+
+
+PAPER_GRID = SearchSpace(preact=None, learning_rate=None, weight_decay=None)
+
+
+def default_space(tuner):
+    """grid: the paper's depth x shortcut comparison; the sampling tuners: the whole space."""
+    _check_tuner(tuner)
+    return PAPER_GRID if tuner == "grid" else SearchSpace()
+
+
+def model_name(family, depth, shortcut):
+    """The model-table name of one trial: `cifar_resnet<d>`, `resnet<d>`, `cifar_plain<d>`, ..."""
+    kind = "plain" if shortcut == "none" else "resnet"
+    prefix = "cifar_" if family == "cifar" else ""
+    if family == "imagenet" and depth not in models.IMAGENET_DEPTHS:
+        raise ValueError(
+            f"ImageNet-family depth must be one of {sorted(models.IMAGENET_DEPTHS)}; got {depth}."
+        )
+    name = f"{prefix}{kind}{depth}"
+    models.get_spec(name)  # CIFAR: 6n+2; the error lists what is allowed
+    return name
+
+
+# --------------------------------------------------------------------------
+# Configuration of a search
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Everything that defines a search; saved as `search.json` in its directory."""
+
+    train: train_lib.TrainConfig  # what every trial shares: data, recipe, budget, strategy
+    tuner: str = "random"  # random | hyperband | bayesian | grid
+    space: SearchSpace | None = None  # None: default_space(tuner)
+    directory: str | None = None  # None: runs/tune-<tuner>-<dataset>
+    max_trials: int | None = None  # None: the whole grid (grid), 10 (random, bayesian)
+    objective: str = "val_accuracy"  # a metric Keras logs; "name:min|max" if not inferable
+    hyperband_factor: int = 3  # Hyperband keeps 1/factor of the trials each round
+    hyperband_iterations: int = 1
+    bayesian_initial_points: int | None = None  # None: KerasTuner's (3 x dimensions)
+    max_retries_per_trial: int = 0  # reruns of a trial that raised an unexpected error
+    max_consecutive_failed_trials: int = 3  # stop the search after this many in a row
+    evaluate_best: bool = True  # test error of the best trial, measured after selection
+    overwrite: bool = False  # delete the search in `directory` and start again
+
+    def __post_init__(self):
+        _check_tuner(self.tuner)
+        if self.space is None:
+            self.space = default_space(self.tuner)
+        if self.directory is None:
+            self.directory = os.path.join(
+                "runs", f"tune-{self.tuner}-{train_lib._slug(self.train.dataset)}"
+            )
+        make_objective(self.objective)
+        if not self.train.validation_size and self.objective.startswith("val_"):
+            raise ValueError(
+                f"objective {self.objective!r} needs a validation split: set validation_size "
+                "(e.g. 0.1 of train, or 5000 for the paper's 45k/5k CIFAR-10 split). The test "
+                "set is never used for selection."
+            )
+        for name in ("max_trials", "hyperband_factor", "hyperband_iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}.")
+        if self.max_consecutive_failed_trials < 1 or self.max_retries_per_trial < 0:
+            raise ValueError(
+                "max_consecutive_failed_trials must be >= 1 and max_retries_per_trial >= 0; got "
+                f"{self.max_consecutive_failed_trials} and {self.max_retries_per_trial}."
+            )
+        if self.tuner == "hyperband" and (self.train.steps or self.train.budget):
+            raise ValueError(
+                "hyperband counts a trial's budget in epochs: give epochs (the most one trial "
+                "trains), not steps or budget."
+            )
+
+    def identity(self):
+        """What must match for a re-run to continue this search."""
+        values = dataclasses.asdict(self)
+        values.pop("overwrite")
+        values.pop("directory")
+        values["train"] = {k: v for k, v in values["train"].items() if k not in NON_IDENTITY_FIELDS}
+        return json.loads(json.dumps(values, default=str))
+
+
+def _check_tuner(tuner):
+    if tuner not in TUNERS:
+        raise ValueError(f"Unknown tuner {tuner!r}; allowed: {', '.join(TUNERS)}.")
+
+
+def max_epochs(train_config):
+    """The most epochs one Hyperband trial trains: the base config's epochs."""
+    epochs = train_config.epochs or train_lib.DEFAULT_EPOCHS.get(train_config.dataset)
+    if epochs is None:
+        raise ValueError("hyperband needs the budget in epochs: pass epochs.")
+    return epochs
+
+
+# --------------------------------------------------------------------------
+# The hypermodel: KerasTuner's build/fit over the one training path
+# --------------------------------------------------------------------------
+
+
+class ResNetHyperModel(keras_tuner.HyperModel):
+    """Builds a trial's ResNet with `train.make_model` and trains it with `train.fit_model`.
+
+    The strategy and the data are made once (on first use) and shared by all trials.
+    """
+
+    def __init__(self, base_config, space, *, strategy=None, data=None):
+        super().__init__(name="tfresnet")
+        self.base_config = base_config
+        self.space = space
+        self._strategy = strategy
+        self._data = data
+
+    @property
+    def strategy(self):
+        if self._strategy is None:
+            c = self.base_config
+            self._strategy = distribute.make_strategy(
+                c.strategy, num_replicas=c.num_replicas, tpu=c.tpu
+            )
+        return self._strategy
+
+    @property
+    def data(self):
+        if self._data is None:
+            self.strategy  # noqa: B018 -- mirrored on CPU must split the CPU before TF starts
+            c = self.base_config
+            self._data = data_lib.load_data(
+                c.dataset,
+                data_dir=c.data_dir,
+                validation_size=c.validation_size,
+                image_size=c.image_size,
+                download=c.download,
+                seed=c.seed,
+            )
+        return self._data
+
+    @property
+    def family(self):
+        return self.space.family or ("cifar" if self.data.info.style == "cifar" else "imagenet")
+
+    def declare_hyperparameters(self, hp):
+        """Register the space: a Choice per searched field, a Fixed per fixed one."""
+        for name, values in self.space.dimensions(self.family):
+            if values is None:
+                continue
+            if len(values) == 1:
+                hp.Fixed(name, values[0])
+            else:
+                hp.Choice(name, list(values))
+
+    def trial_config(self, values, run_dir=None, epochs=None):
+        """The base TrainConfig with one trial's hyperparameter values filled in."""
+        base = self.base_config
+        depth = values["depth"]
+        shortcut = values.get("shortcut", base.shortcut)
+        if shortcut is None:
+            shortcut = models.get_spec(model_name(self.family, depth, "A")).default_shortcut
+        overrides = dict(
+            model=model_name(self.family, depth, shortcut),
+            shortcut=shortcut,
+            preact=bool(values.get("preact", base.preact)),
+            learning_rate=values.get("learning_rate", base.learning_rate),
+            weight_decay=values.get("weight_decay", base.weight_decay),
+            run_dir=run_dir or base.run_dir,
+            export=False,  # only the best model is exported, at the end of the search
+            eval_test_each_epoch=False,  # trials never touch the test set
+            resume=False,
+            overwrite=False,
+        )
+        if epochs is not None:  # Hyperband's rounds
+            overrides.update(epochs=epochs, steps=None, budget=None)
+        return dataclasses.replace(base, **overrides)
+
+    def build(self, hp):
+        self.declare_hyperparameters(hp)
+        config = self.trial_config(hp.values)
+        keras.utils.set_random_seed(config.seed)
+        keras.mixed_precision.set_global_policy(config.precision)
+        return train_lib.make_model(config, self.data.info, self.strategy)
+
+    def fit(self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, **kwargs):
+        """Train `model` for one trial; returns the last epoch's metrics (the objective's too).
+
+        Hyperband passes `epochs`/`initial_epoch`: a trial it continues starts from the parent
+        trial's weights and trains the remaining epochs with its own learning-rate schedule.
+        """
+        callbacks = kwargs.pop("callbacks", [])
+        rounds = None if epochs is None else epochs - initial_epoch
+        config = self.trial_config(hp.values, run_dir=run_dir, epochs=rounds)
+        os.makedirs(config.run_dir, exist_ok=True)
+        train_lib.write_json(
+            os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config)
+        )
+        try:
+            train_lib.fit_model(
+                config,
+                strategy=self.strategy,
+                data=self.data,
+                model=model,
+                extra_callbacks=callbacks,
+                evaluate_test=False,
+            )
+        except (train_lib.TrainingError, tf.errors.ResourceExhaustedError) as err:
+            # Deterministic failures (divergence, out of memory): record, do not retry.
+            raise keras_tuner.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
+        history = train_lib.read_history(os.path.join(config.run_dir, "history.csv"))
+        return {k: v[-1] for k, v in history.items() if k != "epoch" and v and math.isfinite(v[-1])}
+
+
+# --------------------------------------------------------------------------
+# Tuners
+# --------------------------------------------------------------------------
+
+
+class _TrialRunner:
+    """What tfresnet adds to each KerasTuner tuner: a run directory and an attempt log per trial.
+
+    Also declares the space without building a model (KerasTuner builds one to discover it).
+    """
+
+    def _populate_initial_space(self):
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        run_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
+        _clear_unresumable(run_dir)
+        start, outcome = time.perf_counter(), "completed"
+        try:
+            return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
+        except BaseException as err:
+            outcome = type(err).__name__
+            raise
+        finally:
+            _append_jsonl(
+                os.path.join(self.get_trial_dir(trial.trial_id), "attempts.jsonl"),
+                {
+                    "tuner_id": self.tuner_id,
+                    "pid": os.getpid(),
+                    "seconds": round(time.perf_counter() - start, 3),
+                    "outcome": outcome,
+                },
+            )
+
+
+def _clear_unresumable(run_dir):
+    """Keep a trial's run directory only to continue an interrupted run (its backup/)."""
+    if os.path.isdir(run_dir) and not (
+        os.path.isdir(os.path.join(run_dir, "backup"))
+        and not os.path.exists(os.path.join(run_dir, "results.json"))
+    ):
+        shutil.rmtree(run_dir)
+
+
+def _append_jsonl(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class RandomSearch(_TrialRunner, keras_tuner.RandomSearch):
+    pass
+
+
+class Hyperband(_TrialRunner, keras_tuner.Hyperband):
+    pass
+
+
+class BayesianOptimization(_TrialRunner, keras_tuner.BayesianOptimization):
+    pass
+
+
+class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
+    """KerasTuner 1.4.8's grid oracle, made resumable.
+
+    It does not save where it is in the grid, so a reloaded search stops early, or crashes with
+    a KeyError once an interrupted trial finishes (keras-team/keras-tuner#1055). On reload,
+    rebuild its position from the trials: every trial, in grid order, may yield its successor.
+    """
+
+    def set_state(self, state):
+        super().set_state(state)
+        if self._ordered_ids._data_to_index:  # a KerasTuner that restores it itself
+            return
+        order = sorted(
+            self.trials,
+            key=functools.cmp_to_key(
+                lambda a, b: self._compare(
+                    self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values
+                )
+            ),
+        )
+        for trial_id in order:
+            self._ordered_ids.insert(trial_id)
+        self._populate_next = list(order)
+
+
+class GridSearch(_TrialRunner, keras_tuner.Tuner):
+    """keras_tuner.GridSearch over `ResumableGridSearchOracle`."""
+
+    def __init__(self, hypermodel, *, max_trials=None, **kwargs):
+        oracle_args = {
+            k: kwargs.pop(k)
+            for k in (
+                "objective",
+                "seed",
+                "max_retries_per_trial",
+                "max_consecutive_failed_trials",
+            )
+        }
+        oracle = ResumableGridSearchOracle(max_trials=max_trials, **oracle_args)
+        super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+
+def build_tuner(config, hypermodel):
+    """The KerasTuner tuner `config.tuner` names, over `hypermodel`, in `config.directory`."""
+    directory = os.path.abspath(config.directory)
+    common = dict(
+        hypermodel=hypermodel,
+        objective=make_objective(config.objective),
+        seed=config.train.seed,
+        max_retries_per_trial=config.max_retries_per_trial,
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+        directory=os.path.dirname(directory),
+        project_name=os.path.basename(directory),
+        # Only the chief (or a lone tuner) may delete the search; workers share it.
+        overwrite=config.overwrite and not _is_worker(),
+        distribution_strategy=hypermodel.strategy,
+    )
+    if config.tuner == "hyperband":
+        return Hyperband(
+            max_epochs=max_epochs(config.train),
+            factor=config.hyperband_factor,
+            hyperband_iterations=config.hyperband_iterations,
+            **common,
+        )
+    if config.tuner == "grid":
+        return GridSearch(max_trials=config.max_trials, **common)
+    max_trials = config.max_trials or DEFAULT_MAX_TRIALS
+    if config.tuner == "bayesian":
+        return BayesianOptimization(
+            max_trials=max_trials, num_initial_points=config.bayesian_initial_points, **common
+        )
+    return RandomSearch(max_trials=max_trials, **common)
+
+
+def make_objective(text):
+    """A `keras_tuner.Objective` from "val_accuracy", "val_loss" or "name:max" / "name:min".
+
+    The direction is inferred here, not by KerasTuner, which builds a Keras metric to find it
+    and so starts TensorFlow before a mirrored strategy could split the CPU.
+    """
+    name, _, direction = text.partition(":")
+    if not direction:
+        if name.endswith(("loss", "error")):
+            direction = "min"
+        elif name.endswith(("accuracy", "acc")):
+            direction = "max"
+    if direction not in ("min", "max"):
+        raise ValueError(
+            f"objective {text!r}: give the direction, {name}:max or {name}:min (min or max)."
+        )
+    return keras_tuner.Objective(name, direction)
+
+
+def _is_worker():
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
+
+
+# --------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------
+
+
+def check_search_dir(config):
+    """Refuse to continue a different search in the same directory; save this one's config."""
+    path = os.path.join(config.directory, "search.json")
+    if config.overwrite and not _is_worker() and os.path.exists(config.directory):
+        shutil.rmtree(config.directory)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != config.identity():
+            differs = _differences(saved, config.identity())
+            raise train_lib.TrainingError(
+                f"Search directory {config.directory!r} holds a different search (differs in: "
+                f"{', '.join(differs)}). Use --overwrite to replace it, or another --directory."
+            )
+    else:
+        train_lib.write_json(path, config.identity())
+
+
+def _differences(a, b, prefix=""):
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def search(config, *, strategy=None, data=None, verbose=None):
+    """Run (or continue) the search `config` describes; returns the results dict.
+
+    On a distributed worker it runs trials until the chief's oracle has no more, and returns
+    `{"worker": tuner_id}`; the chief (or a single process) writes the results and the export.
+    """
+    check_search_dir(config)
+    hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
+    tuner = build_tuner(config, hypermodel)
+    tuner.search(verbose=config.train.verbose if verbose is None else verbose)
+    if _is_worker():
+        return {"worker": tuner.tuner_id}
+    return summarize(config, tuner, hypermodel)
+
+
+def trial_rows(tuner, hypermodel):
+    """One dict per trial (RESULTS_COLUMNS plus details), in trial order."""
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        trial_dir = tuner.get_trial_dir(trial_id)
+        results = _read_json(os.path.join(trial_dir, "run", "results.json"))
+        attempts = _read_jsonl(os.path.join(trial_dir, "attempts.jsonl"))
+        values = trial.hyperparameters.values
+        config = hypermodel.trial_config(values)
+        schedule = (results or {}).get("schedule", {})
+        rows.append(
+            {
+                "trial": trial_id,
+                "model": config.model,
+                "depth": values["depth"],
+                "shortcut": config.shortcut,
+                "preact": config.preact,
+                "learning_rate": schedule.get("learning_rate", config.learning_rate),
+                "weight_decay": schedule.get("weight_decay", config.weight_decay),
+                "epochs": schedule.get("epochs"),
+                "val_error": (results or {}).get("final", {}).get("val_error"),
+                "test_error": None,
+                "params": (results or {}).get("model", {}).get("params"),
+                "time_s": attempts[-1]["seconds"] if attempts else None,
+                "status": trial.status,
+                "score": trial.score,
+                "tuner_ids": [a["tuner_id"] for a in attempts],
+                "message": _last_line(trial.message),
+                "run_dir": os.path.join(trial_dir, "run"),
+            }
+        )
+    return rows
+
+
+def summarize(config, tuner, hypermodel):
+    """Measure the best trial on the test set, export it, write and print the results table."""
+    rows = trial_rows(tuner, hypermodel)
+    best_trials = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+    best = None
+    if best_trials:
+        best = next(r for r in rows if r["trial"] == best_trials[0].trial_id)
+        best.update(measure_and_export(config, best, hypermodel))
+    results = {
+        "search": config.identity(),
+        "directory": os.path.abspath(config.directory),
+        "objective": config.objective,
+        "trials": rows,
+        "best": best,
+        "counts": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
+        "versions": train_lib.package_versions(),
+    }
+    write_results(config.directory, results)
+    print(results_markdown(results))
+    return results
+
+
+def measure_and_export(config, best, hypermodel):
+    """Test error of the selected trial's final model, then its SavedModel under export/."""
+    found = {"best": True}
+    if not (config.evaluate_best or config.train.export):
+        return found
+    model = keras.saving.load_model(os.path.join(best["run_dir"], "model.keras"))
+    if config.evaluate_best:
+        info = hypermodel.data.info
+        batch_size = config.train.batch_size or train_lib.pick_recipe(config.train, info).batch_size
+        test_ds = data_lib.make_pipeline(
+            hypermodel.data.test, info, batch_size=batch_size, training=False
+        )
+        found["test_error"] = 1.0 - float(
+            model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]
+        )
+    if config.train.export:
+        found["export"] = export_best(config, best, model, hypermodel.data.info)
+    return found
+
+
+def export_best(config, best, model, info):
+    """Export the best model once per best trial (a re-run that selects it again reuses it)."""
+    marker = os.path.join(config.directory, "best_export.json")
+    done = _read_json(marker)
+    if done and done.get("trial") == best["trial"] and os.path.isdir(done.get("path", "")):
+        return done["path"]
+    from tfresnet import export
+
+    path = export.export_for_serving(
+        model,
+        os.path.join(config.directory, "export"),
+        model_name=best["model"],
+        class_names=list(info.class_names) or None,
+    )
+    train_lib.write_json(marker, {"trial": best["trial"], "path": path})
+    return path
+
+
+# --------------------------------------------------------------------------
+# The results table
+# --------------------------------------------------------------------------
+
+
+def write_results(directory, results):
+    """results.json (everything), results.csv and results.md (the table)."""
+    train_lib.write_json(os.path.join(directory, "results.json"), results)
+    with open(os.path.join(directory, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULTS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in results["trials"]:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in RESULTS_COLUMNS})
+    with open(os.path.join(directory, "results.md"), "w") as f:
+        f.write(results_markdown(results) + "\n")
+
+
+def results_markdown(results):
+    """The trials as a markdown table, then a line on the best trial."""
+    header = (
+        "| trial | model | depth | shortcut | preact | lr | weight decay | epochs | val error "
+        "| test error | params | time (s) | status |"
+    )
+    lines = [header, "|" + "---|" * 13]
+    best_trial = (results["best"] or {}).get("trial")
+    for row in results["trials"]:
+        best = row["trial"] == best_trial
+        cells = [
+            row["trial"] + (" (best)" if best else ""),
+            row["model"],
+            row["depth"],
+            row["shortcut"],
+            "yes" if row["preact"] else "no",
+            _number(row["learning_rate"]),
+            _number(row["weight_decay"]),
+            row["epochs"] if row["epochs"] is not None else "-",
+            _percent(row["val_error"]),
+            _percent(row.get("test_error")),
+            f"{row['params']:,}" if row["params"] is not None else "-",
+            f"{row['time_s']:.0f}" if row["time_s"] is not None else "-",
+            row["status"]
+            + (f": {row['message']}" if row["status"] != "COMPLETED" and row["message"] else ""),
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    best = results["best"]
+    if best:
+        lines.append(
+            f"\nBest ({results['objective']}): trial {best['trial']}, {best['model']} "
+            f"(shortcut {best['shortcut']}), val error {_percent(best['val_error'])}"
+            + (
+                f", test error {_percent(best['test_error'])}"
+                if best.get("test_error") is not None
+                else ""
+            )
+            + (f"; exported to {best['export']}" if best.get("export") else "")
+            + "."
+        )
+    else:
+        lines.append("\nNo trial completed.")
+    return "\n".join(lines)
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _number(value):
+    return "recipe" if value is None else f"{value:g}"
+
+
+def _last_line(message):
+    """The error of a failed trial's traceback, without the FailedTrialError wrapper."""
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip().split("FailedTrialError: ", 1)[-1] if lines else None
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------
+# `tfresnet tune`
+# --------------------------------------------------------------------------
+
+
+def define_flags(fv):
+    """`tfresnet tune` flags: the train flags (shared recipe) plus the space and the tuner."""
+    from absl import flags
+
+    from tfresnet import cli
+
+    cli.define_train_flags(fv, for_tune=True)
+    # The space picks the models, each trial has its own run directory, a search always resumes.
+    for name in ("model", "run_dir", "resume", "overwrite", "export"):
+        delattr(fv, name)
+    flags.DEFINE_bool(
+        "overwrite", False, "Delete the search in --directory and start again.", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "export", True, "Export the best model for TF Serving (search dir/export/).", flag_values=fv
+    )
+    flags.DEFINE_enum("tuner", "random", list(TUNERS), "KerasTuner algorithm.", flag_values=fv)
+    flags.DEFINE_string(
+        "directory", None, "Search directory; default runs/tune-<tuner>-<data>.", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "family", None, list(FAMILIES), "Model family; default by image size.", flag_values=fv
+    )
+    flags.DEFINE_list(
+        "depth",
+        None,
+        "Depths to search; default the paper's (CIFAR 20,32,44,56,110; ImageNet 18,...,152).",
+        flag_values=fv,
+    )
+    flags.DEFINE_list(
+        "shortcut", None, "Shortcut options among A,B,C,none (none = plain net).", flag_values=fv
+    )
+    flags.DEFINE_list("preact", None, "Pre-activation: true, false or true,false.", flag_values=fv)
+    flags.DEFINE_list("learning_rate", None, "Learning rates (used as given).", flag_values=fv)
+    flags.DEFINE_list("weight_decay", None, "Weight decays.", flag_values=fv)
+    flags.DEFINE_integer(
+        "max_trials",
+        None,
+        "Trials; default the whole grid, or 10 (random/bayesian).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "objective", "val_accuracy", "Validation metric to select on.", flag_values=fv
+    )
+    flags.DEFINE_integer("hyperband_factor", 3, "Hyperband reduction factor.", flag_values=fv)
+    flags.DEFINE_integer("hyperband_iterations", 1, "Hyperband iterations.", flag_values=fv)
+    flags.DEFINE_integer(
+        "bayesian_initial_points", None, "Random trials before the Bayesian model.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "max_retries_per_trial", 0, "Reruns of a trial that crashed unexpectedly.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "max_consecutive_failed_trials",
+        3,
+        "Stop after this many failures in a row.",
+        flag_values=fv,
+    )
+    flags.DEFINE_bool(
+        "evaluate_best", True, "Test error of the best trial, after selection.", flag_values=fv
+    )
+
+
+def space_from_flags(fv):
+    """The tuner's default space with the dimensions given on the command line replaced."""
+    given = {}
+    parsers = {
+        "depth": _parse_int,
+        "shortcut": lambda name, text: text,
+        "preact": _parse_bool,
+        "learning_rate": _parse_float,
+        "weight_decay": _parse_float,
+    }
+    for name, parse in parsers.items():
+        if fv[name].value:
+            given[name] = tuple(parse(name, v) for v in fv[name].value)
+    return dataclasses.replace(default_space(fv.tuner), family=fv.family, **given)
+
+
+def _parse_int(name, text):
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--{name}: {text!r} is not an integer.") from None
+
+
+def _parse_float(name, text):
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--{name}: {text!r} is not a number.") from None
+
+
+def _parse_bool(name, text):
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(f"--{name}: {text!r} is not a boolean; allowed: true, false.")
+    return words[text.lower()]
+
+
+def config_from_flags(fv):
+    from tfresnet import cli
+
+    return TuneConfig(
+        cli.config_from_flags(fv),
+        tuner=fv.tuner,
+        space=space_from_flags(fv),
+        directory=fv.directory,
+        max_trials=fv.max_trials,
+        objective=fv.objective,
+        hyperband_factor=fv.hyperband_factor,
+        hyperband_iterations=fv.hyperband_iterations,
+        bayesian_initial_points=fv.bayesian_initial_points,
+        max_retries_per_trial=fv.max_retries_per_trial,
+        max_consecutive_failed_trials=fv.max_consecutive_failed_trials,
+        evaluate_best=fv.evaluate_best,
+        overwrite=fv.overwrite,
+    )
+
+
+def run_command(fv, args):
+    if args:
+        raise ValueError(f"tfresnet tune takes no arguments; got {' '.join(args)!r}.")
+    results = search(config_from_flags(fv))
+    if "worker" in results:
+        print(f"worker {results['worker']}: no trials left")
+    else:
+        print(f"\nsearch directory: {results['directory']}")
+    return 0
