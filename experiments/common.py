@@ -45,6 +45,9 @@ flags.DEFINE_float(
     "epochs); every lr boundary scales with it.",
 )
 flags.DEFINE_integer("epochs", None, "Whole epochs instead of --budget.")
+flags.DEFINE_integer(
+    "batch_size", None, "Batch size (default the recipe's 128); the lr scales linearly with it."
+)
 flags.DEFINE_integer("seeds", 1, "Runs per network (seeds 0..seeds-1); tables give mean ± std.")
 flags.DEFINE_list("depths", None, "Depths to train (default: the experiment's own).")
 flags.DEFINE_bool("smoke", False, "Tiny check in seconds: depth-8 nets, 1 epoch of 2 iterations.")
@@ -63,6 +66,7 @@ class Settings:
     dataset: str = "digits"
     budget: float | None = None
     epochs: int | None = None
+    batch_size: int | None = None  # None: the recipe's 128
     seeds: int = 1
     depths: tuple = ()
     smoke: bool = False
@@ -88,7 +92,8 @@ class Settings:
         """Names the schedule in run and file names: "b0.005", "e30" or "smoke"."""
         if self.smoke:
             return "smoke"
-        return f"e{self.epochs}" if self.epochs is not None else f"b{self.budget:g}"
+        label = f"e{self.epochs}" if self.epochs is not None else f"b{self.budget:g}"
+        return label + (f"-bs{self.batch_size}" if self.batch_size else "")
 
     @property
     def tag(self):
@@ -120,6 +125,7 @@ def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,)):
         dataset=f.dataset,
         budget=f.budget,
         epochs=f.epochs,
+        batch_size=f.batch_size,
         seeds=f.seeds,
         depths=depths,
         smoke=smoke,
@@ -137,7 +143,7 @@ def run_config(settings, experiment, model, seed, shortcut=None):
         shortcut=shortcut,
         budget=settings.budget,
         epochs=settings.epochs,
-        batch_size=SMOKE_BATCH if settings.smoke else None,
+        batch_size=SMOKE_BATCH if settings.smoke else settings.batch_size,
         seed=seed,
         run_dir=os.path.join(settings.results_dir, experiment, name),
         export=False,
@@ -262,6 +268,8 @@ def command(script, settings, default_depths=()):
             parts.append(f"--epochs={settings.epochs}")
         elif settings.budget != DEFAULT_BUDGET:
             parts.append(f"--budget={settings.budget:g}")
+        if settings.batch_size:
+            parts.append(f"--batch_size={settings.batch_size}")
     if settings.seeds != 1:
         parts.append(f"--seeds={settings.seeds}")
     if not settings.smoke and tuple(settings.depths) != tuple(default_depths):

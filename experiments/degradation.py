@@ -67,9 +67,12 @@ def verdict(runs, depths):
             for d in (shallow, deep)
         }
         change = errors[deep] - errors[shallow]
+        train_size = runs[kind, deep][0]["data"]["sizes"]["train"]
+        images = round(change / 100 * train_size)
         lines.append(
             f"{title}-{deep} minus {title}-{shallow}, final training error: {change:+.2f} points "
-            f"({'deeper is worse' if change > 0 else 'deeper is no worse'})."
+            f"({images:+d} of {train_size:,} training images; "
+            f"{'deeper is worse' if change > 0 else 'deeper is no worse'})."
         )
     return "\n".join(lines)
 

@@ -161,7 +161,7 @@ def test_settings_budget_labels_and_commands():
 
 def test_degradation_verdict_compares_the_deepest_with_the_shallowest():
     def runs(error):
-        return [{"final": {"train_error": error}}]
+        return [{"final": {"train_error": error}, "data": {"sizes": {"train": 1000}}}]
 
     fake = {
         ("plain", 20): runs(0.02),
@@ -170,7 +170,9 @@ def test_degradation_verdict_compares_the_deepest_with_the_shallowest():
         ("resnet", 56): runs(0.01),
     }
     assert degradation.verdict(fake, (20, 56)).splitlines() == [
-        "plain-56 minus plain-20, final training error: +8.00 points (deeper is worse).",
-        "ResNet-56 minus ResNet-20, final training error: -2.00 points (deeper is no worse).",
+        "plain-56 minus plain-20, final training error: +8.00 points "
+        "(+80 of 1,000 training images; deeper is worse).",
+        "ResNet-56 minus ResNet-20, final training error: -2.00 points "
+        "(-20 of 1,000 training images; deeper is no worse).",
     ]
     assert degradation.verdict(fake, (20,)) == ""
