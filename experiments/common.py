@@ -346,3 +346,11 @@ def figure(ncols, nrows=1, size=(5.5, 4)):
     import matplotlib.pyplot as plt
 
     return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+
+
+def run_and_print(run, default_depths):
+    """Every experiment's `main`: run it with the flags, print its table and where its plot is."""
+    result = run(settings_from_flags(default_depths))
+    with open(result["table"]) as f:
+        print(f.read())
+    print(f"Plot: {result['plot']}")

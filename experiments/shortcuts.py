@@ -83,9 +83,7 @@ def run(settings):
 
 def main(argv):
     del argv
-    result = run(common.settings_from_flags(DEPTHS))
-    print(open(result["table"]).read())
-    print(f"Plot: {result['plot']}")
+    common.run_and_print(run, DEPTHS)
 
 
 if __name__ == "__main__":
