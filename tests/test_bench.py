@@ -1,0 +1,58 @@
+import json
+import re
+
+import keras
+import pytest
+
+from tfresnet import bench, layers, models
+
+MODEL_FIELDS = (
+    "params",
+    "macs",
+    "train_img_s",
+    "infer_img_s",
+    "train_gflop_s",
+    "infer_gflop_s",
+    "peak_rss_mb",
+    "peak_fraction",
+)
+
+
+def test_quick_mode_prints_json_lines_with_positive_figures_and_a_table(tmp_path, capsys):
+    out = tmp_path / "bench.jsonl"
+    assert bench.main(["--quick", "--precisions=float32", f"--output={out}"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    by_kind = {r["kind"]: r for r in records}
+    assert set(by_kind) == {"host", "matmul_peak", "input_pipeline", "model"}
+    model = by_kind["model"]
+    assert (model["model"], model["precision"], model["bn"]) == ("resnet8", "float32", "fused")
+    assert all(model[field] > 0 for field in MODEL_FIELDS), model
+    # Training counts 3x the forward FLOPs of each image; the fraction is of the matmul peak.
+    train_flops = 3 * 2 * model["macs"] * model["train_img_s"]
+    assert model["train_gflop_s"] == pytest.approx(train_flops / 1e9, rel=1e-2)
+    assert model["peak_fraction"] == pytest.approx(
+        model["train_gflop_s"] / by_kind["matmul_peak"]["gflop_s"], abs=2e-3
+    )
+    assert by_kind["matmul_peak"]["gflop_s"] > 0 and by_kind["input_pipeline"]["img_s"] > 0
+    printed = capsys.readouterr().out
+    assert "| resnet8 | float32 | fused | 16 | 8 |" in printed
+
+
+def test_bn_flag_picks_the_fused_layer_or_keras_own():
+    fused, reference = bench.build("resnet8", 8, "fused"), bench.build("resnet8", 8, "keras")
+    assert type(fused.get_layer("stem_bn")) is layers.BatchNormalization
+    assert type(reference.get_layer("stem_bn")) is keras.layers.BatchNormalization
+    assert models.count_flops(fused) == models.count_flops(reference)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--precisions=float8"], "Unknown precision 'float8'; allowed: float32"),
+        (["--models=resnet7"], "Unknown model name|depth must be 6n\\+2"),
+        (["--bn=torch"], "bn"),
+    ],
+)
+def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys):
+    assert bench.main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
