@@ -10,6 +10,7 @@ MODEL_FIELDS = (
     "params",
     "macs",
     "train_img_s",
+    "train_img_cpu_s",
     "infer_img_s",
     "train_gflop_s",
     "infer_gflop_s",

@@ -134,22 +134,27 @@ def synthetic_batches(model, batch_size):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records each epoch's wall time."""
+    """Records each epoch's wall time and this process's CPU time (all threads)."""
 
     def __init__(self):
         super().__init__()
-        self.seconds = []
+        self.seconds, self.cpu_seconds = [], []
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds.append(time.perf_counter() - self._start[0])
+        self.cpu_seconds.append(time.process_time() - self._start[1])
 
 
 def training_rates(model, case, config):
-    """Images/s of `model.fit`, one per timed epoch, after a warm-up that compiles the step."""
+    """Images per second and per CPU-second of `model.fit`, one pair per timed epoch.
+
+    A warm-up fit traces and compiles the step first. Images per CPU-second hardly move when
+    other processes share the cores, so they compare settings on a busy machine.
+    """
     spe = config.steps_per_execution
     steps = -(-case.steps // spe) * spe  # whole executions only
     model.compile(
@@ -162,7 +167,8 @@ def training_rates(model, case, config):
     model.fit(data, steps_per_epoch=2 * spe, epochs=1, verbose=0)  # trace + first executions
     timer = EpochTimer()
     model.fit(data, steps_per_epoch=steps, epochs=config.repeats, verbose=0, callbacks=[timer])
-    return [steps * case.batch_size / s for s in timer.seconds]
+    images = steps * case.batch_size
+    return [images / s for s in timer.seconds], [images / s for s in timer.cpu_seconds]
 
 
 def inference_rates(model, case, config):
@@ -199,7 +205,8 @@ def measure_model(name, precision, config):
     case = case_for(name, config)
     model = build(name, case.image_size, config.bn)
     macs = models.count_flops(model)
-    train = statistics.median(training_rates(model, case, config))
+    train_rates, cpu_rates = training_rates(model, case, config)
+    train = statistics.median(train_rates)
     infer = statistics.median(inference_rates(model, case, config))
     return {
         "kind": "model",
@@ -212,6 +219,7 @@ def measure_model(name, precision, config):
         "params": models.count_params(model),
         "macs": macs,
         "train_img_s": round(train, 2),
+        "train_img_cpu_s": round(statistics.median(cpu_rates), 2),
         "infer_img_s": round(infer, 2),
         "train_gflop_s": round(train * 3 * 2 * macs / 1e9, 2),
         "infer_gflop_s": round(infer * 2 * macs / 1e9, 2),
@@ -336,14 +344,15 @@ def markdown_table(records):
     """The model records as the table of docs/performance.md."""
     lines = [
         "| model | precision | BN | image | batch | train img/s | infer img/s | "
-        "train GFLOP/s | of matmul peak | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "train img/CPU-s | train GFLOP/s | of matmul peak | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         if r["kind"] == "model":
             lines.append(
                 f"| {r['model']} | {r['precision']} | {r['bn']} | {r['image_size']} | "
                 f"{r['batch_size']} | {r['train_img_s']:.1f} | {r['infer_img_s']:.1f} | "
+                f"{r['train_img_cpu_s']:.1f} | "
                 f"{r['train_gflop_s']:.1f} | {r['peak_fraction']:.0%} | {r['peak_rss_mb']:.0f} |"
             )
     for r in records:
