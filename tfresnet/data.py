@@ -22,6 +22,8 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import distribute
+
 EMBEDDED = "digits"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IMAGENET_MEAN = (123.68, 116.78, 103.94)
@@ -420,7 +422,7 @@ def make_pipeline(dataset, info, *, batch_size, training, seed=0, cache=True, dr
     dataset = dataset.batch(
         batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
     )
-    options = tf.data.Options()
+    # DATA sharding: every pipeline here ends in batches of examples, whatever its source.
+    options = distribute.distribute_dataset_options("memory")
     options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(AUTOTUNE)
