@@ -330,15 +330,11 @@ def fit_model(
             f"of {info.name}; pass a smaller --batch_size."
         )
     steps_per_epoch = info.sizes["train"] // batch_size
+    length = {"budget": config.budget, "epochs": config.epochs, "steps": config.steps}
+    if all(v is None for v in length.values()):
+        length["epochs"] = DEFAULT_EPOCHS.get(config.dataset)  # None: the full paper schedule
     total = recipes.total_steps(
-        recipe,
-        steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size,
-        budget=config.budget,
-        epochs=config.epochs
-        if config.epochs is not None or config.steps is not None or config.budget is not None
-        else DEFAULT_EPOCHS.get(config.dataset),
-        steps=config.steps,
+        recipe, steps_per_epoch=steps_per_epoch, batch_size=batch_size, **length
     )
     epochs = max(1, math.ceil(total / steps_per_epoch))
     lr = config.learning_rate or distribute.scaled_learning_rate(
