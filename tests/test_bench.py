@@ -12,6 +12,7 @@ MODEL_FIELDS = (
     "train_img_s",
     "train_img_cpu_s",
     "infer_img_s",
+    "infer_unfolded_img_s",
     "train_gflop_s",
     "infer_gflop_s",
     "peak_rss_mb",

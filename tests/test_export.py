@@ -424,3 +424,50 @@ def test_command_line_exports_a_keras_file(served, tmp_path, capsys):
     fv(["tfresnet export", f"--model_path={tmp_path / 'missing.keras'}", "--export_dir=x"])
     with pytest.raises(ValueError, match="No model at .*missing.keras"):
         export.run_command(fv)
+
+
+def _saved_op_types(path):
+    """Every op type in the SavedModel's graph, its functions included."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    return ops
+
+
+def test_export_serves_the_batch_norm_folded_model_with_the_same_outputs(tmp_path):
+    model = build_model("resnet8", input_shape=(8, 8, 3), num_classes=4)
+    rng = np.random.default_rng(7)
+    for layer in model.layers:  # trained-looking statistics, so folding changes the weights
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n),
+                    rng.uniform(-0.2, 0.2, n),
+                    rng.uniform(-0.5, 0.5, n),
+                    rng.uniform(0.5, 2.0, n),
+                ]
+            )
+    head = model.get_layer("logits")
+    head.kernel.assign(head.kernel * 0.01)  # keep the probabilities away from 0 and 1
+    images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    expected = model(images.astype("float32"), training=False).numpy()
+    assert 0.01 < expected.min() and expected.max() < 0.99  # not saturated: differences show
+
+    folded = export_for_serving(model, tmp_path, model_name="folded", warmup=False)
+    plain = export_for_serving(
+        model, tmp_path, model_name="plain", warmup=False, fold_batch_norm=False
+    )
+
+    assert not any("BatchNorm" in op for op in _saved_op_types(folded))
+    assert "FusedBatchNormV3" in _saved_op_types(plain)
+    for path in (folded, plain):
+        served = tf.saved_model.load(path).signatures["serving_default"]
+        probabilities = served(images=tf.constant(images))["probabilities"].numpy()
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)

@@ -9,6 +9,8 @@ normalises raw pixels, so the signatures only decode, cast and resize):
   serving_bytes    image_bytes: string [N], encoded JPEG/PNG  (REST: {"b64": "..."})
 Both return `probabilities`, `top_k_classes`, `top_k_scores` (and `top_k_names` when class
 names are known). `assets.extra/` holds a TF Serving warm-up request and `class_names.txt`.
+The served graph is the inference form of the model, BN folded into the convs
+(`inference.fold_batch_norm`; `fold_batch_norm=False` serves the model as it is).
 """
 
 import contextlib
@@ -21,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
+
+from tfresnet import inference
 
 RESIZE_MODES = ("stretch", "crop", "auto")
 CROP_MIN_SIZE = 128  # "auto" crops when the model input is at least this large (ImageNet-like)
@@ -45,6 +49,7 @@ def export_for_serving(
     top_k=5,
     resize="auto",
     warmup=True,
+    fold_batch_norm=True,
 ):
     """Export `model` for TF Serving into `<base_dir>/<model_name>/<version>/` and list it.
 
@@ -61,6 +66,8 @@ def export_for_serving(
         to size*256/224, then the central H x W crop; ImageNet-like) or "auto" (crop when
         H and W are at least 128).
       warmup: bool, write `assets.extra/tf_serving_warmup_requests` (one small request).
+      fold_batch_norm: bool, serve `inference.fold_batch_norm(model)`: each BN merged into
+        the conv before it, same outputs up to float rounding, 1.05-1.3x faster on CPU.
 
     Returns:
       str, the version directory that was written.
@@ -87,7 +94,8 @@ def export_for_serving(
     temp_dir = _temp_path(model_dir, f"{version}-")
     os.mkdir(temp_dir)  # not mkdtemp: that makes it 0700, and TF Serving may run as another user
     try:
-        archive = _build_archive(model, mode, top_k, class_names)
+        served = inference.fold_batch_norm(model) if fold_batch_norm else model
+        archive = _build_archive(served, mode, top_k, class_names)
         archive.write_out(temp_dir, verbose=False)
         _write_assets_extra(temp_dir, model_name, (height, width, channels), class_names, warmup)
         _rename_into_place(temp_dir, final_dir)
@@ -452,6 +460,9 @@ def define_flags(fv):
         "resize", "auto", RESIZE_MODES, "How images reach the model size.", flag_values=fv
     )
     flags.DEFINE_bool("warmup", True, "Write a TF Serving warm-up request.", flag_values=fv)
+    flags.DEFINE_bool(
+        "fold_batch_norm", True, "Serve with BN folded into the convs.", flag_values=fv
+    )
 
 
 def run_command(fv, args=()):
@@ -476,6 +487,7 @@ def run_command(fv, args=()):
         top_k=fv.top_k,
         resize=fv.resize,
         warmup=fv.warmup,
+        fold_batch_norm=fv.fold_batch_norm,
     )
     print(path)
     return 0
