@@ -28,7 +28,8 @@ def _split(value):
 
 def define_train_flags(fv, *, for_tune=False):
     """Flags that fill a `TrainConfig` (shared by train and tune); defaults from the dataclass."""
-    from tfresnet.train import PRECISIONS, TrainConfig
+    from tfresnet.precision import PRECISIONS
+    from tfresnet.train import TrainConfig
 
     d = TrainConfig.__dataclass_fields__
     flags.DEFINE_string(
@@ -108,7 +109,11 @@ def define_train_flags(fv, *, for_tune=False):
         "steps", None, "Iterations (instead of --budget/--epochs).", flag_values=fv
     )
     flags.DEFINE_enum(
-        "precision", "float32", list(PRECISIONS), "Numeric precision.", flag_values=fv
+        "precision",
+        d["precision"].default,
+        list(PRECISIONS),
+        "Keras dtype policy; auto: bfloat16 where the CPU/GPU/TPU runs it fast.",
+        flag_values=fv,
     )
     flags.DEFINE_enum(
         "strategy",

@@ -23,9 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import distribute, models, recipes
+from tfresnet import distribute, models, precision, recipes
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Fields that do not change what a run computes; a restart may differ in them.
 NON_IDENTITY_FIELDS = ("resume", "overwrite", "verbose", "export")
 DEFAULT_EPOCHS = {"digits": 30}  # the embedded set's default budget: 25-60 s on 2 CPU cores
@@ -57,7 +56,7 @@ class TrainConfig:
     budget: float | None = None  # fraction of the paper's iterations
     epochs: int | None = None  # or a number of epochs
     steps: int | None = None  # or a number of iterations
-    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 | auto (precision.py)
     strategy: str = "auto"  # auto | one_device | mirrored | multi_worker | tpu
     num_replicas: int | None = None
     tpu: str | None = None
@@ -73,9 +72,9 @@ class TrainConfig:
     verbose: int | str = "auto"  # Keras progress: "auto" (bar on a terminal), 0, 1 or 2
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
+        if self.precision not in precision.PRECISIONS:
             raise ValueError(
-                f"Unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}."
+                f"Unknown precision {self.precision!r}; allowed: {', '.join(precision.PRECISIONS)}."
             )
         if self.strategy not in distribute.STRATEGY_NAMES:
             raise ValueError(
@@ -299,11 +298,11 @@ def fit_model(
     only; `final.test_error` is then None).
     """
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.precision)
     if strategy is None:
         strategy = distribute.make_strategy(
             config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
         )
+    policy = precision.set_policy(config.precision, strategy)
     if data is None:
         data = data_lib.load_data(
             config.dataset,
@@ -406,6 +405,7 @@ def fit_model(
         # The CSV log spans restarts; fit's own history only the epochs since the last one.
         curves = read_history(os.path.join(out, "history.csv")) or history.history
         results = summarize(config, model, info, curves, test, wall, throughput, strategy)
+        results["precision"] = policy  # what "auto" became on this machine
         results["schedule"] = {
             "recipe": recipe.name,
             "batch_size": batch_size,

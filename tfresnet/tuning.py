@@ -34,7 +34,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from tfresnet import blocks, distribute, models
+from tfresnet import blocks, distribute, models, precision
 from tfresnet import data as data_lib
 from tfresnet import train as train_lib
 
@@ -333,7 +333,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         self.declare_hyperparameters(hp)
         config = self.trial_config(hp.values)
         keras.utils.set_random_seed(config.seed)
-        keras.mixed_precision.set_global_policy(config.precision)
+        precision.set_policy(config.precision, self.strategy)
         return train_lib.make_model(config, self.data.info, self.strategy)
 
     def fit(self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, **kwargs):
