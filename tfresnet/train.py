@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import distribute, models, precision, recipes
+from tfresnet import distribute, inference, models, precision, recipes
 
 # Fields that do not change what a run computes; a restart may differ in them.
 NON_IDENTITY_FIELDS = ("resume", "overwrite", "verbose", "export")
@@ -499,12 +499,15 @@ def evaluate(
     image_size=None,
     ten_crop=False,
 ):
-    """Top-1 and top-5 error of a saved `.keras` model (or a run directory) on a test split."""
+    """Top-1 and top-5 error of a saved `.keras` model (or a run directory) on a test split.
+
+    The model runs in its inference form, BN folded into the convs (as exports serve it).
+    """
     if os.path.isdir(model_path):
         model_path = os.path.join(model_path, "model.keras")
     if not os.path.exists(model_path):
         raise ValueError(f"No model at {model_path!r}: give a .keras file or a run directory.")
-    model = keras.saving.load_model(model_path)
+    model = inference.fold_batch_norm(keras.saving.load_model(model_path))
     data = data_lib.load_data(dataset, data_dir=data_dir, image_size=image_size)
     info = data.info
     if tuple(model.input_shape[1:]) != tuple(info.image_shape):
