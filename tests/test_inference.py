@@ -110,9 +110,16 @@ def test_folded_model_saves_and_reloads_in_safe_mode(tmp_path):
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), served.predict(x, verbose=0))
 
 
-def _conv_bn_model(activation=None, extra_use=False):
+class _ScaledConv(keras.layers.Conv2D):
+    """A conv subclass whose output is not conv(x): folding must leave it alone."""
+
+    def call(self, inputs):
+        return 2.0 * super().call(inputs)
+
+
+def _conv_bn_model(activation=None, extra_use=False, conv_class=keras.layers.Conv2D):
     inputs = keras.Input((6, 6, 2))
-    y = keras.layers.Conv2D(3, 3, padding="same", activation=activation, name="conv")(inputs)
+    y = conv_class(3, 3, padding="same", activation=activation, name="conv")(inputs)
     z = keras.layers.BatchNormalization(name="bn")(y)
     outputs = keras.layers.GlobalAveragePooling2D()(z)
     if extra_use:
@@ -121,7 +128,9 @@ def _conv_bn_model(activation=None, extra_use=False):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"activation": "relu"}, {"extra_use": True}], ids=["conv_activation", "shared_conv"]
+    "kwargs",
+    [{"activation": "relu"}, {"extra_use": True}, {"conv_class": _ScaledConv}],
+    ids=["conv_activation", "shared_conv", "conv_subclass"],
 )
 def test_batch_norm_that_cannot_be_folded_is_kept(kwargs):
     model = _conv_bn_model(**kwargs)

@@ -22,9 +22,10 @@ def fold_batch_norm(model):
     Returns:
       keras.Model with the same inputs, outputs, name and layer names, minus the folded BN
       layers; its outputs equal `model(x, training=False)` up to float rounding. A BN is
-      folded when its input is the output of a Conv2D with no activation, used by nothing
-      else, and it normalises the conv's channel axis (so `BN -> ReLU -> conv` in
-      pre-activation nets stays as it is). Models with nothing to fold come back as a copy.
+      folded when its input is the output of a `keras.layers.Conv2D` (not a subclass) with no
+      activation, used by nothing else, and it normalises the conv's channel axis (so
+      `BN -> ReLU -> conv` in pre-activation nets stays as it is). Models with nothing to
+      fold come back as a copy.
 
     Example:
       >>> served = fold_batch_norm(build_model("resnet20"))
@@ -66,7 +67,7 @@ def foldable_pairs(model):
         source = bn._inbound_nodes[0].input_tensors[0]
         conv = source._keras_history.operation
         if (
-            isinstance(conv, keras.layers.Conv2D)
+            type(conv) is keras.layers.Conv2D  # a subclass may compute something else
             and conv.activation is keras.activations.linear
             and len(conv._inbound_nodes) == 1
             and len(conv._outbound_nodes) == 1
