@@ -1,3 +1,5 @@
+import math
+
 import keras
 import pytest
 import tensorflow as tf
@@ -85,3 +87,23 @@ def test_train_with_auto_records_and_uses_the_policy_it_chose(tmp_path):
     compute_dtype = keras.mixed_precision.Policy(expected).compute_dtype
     assert model.get_layer("stem_conv").compute_dtype == compute_dtype
     assert model.output.dtype == "float32"  # the softmax stays float32 in every policy
+
+
+def test_mixed_float16_training_gets_loss_scaling_and_bfloat16_does_not(tmp_path):
+    seen = {}
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        config = TrainConfig(
+            model="cifar_resnet8",
+            dataset="digits",
+            steps=2,
+            batch_size=64,
+            export=False,
+            eval_test_each_epoch=False,
+            run_dir=str(tmp_path / policy),
+            verbose=0,
+            precision=policy,
+        )
+        model, results = train_lib.fit_model(config)
+        seen[policy] = type(model.optimizer).__name__
+        assert math.isfinite(results["curves"]["train_loss"][-1]) and results["precision"] == policy
+    assert seen == {"mixed_float16": "LossScaleOptimizer", "mixed_bfloat16": "SGD"}
