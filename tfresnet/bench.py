@@ -4,6 +4,8 @@
     python -m tfresnet.bench --models=resnet20 --precisions=mixed_bfloat16 --steps=50
     python -m tfresnet.bench --bn=keras          # the same with Keras' own BatchNormalization
     python -m tfresnet.bench --quick             # a smoke run in seconds (what the tests run)
+    python -m tfresnet.bench --peer_script=PEER.py --peer_python=VENV/bin/python
+                                                 # a peer (PyTorch) right after each model
 
 Every (model, precision) runs in a fresh process, so its peak RSS is its own and no state leaks
 between cases; the matmul peak and the input pipeline are timed in the calling process.
@@ -26,6 +28,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -79,6 +82,8 @@ class BenchConfig:
     matmul_size: int = 4096  # n of the n x n x n matmul that measures the peak
     pipeline: bool = True  # also time the CIFAR augmentation input pipeline
     quick: bool = False  # smoke mode: 16x16 inputs, batch 8, 2 steps, tiny matmul and pipeline
+    peer_script: str = ""  # a peer benchmark (e.g. ../shared/peers/torch_resnet_bench.py) to pair
+    peer_python: str = sys.executable  # the interpreter that has the peer's framework installed
 
     def __post_init__(self):
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -95,6 +100,8 @@ class BenchConfig:
         for name in self.models:
             if name != KERAS_BASELINE:
                 models.get_spec(name)  # raises with the allowed names
+        if self.peer_script and not os.path.isfile(self.peer_script):
+            raise ValueError(f"peer_script {self.peer_script!r} is not a file.")
 
 
 def case_for(name, config):
@@ -314,6 +321,59 @@ def host_info():
     }
 
 
+# Peer benchmarks print JSON lines {"model", "precision": "fp32"|"bf16", "train_img_s", ...}.
+PEER_PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def peer_rates(name, config, timeout=3600):
+    """Run the peer benchmark for model `name` right now; its records, or one error record.
+
+    Run right after tfresnet's own case of the same model, so both see the same machine load.
+    """
+    command = [config.peer_python, config.peer_script, name]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return [{"kind": "peer_error", "model": name, "error": str(err)}]
+    records = []
+    for line in done.stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and item.get("model") == name and "train_img_s" in item:
+            precision = PEER_PRECISIONS.get(item.get("precision"), item.get("precision"))
+            records.append({**item, "kind": "peer", "precision": precision})
+    if done.returncode != 0 or not records:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return [{"kind": "peer_error", "model": name, "error": " / ".join(tail) or "no output"}]
+    return records
+
+
+def peer_table(records):
+    """tfresnet against the peer, per model and precision both measured; '' if none."""
+    ours = {(r["model"], r["precision"]): r for r in records if r["kind"] == "model"}
+    rows = []
+    for peer in (r for r in records if r["kind"] == "peer"):
+        mine = ours.get((peer["model"], peer["precision"]))
+        if mine is None:
+            continue
+        train, infer = mine["train_img_s"], mine["infer_img_s"]
+        rows.append(
+            f"| {peer['model']} | {peer['precision']} | {train:.1f} | {peer['train_img_s']:.1f} | "
+            f"{train / peer['train_img_s']:.2f}x | {infer:.1f} | {peer['infer_img_s']:.1f} | "
+            f"{infer / peer['infer_img_s']:.2f}x |"
+        )
+    if not rows:
+        return ""
+    header = [
+        "| model | precision | train img/s | peer train | ratio | "
+        "infer img/s | peer infer | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    return "\n".join(header + rows)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -347,6 +407,9 @@ def run(config, emit=print):
             item["steps_per_execution"] = config.steps_per_execution
             item["jit_compile"] = config.jit_compile
             record(item)
+        if config.peer_script and name != KERAS_BASELINE:
+            for item in peer_rates(name, config):
+                record(item)
     return records
 
 
@@ -372,6 +435,12 @@ def markdown_table(records):
             lines.append(f"\nmatmul peak {r['dtype']}: {r['gflop_s']:.0f} GFLOP/s (n={r['size']})")
         elif r["kind"] == "input_pipeline":
             lines.append(f"\ninput pipeline (CIFAR augmentation): {r['img_s']:.0f} img/s")
+        elif r["kind"] == "peer_error":
+            lines.append(f"\npeer benchmark failed for {r['model']}: {r['error']}")
+    comparison = peer_table(records)
+    if comparison:
+        lines.append("\nagainst the peer benchmark, run right after each model:\n")
+        lines.append(comparison)
     return "\n".join(lines)
 
 
@@ -395,6 +464,12 @@ def define_flags(fv):
     flags.DEFINE_integer("matmul_size", d["matmul_size"], "Peak matmul n.", flag_values=fv)
     flags.DEFINE_bool("pipeline", d["pipeline"], "Time the input pipeline.", flag_values=fv)
     flags.DEFINE_bool("quick", d["quick"], "Smoke mode (seconds).", flag_values=fv)
+    flags.DEFINE_string(
+        "peer_script", "", "Peer benchmark to run after each model.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "peer_python", d["peer_python"], "Interpreter for --peer_script.", flag_values=fv
+    )
     flags.DEFINE_string("output", "", "Also write the JSON lines to this file.", flag_values=fv)
 
 
@@ -413,6 +488,8 @@ def config_from_flags(fv):
         matmul_size=fv.matmul_size,
         pipeline=fv.pipeline,
         quick=fv.quick,
+        peer_script=fv.peer_script,
+        peer_python=fv.peer_python,
     )
 
 
