@@ -68,7 +68,8 @@ def test_auto_on_cpus_and_gpus(monkeypatch):
     assert precision.resolve("auto") == "mixed_float16"
 
 
-def test_train_with_auto_records_and_uses_the_policy_it_chose(tmp_path):
+def _train_two_steps(tmp_path, policy):
+    """Two SGD steps of cifar_resnet8 on digits under `policy`: (model, results)."""
     config = TrainConfig(
         model="cifar_resnet8",
         dataset="digits",
@@ -76,12 +77,16 @@ def test_train_with_auto_records_and_uses_the_policy_it_chose(tmp_path):
         batch_size=64,
         export=False,
         eval_test_each_epoch=False,
-        run_dir=str(tmp_path / "run"),
+        run_dir=str(tmp_path / policy),
         verbose=0,
-        precision="auto",
+        precision=policy,
     )
+    return train_lib.fit_model(config)
+
+
+def test_train_with_auto_records_and_uses_the_policy_it_chose(tmp_path):
     expected = precision.resolve("auto")
-    model, results = train_lib.fit_model(config)
+    model, results = _train_two_steps(tmp_path, "auto")
     assert results["precision"] == expected
     assert results["config"]["precision"] == "auto"
     compute_dtype = keras.mixed_precision.Policy(expected).compute_dtype
@@ -92,18 +97,7 @@ def test_train_with_auto_records_and_uses_the_policy_it_chose(tmp_path):
 def test_mixed_float16_training_gets_loss_scaling_and_bfloat16_does_not(tmp_path):
     seen = {}
     for policy in ("mixed_float16", "mixed_bfloat16"):
-        config = TrainConfig(
-            model="cifar_resnet8",
-            dataset="digits",
-            steps=2,
-            batch_size=64,
-            export=False,
-            eval_test_each_epoch=False,
-            run_dir=str(tmp_path / policy),
-            verbose=0,
-            precision=policy,
-        )
-        model, results = train_lib.fit_model(config)
+        model, results = _train_two_steps(tmp_path, policy)
         seen[policy] = type(model.optimizer).__name__
         assert math.isfinite(results["curves"]["train_loss"][-1]) and results["precision"] == policy
     assert seen == {"mixed_float16": "LossScaleOptimizer", "mixed_bfloat16": "SGD"}
