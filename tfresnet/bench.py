@@ -39,8 +39,9 @@ from absl import flags
 
 from tfresnet import data as data_lib
 from tfresnet import inference, layers, models
+from tfresnet.precision import PRECISIONS as POLICIES
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = tuple(p for p in POLICIES if p != "auto")  # the bench times named policies only
 DEFAULT_MODELS = ("resnet20", "resnet56", "resnet50", "keras_resnet50")
 DEFAULT_PRECISIONS = ("float32", "mixed_bfloat16")
 BN_KINDS = ("fused", "keras")

@@ -14,10 +14,15 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def resolve(precision, strategy=None):
-    """The Keras policy name `precision` stands for ("auto" is decided for this machine)."""
+def check(precision):
+    """Raise ValueError, with the allowed names, unless `precision` is one of PRECISIONS."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}.")
+
+
+def resolve(precision, strategy=None):
+    """The Keras policy name `precision` stands for ("auto" is decided for this machine)."""
+    check(precision)
     if precision != "auto":
         return precision
     import tensorflow as tf

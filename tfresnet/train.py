@@ -72,10 +72,7 @@ class TrainConfig:
     verbose: int | str = "auto"  # Keras progress: "auto" (bar on a terminal), 0, 1 or 2
 
     def __post_init__(self):
-        if self.precision not in precision.PRECISIONS:
-            raise ValueError(
-                f"Unknown precision {self.precision!r}; allowed: {', '.join(precision.PRECISIONS)}."
-            )
+        precision.check(self.precision)
         if self.strategy not in distribute.STRATEGY_NAMES:
             raise ValueError(
                 f"Unknown strategy {self.strategy!r}; allowed: "
