@@ -48,12 +48,20 @@ flags.DEFINE_integer("epochs", None, "Whole epochs instead of --budget.")
 flags.DEFINE_integer(
     "batch_size", None, "Batch size (default the recipe's 128); the lr scales linearly with it."
 )
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "Dtype policy of every run (mixed_bfloat16 trains 1.4-1.7x faster on CPUs with AVX512_BF16).",
+)
 flags.DEFINE_integer("seeds", 1, "Runs per network (seeds 0..seeds-1); tables give mean ± std.")
 flags.DEFINE_list("depths", None, "Depths to train (default: the experiment's own).")
 flags.DEFINE_bool("smoke", False, "Tiny check in seconds: depth-8 nets, 1 epoch of 2 iterations.")
 flags.DEFINE_string(
     "results_dir", None, "Where results go; default experiments/results (smoke: .../smoke)."
 )
+
+PRECISION_LABELS = {"mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
 
 # Run directories trained (not reused) by this process; the tests read it.
 TRAINED = []
@@ -69,6 +77,7 @@ class Settings:
     batch_size: int | None = None  # None: the recipe's 128
     seeds: int = 1
     depths: tuple = ()
+    precision: str = "float32"
     smoke: bool = False
     results_dir: str | None = None
 
@@ -93,7 +102,10 @@ class Settings:
         if self.smoke:
             return "smoke"
         label = f"e{self.epochs}" if self.epochs is not None else f"b{self.budget:g}"
-        return label + (f"-bs{self.batch_size}" if self.batch_size else "")
+        label += f"-bs{self.batch_size}" if self.batch_size else ""
+        if self.precision != "float32":
+            label += f"-{PRECISION_LABELS[self.precision]}"
+        return label
 
     @property
     def tag(self):
@@ -128,6 +140,7 @@ def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,)):
         batch_size=f.batch_size,
         seeds=f.seeds,
         depths=depths,
+        precision=f.precision,
         smoke=smoke,
         results_dir=f.results_dir,
     )
@@ -145,9 +158,10 @@ def run_config(settings, experiment, model, seed, shortcut=None):
         epochs=settings.epochs,
         batch_size=SMOKE_BATCH if settings.smoke else settings.batch_size,
         seed=seed,
+        precision=settings.precision,
         run_dir=os.path.join(settings.results_dir, experiment, name),
         export=False,
-        verbose=0,
+        verbose=0 if settings.smoke else 2,  # one line per epoch in logs
     )
 
 
@@ -270,6 +284,8 @@ def command(script, settings, default_depths=()):
             parts.append(f"--budget={settings.budget:g}")
         if settings.batch_size:
             parts.append(f"--batch_size={settings.batch_size}")
+        if settings.precision != "float32":
+            parts.append(f"--precision={settings.precision}")
     if settings.seeds != 1:
         parts.append(f"--seeds={settings.seeds}")
     if not settings.smoke and tuple(settings.depths) != tuple(default_depths):
@@ -291,7 +307,8 @@ def write_report(settings, experiment, table, default_depths, runs, notes=""):
     text = (
         f"Data set: {settings.dataset}. Schedule: {settings.describe()}: {epochs} = "
         f"{schedule['steps']} iterations at batch {schedule['batch_size']}. "
-        f"Seeds: {settings.seeds}. Hardware: {hardware()}. Training time: {fit_minutes:.1f} min "
+        f"Seeds: {settings.seeds}. Precision: {settings.precision}. Hardware: {hardware()}. "
+        f"Training time: {fit_minutes:.1f} min "
         f"of model.fit over {len(runs)} runs (runs shared with another experiment count in "
         "both).\n\n"
         f"Command: `{command(experiment, settings, default_depths)}`\n\n{table}\n"

@@ -22,9 +22,19 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import distribute
+from tfresnet import distribute, idx
 
 EMBEDDED = "digits"
+FASHION_MNIST = "fashion_mnist"
+# Debian's `dataset-fashion-mnist` package puts the four IDX files here.
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+# Data sets of written symbols: a mirror image is another symbol, so no horizontal flips. An
+# MNIST-format folder is taken as symbols too unless its name says "fashion".
+NO_FLIP = ("digits", "mnist", "kmnist", "emnist", "binarized_mnist")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IMAGENET_MEAN = (123.68, 116.78, 103.94)
 IMAGENET_STD = (58.40, 57.12, 57.38)
@@ -67,17 +77,23 @@ class Data:
 def load_data(
     name=EMBEDDED, *, data_dir=None, validation_size=0, image_size=None, download=False, seed=0
 ):
-    """Load `name`: "digits", a tfds name ("cifar10", "imagenet2012", ...) or a folder path.
+    """Load `name`: "digits", "fashion_mnist", a tfds name ("cifar10", ...) or a folder path.
 
-    `validation_size` holds out that many training examples (or a fraction if < 1) for model
-    selection; the test split is never used for it. `image_size` overrides the model input size
-    for folders and variable-size data sets.
+    A folder holding the four MNIST-format IDX files is read as such; any other folder as class
+    folders. "fashion_mnist" is tfds' own when it is prepared in `data_dir`, else Debian's
+    `dataset-fashion-mnist` files. `validation_size` holds out that many training examples (or
+    a fraction if < 1) for model selection; the test split is never used for it. `image_size`
+    overrides the model input size for folders and variable-size data sets.
     """
     if validation_size < 0:
         raise DataError(f"validation_size must be >= 0; got {validation_size}.")
     if name == EMBEDDED:
         return _load_digits(validation_size, seed)
+    if name == FASHION_MNIST:
+        return _load_fashion_mnist(data_dir, validation_size, image_size, download)
     if os.sep in str(name) or os.path.isdir(str(name)):
+        if idx.find_files(str(name)) is not None:
+            return _load_idx(str(name), validation_size)
         return _load_folder(pathlib.Path(name), validation_size, image_size, seed)
     return _load_tfds(name, data_dir, validation_size, image_size, download)
 
@@ -92,10 +108,19 @@ def _holdout_count(validation_size, train_size):
 
 
 def _small_style_stats(images):
-    """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe)."""
-    images = np.asarray(images, "float64")
-    mean = images.mean(axis=0)
-    std = max(float(np.sqrt(((images - mean) ** 2).mean())), 1e-3)
+    """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe).
+
+    Two passes in chunks of float64, so a large uint8 set is never converted whole.
+    """
+    chunk = 4096
+    total = np.zeros(images.shape[1:], "float64")
+    for i in range(0, len(images), chunk):
+        total += images[i : i + chunk].sum(axis=0, dtype="float64")
+    mean = total / len(images)
+    squares = 0.0
+    for i in range(0, len(images), chunk):
+        squares += float(((images[i : i + chunk] - mean) ** 2).sum())
+    std = max(float(np.sqrt(squares / images.size)), 1e-3)
     return mean.astype("float32"), np.asarray(std, "float32")
 
 
@@ -113,26 +138,79 @@ def _load_digits(validation_size, seed):
     order = np.random.default_rng(20151210).permutation(len(labels))  # fixed: the same split
     images, labels = images[order], labels[order]
     n_test = len(labels) // 5
-    test = (images[:n_test], labels[:n_test])
-    train = (images[n_test:], labels[n_test:])
+    return _from_arrays_splits(
+        EMBEDDED,
+        train=(images[n_test:], labels[n_test:]),
+        test=(images[:n_test], labels[:n_test]),
+        validation_size=validation_size,
+        class_names=tuple(str(i) for i in range(10)),
+        flip=False,  # a mirrored digit is a different symbol
+    )
+
+
+def _load_idx(folder, validation_size, name=None, class_names=None):
+    """An MNIST-format folder (four IDX files): its train and test splits, CIFAR-style."""
+    try:
+        splits = idx.load_folder(folder)
+    except idx.IdxError as err:
+        raise DataError(str(err)) from err
+    name = name or folder
+    flip = "fashion" in os.path.basename(os.path.normpath(name)).lower()
+    num_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
+    return _from_arrays_splits(
+        name,
+        train=splits["train"],
+        test=splits["test"],
+        validation_size=validation_size,
+        class_names=class_names or tuple(str(i) for i in range(num_classes)),
+        flip=flip,
+    )
+
+
+def _load_fashion_mnist(data_dir, validation_size, image_size, download):
+    """tfds' fashion_mnist when prepared (or `download`), else Debian's IDX files."""
+    import tensorflow_datasets as tfds
+
+    if tfds.builder(FASHION_MNIST, data_dir=data_dir).is_prepared() or download:
+        return _load_tfds(FASHION_MNIST, data_dir, validation_size, image_size, download)
+    if idx.find_files(DEBIAN_FASHION_MNIST) is not None:
+        return _load_idx(DEBIAN_FASHION_MNIST, validation_size, FASHION_MNIST,
+                         FASHION_MNIST_CLASSES)  # fmt: skip
+    raise DataError(
+        f"Fashion-MNIST is not here: not prepared for tensorflow-datasets in "
+        f"{data_dir or '~/tensorflow_datasets'!r} and no IDX files in {DEBIAN_FASHION_MNIST!r}. "
+        "Install them offline with `apt-get install dataset-fashion-mnist`, or pass --download."
+    )
+
+
+def _from_arrays_splits(name, *, train, test, validation_size, class_names, flip):
+    """Data from in-memory uint8 (N, H, W, C) splits: the first `validation_size` train examples
+    are held out; CIFAR-style statistics come from the rest."""
     n_val = _holdout_count(validation_size, len(train[1])) if validation_size else 0
     val = (train[0][:n_val], train[1][:n_val])
     train = (train[0][n_val:], train[1][n_val:])
     mean, std = _small_style_stats(train[0])
     info = DataInfo(
-        name=EMBEDDED,
-        num_classes=10,
-        image_shape=(8, 8, 1),
+        name=name,
+        num_classes=len(class_names),
+        image_shape=tuple(int(d) for d in train[0].shape[1:]),
         style="cifar",
-        flip=False,  # a mirrored digit is a different symbol
+        flip=flip,
         pixel_mean=mean,
         pixel_std=std,
-        class_names=tuple(str(i) for i in range(10)),
-        sizes={"train": len(train[1]), "validation": n_val, "test": n_test},
+        class_names=tuple(class_names),
+        sizes={"train": len(train[1]), "validation": n_val, "test": len(test[1])},
     )
     return Data(
         info, _from_arrays(*train), _from_arrays(*test), _from_arrays(*val) if n_val else None
     )
+
+
+def _flips(name):
+    """Whether a horizontal flip keeps the label: yes for clothes and objects, not for written
+    symbols (digits, MNIST, KMNIST), where a mirror image is another symbol."""
+    base = os.path.basename(os.path.normpath(str(name))).lower()
+    return "fashion" in base or base.split(":")[0] not in NO_FLIP
 
 
 def _tfds_builder(name, data_dir, download):
@@ -208,7 +286,7 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         num_classes=label.num_classes,
         image_shape=shape,
         style=style,
-        flip=True,
+        flip=_flips(name),
         pixel_mean=mean,
         pixel_std=std,
         class_names=tuple(getattr(label, "names", ()) or ()),
