@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every Fashion-MNIST run behind experiments/README.md, most important first. Each run resumes
+# from its backup and each finished run is reused, so running this again continues where it
+# stopped. Extra flags pass through to every script (e.g. --results_dir=...).
+#
+#   nohup nice -n 19 bash experiments/fashion_mnist.sh > fashion_mnist.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FLAGS=(--dataset=fashion_mnist --budget=0.03 --precision=mixed_bfloat16 "$@")
+
+python -m experiments.degradation "${FLAGS[@]}" --depths=20,56             # key nets, seed 0
+python -m experiments.degradation "${FLAGS[@]}" --depths=20,56 --seeds=2   # and seed 1
+python -m experiments.layer_responses "${FLAGS[@]}"                        # Fig. 7 on those
+python -m experiments.degradation "${FLAGS[@]}"                            # + depths 32, 44
+python -m experiments.shortcuts "${FLAGS[@]}" --depths=56                  # B and C at 56
+python -m experiments.depth "${FLAGS[@]}"                                  # + ResNet-110
+# The paper's whole schedule (64k iterations at batch 128) for ResNet-20.
+python -m experiments.depth --dataset=fashion_mnist --budget=1 --precision=mixed_bfloat16 \
+  --depths=20 "$@"
