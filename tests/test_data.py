@@ -1,4 +1,5 @@
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -111,3 +112,56 @@ def test_imagenet_style_views():
     aug = data.imagenet_augment(image, tf.constant([4, 5], tf.int64), (224, 224), flip=True)
     assert aug.shape == (224, 224, 3)
     assert data.ten_crops(image, (64, 64)).shape == (10, 64, 64, 3)
+
+
+def test_mnist_format_folder_is_read_as_idx(tmp_path):
+    from test_idx import write_mnist_folder
+
+    arrays = write_mnist_folder(tmp_path / "kmnist", n_train=20, n_test=6)
+    d = data.load_data(str(tmp_path / "kmnist"), validation_size=5)
+    assert d.info.sizes == {"train": 15, "validation": 5, "test": 6}
+    assert d.info.image_shape == (7, 7, 1) and d.info.num_classes == 3
+    assert d.info.style == "cifar" and not d.info.flip  # written symbols: no mirror images
+    train = np.stack([x for x, _ in d.train.as_numpy_iterator()])
+    np.testing.assert_array_equal(train[..., 0], arrays["train"][0][5:])
+    np.testing.assert_allclose(d.info.pixel_mean[..., 0], train[..., 0].mean(axis=0), rtol=1e-5)
+    expected_std = np.sqrt(((train - train.mean(axis=0)) ** 2).mean())
+    np.testing.assert_allclose(d.info.pixel_std, expected_std, rtol=1e-5)
+    write_mnist_folder(tmp_path / "my-fashion-mnist")
+    assert data.load_data(
+        str(tmp_path / "my-fashion-mnist")
+    ).info.flip  # clothes: flips keep labels
+
+
+def test_fashion_mnist_falls_back_to_debian_files_then_to_a_clear_error(tmp_path, monkeypatch):
+    from test_idx import write_mnist_folder
+
+    debian = tmp_path / "debian"
+    write_mnist_folder(debian, classes=10, n_train=30, n_test=10)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(debian))
+    d = data.load_data("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+    assert d.info.name == "fashion_mnist" and d.info.flip
+    assert d.info.class_names[0] == "T-shirt/top" and d.info.num_classes == 10
+    assert d.info.sizes == {"train": 30, "validation": 0, "test": 10}
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "none"))
+    with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist.*--download"):
+        data.load_data("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+
+
+def test_fashion_mnist_uses_tfds_when_prepared(tmp_path):
+    with tfds.testing.mock_data(num_examples=16):
+        d = data.load_data("fashion_mnist", data_dir=str(tmp_path), download=True)
+    assert d.info.image_shape == (28, 28, 1) and d.info.sizes["train"] == 16 and d.info.flip
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(data.DEBIAN_FASHION_MNIST),
+    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+)
+def test_real_fashion_mnist_from_debian():
+    d = data.load_data("fashion_mnist")
+    assert d.info.sizes == {"train": 60_000, "validation": 0, "test": 10_000}
+    assert d.info.image_shape == (28, 28, 1) and d.info.flip
+    assert 70 < float(d.info.pixel_std) < 95  # real images, not zeros
+    labels = np.concatenate([y for _, y in d.test.batch(10_000).as_numpy_iterator()])
+    assert np.bincount(labels).tolist() == [1000] * 10
