@@ -125,7 +125,8 @@ class Settings:
         )
 
 
-def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,)):
+def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,), default_seeds=1):
+    """The Settings the flags describe; `--seeds` left unset means the experiment's default."""
     f = flags.FLAGS
     smoke = f.smoke
     depths = (
@@ -138,7 +139,7 @@ def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,)):
         budget=f.budget,
         epochs=f.epochs,
         batch_size=f.batch_size,
-        seeds=f.seeds,
+        seeds=f.seeds if f["seeds"].present else default_seeds,
         depths=depths,
         precision=f.precision,
         smoke=smoke,
@@ -346,8 +347,9 @@ def plot_curves(ax, labelled_runs, title):
     ax.legend(title="bold: test, dashed: train", fontsize=8, title_fontsize=8)
 
 
-def save_figure(fig, settings, experiment):
-    path = os.path.join(settings.results_dir, experiment, f"{settings.tag}.png")
+def save_figure(fig, settings, experiment, tag=None):
+    """Save `fig` as `<results_dir>/<experiment>/<tag>.png` (default tag: settings.tag)."""
+    path = os.path.join(settings.results_dir, experiment, f"{tag or settings.tag}.png")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -365,9 +367,12 @@ def figure(ncols, nrows=1, size=(5.5, 4)):
     return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
 
 
-def run_and_print(run, default_depths):
-    """Every experiment's `main`: run it with the flags, print its table and where its plot is."""
-    result = run(settings_from_flags(default_depths))
+def run_and_print(run, default_depths, **defaults):
+    """Every experiment's `main`: run it with the flags, print its table and where its plot is.
+
+    `defaults` (smoke_depths, default_seeds) go to `settings_from_flags`.
+    """
+    result = run(settings_from_flags(default_depths, **defaults))
     with open(result["table"]) as f:
         print(f.read())
     print(f"Plot: {result['plot']}")

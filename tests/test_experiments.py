@@ -1,5 +1,6 @@
 """Every experiment script runs end to end in its smoke mode (depth-8 nets, 2 iterations)."""
 
+import json
 import os
 
 import keras
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from experiments import common, degradation, depth, layer_responses, shortcuts
+from experiments import common, degradation, depth, layer_responses, shattered_gradients, shortcuts
+from tfresnet import layers as tfresnet_layers
 from tfresnet import models
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,11 +33,15 @@ def _check_outputs(result, *rows):
     assert "Data set: digits" in table and "Command: `python -m experiments." in table
     for row in rows:
         assert f"| {row} |" in table, row
-    with open(result["plot"], "rb") as f:
+    _check_png(result["plot"])
+
+
+def _check_png(path):
+    with open(path, "rb") as f:
         assert f.read(8) == PNG_SIGNATURE
     import matplotlib.image
 
-    image = matplotlib.image.imread(result["plot"])
+    image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
@@ -176,3 +182,81 @@ def test_degradation_verdict_compares_the_deepest_with_the_shallowest():
         "(-20 of 1,000 training images; deeper is no worse).",
     ]
     assert degradation.verdict(fake, (20,)) == ""
+
+
+def test_shattered_gradients_plain_nets_decorrelate_faster_than_resnets(tmp_path):
+    settings = common.Settings(
+        smoke=True, depths=shattered_gradients.SMOKE_DEPTHS, seeds=2, results_dir=str(tmp_path)
+    )
+    result = shattered_gradients.run(settings)
+    measured = result["measured"]
+    assert set(measured) == {(kind, d) for kind in ("plain", "resnet") for d in (8, 20)}
+    for nets in measured.values():
+        assert len(nets) == 2  # seeds
+        for net in nets:
+            assert -1.0 <= net["neighbour_correlation"] <= 1.0
+            assert -1.0 <= net["lag1_autocorrelation"] <= 1.0
+            assert len(net["derivative"]) == shattered_gradients.SMOKE_PROBE.points
+
+    def mean(kind, depth):
+        return np.mean([n["neighbour_correlation"] for n in measured[kind, depth]])
+
+    # At 20 layers the plain net's gradients have decorrelated far more than the ResNet's
+    # (measured: about 0.3 against 0.8 over 3 seeds; both about 0.85 at depth 8).
+    assert mean("plain", 20) < mean("resnet", 20) - 0.2
+    assert mean("plain", 20) < mean("plain", 8) - 0.2
+    table = open(result["table"]).read()
+    assert "Command: `python -m experiments.shattered_gradients --smoke --seeds=2`" in table
+    for row in ("| 8 | 7 / 3 |", "| 20 | 19 / 9 |"):
+        assert row in table
+    assert "Verdict: plain nets decorrelate much faster than ResNets" in table
+    _check_png(result["plot"])
+    assert os.path.basename(result["plot"]) == "smoke-2seed.png"
+    with open(result["json"]) as f:
+        numbers = json.load(f)
+    assert numbers["nets"]["plain20"]["neighbour_correlation"] == [
+        n["neighbour_correlation"] for n in measured["plain", 20]
+    ]
+    assert numbers["probe"]["points"] == shattered_gradients.SMOKE_PROBE.points
+
+
+def test_shattered_gradients_measures():
+    rng = np.random.default_rng(0)
+    row = rng.standard_normal(30)
+    assert shattered_gradients.neighbour_correlation(np.stack([row] * 4)) == pytest.approx(1.0)
+    alternating = np.stack([row, -row, row, -row])
+    assert shattered_gradients.neighbour_correlation(alternating) == pytest.approx(-1.0)
+    noise = rng.standard_normal((200, 400))
+    assert abs(shattered_gradients.neighbour_correlation(noise)) < 0.01
+    assert shattered_gradients.lag1_autocorrelation(np.arange(100.0)) > 0.95
+    assert shattered_gradients.lag1_autocorrelation([1.0, -1.0] * 50) < -0.95
+    assert shattered_gradients.lag1_autocorrelation([2.0] * 5) == 0.0
+
+
+def test_shattered_gradients_calibrated_bn_computes_in_inference_what_training_did():
+    images = np.random.default_rng(0).standard_normal((32, 8, 8, 1)).astype("float32")
+    model = models.build_model("cifar_resnet8", input_shape=(8, 8, 1))
+    training = np.asarray(model(images, training=True))  # momentum 0.9: stats barely move
+    assert not np.allclose(np.asarray(model(images, training=False)), training, atol=1e-3)
+    shattered_gradients.calibrate_batch_norm(model, images)
+    np.testing.assert_allclose(np.asarray(model(images, training=False)), training, atol=1e-4)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {layer.momentum for layer in norms} == {tfresnet_layers.BN_MOMENTUM}
+
+
+def test_shattered_gradients_flags_default_to_three_inits_and_two_smoke_depths():
+    cases = (
+        (["--smoke"], 3, shattered_gradients.SMOKE_DEPTHS),
+        (["--seeds=1"], 1, shattered_gradients.DEPTHS),
+    )
+    for argv, seeds, depths in cases:
+        try:
+            flags.FLAGS(["shattered_gradients", *argv])
+            settings = common.settings_from_flags(
+                shattered_gradients.DEPTHS,
+                shattered_gradients.SMOKE_DEPTHS,
+                shattered_gradients.SEEDS,
+            )
+        finally:
+            flags.FLAGS.unparse_flags()
+        assert (settings.seeds, settings.depths) == (seeds, depths)
