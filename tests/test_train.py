@@ -5,6 +5,7 @@ import os
 import keras
 import pytest
 
+from tfresnet import evaluate as evaluate_lib
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -65,7 +66,7 @@ class _Crash(keras.callbacks.Callback):
 
 def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     config = _config(tmp_path, epochs=3, validation_size=0)
-    train_lib.prepare_run_dir(config)
+    train_lib.check_run_dir(config)
     os.makedirs(config.run_dir, exist_ok=True)
     train_lib.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
     with pytest.raises(KeyboardInterrupt):
@@ -93,7 +94,7 @@ def test_run_directory_guards(tmp_path):
 
 
 def test_divergence_is_reported_clearly(tmp_path):
-    with pytest.raises(TrainingError, match="Training diverged: loss became nan"):
+    with pytest.raises(TrainingError, match="Training diverged in epoch 1 .*NaN"):
         train_lib.train(_config(tmp_path, learning_rate=1e30, epochs=1, validation_size=0))
 
 
@@ -119,12 +120,13 @@ def test_batch_larger_than_the_data_is_rejected(tmp_path):
 
 def test_evaluate_reports_top1_and_top5(tmp_path):
     results = train_lib.train(_config(tmp_path, epochs=1))
-    report = train_lib.evaluate(str(tmp_path / "run"), "digits")
+    report = evaluate_lib.evaluate(str(tmp_path / "run"))
     assert report["examples"] == 359
     assert report["top1_error"] == pytest.approx(results["final"]["test_error"], abs=1e-6)
     assert 0 <= report["top5_error"] <= report["top1_error"]
+    assert report["dataset"] == "digits"  # the run's own data set, from its config.json
     with pytest.raises(ValueError, match="No model at"):
-        train_lib.evaluate(str(tmp_path / "nothing"))
+        evaluate_lib.evaluate(str(tmp_path / "nothing"))
 
 
 def test_fine_tune_from_keras_applications_weights(tmp_path):

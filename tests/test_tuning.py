@@ -279,7 +279,7 @@ def test_a_diverging_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
     results = tuning.search(_tune(tmp_path, space, tuner="grid"))
     first, second = results["trials"]
     assert first["learning_rate"] == 1e30 and first["status"] == "FAILED"
-    assert first["message"].startswith("TrainingError: Training diverged: loss became nan")
+    assert first["message"].startswith("TrainingError: Training diverged in epoch 1 (NaN")
     assert first["val_error"] is None
     assert second["status"] == "COMPLETED" and results["best"]["trial"] == second["trial"]
     assert "FAILED: " in (tmp_path / "search" / "results.md").read_text()

@@ -188,7 +188,12 @@ def cmd_train(fv, args):
 
 def define_evaluate_flags(fv):
     flags.DEFINE_string("model_path", None, "A .keras file or a run directory.", flag_values=fv)
-    flags.DEFINE_string("dataset", "digits", "Data set to evaluate on.", flag_values=fv)
+    flags.DEFINE_string(
+        "dataset",
+        None,
+        "Data set to evaluate on; default the run's own (else digits).",
+        flag_values=fv,
+    )
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.", flag_values=fv)
     flags.DEFINE_integer(
         "image_size", None, "Model input size for folders/large images.", flag_values=fv
@@ -199,7 +204,7 @@ def define_evaluate_flags(fv):
 
 
 def cmd_evaluate(fv, args):
-    from tfresnet.train import evaluate
+    from tfresnet.evaluate import evaluate
 
     result = evaluate(
         fv.model_path,

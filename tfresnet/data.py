@@ -467,28 +467,58 @@ def ten_crops(image, size):
     return tf.stack(crops)
 
 
-def make_pipeline(dataset, info, *, batch_size, training, seed=0, cache=True, drop_remainder=None):
+def make_pipeline(
+    dataset,
+    info,
+    *,
+    batch_size,
+    training,
+    seed=0,
+    cache=True,
+    drop_remainder=None,
+    first_epoch=0,
+    epochs=None,
+):
     """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`.
 
-    Augmentation randomness is stateless and seeded per example, so runs with the same seed see
-    the same images in the same order, and each epoch sees new crops.
+    For training with `epochs`, the pipeline yields epochs `first_epoch` .. `epochs`-1 back to
+    back, each a fresh shuffle, and every random choice is a function of (seed, epoch, position)
+    alone: a run resumed at epoch K sees exactly the batches an uninterrupted run saw from epoch
+    K on. Without `epochs` it is one epoch, repeated with a new shuffle each time it is iterated.
     """
     size = info.image_shape[:2]
     n = info.sizes.get("train" if training else "test", 0)
     if cache and n * int(np.prod(info.image_shape)) < CACHE_LIMIT_BYTES and info.style == "cifar":
         dataset = dataset.cache()
+    drop = training if drop_remainder is None else drop_remainder
     if training:
-        dataset = dataset.shuffle(min(max(n, 1), 20_000), seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds))
         augment = cifar_augment if info.style == "cifar" else imagenet_augment
+        buffer = min(max(n, 1), 20_000)
 
-        def train_map(example, pair):
-            image, label = example
-            image = augment(image, pair % (2**31 - 3), size, info.flip)
-            return tf.cast(image, tf.float32), label
+        def one_epoch(epoch):
+            epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
+            # This function's own graph: with no graph-level seed, shuffle's seed is epoch_seed
+            # alone (TF's get_seed cannot compare a tensor seed against a global seed of 0).
+            tf.compat.v1.get_default_graph().seed = None
+            shuffled = dataset.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
-        dataset = dataset.map(train_map, num_parallel_calls=AUTOTUNE)
+            def train_map(position, example):
+                image, label = example
+                pair = tf.stack([epoch_seed, position]) % (2**31 - 3)
+                image = augment(image, pair, size, info.flip)
+                return tf.cast(image, tf.float32), label
+
+            return (
+                shuffled.enumerate()
+                .map(train_map, num_parallel_calls=AUTOTUNE)
+                .batch(batch_size, drop_remainder=drop)
+            )
+
+        if epochs is None:
+            counter = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            dataset = counter.take(1).flat_map(one_epoch)
+        else:
+            dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     else:
 
         def eval_map(image, label):
@@ -496,10 +526,9 @@ def make_pipeline(dataset, info, *, batch_size, training, seed=0, cache=True, dr
                 image = center_crop(image, size)
             return tf.cast(image, tf.float32), label
 
-        dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.batch(
-        batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
-    )
+        dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE).batch(
+            batch_size, drop_remainder=drop
+        )
     # DATA sharding: every pipeline here ends in batches of examples, whatever its source.
     options = distribute.distribute_dataset_options("memory")
     options.deterministic = True

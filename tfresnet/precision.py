@@ -8,6 +8,8 @@ float32's exponent range, so it needs no loss scaling; in both mixed policies va
 statistics and the softmax stay float32.
 """
 
+import contextlib
+
 import keras
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
@@ -60,3 +62,18 @@ def set_policy(precision, strategy=None):
     name = resolve(precision, strategy)
     keras.mixed_precision.set_global_policy(name)
     return name
+
+
+@contextlib.contextmanager
+def policy_scope(precision, strategy=None):
+    """Keras' global dtype policy set for `precision` inside the block, restored after it.
+
+    Yields the policy name used. Library calls (`fit_model`, the tuner) train in this scope so
+    that a mixed-precision run leaves later `build_model` calls in the policy they had.
+    """
+    before = keras.mixed_precision.global_policy()
+    name = set_policy(precision, strategy)
+    try:
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy(before)

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from tfresnet import blocks, distribute, models, precision
 from tfresnet import data as data_lib
+from tfresnet import results as results_lib
 from tfresnet import train as train_lib
 
 TUNERS = ("random", "hyperband", "bayesian", "grid")
@@ -281,15 +282,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     def data(self):
         if self._data is None:
             self.strategy  # noqa: B018 -- mirrored on CPU must split the CPU before TF starts
-            c = self.base_config
-            self._data = data_lib.load_data(
-                c.dataset,
-                data_dir=c.data_dir,
-                validation_size=c.validation_size,
-                image_size=c.image_size,
-                download=c.download,
-                seed=c.seed,
-            )
+            self._data = train_lib.load_run_data(self.base_config)
         return self._data
 
     @property
@@ -626,7 +619,7 @@ def summarize(config, tuner, hypermodel):
         "trials": rows,
         "best": best,
         "counts": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
-        "versions": train_lib.package_versions(),
+        "versions": results_lib.package_versions(),
     }
     write_results(config.directory, results)
     print(results_markdown(results))

@@ -1,0 +1,249 @@
+"""Crash safety: kill a run at chosen instants, run the same command again, get one whole run.
+
+The kills are KeyboardInterrupts raised from inside the library's own writes (monkeypatched),
+so each lands exactly where a SIGKILL or Ctrl-C could: mid-write, between two records of an
+epoch, between training and results, during the export.
+"""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfresnet import files, rundir
+from tfresnet import train as train_lib
+from tfresnet.train import TrainConfig, TrainingError
+
+EPOCHS = 3
+
+
+def _config(tmp_path, **kwargs):
+    values = dict(
+        model="cifar_resnet8",
+        dataset="digits",
+        epochs=EPOCHS,
+        batch_size=128,
+        export=False,
+        run_dir=str(tmp_path / "run"),
+        verbose=0,
+        eval_test_each_epoch=True,
+    )
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run: what every interrupted one must end up equal to."""
+    results = train_lib.train(_config(tmp_path_factory.mktemp("ref")))
+    keras.backend.clear_session()
+    return results
+
+
+def _kill_when(monkeypatch, module, name, should_kill):
+    """Make `module.name(...)` raise KeyboardInterrupt the first time `should_kill(*args)`."""
+    real = getattr(module, name)
+    fired = []
+
+    def wrapper(*args, **kwargs):
+        if not fired and should_kill(*args, **kwargs):
+            fired.append(args)
+            raise KeyboardInterrupt(f"simulated kill in {name}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return fired
+
+
+def _kill_at_history_of_epoch(monkeypatch, epoch):
+    """Kill the run just before history.csv gets its row for `epoch` (1-based)."""
+    return _kill_when(
+        monkeypatch,
+        files,
+        "write_text",
+        lambda path, text: path.endswith("history.csv") and text.count("\n") == epoch + 1,
+    )
+
+
+def _epochs_in_history(run):
+    with open(run / "history.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _assert_whole_run(run, results, reference, exports=0):
+    assert _epochs_in_history(run) == list(range(EPOCHS))
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["curves"]["epoch"] == list(range(1, EPOCHS + 1))
+    assert len(saved["curves"]["test_error"]) == EPOCHS
+    assert not (run / "backup").exists()
+    leftovers = [p for p in run.rglob("*") if files.TEMP_MARK in p.name]
+    assert leftovers == []
+    if exports:
+        assert sorted(os.listdir(run / "export" / "cifar_resnet8")) == ["1"]
+    # Resuming replays exactly what the uninterrupted run computed, up to float noise.
+    assert results["final"]["test_error"] == pytest.approx(
+        reference["final"]["test_error"], abs=2 / 359
+    )
+    np.testing.assert_allclose(
+        saved["curves"]["train_loss"], reference["curves"]["train_loss"], rtol=1e-3
+    )
+
+
+def test_kill_between_backup_and_history_redoes_that_epoch(tmp_path, monkeypatch, reference):
+    config = _config(tmp_path)
+    fired = _kill_at_history_of_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(config)
+    assert fired
+    state = rundir.load_state(config.run_dir)
+    assert state.epoch == 1  # epoch 2's weights were written, but never committed
+    monkeypatch.undo()
+    keras.backend.clear_session()
+    results = train_lib.train(config)
+    _assert_whole_run(tmp_path / "run", results, reference)
+    assert [s["first_epoch"] for s in results["segments"]] == [1, 2]
+    assert results["wall_time_s"] == pytest.approx(sum(s["wall_s"] for s in results["segments"]))
+
+
+def test_corrupt_backup_falls_back_to_the_one_before(tmp_path, monkeypatch, reference, caplog):
+    config = _config(tmp_path)
+    _kill_at_history_of_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(config)
+    monkeypatch.undo()
+    state = rundir.load_state(config.run_dir)
+    assert state.epoch == 2 and state.previous["epoch"] == 1
+    # A disk fault truncates the newest backup: the run resumes from the one before it.
+    path = tmp_path / "run" / "backup" / state.weights
+    path.write_bytes(path.read_bytes()[:100])
+    keras.backend.clear_session()
+    with caplog.at_level("WARNING"):
+        results = train_lib.train(config)
+    assert "backup of epoch 2" in caplog.text and "Resuming from epoch 1" in caplog.text
+    _assert_whole_run(tmp_path / "run", results, reference)
+
+
+def test_kill_after_training_finishes_without_training_again(tmp_path, monkeypatch, reference):
+    from tfresnet import export
+
+    config = _config(tmp_path, export=True)
+    real_export = export.export_for_serving
+
+    def export_then_die(model, base_dir, **kwargs):
+        # Killed during the export: a half-written temporary folder is left behind.
+        os.makedirs(os.path.join(base_dir, "cifar_resnet8", ".tmp-1-abc"), exist_ok=True)
+        raise KeyboardInterrupt("simulated kill during the export")
+
+    monkeypatch.setattr(export, "export_for_serving", export_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(config)
+    assert rundir.load_state(config.run_dir).epoch == EPOCHS
+    assert (tmp_path / "run" / "model.keras").is_file()
+    monkeypatch.setattr(export, "export_for_serving", real_export)
+    fits = _kill_when(monkeypatch, keras.Model, "fit", lambda *a, **k: True)
+    keras.backend.clear_session()
+    results = train_lib.train(config)  # would raise KeyboardInterrupt if it trained again
+    assert not fits
+    _assert_whole_run(tmp_path / "run", results, reference, exports=1)
+    assert results["export"].endswith(os.path.join("cifar_resnet8", "1"))
+
+
+def test_kill_before_results_json_keeps_the_finished_export(tmp_path, monkeypatch, reference):
+    config = _config(tmp_path, export=True)
+    _kill_when(monkeypatch, files, "write_json", lambda path, obj: path.endswith("results.json"))
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(config)
+    assert (tmp_path / "run" / "export" / "cifar_resnet8" / "1").is_dir()
+    monkeypatch.undo()
+    keras.backend.clear_session()
+    results = train_lib.train(config)
+    _assert_whole_run(tmp_path / "run", results, reference, exports=1)
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_old_file(tmp_path, monkeypatch):
+    config = _config(tmp_path, epochs=2)
+
+    def dies_while_writing(path, write):
+        if (
+            path.endswith("last.keras")
+            and (tmp_path / "run" / "checkpoints" / "last.keras").exists()
+        ):
+            write(files.temp_name(path))  # the half-written file is a temporary name...
+            raise KeyboardInterrupt("simulated kill while writing last.keras")
+        return real(path, write)
+
+    real = files.write_atomically
+    monkeypatch.setattr(files, "write_atomically", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(config)
+    monkeypatch.undo()
+    keras.saving.load_model(tmp_path / "run" / "checkpoints" / "last.keras")  # ...not this one
+    keras.backend.clear_session()
+    train_lib.train(config)
+    assert _epochs_in_history(tmp_path / "run") == [0, 1]
+    assert not [p for p in (tmp_path / "run").rglob("*") if files.TEMP_MARK in p.name]
+
+
+class _PoisonEpoch(keras.callbacks.Callback):
+    """Makes the loss NaN from the start of epoch `epoch` (0-based) on."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.get_layer("logits").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_nan_keeps_the_last_good_checkpoint_and_backup(tmp_path):
+    config = _config(tmp_path)
+    train_lib.check_run_dir(config)
+    os.makedirs(config.run_dir)
+    files.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
+    with pytest.raises(TrainingError, match="diverged in epoch 2.*Epoch 1 was the last good one"):
+        train_lib.fit_model(config, extra_callbacks=[_PoisonEpoch(1)])
+    state = rundir.load_state(config.run_dir)
+    assert state.epoch == 1 and _epochs_in_history(tmp_path / "run") == [0]
+    last = keras.saving.load_model(tmp_path / "run" / "checkpoints" / "last.keras")
+    assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in last.weights)
+
+
+def test_rejected_command_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="batch_size 5000 is larger"):
+        train_lib.train(_config(tmp_path, batch_size=5000))
+    assert not (tmp_path / "run" / "config.json").exists()
+    train_lib.train(_config(tmp_path, epochs=1))  # the corrected command just runs
+
+
+def test_results_json_is_strict_json(tmp_path, reference):
+    text = json.dumps(reference)  # what the file holds, as Python would write it again
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    path = reference["config"]["run_dir"]
+    raw = open(os.path.join(path, "results.json")).read()
+    assert "NaN" not in raw and "Infinity" not in raw
+    assert json.loads(raw)["final"]["val_error"] is None  # no validation split: null
+
+
+def test_legacy_keras_backup_still_resumes(tmp_path):
+    """A run killed under the old BackupAndRestore layout continues with this one."""
+    config = _config(tmp_path, epochs=2)
+    run = tmp_path / "run"
+    train_lib.check_run_dir(config)
+    os.makedirs(run)
+    files.write_json(str(run / "config.json"), config.__dict__)
+    train_lib.fit_model(_config(tmp_path, epochs=1, run_dir=str(tmp_path / "one")))
+    model = keras.saving.load_model(tmp_path / "one" / "model.keras")
+    (run / "backup").mkdir()
+    model.save_weights(run / "backup" / rundir.LEGACY_WEIGHTS)
+    (run / "backup" / rundir.LEGACY_METADATA).write_text('{"epoch": 1, "batch": 0}')
+    (run / "history.csv").write_text((tmp_path / "one" / "history.csv").read_text())
+    state = rundir.load_state(str(run))
+    assert state.epoch == 1 and state.weights == rundir.LEGACY_WEIGHTS
+    keras.backend.clear_session()
+    results = train_lib.train(config)
+    assert results["curves"]["epoch"] == [1, 2] and _epochs_in_history(run) == [0, 1]

@@ -1,0 +1,115 @@
+"""Test error of a saved model: top-1 and top-5, single view or the paper's 10-crop protocol.
+
+The model runs in its inference form, BN folded into the convs (as exports serve it). Given a
+run directory (or a model inside one), the data set and input settings come from the run's
+`config.json` unless they are passed.
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from tfresnet import data as data_lib
+from tfresnet import files, inference
+
+
+class ModelFileError(ValueError):
+    """A model path that is missing or does not hold a readable .keras file."""
+
+
+def load_model_file(model_path: str):
+    """`keras.saving.load_model` with one clear error for a missing, truncated or corrupt file."""
+    if files.exists(model_path) and not model_path.endswith(".keras"):
+        raise ModelFileError(f"{model_path!r} is not a .keras file.")
+    if not files.exists(model_path):
+        raise ModelFileError(f"No model at {model_path!r}: give a .keras file or a run directory.")
+    try:
+        return keras.saving.load_model(model_path)
+    except Exception as err:  # zipfile.BadZipFile, OSError, ValueError... all mean "unreadable"
+        raise ModelFileError(
+            f"{model_path!r} is not a readable .keras file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be truncated or "
+            "corrupt. Use another checkpoint, e.g. checkpoints/last.keras of its run."
+        ) from err
+
+
+def run_config_of(model_path: str) -> dict:
+    """The `config.json` of the run a model belongs to ({} when there is none)."""
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    for candidate in (folder, os.path.dirname(folder)):  # run dir, or run dir/checkpoints
+        path = os.path.join(candidate, "config.json")
+        if candidate and files.exists(path):
+            try:
+                return files.read_json(path)
+            except ValueError:
+                return {}
+    return {}
+
+
+def resolve_model_path(model_path: str) -> str:
+    return os.path.join(model_path, "model.keras") if os.path.isdir(model_path) else model_path
+
+
+def evaluate(
+    model_path: str,
+    dataset: str | None = None,
+    *,
+    data_dir: str | None = None,
+    batch_size: int = 128,
+    image_size: int | None = None,
+    ten_crop: bool = False,
+) -> dict:
+    """{"top1_error", "top5_error", "examples", "dataset"} of a `.keras` model or a run directory.
+
+    `dataset`, `data_dir` and `image_size` default to the run's own (its config.json), else to
+    the embedded digits.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    path = resolve_model_path(model_path)
+    run = run_config_of(model_path)
+    dataset = dataset or run.get("dataset") or data_lib.EMBEDDED
+    data_dir = data_dir or run.get("data_dir")
+    image_size = image_size or run.get("image_size")
+    model = inference.fold_batch_norm(load_model_file(path))
+    data = data_lib.load_data(dataset, data_dir=data_dir, image_size=image_size)
+    info = data.info
+    if tuple(model.input_shape[1:]) != tuple(info.image_shape):
+        raise ValueError(
+            f"The model takes {model.input_shape[1:]} images but {info.name} gives "
+            f"{info.image_shape}; pass --image_size or the data set it was trained on."
+        )
+    if ten_crop:
+        result = _ten_crop_errors(model, data.test, info, batch_size)
+    else:
+        metrics = ["accuracy"]
+        if model.output_shape[-1] > 5:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+        model.compile(loss="sparse_categorical_crossentropy", metrics=metrics)
+        test_ds = data_lib.make_pipeline(data.test, info, batch_size=batch_size, training=False)
+        out = model.evaluate(test_ds, verbose=0, return_dict=True)
+        result = {
+            "top1_error": 1.0 - float(out["accuracy"]),
+            "top5_error": 1.0 - float(out["top5_accuracy"]) if "top5_accuracy" in out else None,
+            "examples": info.sizes["test"],
+        }
+    return {**result, "dataset": info.name}
+
+
+def _ten_crop_errors(model, dataset, info, batch_size):
+    """The paper's 10-crop protocol: average the softmax over 4 corners, centre and mirrors."""
+    size = info.image_shape[:2]
+    top1 = top5 = n = 0
+    views = dataset.map(lambda x, y: (data_lib.ten_crops(x, size), y)).batch(batch_size)
+    for crops, labels in views:
+        b = tf.shape(crops)[0]
+        flat = tf.reshape(tf.cast(crops, tf.float32), (-1, *info.image_shape))
+        probs = tf.reduce_mean(tf.reshape(model(flat, training=False), (b, 10, -1)), axis=1)
+        top1 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, 1), tf.int32)))
+        top5 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, 5), tf.int32)))
+        n += int(b)
+    return {"top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "examples": n}
+
+
+__all__ = ["ModelFileError", "evaluate", "load_model_file"]

@@ -1,0 +1,158 @@
+"""Files that survive a kill at any instant, on local disks and on object stores (gs://, ram://).
+
+Every path goes through `tf.io.gfile`, so a run directory can be local, on GCS or on TF's
+in-memory file system alike. A file is never written in place:
+
+- on a local disk, it is written to a temporary name beside its target and renamed over it
+  (atomic on POSIX file systems);
+- on an object store (any `scheme://` path), where rename is a copy and not atomic, the object is
+  written once under its final name: object stores make a single object visible all at once.
+
+A reader therefore sees the old file or the new one, never half of one. Multi-file records
+(a backup of an epoch) are made atomic one level up: new files under new names, then one small
+marker file that points at them, written last (see `tfresnet.rundir`).
+"""
+
+import json
+import math
+import os
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+TEMP_MARK = ".tmp-"  # in the names of temporary files and folders; left ones are stale
+
+
+def is_remote(path: str) -> bool:
+    """True for `scheme://...` paths (gs://, s3://, ram://), where rename is not atomic."""
+    return "://" in str(path)
+
+
+def join(*parts: str) -> str:
+    return os.path.join(*[str(p) for p in parts])
+
+
+def exists(path: str) -> bool:
+    return tf.io.gfile.exists(str(path))
+
+
+def makedirs(path: str) -> None:
+    tf.io.gfile.makedirs(str(path))
+
+
+def remove(path: str) -> None:
+    """Remove a file or a folder tree; nothing if it is not there."""
+    path = str(path)
+    if not tf.io.gfile.exists(path):
+        return
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+    else:
+        tf.io.gfile.remove(path)
+
+
+def read_text(path: str) -> str:
+    with tf.io.gfile.GFile(str(path), "r") as f:
+        return f.read()
+
+
+def temp_name(path: str) -> str:
+    """A fresh temporary name beside `path` (same folder, so a rename stays on one disk)."""
+    folder, name = os.path.split(str(path))
+    return join(folder, f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-{name}")
+
+
+def write_atomically(path: str, write) -> None:
+    """Make `path` by calling `write(target)`, so that `path` is either old or whole.
+
+    `write` gets the name to write to: a temporary one beside `path` on a local disk (renamed
+    into place afterwards), `path` itself on an object store.
+    """
+    path = str(path)
+    folder = os.path.dirname(path)
+    if folder:
+        makedirs(folder)
+    if is_remote(path):
+        write(path)
+        return
+    temp = temp_name(path)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        remove(temp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically."""
+
+    def write(target):
+        with tf.io.gfile.GFile(target, "w") as f:
+            f.write(text)
+
+    write_atomically(path, write)
+
+
+def write_json(path: str, obj) -> None:
+    """Write strict JSON atomically: NaN and infinities become null, numpy values plain numbers."""
+    write_text(path, json.dumps(_strict(obj), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str):
+    return json.loads(read_text(path))
+
+
+def save_model(model, path: str) -> None:
+    """`model.save(path)` (a .keras file) atomically."""
+    write_atomically(path, lambda target: _save_via_local(model.save, target, ".keras"))
+
+
+def save_weights(model, path: str) -> None:
+    """`model.save_weights(path)` (a .weights.h5 file, optimizer state included) atomically."""
+    suffix = ".weights.h5"
+    write_atomically(path, lambda target: _save_via_local(model.save_weights, target, suffix))
+
+
+def _save_via_local(save, target, suffix):
+    """Keras' savers need a name ending in `suffix` and (h5) a local file; copy up if remote."""
+    if not is_remote(target):
+        local = f"{target}{suffix}" if not target.endswith(suffix) else target
+        save(local)
+        if local != target:
+            os.replace(local, target)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, f"file{suffix}")
+        save(local)
+        tf.io.gfile.copy(local, target, overwrite=True)
+
+
+def remove_stale_temps(folder: str) -> list:
+    """Delete temporary files and folders left in `folder` by a killed write; returns them."""
+    folder = str(folder)
+    if not tf.io.gfile.isdir(folder):
+        return []
+    stale = [join(folder, n.rstrip("/")) for n in tf.io.gfile.listdir(folder) if TEMP_MARK in n]
+    for path in stale:
+        remove(path)
+    return stale
+
+
+def _strict(value):
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _strict(value.tolist())
+    if isinstance(value, np.generic):
+        return _strict(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -1,0 +1,255 @@
+"""A run directory on disk: its config, its committed epochs, and how a killed run resumes.
+
+    <run_dir>/config.json           the run (written once everything is validated)
+    <run_dir>/backup/state.json     the commit point of the last finished epoch
+    <run_dir>/backup/epoch-K.weights.h5   its weights and optimizer state
+    <run_dir>/history.csv           one row per committed epoch
+    <run_dir>/checkpoints/{last,best}.keras
+    <run_dir>/model.keras, export/, results.json   written once training is over
+
+An epoch is committed by `EpochRecorder` in this order: weights under a new name, the
+checkpoints, history.csv, then `state.json` (the one file that says which epoch is done), then
+the older weights are deleted. A kill before `state.json` is replaced redoes that epoch; a kill
+after it keeps it. Every file is written atomically (`tfresnet.files`). The backup stays until
+`results.json` is written, so a kill while evaluating, saving or exporting resumes there without
+training again.
+"""
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import time
+
+import keras
+
+from tfresnet import files
+
+STATE = "state.json"
+LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
+LEGACY_WEIGHTS = "latest.weights.h5"
+
+log = logging.getLogger(__name__)
+
+
+class RunDirError(RuntimeError):
+    """The run directory is in the way of what was asked (another run, a finished run)."""
+
+
+@dataclasses.dataclass
+class RunState:
+    """What the last committed epoch left: how far training got and everything recorded so far.
+
+    `history` has one dict per committed epoch (the Keras logs of that epoch); `epoch_seconds`
+    the training time of each (evaluation excluded); `segments` one entry per process that
+    trained (its first epoch includes tracing, so speed is measured without it).
+    """
+
+    epoch: int = 0
+    weights: str | None = None  # file name in backup/ of this epoch's weights
+    previous: dict | None = None  # the commit before this one: {"epoch", "weights"}
+    history: list = dataclasses.field(default_factory=list)
+    epoch_seconds: list = dataclasses.field(default_factory=list)
+    segments: list = dataclasses.field(default_factory=list)  # [{"first_epoch", "wall_s"}]
+    best: float | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def backup_dir(run_dir: str) -> str:
+    return files.join(run_dir, "backup")
+
+
+def load_state(run_dir: str) -> RunState:
+    """The last committed state of `run_dir`, or a fresh one when nothing was committed."""
+    folder = backup_dir(run_dir)
+    path = files.join(folder, STATE)
+    if files.exists(path):
+        try:
+            return RunState(**files.read_json(path))
+        except (ValueError, TypeError) as err:
+            log.warning("Ignoring the unreadable backup %s (%s); training from epoch 1.", path, err)
+            return RunState()
+    legacy = files.join(folder, LEGACY_METADATA)
+    if files.exists(legacy):  # a backup made by Keras' BackupAndRestore
+        try:
+            epoch = int(files.read_json(legacy)["epoch"])
+        except (ValueError, KeyError, TypeError):
+            return RunState()
+        history = read_history_rows(files.join(run_dir, "history.csv"))[:epoch]
+        if len(history) == epoch:
+            return RunState(epoch=epoch, weights=LEGACY_WEIGHTS, history=history)
+    return RunState()
+
+
+def restore(model, run_dir: str, state: RunState) -> RunState:
+    """Load the weights of `state` into `model` (compiled, optimizer built here).
+
+    A weights file that does not load (a disk fault, a copy cut short) falls back to the commit
+    before it, and then to a fresh start, saying so. Returns the state actually restored.
+    """
+    if not state.weights:
+        return RunState()
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    candidates = [(state.epoch, state.weights, state)]
+    if state.previous:
+        prev = state.previous
+        n = prev["epoch"]
+        candidates.append(
+            (
+                n,
+                prev["weights"],
+                dataclasses.replace(
+                    state,
+                    epoch=n,
+                    weights=prev["weights"],
+                    previous=None,
+                    history=state.history[:n],
+                    epoch_seconds=state.epoch_seconds[:n],
+                    segments=[s for s in state.segments if s["first_epoch"] <= n],
+                ),
+            )
+        )
+    for epoch, name, candidate in candidates:
+        path = files.join(backup_dir(run_dir), name)
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as err:
+            log.warning(
+                "The backup of epoch %d (%s) does not load (%s: %s); trying an earlier one.",
+                epoch,
+                path,
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )
+            continue
+        if candidate is not state:
+            log.warning("Resuming from epoch %d, the last backup that loads.", epoch)
+        return candidate
+    log.warning("No backup of %s loads; training from epoch 1.", run_dir)
+    return RunState()
+
+
+def history_csv(rows: list) -> str:
+    """CSV text of the per-epoch logs (an `epoch` column first, as Keras' CSVLogger writes)."""
+    keys = sorted({k for row in rows for k in row})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i, row in enumerate(rows):
+        writer.writerow([i, *[_csv_value(row.get(k)) for k in keys]])
+    return out.getvalue()
+
+
+def _csv_value(value):
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def read_history_rows(path: str) -> list:
+    """The rows of a history.csv as dicts of floats (no `epoch` key); [] if there is none."""
+    if not files.exists(path):
+        return []
+    rows = list(csv.DictReader(io.StringIO(files.read_text(path))))
+
+    def number(value):
+        return float(value) if value not in (None, "", "NA") else None
+
+    return [{k: number(v) for k, v in row.items() if k != "epoch"} for row in rows]
+
+
+def history_curves(state: RunState) -> dict:
+    """{key: [value per epoch]} from the committed history."""
+    keys = sorted({k for row in state.history for k in row})
+    return {k: [row.get(k) for row in state.history] for k in keys}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Each epoch's training seconds, validation excluded; put it first, so that evaluation by
+    later callbacks (the test curve) is not counted either."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._eval = 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._eval += time.perf_counter() - self._test_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last = time.perf_counter() - self._start - self._eval
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Commits each finished epoch to `out` (see the module doc for the order); put it last.
+
+    `out` is where this worker writes (the run directory on the chief). `monitor` picks
+    `checkpoints/best.keras` (higher is better). A non-finite loss is never committed.
+    """
+
+    def __init__(self, out: str, state: RunState, monitor: str, timer: EpochTimer):
+        super().__init__()
+        self.out = out
+        self.state = state
+        self.monitor = monitor
+        self.timer = timer
+        self._segment = {"first_epoch": state.epoch + 1, "wall_s": 0.0}
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+        self.state.segments.append(self._segment)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        loss = logs.get("loss")
+        if loss is None or not math.isfinite(float(loss)):
+            raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
+        self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.last)
+
+    def commit(self, epoch: int, row: dict, train_seconds: float) -> None:
+        state, out = self.state, self.out
+        folder = backup_dir(out)
+        name = f"epoch-{epoch}.weights.h5"
+        files.save_weights(self.model, files.join(folder, name))
+        files.save_model(self.model, files.join(out, "checkpoints", "last.keras"))
+        value = row.get(self.monitor)
+        improved = value is not None and (state.best is None or value > state.best)
+        if improved:
+            files.save_model(self.model, files.join(out, "checkpoints", "best.keras"))
+        history = [*state.history, row]
+        files.write_text(files.join(out, "history.csv"), history_csv(history))
+        self._segment["wall_s"] = time.perf_counter() - self._start
+        stale = state.previous["weights"] if state.previous else None
+        new = RunState(
+            epoch=epoch,
+            weights=name,
+            previous={"epoch": state.epoch, "weights": state.weights} if state.weights else None,
+            history=history,
+            epoch_seconds=[*state.epoch_seconds, train_seconds],
+            segments=state.segments,
+            best=value if improved else state.best,
+        )
+        files.write_json(files.join(folder, STATE), new.to_json())  # the commit point
+        if stale and stale not in (new.weights, new.previous and new.previous["weights"]):
+            files.remove(files.join(folder, stale))
+        for legacy in (LEGACY_WEIGHTS, LEGACY_METADATA):
+            if state.weights != legacy:
+                files.remove(files.join(folder, legacy))
+        self.state = new
+        # `segments` is shared: this segment's entry is updated in place at each commit.
+
+
+def train_images_per_second(state: RunState, images_per_epoch: int) -> float | None:
+    """Training images/s over the committed epochs, leaving out each segment's first (tracing)."""
+    firsts = {s["first_epoch"] for s in state.segments}
+    seconds = [t for i, t in enumerate(state.epoch_seconds, 1) if i not in firsts]
+    seconds = seconds or state.epoch_seconds
+    return images_per_epoch * len(seconds) / sum(seconds) if seconds and sum(seconds) else None
