@@ -30,7 +30,11 @@ setup(
         "matplotlib>=3.8",  # experiment plots
         "tensorflow-serving-api>=2.21,<2.22",  # warm-up requests for TF Serving
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+        # benchmarks/: the PyTorch peers (the version docs/performance.md measured against)
+        "bench": ["torch==2.13.*"],
+    },
     entry_points={"console_scripts": ["tfresnet=tfresnet.cli:run"]},
     license="Apache-2.0",
 )

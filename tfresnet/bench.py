@@ -83,7 +83,7 @@ class BenchConfig:
     matmul_size: int = 4096  # n of the n x n x n matmul that measures the peak
     pipeline: bool = True  # also time the CIFAR augmentation input pipeline
     quick: bool = False  # smoke mode: 16x16 inputs, batch 8, 2 steps, tiny matmul and pipeline
-    peer_script: str = ""  # a peer benchmark (e.g. ../shared/peers/torch_resnet_bench.py) to pair
+    peer_script: str = ""  # a peer benchmark (e.g. benchmarks/torch_resnet_bench.py) to pair
     peer_python: str = sys.executable  # the interpreter that has the peer's framework installed
 
     def __post_init__(self):

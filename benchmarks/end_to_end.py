@@ -1,0 +1,331 @@
+"""End to end against PyTorch: `tfresnet train` and the PyTorch peer trainer as whole processes.
+
+The one command (from the repository root, in an environment with tfresnet and torch installed,
+e.g. `pip install -e '.[bench]'`, and Debian's `dataset-fashion-mnist`):
+
+    python benchmarks/end_to_end.py --epochs=3 --pairs=3 --precision=mixed_bfloat16 \\
+        --json_out=docs/bench/end_to_end.jsonl
+
+Each pair runs, one after the other (so both see the same machine load; --torch_first swaps the
+order within a pair):
+
+    tfresnet train --dataset=fashion_mnist --model=resnet20 --epochs=N --run_dir=<tmp>
+        --overwrite --verbose=2 [--precision=P] --seed=S
+    python benchmarks/torch_fashion_mnist_train.py --epochs=N [--precision=bf16] --seed=S
+
+and measures, per process: the wall time from spawn to exit (time.perf_counter around it: Python
+start-up, imports, data loading, training, per-epoch testing, saving and tfresnet's export all
+count), the peak resident memory of that process (its own rusage from os.wait4), the final test
+error (tfresnet: results.json `final.test_error`; the peer: its JSON line) and the 1-minute load
+average just before it starts. It prints a table per pair with the ratio torch wall / tfresnet
+wall (above 1: tfresnet is faster), the medians, and with --json_out appends one JSON line per
+process and one summary line. Run nothing else meanwhile: the comparison is only as fair as the
+machine is quiet. --data_dir=FOLDER uses an MNIST-format folder for both (tfresnet reads it as
+`--dataset=FOLDER`; name it "...fashion..." to keep the flips); `--dry_run` prints the commands.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "torch_fashion_mnist_train.py")
+PEER_PRECISION = {"float32": "fp32", "mixed_bfloat16": "bf16"}
+
+
+def default_tfresnet():
+    """The `tfresnet` command of this interpreter's environment, else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "tfresnet")
+    if os.path.exists(beside):
+        return beside
+    return shutil.which("tfresnet") or f"{sys.executable} -m tfresnet.cli"
+
+
+def tfresnet_command(args, run_dir):
+    dataset = args.data_dir or "fashion_mnist"
+    return [
+        *shlex.split(args.tfresnet),
+        "train",
+        f"--dataset={dataset}",
+        "--model=resnet20",
+        f"--epochs={args.epochs}",
+        f"--run_dir={run_dir}",
+        "--overwrite",
+        "--verbose=2",
+        f"--precision={args.precision}",
+        f"--seed={args.seed}",
+        *shlex.split(args.tfresnet_args),
+    ]
+
+
+def peer_command(args):
+    command = [
+        *shlex.split(args.torch_python),
+        PEER,
+        f"--epochs={args.epochs}",
+        f"--precision={PEER_PRECISION[args.precision]}",
+        f"--seed={args.seed}",
+    ]
+    if args.data_dir:
+        command.append(f"--data_dir={args.data_dir}")
+        if "fashion" not in os.path.basename(os.path.normpath(args.data_dir)).lower():
+            command.append("--no-flip")  # tfresnet flips only MNIST-format folders so named
+    return command + shlex.split(args.peer_args)
+
+
+def run_process(command, *, label, echo=True):
+    """Run `command` to its end: {returncode, wall_s, peak_rss_mb, output}.
+
+    The peak RSS is the child's own (os.wait4), not the maximum over every child this process
+    ever had (what RUSAGE_CHILDREN gives). Linux starts a child's figure at its parent's size
+    when forked and keeps the larger, so the driver stays small: the standard library only.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    lines = []
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            if echo:
+                sys.stdout.write(f"[{label}] {line}")
+                sys.stdout.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    reader.join(timeout=60)
+    proc.stdout.close()
+    return {
+        "returncode": proc.returncode,
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
+        "output": "".join(lines),
+    }
+
+
+def last_json_line(output, key):
+    """The last line of `output` that parses as a JSON object holding `key`, or None."""
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and key in record:
+                return record
+    return None
+
+
+def failed(kind, command, result):
+    tail = "".join(result["output"].splitlines(keepends=True)[-40:])
+    return RuntimeError(
+        f"{kind} exited with {result['returncode']}: {shlex.join(command)}\n--- last lines ---\n"
+        f"{tail}"
+    )
+
+
+def run_tfresnet(args, echo=True):
+    run_dir = tempfile.mkdtemp(prefix="e2e-tfresnet-", dir=args.work_dir)
+    try:
+        command = tfresnet_command(args, run_dir)
+        load = os.getloadavg()[0]
+        result = run_process(command, label="tfresnet", echo=echo)
+        path = os.path.join(run_dir, "results.json")
+        if result["returncode"] != 0 or not os.path.exists(path):
+            raise failed("tfresnet", command, result)
+        with open(path) as f:
+            results = json.load(f)
+    finally:
+        if not args.keep_runs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "kind": "tfresnet",
+        "load1": round(load, 2),
+        "wall_s": result["wall_s"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "test_error": results["final"]["test_error"],
+        "train_error": results["final"]["train_error"],
+        "images_per_s": results.get("train_images_per_s"),
+        "fit_s": results.get("wall_time_s"),
+        "precision": results.get("precision"),
+        "run_dir": run_dir if args.keep_runs else None,
+    }
+
+
+def run_peer(args, echo=True):
+    command = peer_command(args)
+    load = os.getloadavg()[0]
+    result = run_process(command, label="torch", echo=echo)
+    record = last_json_line(result["output"], "peer")
+    if result["returncode"] != 0 or record is None:
+        raise failed("the PyTorch peer", command, result)
+    return {
+        "kind": "torch",
+        "load1": round(load, 2),
+        "wall_s": result["wall_s"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "test_error": record["test_error"],
+        "train_error": record["train_error"],
+        "images_per_s": record["images_per_s"],
+        "reported": record,
+    }
+
+
+def _num(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+
+def ratio(pair):
+    return pair["torch"]["wall_s"] / pair["tfresnet"]["wall_s"]
+
+
+def format_table(pairs):
+    """Markdown: one row per pair, both processes side by side, then the medians."""
+    lines = [
+        "| pair | load | tfresnet wall s | img/s | test err | peak MB "
+        "| load | torch wall s | img/s | test err | peak MB | torch/tfresnet wall |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def cells(r):
+        return (
+            f"{r['load1']:.2f} | {r['wall_s']:.1f} | {_num(r['images_per_s'], '.0f')} | "
+            f"{_num(r['test_error'], '.2%')} | {r['peak_rss_mb']:.0f}"
+        )
+
+    for i, pair in enumerate(pairs, 1):
+        lines.append(
+            f"| {i} | {cells(pair['tfresnet'])} | {cells(pair['torch'])} | {ratio(pair):.2f}x |"
+        )
+    if pairs:
+        m = summary(pairs)
+        med = {
+            side: {
+                "load1": m[f"{side}_load1"],
+                "wall_s": m[f"{side}_wall_s"],
+                "images_per_s": m[f"{side}_images_per_s"],
+                "test_error": m[f"{side}_test_error"],
+                "peak_rss_mb": m[f"{side}_peak_rss_mb"],
+            }
+            for side in ("tfresnet", "torch")
+        }
+        lines.append(
+            f"| median | {cells(med['tfresnet'])} | {cells(med['torch'])} | "
+            f"{m['ratio_torch_over_tfresnet']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summary(pairs):
+    """Medians over the pairs of every measured quantity, and of the per-pair ratio."""
+    out = {"kind": "summary", "pairs": len(pairs)}
+    for side in ("tfresnet", "torch"):
+        for key in ("load1", "wall_s", "images_per_s", "test_error", "peak_rss_mb"):
+            out[f"{side}_{key}"] = _median(pair[side][key] for pair in pairs)
+    out["ratio_torch_over_tfresnet"] = _median(ratio(pair) for pair in pairs)
+    out["ratios"] = [round(ratio(pair), 3) for pair in pairs]
+    return out
+
+
+def append_json(path, records):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each run")
+    p.add_argument("--pairs", type=int, default=3, help="tfresnet+torch pairs, alternating")
+    p.add_argument("--precision", choices=sorted(PEER_PRECISION), default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data_dir", default=None, help="MNIST-format folder; default Fashion-MNIST")
+    p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
+    p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch")
+    p.add_argument("--tfresnet_args", default="", help="extra flags for tfresnet train")
+    p.add_argument("--peer_args", default="", help="extra flags for the peer (e.g. --compile)")
+    p.add_argument("--torch_first", action="store_true", help="run torch first in each pair")
+    p.add_argument("--work_dir", default=None, help="where the tfresnet run dirs go (tmp)")
+    p.add_argument("--keep_runs", action="store_true", help="keep tfresnet's run directories")
+    p.add_argument("--json_out", default=None, help="append JSON lines here")
+    p.add_argument("--quiet", action="store_true", help="do not echo the processes' output")
+    p.add_argument("--dry_run", action="store_true", help="print the commands and stop")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.pairs < 1:
+        p.error("--epochs and --pairs must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.dry_run:
+        print(shlex.join(tfresnet_command(args, "<tmp>")))
+        print(shlex.join(peer_command(args)))
+        return []
+    context = {
+        "epochs": args.epochs,
+        "precision": args.precision,
+        "seed": args.seed,
+        "data": args.data_dir or "fashion_mnist",
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    order = ("torch", "tfresnet") if args.torch_first else ("tfresnet", "torch")
+    runners = {"tfresnet": run_tfresnet, "torch": run_peer}
+    pairs = []
+    for i in range(1, args.pairs + 1):
+        pair = {}
+        for kind in order:
+            print(f"== pair {i}/{args.pairs}: {kind} (load {os.getloadavg()[0]:.2f})", flush=True)
+            pair[kind] = runners[kind](args, echo=not args.quiet)
+            print(
+                f"== {kind}: {pair[kind]['wall_s']:.1f} s, test error "
+                f"{_num(pair[kind]['test_error'], '.2%')}, peak {pair[kind]['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+        pairs.append(pair)
+        if args.json_out:
+            append_json(
+                args.json_out,
+                [{**context, "pair": i, "ratio": round(ratio(pair), 4), **pair[k]} for k in order],
+            )
+    print()
+    print(
+        f"ResNet-20 on {context['data']}, {args.epochs} epochs, {args.precision}, "
+        f"{args.pairs} pairs (order: {', '.join(order)}):\n"
+    )
+    print(format_table(pairs))
+    result = {**context, **summary(pairs)}
+    if args.json_out:
+        append_json(args.json_out, [result])
+    return pairs
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RuntimeError as err:
+        sys.exit(str(err))
