@@ -165,3 +165,39 @@ def test_real_fashion_mnist_from_debian():
     assert 70 < float(d.info.pixel_std) < 95  # real images, not zeros
     labels = np.concatenate([y for _, y in d.test.batch(10_000).as_numpy_iterator()])
     assert np.bincount(labels).tolist() == [1000] * 10
+
+
+def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, caplog, monkeypatch):
+    from tfresnet import images
+
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(4):
+            _png(tmp_path / cls / f"{i}.png", value)
+    good = tmp_path / "cat" / "good.jpg"
+    Image.new("RGB", (10, 12), (1, 2, 3)).save(good, quality=90)
+    cut = tmp_path / "cat" / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # passes PIL's verify()
+    Image.new("L", (30, 30)).save(tmp_path / "dog" / "big.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 800)
+    with caplog.at_level(logging.WARNING):
+        d = data.load_data(str(tmp_path))
+    assert "cut.jpg (" in caplog.text and "big.png (30x30 pixels" in caplog.text
+    assert d.info.sizes["train"] + d.info.sizes["test"] == 9  # 8 PNGs + good.jpg
+    list(data.make_pipeline(d.train, d.info, batch_size=4, training=True).take(2))
+
+
+def test_image_folder_shape_comes_from_the_whole_set_not_the_seed(tmp_path):
+    _png(tmp_path / "a" / "0.png", 5, size=(16, 16), mode="L")
+    _png(tmp_path / "a" / "1.png", 5, size=(40, 20), mode="L")
+    _png(tmp_path / "b" / "0.png", 5, size=(1, 1), mode="L")
+    _png(tmp_path / "b" / "1.png", 9, size=(16, 16), mode="RGB")
+    shapes = {data.load_data(str(tmp_path), seed=s).info.image_shape for s in range(6)}
+    assert shapes == {(40, 40, 3)}  # largest side; colour if any image is in colour
+
+
+def test_empty_class_folder_is_a_clear_error(tmp_path):
+    _png(tmp_path / "a" / "0.png", 5)
+    _png(tmp_path / "b" / "0.png", 5)
+    (tmp_path / "c").mkdir()
+    with pytest.raises(data.DataError, match="'.*c' hold no readable image"):
+        data.load_data(str(tmp_path))

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import distribute, idx
+from tfresnet import images as images_lib
 
 EMBEDDED = "digits"
 FASHION_MNIST = "fashion_mnist"
@@ -304,8 +305,33 @@ def _imagenet_stats(channels):
     return np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32")
 
 
+# Modes PIL reports for single-channel images; anything else (RGB, RGBA, P, CMYK) is colour.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _readable(path, img):
+    """Why the image at `path` cannot be used (a truncated file, too many pixels), or None."""
+    width, height = img.size
+    if width * height > images_lib.MAX_PIXELS:
+        return f"{width}x{height} pixels, more than {images_lib.MAX_PIXELS}"
+    if img.format in ("JPEG", "PNG"):
+        # A cut-off file still has a valid header; its end marker is what goes missing.
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 12))
+            tail = f.read()
+        end = b"\xff\xd9" if img.format == "JPEG" else b"IEND"
+        if end not in tail:
+            return "truncated: no end marker"
+    return None
+
+
 def _scan_folder(root):
-    """Class folders -> sorted (path, label) lists; unreadable images are skipped with a warning."""
+    """Class folders -> (classes, [(path, label, mode, size)]); unusable files are skipped.
+
+    Every file is opened once (its header only): non-images, truncated JPEG/PNG files and
+    images over the pixel limit are skipped with one warning naming them. A class folder with
+    no usable image is an error (it would be a class the model can never learn).
+    """
     from PIL import Image
 
     if not root.is_dir():
@@ -316,7 +342,7 @@ def _scan_folder(root):
             f"Folder {str(root)!r} must hold one sub-folder per class (at least 2); found "
             f"{classes or 'none'}."
         )
-    files, skipped = [], []
+    found, skipped = [], []
     for label, cls in enumerate(classes):
         for path in sorted((root / cls).rglob("*")):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -326,17 +352,39 @@ def _scan_folder(root):
             try:
                 with Image.open(path) as img:
                     img.verify()
+                    problem = _readable(path, img)
+                    mode, size = img.mode, img.size
             except Exception as err:
-                skipped.append(f"{path} ({type(err).__name__})")
+                problem = type(err).__name__
+            if problem:
+                skipped.append(f"{path} ({problem})")
                 continue
-            files.append((str(path), label))
+            found.append((str(path), label, mode, size))
     if skipped:
         log.warning(
             "Skipped %d unreadable or non-image files: %s", len(skipped), "; ".join(skipped)
         )
-    if not files:
+    if not found:
         raise DataError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
-    return classes, files, skipped
+    empty = [c for i, c in enumerate(classes) if not any(f[1] == i for f in found)]
+    if empty:
+        raise DataError(
+            f"Class folder(s) {', '.join(repr(str(root / c)) for c in empty)} hold no readable "
+            "image; remove them or add images (every class needs examples)."
+        )
+    return classes, found
+
+
+def folder_shape(found, image_size=None):
+    """(size, channels) for a folder's images, from the whole set so that no seed changes it.
+
+    Channels: 3 if any image is in colour, else 1 (colour images are then read as RGB, alpha
+    dropped; grayscale ones are repeated to RGB). Size: `image_size` if given; else the largest
+    side in the set when it is at most 64 px (CIFAR-style, every image resized to it); else 224.
+    """
+    channels = 3 if any(mode not in GRAY_MODES for _, _, mode, _ in found) else 1
+    natural = max(max(size) for _, _, _, size in found)
+    return image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224), channels
 
 
 def _load_folder(root, validation_size, image_size, seed):
@@ -345,43 +393,35 @@ def _load_folder(root, validation_size, image_size, seed):
     Without train/ and test/, every class is split 80/20 by a fixed seed. Corrupt or non-image
     files are skipped with a warning naming them (they never reach training).
     """
-    from PIL import Image
-
     if (root / "train").is_dir() and (root / "test").is_dir():
-        classes, train_files, _ = _scan_folder(root / "train")
-        test_classes, test_files, _ = _scan_folder(root / "test")
+        classes, train_files = _scan_folder(root / "train")
+        test_classes, test_files = _scan_folder(root / "test")
         if test_classes != classes:
             raise DataError(f"train/ and test/ of {str(root)!r} have different class folders.")
     else:
-        classes, files, _ = _scan_folder(root)
+        classes, found = _scan_folder(root)
         rng = np.random.default_rng(seed)
         train_files, test_files = [], []
         for label in range(len(classes)):
-            mine = [f for f in files if f[1] == label]
+            mine = [f for f in found if f[1] == label]
             rng.shuffle(mine)
             n_test = max(1, len(mine) // 5) if len(mine) > 1 else 0
             test_files += mine[:n_test]
             train_files += mine[n_test:]
+    size, channels = folder_shape(train_files + test_files, image_size)
     order = np.random.default_rng(seed).permutation(len(train_files))
     train_files = [train_files[i] for i in order]
     n_val = _holdout_count(validation_size, len(train_files)) if validation_size else 0
     val_files, train_files = train_files[:n_val], train_files[n_val:]
-
-    with Image.open(train_files[0][0]) as first:
-        channels = 1 if first.mode in ("L", "1", "I;16") else 3
-        natural = max(first.size)
-    size = image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224)
     style = "cifar" if size <= SMALL_IMAGE_LIMIT else "imagenet"
     shape = (size, size, channels)
 
     def to_dataset(items):
-        paths = [p for p, _ in items]
-        labels = np.asarray([y for _, y in items], "int32")
+        paths = [f[0] for f in items]
+        labels = np.asarray([f[1] for f in items], "int32")
 
         def read(path, label):
-            image = tf.io.decode_image(
-                tf.io.read_file(path), channels=channels, expand_animations=False
-            )
+            image = images_lib.decode_image(tf.io.read_file(path), channels)
             if style == "cifar":
                 image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
             return image, label
