@@ -1,3 +1,5 @@
+import doctest
+
 import keras
 import numpy as np
 import pytest
@@ -102,3 +104,55 @@ def test_unknown_shortcut_and_stride_placement_are_rejected():
         _block_model(
             blocks.bottleneck_block, 4, 4, 1, shortcut="B", preact=False, stride_placement="v2"
         )
+
+
+# --- the blocks as public API -----------------------------------------------------------------
+
+
+def test_public_blocks_compose_into_a_custom_model():
+    """A model that is no ResNet of the table, made of the exported blocks, trains."""
+    import tfresnet
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="my_stem")(inputs)
+    x = tfresnet.basic_block(x, 8)  # same shape: identity shortcut
+    x = tfresnet.bottleneck_block(x, 8, 2)  # 32 channels, 8x8: projection shortcut
+    x = tfresnet.residual_unit(x, [(16, 1, 1), (16, 3, 2)], shortcut="C", preact=True)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    assert model.output_shape == (None, 4)
+    names = [layer.name for layer in model.layers]
+    assert len(names) == len(set(names))  # default block names are unique
+    assert "basic_block1_add" in names and "bottleneck_block1_shortcut_conv" in names
+    assert "basic_block1_shortcut_conv" not in names  # option B projects only where needed
+    assert model.get_layer("residual_unit1_conv2").strides == (2, 2)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(4, 16, 16, 3)).astype("float32"), rng.integers(0, 4, 4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    losses = model.fit(x, y, epochs=3, batch_size=4, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda x: blocks.basic_block(x, 0), "filters must be an int >= 1; got 0"),
+        (lambda x: blocks.basic_block(x, 4, 1.5), "strides must be an int >= 1; got 1.5"),
+        (lambda x: blocks.bottleneck_block(x, True), "filters must be an int >= 1; got True"),
+        (lambda x: blocks.basic_block(keras.Input((4,)), 4), "x must be a 4D .* got shape"),
+        (lambda x: blocks.residual_unit(x, []), "convs must be a non-empty list"),
+        (lambda x: blocks.residual_unit(x, [(4, 3)]), "\\(filters, kernel_size, strides\\)"),
+        (lambda x: blocks.basic_block(x, 4, preact="yes"), "preact must be True or False"),
+        (lambda x: blocks.basic_block(x, 4, settings={}), "settings must be a ConvSettings"),
+        (lambda x: blocks.basic_block(x, 2, shortcut="A"), "input has 4 and the block outputs 2"),
+    ],
+)
+def test_public_blocks_validate_arguments_before_making_layers(call, message):
+    x = keras.Input((8, 8, 4))
+    with pytest.raises(ValueError, match=message):
+        call(x)
+
+
+def test_module_docstring_examples_run():
+    failures, tried = doctest.testmod(blocks)
+    assert tried >= 7 and failures == 0

@@ -8,9 +8,17 @@ Shortcut options (paper Sec. 3.3 / Table 3):
   "B"    projection (1x1 conv + BN) only where dimensions change, identity elsewhere.
   "C"    projection on every block.
   "none" no shortcut at all: the plain counterpart with exactly the same residual-branch layers.
+
+Public API (also exported from `tfresnet`): `basic_block`, `bottleneck_block`, the general
+`residual_unit`, and `ConvSettings`; compose them into your own functional models:
+
+    x = keras.Input((32, 32, 3))
+    y = basic_block(x, 16, name="my_block1")        # 16 channels, same size; 1x1 projection
+    y = bottleneck_block(y, 32, 2, name="my_block2")  # 128 channels (4x32), half the size
 """
 
 import dataclasses
+import numbers
 
 import keras
 
@@ -22,7 +30,19 @@ STRIDE_PLACEMENTS = ("v1", "v1.5")
 
 @dataclasses.dataclass(frozen=True)
 class ConvSettings:
-    """How every conv/BN of a model is made; one instance is shared by all its blocks."""
+    """How every conv/BN of a model is made; one instance is shared by all its blocks.
+
+    Args:
+      weight_decay: float, SGD weight decay on conv kernels (an L2 loss of weight_decay / 2).
+      conv_bias: bool, biases on convs (keras.applications' layout).
+      sync_bn: bool, synchronise BN batch statistics across replicas.
+      bn_epsilon: float, BN epsilon.
+      zero_init_residual: bool, start each residual branch's last BN (pre-activation: conv)
+        at zero, so every block starts as the identity.
+
+    Example:
+      >>> y = basic_block(keras.Input((8, 8, 4)), 4, settings=ConvSettings(weight_decay=1e-4))
+    """
 
     weight_decay: float = 0.0  # SGD-style decay: loss += weight_decay / 2 * ||kernel||^2
     conv_bias: bool = False  # keras.applications' ResNets carry conv biases; the paper's don't
@@ -59,14 +79,51 @@ def relu(x, name):
     return keras.layers.ReLU(name=name)(x)
 
 
+def is_positive_int(value):
+    """True for an int >= 1 (numpy ints too; not bools or floats)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _check_unit_args(x, convs, shortcut, preact, settings):
+    """Validate a residual unit's arguments before any layer is made; ValueError otherwise."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4 or shape[-1] is None:
+        raise ValueError(
+            f"x must be a 4D (batch, height, width, channels) tensor with known channels; "
+            f"got shape {shape!r}."
+        )
+    if not convs or not all(
+        isinstance(c, (tuple, list)) and len(c) == 3 and all(map(is_positive_int, c)) for c in convs
+    ):
+        raise ValueError(
+            f"convs must be a non-empty list of (filters, kernel_size, strides) ints >= 1; "
+            f"got {convs!r}."
+        )
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"Unknown shortcut option {shortcut!r}; allowed: {', '.join(SHORTCUTS)}.")
+    if preact not in (True, False):
+        raise ValueError(f"preact must be True or False; got {preact!r}.")
+    if not isinstance(settings, ConvSettings):
+        raise ValueError(f"settings must be a ConvSettings or None; got {settings!r}.")
+    if shortcut == "A" and shape[-1] > convs[-1][0]:
+        raise ValueError(
+            f"Shortcut 'A' only adds channels (zero-padding), but the input has {shape[-1]} and "
+            f"the block outputs {convs[-1][0]}; use shortcut 'B' or 'C'."
+        )
+
+
+def _check_block_args(filters, strides):
+    for what, value in (("filters", filters), ("strides", strides)):
+        if not is_positive_int(value):
+            raise ValueError(f"{what} must be an int >= 1; got {value!r}.")
+
+
 def shortcut_path(x, preactivated, filters, strides, *, option, preact, name, settings):
     """The shortcut of one block, or None for a plain block.
 
     Projections read the pre-activated input in pre-activation blocks (He et al. 2016);
     identity and zero-padding read the block input itself.
     """
-    if option not in SHORTCUTS:
-        raise ValueError(f"Unknown shortcut option {option!r}; allowed: {', '.join(SHORTCUTS)}.")
     if option == "none":
         return None
     changes = strides != 1 or x.shape[-1] != filters
@@ -78,8 +135,39 @@ def shortcut_path(x, preactivated, filters, strides, *, option, preact, name, se
     return x
 
 
-def residual_unit(x, convs, *, shortcut, preact, name, settings):
-    """A chain of convs `[(filters, kernel_size, strides), ...]` plus the shortcut around it."""
+def residual_unit(x, convs, *, shortcut="B", preact=False, name=None, settings=None):
+    """A chain of conv-BN(-ReLU) layers plus the shortcut around it: any residual block.
+
+    Args:
+      x: Keras tensor (batch, height, width, channels), the block input.
+      convs: list of (filters, kernel_size, strides) int triples, the residual branch in
+        order; the block's stride is their product, its output has the last one's filters.
+      shortcut: str, "A" (identity; zero-pads channels and subsamples where they change),
+        "B" (a 1x1 projection + BN only where shape changes), "C" (projection always) or
+        "none" (a plain block, no shortcut).
+      preact: bool, False: conv-BN-ReLU ... conv-BN, + shortcut, ReLU (He et al. 2015);
+        True: BN-ReLU-conv ..., + shortcut (He et al. 2016).
+      name: str, prefix of every layer's name (`{name}_conv1`, `{name}_bn1`, `{name}_add`,
+        ...); default "residual_unit<k>", unique per Keras session. Names must be unique
+        within a model.
+      settings: ConvSettings, weight decay, conv biases, sync BN, BN epsilon and zero-init
+        of the last BN; default ConvSettings().
+
+    Returns:
+      Keras tensor, the block output.
+
+    Raises:
+      ValueError naming the bad argument, before any layer is made.
+
+    Example:
+      >>> x = keras.Input((8, 8, 16))
+      >>> y = residual_unit(x, [(16, 1, 1), (16, 3, 2), (32, 1, 1)], name="mixed")
+      >>> y.shape
+      (None, 4, 4, 32)
+    """
+    settings = ConvSettings() if settings is None else settings
+    _check_unit_args(x, convs, shortcut, preact, settings)
+    name = name or f"residual_unit{keras.backend.get_uid('residual_unit')}"
     out_filters = convs[-1][0]
     strides = 1
     for _, _, s in convs:
@@ -114,25 +202,77 @@ def residual_unit(x, convs, *, shortcut, preact, name, settings):
     return y if preact else relu(y, f"{name}_out")
 
 
-def basic_block(x, filters, strides, *, shortcut, preact, name, settings, stride_placement=None):
-    """Two 3x3 convs (paper Fig. 5 left); output has `filters` channels."""
+def basic_block(
+    x,
+    filters,
+    strides=1,
+    *,
+    shortcut="B",
+    preact=False,
+    name=None,
+    settings=None,
+    stride_placement=None,
+):
+    """Two 3x3 convs (paper Fig. 5 left), the block of ResNet-18/34 and the CIFAR nets.
+
+    Args:
+      x: Keras tensor (batch, height, width, channels), the block input.
+      filters: int, the output channels of both convs.
+      strides: int, the first conv's (and the shortcut's) stride; 2 halves the size.
+      shortcut, preact, name, settings: as for `residual_unit` (default name "basic_block<k>").
+      stride_placement: ignored (accepted so that both blocks take the same arguments).
+
+    Returns:
+      Keras tensor with `filters` channels.
+
+    Example:
+      >>> x = keras.Input((8, 8, 16))
+      >>> basic_block(x, 32, 2, shortcut="A").shape
+      (None, 4, 4, 32)
+    """
+    _check_block_args(filters, strides)
+    name = name or f"basic_block{keras.backend.get_uid('basic_block')}"
     convs = [(filters, 3, strides), (filters, 3, 1)]
     return residual_unit(x, convs, shortcut=shortcut, preact=preact, name=name, settings=settings)
 
 
 def bottleneck_block(
-    x, filters, strides, *, shortcut, preact, name, settings, stride_placement="v1.5"
+    x,
+    filters,
+    strides=1,
+    *,
+    shortcut="B",
+    preact=False,
+    name=None,
+    settings=None,
+    stride_placement="v1.5",
 ):
-    """1x1 reduce, 3x3, 1x1 expand to 4*filters (paper Fig. 5 right).
+    """1x1 reduce, 3x3, 1x1 expand to 4*filters (paper Fig. 5 right), ResNet-50 and deeper.
 
-    `stride_placement`: "v1" strides the first 1x1 (the paper, keras.applications);
-    "v1.5" strides the 3x3 (torchvision, TF Model Garden), slightly more accurate and costly.
+    Args:
+      x: Keras tensor (batch, height, width, channels), the block input.
+      filters: int, the 1x1 and 3x3 convs' channels; the block outputs 4 * filters.
+      strides: int, the block's stride; 2 halves the size.
+      shortcut, preact, name, settings: as for `residual_unit` (default name
+        "bottleneck_block<k>").
+      stride_placement: str, "v1" strides the first 1x1 (the paper, keras.applications);
+        "v1.5" strides the 3x3 (torchvision, TF Model Garden), slightly more accurate and costly.
+
+    Returns:
+      Keras tensor with 4 * `filters` channels.
+
+    Example:
+      >>> x = keras.Input((8, 8, 64))
+      >>> bottleneck_block(x, 32, 2).shape
+      (None, 4, 4, 128)
     """
+    _check_block_args(filters, strides)
     if stride_placement not in STRIDE_PLACEMENTS:
         raise ValueError(
             f"Unknown stride_placement {stride_placement!r}; allowed: "
             f"{', '.join(STRIDE_PLACEMENTS)}."
         )
+    name = name or f"bottleneck_block{keras.backend.get_uid('bottleneck_block')}"
     s1, s3 = (strides, 1) if stride_placement == "v1" else (1, strides)
     convs = [(filters, 1, s1), (filters, 3, s3), (4 * filters, 1, 1)]
     return residual_unit(x, convs, shortcut=shortcut, preact=preact, name=name, settings=settings)
