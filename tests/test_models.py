@@ -1,8 +1,15 @@
+import dataclasses
+import doctest
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from tfresnet import models
+from tfresnet import layers, models
 from tfresnet.models import build_model, count_flops, count_params
 
 
@@ -162,3 +169,221 @@ def test_model_table_command_prints_counts(capsys):
     assert "| resnet20 | 20 | A | 269,722 | 0.0406G |" in out
     assert "| plain20 | 20 | none | 269,722 |" in out
     assert models.main([]) == 2
+
+
+# --- heads: keras.applications' include_top / pooling / classifier_activation / input_tensor ---
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _images(shape=(8, 8, 3), batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(size=(batch, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "kwargs, output_shape, last_layer",
+    [
+        ({}, (None, 10), "predictions"),
+        ({"pooling": "avg"}, (None, 10), "predictions"),  # what the top does anyway
+        ({"include_top": False}, (None, 2, 2, 64), "stage3_block1_out"),
+        ({"include_top": False, "pooling": "avg"}, (None, 64), "avg_pool"),
+        ({"include_top": False, "pooling": "max"}, (None, 64), "max_pool"),
+        ({"include_top": False, "preact": True}, (None, 2, 2, 64), "post_relu"),
+    ],
+)
+def test_heads_follow_keras_applications(kwargs, output_shape, last_layer):
+    model = build_model("resnet8", input_shape=(8, 8, 3), **kwargs)
+    assert model.output_shape == output_shape
+    assert model.layers[-1].name == last_layer
+
+
+def test_headless_model_is_the_classifier_minus_its_dense_layer():
+    full = build_model("resnet20")
+    headless = build_model("resnet20", include_top=False, pooling="avg")
+    assert count_params(full) - count_params(headless) == 64 * 10 + 10
+    assert [layer.name for layer in headless.layers] == [layer.name for layer in full.layers][:-2]
+
+
+def test_classifier_activation_none_gives_float32_logits():
+    model = build_model("resnet8", input_shape=(8, 8, 3), classifier_activation=None)
+    x = _images()
+    logits = keras.Model(model.input, model.get_layer("logits").output)
+    np.testing.assert_allclose(_numpy(model(x)), _numpy(logits(x)), rtol=1e-6)
+    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    sigmoid = build_model("resnet8", input_shape=(8, 8, 3), classifier_activation="sigmoid")
+    assert sigmoid.get_layer("predictions").activation is keras.activations.sigmoid
+
+
+def test_input_tensor_attaches_the_net_to_an_existing_graph():
+    images = keras.Input((8, 8, 3), name="raw")
+    scaled = keras.layers.Rescaling(1 / 255, name="scale")(images)
+    model = build_model("resnet8", input_tensor=scaled, include_top=False, pooling="avg")
+    assert model.inputs == [images] and model.input_shape == (None, 8, 8, 3)
+    assert model.get_layer("scale") is not None
+    # The net is now part of the user's graph: its output feeds the user's layers.
+    outputs = keras.layers.Dense(3, name="my_head")(model.output)
+    combined = keras.Model(images, outputs)
+    assert combined.output_shape == (None, 3)
+    assert len(combined.layers) == len(model.layers) + 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"include_top": "yes"}, "include_top must be True or False; got 'yes'"),
+        ({"pooling": "mean"}, "Unknown pooling 'mean'; allowed: None, avg, max"),
+        ({"classifier_activation": "sofmax"}, "Unknown classifier_activation 'sofmax'"),
+        ({"pooling": "max"}, "pooling='max' applies only with include_top=False"),
+        ({"include_top": False, "num_classes": 5}, "num_classes=5 and .* only with include_top"),
+        ({"include_top": False, "classifier_activation": None}, "only with include_top=True"),
+        ({"input_tensor": np.zeros((1, 8, 8, 3))}, "input_tensor must be a 4D Keras tensor"),
+        ({"input_tensor": keras.Input((8, 8))}, "input_tensor must be a 4D Keras tensor"),
+        (
+            {"input_tensor": keras.Input((8, 8, 3)), "input_shape": (16, 16, 3)},
+            "input_shape \\(16, 16, 3\\) differs from input_tensor's shape \\(8, 8, 3\\)",
+        ),
+    ],
+)
+def test_bad_head_arguments_raise_clear_errors(kwargs, message):
+    kwargs.setdefault("input_shape", None if "input_tensor" in kwargs else (8, 8, 3))
+    with pytest.raises(ValueError, match=message):
+        build_model("resnet8", **kwargs)
+
+
+# --- custom specs: nets that are not in the table ----------------------------------------------
+
+
+def test_custom_spec_parameter_count():
+    """Wide CIFAR net, one block per stage: every conv and BN counted by hand."""
+    spec = models.get_spec("resnet8").widened(2)
+    wide = models.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128))
+    assert spec == dataclasses.replace(wide, stem_filters=16)  # Wide ResNets keep the stem
+    stem = 9 * 3 * 16 + 2 * 16
+    blocks = [9 * 16 * 32 + 9 * 32 * 32, 9 * 32 * 64 + 9 * 64 * 64, 9 * 64 * 128 + 9 * 128 * 128]
+    bns = 2 * 2 * (32 + 64 + 128)
+    assert count_params(build_model(spec)) == stem + sum(blocks) + bns + 128 * 10 + 10
+
+
+CUSTOM_SPECS = {
+    "wide": models.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128)),
+    "depths": models.ResNetSpec("cifar", "basic", (1, 2)),
+    "imagenet_stem": models.ResNetSpec("cifar", "basic", (1, 1, 1), stem="imagenet"),
+    "bottleneck": models.ResNetSpec("imagenet", "bottleneck", (1, 1), stage_filters=(8, 16)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(CUSTOM_SPECS))
+def test_custom_spec_builds_and_round_trips_through_keras_files(tmp_path, key):
+    spec = CUSTOM_SPECS[key]
+    shape = (16, 16, 3)
+    model = build_model(spec, input_shape=shape, num_classes=3)
+    assert model.name == f"custom_resnet{spec.depth}"
+    x = _images(shape)
+    model(x, training=True)  # move BN statistics away from their initial values
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    clone = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(_numpy(clone(x)), _numpy(model(x)), atol=1e-6)
+    # The same network again from its spec as data: a dict, JSON, a spec string.
+    as_json = json.loads(json.dumps(dataclasses.asdict(spec)))
+    for again in (as_json, spec.to_string()):
+        assert models.resolve_spec(again) == spec
+        assert count_params(build_model(again, input_shape=shape, num_classes=3)) == count_params(
+            model
+        )
+
+
+def test_custom_spec_stem_and_strides():
+    spec = CUSTOM_SPECS["imagenet_stem"]
+    model = build_model(spec, input_shape=(16, 16, 3))
+    assert model.get_layer("stem_conv").kernel_size == (7, 7)
+    assert model.get_layer("stage3_block1_out").output.shape == (None, 1, 1, 64)
+    assert spec.min_input_size == 16 and spec.feature_strides["stage3"] == 16
+    with pytest.raises(ValueError, match="too small for custom_resnet8.* at least 16"):
+        build_model(spec, input_shape=(8, 8, 3))
+
+
+def test_loading_needs_only_import_tfresnet(tmp_path):
+    """A fresh interpreter that imports tfresnet (and nothing from it) loads in safe mode."""
+    assert keras.saving.get_registered_name(layers.ZeroPadShortcut) == "tfresnet>ZeroPadShortcut"
+    bn_name = keras.saving.get_registered_name(layers.BatchNormalization)
+    assert bn_name == "tfresnet>BatchNormalization"
+    path = tmp_path / "wide.keras"
+    build_model("resnet8:width_multiplier=2", input_shape=(8, 8, 3)).save(path)
+    script = (
+        "import keras, tfresnet; "
+        f"m = keras.saving.load_model({str(path)!r}, safe_mode=True); "
+        "print(m.name, m.get_layer('stage3_block1_conv2').filters)"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.split()[-2:] == ["custom_resnet8", "128"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("resnet20", models.cifar_spec(3)),
+        ("ResNet20", models.cifar_spec(3)),
+        ("resnet20:width_multiplier=4", models.cifar_spec(3).widened(4)),
+        ("plain20:stage_blocks=1,2,3", models.ResNetSpec("cifar", "basic", (1, 2, 3), False)),
+        ("resnet50:stage_blocks=3,4,6", models.ResNetSpec("imagenet", "bottleneck", (3, 4, 6))),
+        (
+            "cifar:stage_blocks=2,2;stem=imagenet;stem_filters=8;residual=false",
+            models.ResNetSpec("cifar", "basic", (2, 2), False, stem="imagenet", stem_filters=8),
+        ),
+        (
+            "imagenet: block=bottleneck; stage_blocks=1,1,1,1; stage_filters=8,16,32,64",
+            models.ResNetSpec("imagenet", "bottleneck", (1,) * 4, stage_filters=(8, 16, 32, 64)),
+        ),
+    ],
+)
+def test_parse_model_spec_strings(text, expected):
+    spec = models.parse_model(text)
+    assert spec == expected
+    assert models.parse_model(spec.to_string()) == spec
+
+
+def test_table_specs_keep_their_names():
+    for name in models.listed_names() + ["cifar_resnet50", "resnet8"]:
+        assert models.get_spec(name).to_string() == name
+        assert models.parse_model(name) == models.get_spec(name)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("cifar", "needs stage_blocks"),
+        ("resnet20:depth=3", "'depth=3' in model spec 'resnet20:depth=3' is not key=value"),
+        ("resnet20:stage_blocks", "'stage_blocks' in model spec .* is not key=value"),
+        ("resnet20:stage_blocks=1;stage_blocks=2", "is given twice"),
+        ("resnet20:stage_blocks=a,b", "stage_blocks='a,b' in model spec .* not a valid ints"),
+        ("resnet20:residual=maybe", "residual='maybe' .* not a valid bool"),
+        ("resnet20:width_multiplier=0", "width multiplier must be a number > 0; got 0.0"),
+        ("cifar:stage_blocks=2,2;stage_filters=8", "stage_filters \\(8,\\) has 1 entries but"),
+        ("resnet20:block=wide", "Unknown block 'wide'; allowed: basic, bottleneck"),
+        ("resnet20:stem=big", "Unknown stem 'big'; allowed: cifar, imagenet"),
+        ("vgg:stage_blocks=1", "Unknown model name 'vgg'"),
+        (models.ResNetSpec("cifar", "basic", (1, 1, 1)), None),
+        ({"family": "cifar", "stage_blocks": (1,), "depth": 8}, "Unknown ResNetSpec field"),
+        ({"family": "mnist", "block": "basic", "stage_blocks": [1]}, "Unknown family 'mnist'"),
+        ({"family": "cifar", "block": "basic", "stage_blocks": [0]}, "stage_blocks must be"),
+        ({"family": "cifar", "block": "basic", "stage_blocks": (1,), "residual": 1}, "residual"),
+        (20, "A model is a name or spec string, a ResNetSpec or a dict"),
+    ],
+)
+def test_bad_specs_raise_clear_errors(name, message):
+    if message is None:
+        assert models.resolve_spec(name) is name
+        return
+    with pytest.raises(ValueError, match=message):
+        models.resolve_spec(name)
+
+
+def test_module_docstring_examples_run():
+    failures, tried = doctest.testmod(models)
+    assert tried >= 8 and failures == 0

@@ -2,18 +2,32 @@
 
 from tfresnet.blocks import ConvSettings, basic_block, bottleneck_block, residual_unit
 from tfresnet.inference import fold_batch_norm
-from tfresnet.models import build_model, count_flops, count_params, get_spec, listed_names
+from tfresnet.models import (
+    ResNetSpec,
+    backbone,
+    build_model,
+    count_flops,
+    count_params,
+    feature_strides,
+    get_spec,
+    listed_names,
+    parse_model,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "ConvSettings",
+    "ResNetSpec",
+    "backbone",
     "basic_block",
     "bottleneck_block",
     "build_model",
-    "fold_batch_norm",
     "count_flops",
     "count_params",
+    "feature_strides",
+    "fold_batch_norm",
     "get_spec",
     "listed_names",
+    "parse_model",
     "residual_unit",
 ]
