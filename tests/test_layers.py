@@ -218,3 +218,38 @@ def test_with_keras_batch_norm_copies_weights_onto_keras_layers():
     assert copy.get_layer("stem_bn").get_config() == model.get_layer("stem_bn").get_config()
     for a, b in zip(copy.weights, model.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_frozen_fused_batch_norm_uses_moving_statistics_and_keeps_them_during_fit():
+    """Keras' trainable=False: a frozen BN normalises with its moving statistics even while the
+    model trains (the fine-tuning semantics), and fit never updates them."""
+    fused, _ = _bn_pair()  # non-trivial gamma, beta and moving statistics
+    fused.trainable = False
+    x = _inputs()
+    gamma, beta, mean, variance = (np.asarray(w) for w in fused.weights)
+    expected = (x - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+    np.testing.assert_allclose(np.asarray(fused(x, training=True)), expected, atol=1e-4)
+    kernel = next(op for op in _ops_of(fused, x, True) if op.type == "FusedBatchNormV3")
+    assert not kernel.get_attr("is_training")  # the fused kernel, in inference mode
+
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(fused(inputs)))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    y = np.random.default_rng(4).normal(size=(4, 3, 3, 1)).astype("float32")
+    frozen = [np.asarray(w) for w in fused.weights]
+    head = np.asarray(model.get_layer("head").kernel)
+    # train_on_batch reports the loss of its training-mode forward pass, before the update:
+    # the same as inference everywhere only if the BN used its moving statistics.
+    inference_loss = model.test_on_batch(x, y)
+    assert model.train_on_batch(x, y) == pytest.approx(inference_loss, rel=1e-5)
+    model.fit(x, y, epochs=2, batch_size=2, verbose=0)
+    for before, after in zip(frozen, fused.weights, strict=True):
+        np.testing.assert_array_equal(before, np.asarray(after))
+    assert not np.allclose(head, np.asarray(model.get_layer("head").kernel))  # the head trained
+
+    # The control: unfrozen (and recompiled), the same layer trains on batch statistics.
+    fused.trainable = True
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    inference_loss = model.test_on_batch(x, y)
+    assert model.train_on_batch(x, y) != pytest.approx(inference_loss, rel=1e-3)
+    assert not np.allclose(frozen[2], np.asarray(fused.moving_mean))

@@ -13,6 +13,7 @@ from tfresnet.models import (
     listed_names,
     parse_model,
 )
+from tfresnet.pretrained import load_weights_by_name
 
 __version__ = "0.1.0"
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "fold_batch_norm",
     "get_spec",
     "listed_names",
+    "load_weights_by_name",
     "parse_model",
     "residual_unit",
 ]

@@ -15,6 +15,9 @@ exactly that. Layers are paired by structure, via their predictable names:
 
 BN momentum differs (Keras 0.99, tfresnet 0.9) but only matters while training: inference
 uses the moving statistics, so outputs are unchanged (tests/test_pretrained.py checks).
+
+`load_weights_by_name(model, source)` copies a trained tfresnet model's weights into another
+built from the same spec: a classifier's into its headless model or `backbone` for fine-tuning.
 """
 
 import dataclasses
@@ -123,6 +126,58 @@ def load_pretrained(model, source, *, skip_mismatched_head=True):
     for layer, arrays in assignments:
         layer.set_weights(arrays)
     return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem)
+
+
+def load_weights_by_name(model, source):
+    """Copy weights into each layer of `model` from the layer of `source` with the same name.
+
+    tfresnet layer names say where a layer is (`stage2_block1_conv1`), so a classifier's
+    weights load into the headless model or `backbone` of the same spec, and back.
+
+    Args:
+      model: keras.Model to load into.
+      source: keras.Model, or the path of a `.keras` file (loaded in safe mode).
+
+    Returns:
+      ImportReport: the layers loaded; skipped {name: reason} for layers of `model` with
+      weights that `source` lacks (a new classifier).
+
+    Raises:
+      ValueError naming the first layer whose weight shapes differ; nothing is changed then.
+
+    Example:
+      >>> from tfresnet import build_model
+      >>> trained = build_model("resnet8", input_shape=(8, 8, 3))
+      >>> features = build_model("resnet8", input_shape=(8, 8, 3), include_top=False)
+      >>> len(load_weights_by_name(features, trained).loaded)
+      14
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = keras.saving.load_model(source, compile=False, safe_mode=True)
+    if not isinstance(source, keras.Model):
+        raise ValueError(
+            f"source must be a keras.Model or a .keras file path; got {type(source).__name__}."
+        )
+    by_name = {layer.name: layer for layer in source.layers}
+    assignments, skipped = [], {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in by_name:
+            skipped[layer.name] = f"{source.name} has no layer {layer.name}"
+            continue
+        arrays = by_name[layer.name].get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        source_shapes = [a.shape for a in arrays]
+        if shapes != source_shapes:
+            raise ValueError(
+                f"Layer {layer.name}: weight shapes {shapes} != {source.name}'s "
+                f"{source_shapes}; build both models from the same spec and arguments."
+            )
+        assignments.append((layer, arrays))
+    for layer, arrays in assignments:
+        layer.set_weights(arrays)
+    return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem=False)
 
 
 def source_weights(source):
