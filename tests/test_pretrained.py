@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet.models import build_model
+from tfresnet.models import backbone, build_model
 from tfresnet.pretrained import (
     CAFFE_MEAN_RGB,
     keras_applications_compatible_kwargs,
@@ -162,6 +162,18 @@ def test_notop_h5_file_loads_everything_but_the_head(tmp_path, source, raw_targe
     expected = _numpy(_features(source, "avg_pool")(preprocessed))
     actual = _numpy(_features(raw_target, "avg_pool")(images))
     _assert_close_to_scale(actual, expected)
+
+
+def test_headless_target_and_backbone_take_all_but_the_classifier(source, images):
+    headless = build_model("resnet50", input_shape=SHAPE, include_top=False, **_compatible())
+    report = load_pretrained(headless, source)
+    assert len(report.loaded) == 106 and report.skipped == {}
+    expected = _numpy(_features(source, "conv5_block3_out")(images))
+    _assert_close_to_scale(_numpy(headless(images)), expected)
+    stages = backbone("resnet50", input_shape=SHAPE, **_compatible())
+    assert len(load_pretrained(stages, source).loaded) == 106
+    expected = _numpy(_features(source, "conv3_block4_out")(images))
+    _assert_close_to_scale(_numpy(stages(images)["stage2"]), expected)
 
 
 def test_v1_5_strides_are_refused_naming_the_first_strided_conv(source):

@@ -70,7 +70,8 @@ def load_pretrained(model, source, *, skip_mismatched_head=True):
     """Copy keras.applications ResNet weights from `source` into `model`.
 
     Args:
-      model: a tfresnet ResNet-50/101/152 built with `keras_applications_compatible_kwargs()`.
+      model: a tfresnet ResNet-50/101/152 built with `keras_applications_compatible_kwargs()`,
+        with or without its top (a headless model or `backbone` takes all but the classifier).
       source: a keras.applications ResNet50/101/152 model (any input size, with or without
         top), or the path to its legacy `.h5` weights file (what keras.applications downloads).
       skip_mismatched_head: bool. True: a classifier the source lacks (include_top=False) or
@@ -117,6 +118,7 @@ def load_pretrained(model, source, *, skip_mismatched_head=True):
         if rgb_stem and layer.name == "stem_conv":
             arrays = [arrays[0][:, :, ::-1, :], *arrays[1:]]
         assignments.append((layer, arrays))
+    by_target.pop(_HEAD, None)  # a headless model (include_top=False) leaves it out
     if by_target:
         source_name = next(iter(by_target.values()))[0]
         raise ValueError(
