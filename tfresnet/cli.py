@@ -8,8 +8,10 @@
     tfresnet bench [--models=resnet20 ...]                   throughput benchmark
     tfresnet models                                          the model table
 
-`tfresnet <command> --help` lists a command's flags. Bad input exits with status 2 and a message
-that says what was wrong and what is allowed; a run that fails exits with status 1.
+`tfresnet <command> --help` lists a command's flags. Every error is one line on stderr
+(`--traceback` adds the Python traceback) and an exit status: 2 bad input (the message says what
+was wrong and what is allowed), 1 a run that failed, 130 interrupted (run the command again to
+resume), 138 a lost peer worker (retryable: restart every worker with the same command).
 """
 
 import dataclasses
@@ -259,41 +261,95 @@ def usage():
     return __doc__.strip() + "\n"
 
 
+EXIT_USAGE = 2  # bad flags or input: fix the command
+EXIT_FAILED = 1  # the run failed for a reason a retry will not fix
+EXIT_RETRY = 138  # a peer worker was lost: retryable (Kubeflow's code for user retryable errors)
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: the run resumes when the command is run again
+
+
 def main(argv):
-    """Run one subcommand; returns the exit status."""
+    """Run one subcommand; returns the exit status (see the EXIT_* codes)."""
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if len(argv) >= 2 else 2
+        return 0 if len(argv) >= 2 else EXIT_USAGE
     command = argv[1]
     _register_optional_commands()
     if command not in DEFINERS:
         print(
             f"error: unknown command {command!r}; allowed: {', '.join(DEFINERS)}.", file=sys.stderr
         )
-        return 2
+        return EXIT_USAGE
     fv = flags.FlagValues()
     DEFINERS[command](fv)
     flags.DEFINE_bool("help", False, "Show this command's flags.", flag_values=fv, short_name="h")
+    flags.DEFINE_bool(
+        "traceback", False, "On an error, print the Python traceback too.", flag_values=fv
+    )
     try:
         args = fv([f"tfresnet {command}", *argv[2:]])
     except flags.Error as err:
         print(
-            f"error: tfresnet {command}: {err}\nSee `tfresnet {command} --help`.", file=sys.stderr
+            f"error: tfresnet {command}: {err} (see `tfresnet {command} --help`)", file=sys.stderr
         )
-        return 2
+        return EXIT_USAGE
     if fv.help:
         print(f"tfresnet {command} flags:\n{fv.get_help()}")
         return 0
-    from tfresnet.train import TrainingError
-
     try:
         return RUNNERS[command](fv, args[1:])
-    except TrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except BaseException as err:  # noqa: BLE001 -- every failure becomes one line and a code
+        status, message = classify_error(err, fv)
+        if fv.traceback:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return status
+
+
+def classify_error(err, fv=None):
+    """(exit status, one-line message) for an exception that ended a command."""
+    import tensorflow as tf
+
+    from tfresnet.train import TrainingError
+
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted; run the same command again to resume the run."
+    if isinstance(err, tf.errors.UnavailableError | tf.errors.DeadlineExceededError):
+        return EXIT_RETRY, _lost_worker_message(first, fv)
+    if isinstance(err, TrainingError):
+        return EXIT_FAILED, first
+    if isinstance(err, PermissionError | IsADirectoryError | NotADirectoryError):
+        return EXIT_FAILED, f"cannot write or read {err.filename!r}: {err.strerror}."
+    if isinstance(err, ValueError | FileNotFoundError):
+        return EXIT_USAGE, first
+    if isinstance(err, OSError):
+        return EXIT_FAILED, first
+    if isinstance(err, tf.errors.OpError):
+        # TensorFlow's own words, without its {{function_node ...}} prefix.
+        text = (err.message or first).split("}}")[-1].strip().splitlines()[0]
+        return EXIT_FAILED, f"{type(err).__name__}: {text}"
+    hint = "" if fv is not None and fv.traceback else " (--traceback shows where)"
+    return EXIT_FAILED, f"{type(err).__name__}: {first}{hint}"
+
+
+def _lost_worker_message(detail, fv):
+    """Which worker was lost, and the epoch every worker resumes from when restarted."""
+    import re
+
+    from tfresnet import rundir
+
+    peer = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", detail)
+    who = f"worker {peer.group(1)}:{peer.group(2)}" if peer else "a peer worker"
+    resume = ""
+    run_dir = getattr(fv, "run_dir", None) if fv is not None and "run_dir" in fv else None
+    if run_dir:
+        resume = f" from epoch {rundir.load_state(run_dir).epoch + 1}"
+    return (
+        f"lost contact with {who} ({detail[:200]}). Restart every worker with the same "
+        f"command: the run resumes{resume}."
+    )
 
 
 def run():

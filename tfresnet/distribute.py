@@ -174,7 +174,7 @@ def read_tf_config():
     and this process's task from it; a typo otherwise surfaces as a hang.
     """
     raw = os.environ.get("TF_CONFIG")
-    hint = f"Set it on each worker, e.g. for 2 workers:\nTF_CONFIG='{TF_CONFIG_EXAMPLE}'"
+    hint = f"Set it on each worker, e.g. for 2 workers: TF_CONFIG='{TF_CONFIG_EXAMPLE}'"
     if not raw:
         raise ValueError(f"multi_worker needs the TF_CONFIG environment variable. {hint}")
     try:
@@ -187,7 +187,13 @@ def read_tf_config():
         raise ValueError(f"TF_CONFIG needs a 'cluster' with a 'worker' list. Got {raw!r}. {hint}")
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise ValueError(f"TF_CONFIG needs 'task': {{'type', 'index'}}. Got {raw!r}. {hint}")
-    if task["type"] not in cluster or not 0 <= task["index"] < len(cluster[task["type"]]):
+    index = task["index"]
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ValueError(
+            f"TF_CONFIG task index must be a JSON integer; got {index!r} "
+            f"({type(index).__name__}). {hint}"
+        )
+    if task["type"] not in cluster or not 0 <= index < len(cluster[task["type"]]):
         raise ValueError(f"TF_CONFIG task {task} is not in its cluster {cluster}. {hint}")
     return config
 

@@ -84,6 +84,13 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
         if self.steps_per_execution < 1:
             raise ValueError(f"steps_per_execution must be >= 1; got {self.steps_per_execution}.")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1; got {self.image_size}.")
+        if self.pretrained and not files.exists(self.pretrained):
+            raise ValueError(
+                f"pretrained weights file {self.pretrained!r} does not exist (give a "
+                "keras.applications ResNet .h5 file)."
+            )
         if self.resume and self.overwrite:
             raise ValueError("Give at most one of resume and overwrite.")
         if self.run_dir is None:
@@ -249,6 +256,12 @@ def make_model(config, info, strategy):
     )
     if config.pretrained:
         from tfresnet import pretrained
+
+        if info.image_shape[-1] != 3:
+            raise ValueError(
+                f"--pretrained weights are for RGB images, but {info.name} has "
+                f"{info.image_shape[-1]} channel(s)."
+            )
 
         # keras.applications' layout (v1 strides, conv biases, its BN epsilon, option B) and
         # its caffe pixel means, so the transplanted weights see the inputs they were trained on.

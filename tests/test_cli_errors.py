@@ -1,0 +1,261 @@
+"""Every bad input we handle: one line on stderr, no traceback, exit 2 (usage) or 1 (runtime).
+
+The table in docs/errors.md is made from CASES by running this file:
+
+    python tests/test_cli_errors.py > docs/errors.md
+
+and a test checks that every case is in it, so the page cannot drift from what is tested.
+"""
+
+import contextlib
+import gzip
+import io
+import os
+import shutil
+import sys
+import zipfile
+
+import pytest
+
+from tfresnet import cli
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCS = os.path.join(os.path.dirname(HERE), "docs", "errors.md")
+BASE = ["train", "--model=cifar_resnet8", "--noexport", "--verbose=0", "--run_dir={tmp}/r"]
+TRAIN = [*BASE, "--epochs=1"]
+
+
+def _folder(root, classes, per_class=2, size=(8, 8)):
+    from PIL import Image
+
+    for cls in classes:
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+        for i in range(per_class):
+            Image.new("L", size, 40 * i).save(os.path.join(root, cls, f"{i}.png"))
+    return root
+
+
+def _model_file(path):
+    from tfresnet import build_model
+
+    build_model("cifar_resnet8", input_shape=(8, 8, 1), num_classes=10).save(path)
+    return path
+
+
+def _finished_run(tmp):
+    run = os.path.join(tmp, "finished")
+    argv = [a.format(tmp=tmp) for a in BASE]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["tfresnet", *argv, "--steps=1", f"--run_dir={run}"]) == 0
+    return run
+
+
+# (what is wrong, command after `tfresnet`, exit status, text the one-line message contains).
+# `{tmp}` is a scratch folder; `{keras}`, `{cut_keras}`, `{flipped_keras}`, `{run}` are made
+# there by `_prepare`.
+CASES = [
+    ("unknown command", ["trian"], 2, "unknown command 'trian'; allowed: train"),
+    ("unknown flag", ["train", "--epoch=3"], 2, "Unknown command line flag 'epoch'"),
+    ("unknown model", ["train", "--model=resnet21"], 2, "6n+2"),
+    ("unknown model name", ["train", "--model=vgg16"], 2, "Unknown model name 'vgg16'"),
+    ("precision not allowed", ["train", "--precision=float8"], 2, "--precision"),
+    ("strategy not allowed", ["train", "--strategy=horovod"], 2, "--strategy"),
+    ("shortcut not allowed", ["train", "--shortcut=D"], 2, "--shortcut"),
+    ("lr rule not allowed", ["train", "--lr_rule=sqrt"], 2, "--lr_rule"),
+    ("batch size 0", [*TRAIN, "--batch_size=0"], 2, "batch_size must be >= 1"),
+    ("batch larger than the data", [*TRAIN, "--batch_size=5000"], 2, "larger than the 1438"),
+    ("negative epochs", [*BASE, "--epochs=-1"], 2, "epochs must be"),
+    ("zero budget", [*BASE, "--budget=0"], 2, "budget must be"),
+    ("zero steps", [*BASE, "--steps=0"], 2, "steps must be"),
+    ("two run lengths", [*TRAIN, "--steps=5"], 2, "at most one of"),
+    ("steps per execution 0", [*TRAIN, "--steps_per_execution=0"], 2, "steps_per_execution"),
+    ("resume and overwrite", [*TRAIN, "--resume", "--overwrite"], 2, "at most one of resume"),
+    ("negative validation size", [*TRAIN, "--validation_size=-1"], 2, "validation_size must"),
+    ("validation takes all data", [*TRAIN, "--validation_size=5000"], 2, "leaves no training"),
+    ("unknown data set", [*TRAIN, "--dataset=no_such_set"], 2, "Unknown data set 'no_such_set'"),
+    ("missing data folder", [*TRAIN, "--dataset={tmp}/none/"], 2, "does not exist"),
+    ("folder with one class", [*TRAIN, "--dataset={tmp}/one"], 2, "at least 2"),
+    ("empty class folder", [*TRAIN, "--dataset={tmp}/empty"], 2, "hold no readable image"),
+    ("truncated IDX file", [*TRAIN, "--dataset={tmp}/idx"], 2, "truncated or padded"),
+    ("image size 0", [*TRAIN, "--dataset={tmp}/two", "--image_size=0"], 2, "image_size must"),
+    ("replicas 0", [*TRAIN, "--num_replicas=0"], 2, "num_replicas must be"),
+    ("resume with no run", [*TRAIN, "--resume", "--run_dir={tmp}/new"], 1, "no run to continue"),
+    ("finished run", [*BASE, "--steps=1", "--run_dir={run}"], 1, "holds a finished run"),
+    ("different run", [*TRAIN, "--run_dir={run}"], 1, "holds a different run"),
+    ("unwritable run dir", [*TRAIN, "--run_dir=/sys/tfresnet-run"], 1, "Operation not permitted"),
+    ("run dir under a file", [*TRAIN, "--run_dir={keras}/run"], 1, "is not a directory"),
+    ("missing pretrained file", [*TRAIN, "--pretrained={tmp}/no.h5"], 2, "no.h5' does not exist"),
+    ("TF_CONFIG not JSON", ["TF_CONFIG=nope", *TRAIN], 2, "TF_CONFIG is not valid JSON"),
+    ("TF_CONFIG index a string", ["TF_CONFIG=STRING_INDEX", *TRAIN], 2, "must be a JSON integer"),
+    ("evaluate: no model", ["evaluate", "--model_path={tmp}/x.keras"], 2, "No model at"),
+    ("evaluate: truncated .keras", ["evaluate", "--model_path={cut_keras}"], 2, "not a readable"),
+    ("evaluate: corrupt .keras", ["evaluate", "--model_path={flipped_keras}"], 2, "not a readable"),
+    ("evaluate: not .keras", ["evaluate", "--model_path={tmp}/one/a/0.png"], 2, "not a .keras"),
+    ("evaluate: batch 0", ["evaluate", "--model_path={keras}", "--batch_size=0"], 2, ">= 1"),
+    (
+        "evaluate: shape mismatch",
+        ["evaluate", "--model_path={keras}", "--dataset={tmp}/two", "--image_size=16"],
+        2,
+        "takes (8, 8, 1) images",
+    ),
+    ("evaluate: flag missing", ["evaluate"], 2, "--model_path"),
+    ("export: no export dir", ["export", "--model_path={keras}"], 2, "--export_dir"),
+    ("export: truncated .keras", ["export", "--model={cut_keras}", "--export_dir={tmp}/e"], 2, "not a readable"),  # noqa: E501
+    ("export: top_k 0", ["export", "--model={keras}", "--export_dir={tmp}/e", "--top_k=0"], 2, "top_k"),  # noqa: E501
+    ("export: bad name", ["export", "--model={keras}", "--export_dir={tmp}/e", "--model_name=a/b"], 2, "model_name"),  # noqa: E501
+    ("predict: no export", ["predict", "--model={tmp}/none", "{tmp}/one/a/0.png"], 2, "none"),
+    ("tune: unknown tuner", ["tune", "--tuner=annealing"], 2, "--tuner"),
+    ("models: unknown name", ["models", "--names=resnet7"], 2, "6n+2"),
+]
+
+PLACEHOLDERS = {
+    "tmp": "<tmp>",
+    "keras": "<model.keras>",
+    "cut_keras": "<truncated.keras>",
+    "flipped_keras": "<corrupt.keras>",
+    "run": "<finished run>",
+}
+TF_CONFIGS = {
+    "STRING_INDEX": '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
+    '"index": "0"}}',
+}
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("errors"))
+    _folder(os.path.join(tmp, "one"), ["a"])
+    _folder(os.path.join(tmp, "two"), ["a", "b"], per_class=3)
+    _folder(os.path.join(tmp, "empty"), ["a", "b"])
+    os.makedirs(os.path.join(tmp, "empty", "c"))
+    idx = os.path.join(tmp, "idx")
+    sys.path.insert(0, HERE)
+    from test_idx import write_mnist_folder
+
+    write_mnist_folder(__import__("pathlib").Path(idx))
+    path = os.path.join(idx, "t10k-images-idx3-ubyte.gz")
+    with gzip.open(path) as f:
+        raw = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(raw[:-10])
+    keras_path = _model_file(os.path.join(tmp, "m.keras"))
+    cut = os.path.join(tmp, "cut.keras")
+    with open(keras_path, "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[: len(data) // 2])
+    flipped = os.path.join(tmp, "flipped.keras")
+    with zipfile.ZipFile(keras_path) as src, zipfile.ZipFile(flipped, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item.filename)
+            if item.filename.endswith(".json"):
+                body = body[:10] + b"\x00\xff" + body[12:]
+            dst.writestr(item, body)
+    return {
+        "tmp": tmp,
+        "keras": keras_path,
+        "cut_keras": cut,
+        "flipped_keras": flipped,
+        "run": _finished_run(tmp),
+    }
+
+
+def run_case(argv, values):
+    """(status, stderr) of `tfresnet argv`, with {placeholders} and TF_CONFIG=... applied."""
+    env = {}
+    while argv and "=" in argv[0] and argv[0].split("=")[0].isupper():
+        key, value = argv[0].split("=", 1)
+        env[key] = TF_CONFIGS.get(value, value)
+        argv = argv[1:]
+    argv = [a.format(**values) for a in argv]
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = cli.main(["tfresnet", *argv])
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return status, err.getvalue()
+
+
+@pytest.mark.parametrize("what, argv, status, text", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(scratch, what, argv, status, text):
+    got, stderr = run_case(list(argv), scratch)
+    assert got == status, stderr
+    assert text in stderr, stderr
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr  # one line
+
+
+def test_traceback_flag_shows_where(scratch):
+    status, stderr = run_case([*TRAIN, "--batch_size=5000", "--traceback"], scratch)
+    assert status == 2 and "Traceback (most recent call last)" in stderr
+
+
+def test_a_lost_worker_is_retryable_and_says_where_to_resume(tmp_path):
+    import tensorflow as tf
+
+    from tfresnet import files, rundir
+
+    run = str(tmp_path / "run")
+    files.write_json(os.path.join(run, "backup", rundir.STATE), {"epoch": 4, "weights": "w"})
+    lost = tf.errors.UnavailableError(
+        None, None, "Socket closed. Peer /job:worker/replica:0/task:1 is unreachable"
+    )
+    fv = type("Flags", (), {"run_dir": run, "traceback": False, "__contains__": lambda s, k: 1})()
+    status, message = cli.classify_error(lost, fv)
+    assert status == cli.EXIT_RETRY == 138
+    assert "lost contact with worker worker:1" in message and "resumes from epoch 5" in message
+    assert cli.classify_error(KeyboardInterrupt(), fv)[0] == 130
+
+
+def test_the_docs_list_every_case():
+    with open(DOCS) as f:
+        page = f.read()
+    for what, *_ in CASES:
+        assert f"| {what} |" in page, f"docs/errors.md lacks {what!r}: regenerate it (see top)"
+    assert len(CASES) >= 35
+
+
+def markdown(values):
+    """The docs table: each case with the status and message a user sees."""
+    rows = [
+        "# Bad input and what tfresnet says",
+        "",
+        "Every case is run by `tests/test_cli_errors.py`; this page is its output "
+        "(`python tests/test_cli_errors.py > docs/errors.md`). Status 2: fix the command; "
+        "1: the run cannot go on; 130: interrupted (run it again to resume); 138: a peer "
+        "worker was lost (retryable). `--traceback` adds the Python traceback. Paths below "
+        "are from the scratch folder the test makes.",
+        "",
+        "| input | command | status | message |",
+        "|---|---|---:|---|",
+    ]
+    for what, argv, _, _ in CASES:
+        status, stderr = run_case(list(argv), values)
+        message = next(line for line in stderr.splitlines() if line.startswith("error:"))
+        message = message.replace(values["tmp"], "<tmp>").replace("|", "\\|")
+        env = [a for a in argv if a.split("=")[0].isupper()]
+        command = " ".join([*env, "tfresnet", *argv[len(env) :]]).replace("|", "\\|")
+        for key, shown in PLACEHOLDERS.items():
+            command = command.replace("{" + key + "}", shown)
+        rows.append(f"| {what} | `{command}` | {status} | {message} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    class _Factory:
+        def mktemp(self, name):
+            return tempfile.mkdtemp(prefix=name)
+
+    values = scratch.__wrapped__(_Factory())
+    try:
+        sys.stdout.write(markdown(values))
+    finally:
+        shutil.rmtree(values["tmp"], ignore_errors=True)
