@@ -100,9 +100,24 @@ CASES = [
     ),
     ("evaluate: flag missing", ["evaluate"], 2, "--model_path"),
     ("export: no export dir", ["export", "--model_path={keras}"], 2, "--export_dir"),
-    ("export: truncated .keras", ["export", "--model={cut_keras}", "--export_dir={tmp}/e"], 2, "not a readable"),  # noqa: E501
-    ("export: top_k 0", ["export", "--model={keras}", "--export_dir={tmp}/e", "--top_k=0"], 2, "top_k"),  # noqa: E501
-    ("export: bad name", ["export", "--model={keras}", "--export_dir={tmp}/e", "--model_name=a/b"], 2, "model_name"),  # noqa: E501
+    (
+        "export: truncated .keras",
+        ["export", "--model={cut_keras}", "--export_dir={tmp}/e"],
+        2,
+        "not a readable",
+    ),
+    (
+        "export: top_k 0",
+        ["export", "--model={keras}", "--export_dir={tmp}/e", "--top_k=0"],
+        2,
+        "top_k",
+    ),
+    (
+        "export: bad name",
+        ["export", "--model={keras}", "--export_dir={tmp}/e", "--model_name=a/b"],
+        2,
+        "model_name",
+    ),
     ("predict: no export", ["predict", "--model={tmp}/none", "{tmp}/one/a/0.png"], 2, "none"),
     ("tune: unknown tuner", ["tune", "--tuner=annealing"], 2, "--tuner"),
     ("models: unknown name", ["models", "--names=resnet7"], 2, "6n+2"),
