@@ -6,6 +6,7 @@ import keras
 import pytest
 
 from tfresnet import evaluate as evaluate_lib
+from tfresnet import models
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -172,3 +173,17 @@ def test_fine_tune_from_keras_applications_weights(tmp_path):
         weights["conv5_block3_3_conv"][0],
         atol=1e-6,
     )
+
+
+def test_a_custom_spec_trains_exports_and_reloads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run directory is runs/<model>-<data> under it
+    spec = "resnet8:width_multiplier=2"
+    results = train_lib.train(
+        _config(tmp_path, model=spec, run_dir=None, epochs=1, export=True, validation_size=0)
+    )
+    run = results["config"]["run_dir"]
+    assert os.path.basename(run) == "resnet8-width_multiplier-2-digits"
+    assert results["model"]["params"] > 3 * 75_290  # twice the width: about 4x the weights
+    assert os.path.isdir(os.path.join(run, "export", "resnet8-width_multiplier-2", "1"))
+    reloaded = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
+    assert models.count_params(reloaded) == results["model"]["params"]

@@ -68,7 +68,7 @@ def summarize(config, model, info, state, test, *, schedule, policy, replicas) -
         "curves": curves,
         "model": {
             "name": model.name,
-            "depth": models.get_spec(config.model).depth,
+            "depth": models.resolve_spec(config.model).depth,
             "params": models.count_params(model),
             "multiply_adds": models.count_flops(model),
         },

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 
 import keras
 
@@ -79,7 +80,7 @@ class TrainConfig:
             )
         if self.recipe is not None:
             recipes.get_recipe(self.recipe)
-        models.get_spec(self.model)
+        models.resolve_spec(self.model)  # a table name or a spec string (models.parse_model)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
         if self.steps_per_execution < 1:
@@ -94,7 +95,7 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ValueError("Give at most one of resume and overwrite.")
         if self.run_dir is None:
-            self.run_dir = os.path.join("runs", f"{self.model}-{_slug(self.dataset)}")
+            self.run_dir = os.path.join("runs", f"{model_slug(self.model)}-{_slug(self.dataset)}")
 
     def identity(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
@@ -102,6 +103,12 @@ class TrainConfig:
 
 def _slug(name):
     return os.path.basename(os.path.normpath(str(name))) or "data"
+
+
+def model_slug(model: str) -> str:
+    """A file and TF Serving name for a model name or spec string ("resnet20:width_..." ->
+    "resnet20-width_multiplier-2")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(model)).strip("-.") or "model"
 
 
 def write_json(path, obj):
@@ -313,7 +320,7 @@ def fit_model(
             lr = recipes.paper_schedule(
                 pick_recipe(config, data.info),
                 schedule.steps,
-                depth=models.get_spec(config.model).depth,
+                depth=models.resolve_spec(config.model).depth,
                 learning_rate=schedule.learning_rate,
             )
             compile_model(model, pick_recipe(config, data.info), lr, config.steps_per_execution)
@@ -436,7 +443,7 @@ def _export_once(config, model, info, out):
     """Version 1 of the run's SavedModel; a complete one from an interrupted finish is kept."""
     from tfresnet import export
 
-    model_dir = files.join(out, "export", config.model)
+    model_dir = files.join(out, "export", model_slug(config.model))
     files.remove_stale_temps(model_dir)
     final = files.join(model_dir, "1")
     if files.exists(final):
@@ -444,7 +451,7 @@ def _export_once(config, model, info, out):
     return export.export_for_serving(
         model,
         files.join(out, "export"),
-        model_name=config.model,
+        model_name=model_slug(config.model),
         class_names=list(info.class_names) or None,
         version=1,
     )
