@@ -462,7 +462,7 @@ def writable_dir(path, strategy):
     others write to a temporary directory removed on exit.
     """
     if is_chief(strategy):
-        os.makedirs(path, exist_ok=True)
+        tf.io.gfile.makedirs(path)
         yield path
         return
     task_id = strategy.cluster_resolver.task_id

@@ -36,7 +36,7 @@ def load_model_file(model_path: str):
 
 def run_config_of(model_path: str) -> dict:
     """The `config.json` of the run a model belongs to ({} when there is none)."""
-    folder = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    folder = model_path if tf.io.gfile.isdir(model_path) else os.path.dirname(model_path)
     for candidate in (folder, os.path.dirname(folder)):  # run dir, or run dir/checkpoints
         path = os.path.join(candidate, "config.json")
         if candidate and files.exists(path):
@@ -48,7 +48,7 @@ def run_config_of(model_path: str) -> dict:
 
 
 def resolve_model_path(model_path: str) -> str:
-    return os.path.join(model_path, "model.keras") if os.path.isdir(model_path) else model_path
+    return os.path.join(model_path, "model.keras") if tf.io.gfile.isdir(model_path) else model_path
 
 
 def evaluate(

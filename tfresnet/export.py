@@ -16,17 +16,14 @@ The served graph is the inference form of the model, BN folded into the convs
 import contextlib
 import os
 import re
-import shutil
 import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
-from tfresnet import evaluate as evaluate_lib
+from tfresnet import files, inference
 from tfresnet import images as images_lib
-from tfresnet import inference
 
 RESIZE_MODES = ("stretch", "crop", "auto")
 CROP_MIN_SIZE = 128  # "auto" crops when the model input is at least this large (ImageNet-like)
@@ -91,13 +88,13 @@ def export_for_serving(
     top_k = _check_top_k(top_k, num_classes)
     mode = resize_mode(resize, (height, width))
 
-    model_dir = os.path.join(os.path.abspath(os.fspath(base_dir)), model_name)
+    model_dir = os.path.join(_absolute(os.fspath(base_dir)), model_name)
     version = _check_version(model_dir, version)
     final_dir = os.path.join(model_dir, str(version))
-    created_model_dir = not os.path.isdir(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
+    created_model_dir = not tf.io.gfile.isdir(model_dir)
+    tf.io.gfile.makedirs(model_dir)
     temp_dir = _temp_path(model_dir, f"{version}-")
-    os.mkdir(temp_dir)  # not mkdtemp: that makes it 0700, and TF Serving may run as another user
+    tf.io.gfile.mkdir(temp_dir)  # not mkdtemp: 0700, and TF Serving may run as another user
     try:
         served = inference.fold_batch_norm(model) if fold_batch_norm else model
         archive = _build_archive(served, mode, top_k, class_names, max_pixels)
@@ -105,9 +102,9 @@ def export_for_serving(
         _write_assets_extra(temp_dir, model_name, (height, width, channels), class_names, warmup)
         _rename_into_place(temp_dir, final_dir)
     except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        if created_model_dir and not os.listdir(model_dir):
-            os.rmdir(model_dir)
+        files.remove(temp_dir)
+        if created_model_dir and not tf.io.gfile.listdir(model_dir):
+            files.remove(model_dir)
         raise
     update_models_config(os.path.dirname(model_dir), model_name, model_dir)
     return final_dir
@@ -124,10 +121,11 @@ def resize_mode(resize, size):
 
 def model_versions(model_dir):
     """Integer version folders of a model directory, ascending (what TF Serving would load)."""
-    if not os.path.isdir(model_dir):
+    if not tf.io.gfile.isdir(model_dir):
         return []
-    names = [n for n in os.listdir(model_dir) if n.isdigit()]
-    return sorted(int(n) for n in names if os.path.isdir(os.path.join(model_dir, n)))
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(model_dir)]
+    names = [n for n in names if n.isdigit()]
+    return sorted(int(n) for n in names if tf.io.gfile.isdir(os.path.join(model_dir, n)))
 
 
 def update_models_config(base_dir, model_name, model_dir):
@@ -145,18 +143,15 @@ def update_models_config(base_dir, model_name, model_dir):
         entries = config.model_config_list.config
         entry = next((e for e in entries if e.name == model_name), None) or entries.add()
         entry.name = model_name
-        entry.base_path = os.path.abspath(model_dir)
+        entry.base_path = _absolute(model_dir)
         entry.model_platform = "tensorflow"
-        temp_path = _temp_path(base_dir, "config-")
-        try:
-            with open(temp_path, "x") as f:
-                f.write(text_format.MessageToString(config))
-            os.replace(temp_path, path)
-        except BaseException:
-            if os.path.exists(temp_path):
-                os.unlink(temp_path)
-            raise
+        files.write_text(path, text_format.MessageToString(config))
     return path
+
+
+def _absolute(path):
+    """An absolute local path; remote paths (gs://, ram://) as they are."""
+    return path if files.is_remote(path) else os.path.abspath(path)
 
 
 def _temp_path(directory, stem):
@@ -170,6 +165,8 @@ def _config_lock(base_dir):
     try:
         import fcntl
     except ImportError:  # Windows: no lock, the rename is still atomic
+        fcntl = None
+    if fcntl is None or files.is_remote(base_dir):  # object stores have no file locks
         yield
         return
     with open(os.path.join(base_dir, _LOCK_FILE), "a") as lock:
@@ -185,8 +182,8 @@ def _read_models_config(path):
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    if os.path.exists(path):
-        with open(path) as f:
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
             try:
                 text_format.Parse(f.read(), config)
             except text_format.ParseError as e:
@@ -266,7 +263,7 @@ def _check_version(model_dir, version):
         return next_free
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
         raise ValueError(f"version must be an integer >= 0; got {version!r}.")
-    if os.path.exists(os.path.join(model_dir, str(int(version)))):
+    if tf.io.gfile.exists(os.path.join(model_dir, str(int(version)))):
         raise ValueError(
             f"Version {version} of {os.path.basename(model_dir)} already exists in {model_dir}; "
             f"versions are immutable once served. Use version={next_free} (the next free one) "
@@ -404,9 +401,9 @@ def fit_to_size(images, size, mode):
 
 def _write_assets_extra(export_dir, model_name, input_shape, class_names, warmup):
     extra = os.path.join(export_dir, EXTRA_DIR)
-    os.makedirs(extra, exist_ok=True)
+    tf.io.gfile.makedirs(extra)
     if class_names is not None:
-        with open(os.path.join(extra, CLASS_NAMES_FILE), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(extra, CLASS_NAMES_FILE), "w") as f:
             f.write("".join(f"{name}\n" for name in class_names))
     if warmup:
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), model_name, input_shape)
@@ -433,73 +430,26 @@ def write_warmup_requests(path, model_name, input_shape):
 
 
 def _rename_into_place(temp_dir, final_dir):
-    """Atomic on one file system; refuses to replace a version that appeared meanwhile."""
-    try:
+    """Move the finished export to its version folder; refuses to replace one that appeared
+    meanwhile. Atomic on a local file system. Object stores cannot rename a folder: the files
+    are copied one by one, saved_model.pb last (a loader that finds it finds a whole model),
+    then the temporary folder is removed."""
+    if tf.io.gfile.exists(final_dir):
+        raise ValueError(
+            f"Version folder {final_dir} appeared while exporting (another export?); "
+            "nothing was overwritten."
+        )
+    if not files.is_remote(final_dir):
         os.rename(temp_dir, final_dir)
-    except OSError as e:
-        if os.path.exists(final_dir):
-            raise ValueError(
-                f"Version folder {final_dir} appeared while exporting (another export?); "
-                f"nothing was overwritten."
-            ) from e
-        raise
-
-
-# --- command line: `tfresnet export` ------------------------------------------------------
-
-
-def define_flags(fv):
-    """Flags of `tfresnet export` (the CLI finds this hook and `run_command`)."""
-    flags.DEFINE_string(
-        "model_path", None, "A .keras file or a run directory (its model.keras).", flag_values=fv
-    )
-    flags.DEFINE_alias("model", "model_path", flag_values=fv)
-    flags.DEFINE_string(
-        "export_dir", None, "Base dir: <export_dir>/<model_name>/<version>/.", flag_values=fv
-    )
-    flags.DEFINE_string("model_name", None, "Served name; default the model's.", flag_values=fv)
-    flags.DEFINE_integer("version", None, "Version; default the next free one.", flag_values=fv)
-    flags.DEFINE_string("class_names", None, "Text file, one class per line.", flag_values=fv)
-    flags.DEFINE_integer("top_k", 5, "Classes returned per image.", flag_values=fv)
-    flags.DEFINE_enum(
-        "resize", "auto", RESIZE_MODES, "How images reach the model size.", flag_values=fv
-    )
-    flags.DEFINE_bool("warmup", True, "Write a TF Serving warm-up request.", flag_values=fv)
-    flags.DEFINE_bool(
-        "fold_batch_norm", True, "Serve with BN folded into the convs.", flag_values=fv
-    )
-    flags.DEFINE_integer(
-        "max_pixels",
-        images_lib.MAX_PIXELS,
-        "serving_bytes refuses larger images (size read from the header, before decoding).",
-        lower_bound=1,
-        flag_values=fv,
-    )
-
-
-def run_command(fv, args=()):
-    """Load the .keras model the flags name, export it, print the version directory."""
-    if not fv.model_path or not fv.export_dir:
-        raise ValueError("tfresnet export needs --model_path (or --model) and --export_dir.")
-    model_path = fv.model_path
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, "model.keras")
-    model = evaluate_lib.load_model_file(model_path)
-    class_names = None
-    if fv.class_names:
-        with open(fv.class_names) as f:
-            class_names = [line.rstrip("\n") for line in f if line.strip()]
-    path = export_for_serving(
-        model,
-        fv.export_dir,
-        model_name=fv.model_name,
-        version=fv.version,
-        class_names=class_names,
-        top_k=fv.top_k,
-        resize=fv.resize,
-        warmup=fv.warmup,
-        fold_batch_norm=fv.fold_batch_norm,
-        max_pixels=fv.max_pixels,
-    )
-    print(path)
-    return 0
+        return
+    copies = []
+    for folder, _, names in tf.io.gfile.walk(temp_dir):
+        target = final_dir + folder[len(temp_dir) :]
+        tf.io.gfile.makedirs(target)
+        copies += [(os.path.join(folder, n), os.path.join(target, n)) for n in names]
+    # ram:// lists "assets.extra/x" also as "assets/.extra": keep only real files.
+    copies = [(a, b) for a, b in copies if tf.io.gfile.exists(a) and not tf.io.gfile.isdir(a)]
+    copies.sort(key=lambda pair: os.path.basename(pair[0]) == "saved_model.pb")
+    for source, target in copies:
+        tf.io.gfile.copy(source, target, overwrite=False)
+    files.remove(temp_dir)

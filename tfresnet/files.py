@@ -1,14 +1,12 @@
 """Files that survive a kill at any instant, on local disks and on object stores (gs://, ram://).
 
 Every path goes through `tf.io.gfile`, so a run directory can be local, on GCS or on TF's
-in-memory file system alike. A file is never written in place:
-
-- on a local disk, it is written to a temporary name beside its target and renamed over it
-  (atomic on POSIX file systems);
-- on an object store (any `scheme://` path), where rename is a copy and not atomic, the object is
-  written once under its final name: object stores make a single object visible all at once.
-
-A reader therefore sees the old file or the new one, never half of one. Multi-file records
+in-memory file system alike. A file is never written in place: it
+is written to a temporary name beside its target and renamed over it. On a local disk that
+rename is atomic; on an object store (any `scheme://` path) it is a server-side copy, and a
+single object becomes visible all at once. A reader therefore sees the old file or the new one,
+never half of one (a truncating overwrite in place is what this avoids: TF's ram:// file
+system, like a killed local write, would leave a mix of both). Multi-file records
 (a backup of an epoch) are made atomic one level up: new files under new names, then one small
 marker file that points at them, written last (see `tfresnet.rundir`).
 """
@@ -44,12 +42,13 @@ def makedirs(path: str) -> None:
 def remove(path: str) -> None:
     """Remove a file or a folder tree; nothing if it is not there."""
     path = str(path)
-    if not tf.io.gfile.exists(path):
-        return
-    if tf.io.gfile.isdir(path):
-        tf.io.gfile.rmtree(path)
-    else:
-        tf.io.gfile.remove(path)
+    try:
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:  # gone meanwhile (or ram://'s listing of a phantom entry)
+        pass
 
 
 def read_text(path: str) -> str:
@@ -66,20 +65,18 @@ def temp_name(path: str) -> str:
 def write_atomically(path: str, write) -> None:
     """Make `path` by calling `write(target)`, so that `path` is either old or whole.
 
-    `write` gets the name to write to: a temporary one beside `path` on a local disk (renamed
-    into place afterwards), `path` itself on an object store.
+    `write` gets a temporary name beside `path`, which is then renamed over it: atomic on a
+    local disk; on an object store a server-side copy, which makes the new object visible
+    all at once.
     """
     path = str(path)
     folder = os.path.dirname(path)
     if folder:
         makedirs(folder)
-    if is_remote(path):
-        write(path)
-        return
     temp = temp_name(path)
     try:
         write(temp)
-        os.replace(temp, path)
+        tf.io.gfile.rename(temp, path, overwrite=True)
     except BaseException:
         remove(temp)
         raise
