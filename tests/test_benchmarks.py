@@ -193,3 +193,21 @@ def test_end_to_end_runs_both_on_small_idx_files(tmp_path, peer):
         assert record["wall_s"] > 0 and record["load1"] >= 0
     assert records[2]["ratios"] == [round(records[1]["wall_s"] / records[0]["wall_s"], 3)]
     assert not list(tmp_path.glob("e2e-tfresnet-*"))  # run directories cleaned up
+
+
+def test_torchvision_peer_prints_one_line_of_rates():
+    pytest.importorskip("torch", reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
+    command = [
+        sys.executable, str(BENCHMARKS / "torchvision_resnet50_bench.py"), "--image_size=32",
+        "--batch_size=2", "--steps=1", "--repeats=1", "--warmup=1", "--precision=fp32",
+        "--device=cpu",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["peer"] == "torchvision" and record["model"] == "resnet50"
+    assert (record["precision"], record["image_size"], record["batch_size"]) == ("fp32", 32, 2)
+    # torchvision's net, or the stand-in: the same ResNet-50 as tfresnet's, parameter for parameter
+    ours = models.build_model("resnet50", input_shape=(32, 32, 3))
+    assert record["params"] == models.count_params(ours) == 25_557_032
+    assert record["train_img_s"] > 0 and record["infer_img_s"] > 0
