@@ -247,3 +247,67 @@ def test_legacy_keras_backup_still_resumes(tmp_path):
     keras.backend.clear_session()
     results = train_lib.train(config)
     assert results["curves"]["epoch"] == [1, 2] and _epochs_in_history(run) == [0, 1]
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Requests a stop (as the CLI's SIGTERM handler does) at one global step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            rundir.STOP_REQUESTED.set()
+
+
+def test_a_stop_request_backs_up_mid_epoch_and_resumes_there(tmp_path, reference):
+    config = _config(tmp_path)
+    train_lib.check_run_dir(config)
+    os.makedirs(config.run_dir)
+    files.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
+    try:
+        with pytest.raises(rundir.Preempted, match="epoch 2 after 4 batches"):
+            train_lib.fit_model(config, extra_callbacks=[_StopAt(11 + 4)])
+    finally:
+        rundir.STOP_REQUESTED.clear()
+    state = rundir.load_state(config.run_dir)
+    assert (state.epoch, state.batch) == (1, 4) and state.previous["epoch"] == 1
+    keras.backend.clear_session()
+    results = train_lib.train(config)
+    run = tmp_path / "run"
+    assert _epochs_in_history(run) == [0, 1, 2] and not (run / "backup").exists()
+    model = keras.saving.load_model(run / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == EPOCHS * 11  # no batch twice, none lost
+    assert results["final"]["test_error"] == pytest.approx(
+        reference["final"]["test_error"], abs=2 / 359
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_backs_up_exits_143_and_the_same_command_finishes(tmp_path):
+    """The real signal through the real command (as a cluster manager sends it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    argv = [
+        sys.executable, "-m", "tfresnet.cli", "train", "--model=cifar_resnet8", "--epochs=40",
+        "--batch_size=32", "--noexport", "--verbose=0", f"--run_dir={run}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "backup" / rundir.STATE).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # somewhere inside a later epoch
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "error: SIGTERM: stopped on request in epoch" in stderr
+    state = rundir.load_state(str(run))
+    assert state.batch > 0 and state.epoch >= 1
+    finished = subprocess.run(argv, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert _epochs_in_history(run) == list(range(40))

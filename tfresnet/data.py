@@ -518,6 +518,7 @@ def make_pipeline(
     drop_remainder=None,
     first_epoch=0,
     epochs=None,
+    skip_batches=0,
 ):
     """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`.
 
@@ -525,6 +526,7 @@ def make_pipeline(
     back, each a fresh shuffle, and every random choice is a function of (seed, epoch, position)
     alone: a run resumed at epoch K sees exactly the batches an uninterrupted run saw from epoch
     K on. Without `epochs` it is one epoch, repeated with a new shuffle each time it is iterated.
+    `skip_batches` drops the first batches of `first_epoch` (resuming inside an epoch).
     """
     size = info.image_shape[:2]
     n = info.sizes.get("train" if training else "test", 0)
@@ -559,6 +561,7 @@ def make_pipeline(
             dataset = counter.take(1).flat_map(one_epoch)
         else:
             dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+            dataset = dataset.skip(skip_batches) if skip_batches else dataset
     else:
 
         def eval_map(image, label):

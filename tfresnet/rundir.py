@@ -20,13 +20,17 @@ import dataclasses
 import io
 import logging
 import math
+import threading
 import time
 
 import keras
+import tensorflow as tf
 
 from tfresnet import files
 
 STATE = "state.json"
+# Set it (e.g. from a SIGTERM handler) to make training back up at the next step and stop.
+STOP_REQUESTED = threading.Event()
 LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
 LEGACY_WEIGHTS = "latest.weights.h5"
 
@@ -35,6 +39,17 @@ log = logging.getLogger(__name__)
 
 class RunDirError(RuntimeError):
     """The run directory is in the way of what was asked (another run, a finished run)."""
+
+
+class Preempted(Exception):
+    """Training stopped on request (`STOP_REQUESTED`) after backing up mid-epoch."""
+
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(
+            f"stopped on request in epoch {epoch + 1} after {batch} batches; the backup holds "
+            "them, and running the same command again resumes there"
+        )
+        self.epoch, self.batch = epoch, batch
 
 
 @dataclasses.dataclass
@@ -47,6 +62,7 @@ class RunState:
     """
 
     epoch: int = 0
+    batch: int = 0  # batches of epoch `epoch + 1` already trained (a preemption backup)
     weights: str | None = None  # file name in backup/ of this epoch's weights
     previous: dict | None = None  # the commit before this one: {"epoch", "weights"}
     history: list = dataclasses.field(default_factory=list)
@@ -105,6 +121,7 @@ def restore(model, run_dir: str, state: RunState) -> RunState:
                 dataclasses.replace(
                     state,
                     epoch=n,
+                    batch=prev.get("batch", 0),
                     weights=prev["weights"],
                     previous=None,
                     history=state.history[:n],
@@ -202,10 +219,21 @@ class EpochRecorder(keras.callbacks.Callback):
         self.monitor = monitor
         self.timer = timer
         self._segment = {"first_epoch": state.epoch + 1, "wall_s": 0.0}
+        self._batch_offset = state.batch  # a resumed partial epoch starts at this batch
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
-        self.state.segments.append(self._segment)
+        if not any(s is self._segment for s in self.state.segments):
+            self.state.segments.append(self._segment)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if STOP_REQUESTED.is_set():
+            done = self._batch_offset + batch + 1
+            self.commit_partial(self._epoch, done)
+            raise Preempted(self._epoch, done)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -213,6 +241,22 @@ class EpochRecorder(keras.callbacks.Callback):
         if loss is None or not math.isfinite(float(loss)):
             raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
         self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.last)
+
+    def commit_partial(self, epoch: int, batches: int) -> None:
+        """Back up the middle of epoch `epoch + 1` (0-based `epoch`): weights, then state."""
+        state, folder = self.state, backup_dir(self.out)
+        name = f"epoch-{epoch}-batch-{batches}.weights.h5"
+        files.save_weights(self.model, files.join(folder, name))
+        self._segment["wall_s"] = time.perf_counter() - self._start
+        new = dataclasses.replace(
+            state,
+            batch=batches,
+            weights=name,
+            previous=_last_whole(state),
+        )
+        files.write_json(files.join(folder, STATE), new.to_json())
+        _prune(folder, new)
+        self.state = new
 
     def commit(self, epoch: int, row: dict, train_seconds: float) -> None:
         state, out = self.state, self.out
@@ -227,24 +271,39 @@ class EpochRecorder(keras.callbacks.Callback):
         history = [*state.history, row]
         files.write_text(files.join(out, "history.csv"), history_csv(history))
         self._segment["wall_s"] = time.perf_counter() - self._start
-        stale = state.previous["weights"] if state.previous else None
+        self._batch_offset = 0
         new = RunState(
             epoch=epoch,
+            batch=0,
             weights=name,
-            previous={"epoch": state.epoch, "weights": state.weights} if state.weights else None,
+            previous=_last_whole(state),
             history=history,
             epoch_seconds=[*state.epoch_seconds, train_seconds],
-            segments=state.segments,
+            segments=state.segments,  # this segment's entry is updated in place
             best=value if improved else state.best,
         )
         files.write_json(files.join(folder, STATE), new.to_json())  # the commit point
-        if stale and stale not in (new.weights, new.previous and new.previous["weights"]):
-            files.remove(files.join(folder, stale))
-        for legacy in (LEGACY_WEIGHTS, LEGACY_METADATA):
-            if state.weights != legacy:
-                files.remove(files.join(folder, legacy))
+        _prune(folder, new)
         self.state = new
-        # `segments` is shared: this segment's entry is updated in place at each commit.
+
+
+def _last_whole(state: RunState) -> dict | None:
+    """The last commit of a whole epoch at or before `state`: what to fall back to."""
+    if state.batch:
+        return state.previous
+    return {"epoch": state.epoch, "batch": 0, "weights": state.weights} if state.weights else None
+
+
+def _prune(folder: str, state: RunState) -> None:
+    """Delete backup weights that `state` no longer points at (it keeps two)."""
+    keep = {state.weights, state.previous["weights"] if state.previous else None}
+    for name in tf.io.gfile.listdir(folder):
+        name = name.rstrip("/")
+        if name.endswith(".weights.h5") and name not in keep and files.TEMP_MARK not in name:
+            files.remove(files.join(folder, name))
+    for legacy in (LEGACY_WEIGHTS, LEGACY_METADATA):
+        if legacy not in keep:
+            files.remove(files.join(folder, legacy))
 
 
 def train_images_per_second(state: RunState, images_per_epoch: int) -> float | None:

@@ -351,19 +351,14 @@ def load_run_data(config):
 
 
 def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, evaluate_test):
-    """Train the epochs after `state.epoch`, committing each; returns the final state."""
+    """Train the epochs after `state.epoch`, committing each; returns the final state.
+
+    A backup from the middle of an epoch (a preemption) first finishes that epoch on the
+    batches it had left, then training goes on as usual.
+    """
     if state.epoch >= schedule.epochs:
         return state  # training was over; a kill came while finishing
     info, batch_size = data.info, schedule.batch_size
-    train_ds = data_lib.make_pipeline(
-        data.train,
-        info,
-        batch_size=batch_size,
-        training=True,
-        seed=config.seed,
-        first_epoch=state.epoch,
-        epochs=schedule.epochs,
-    )
     test_ds = (
         data_lib.make_pipeline(data.test, info, batch_size=batch_size, training=False)
         if config.eval_test_each_epoch
@@ -386,17 +381,33 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, eval
         *extra_callbacks,
         recorder,  # last: an epoch is committed once every other callback has seen it
     ]
+    # (first epoch, last epoch + 1, batches to skip): a partial epoch first, if any.
+    parts = [(state.epoch, state.epoch + 1, state.batch)] if state.batch else []
+    parts.append((state.epoch + (1 if state.batch else 0), schedule.epochs, 0))
     try:
-        model.fit(
-            train_ds,
-            epochs=schedule.epochs,
-            initial_epoch=state.epoch,
-            steps_per_epoch=schedule.steps_per_epoch,
-            validation_data=val_ds,
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline shuffles, seeded per epoch
-            verbose=config.verbose,
-        )
+        for first, end, skip in parts:
+            if first >= end:
+                continue
+            train_ds = data_lib.make_pipeline(
+                data.train,
+                info,
+                batch_size=batch_size,
+                training=True,
+                seed=config.seed,
+                first_epoch=first,
+                epochs=end,
+                skip_batches=skip,
+            )
+            model.fit(
+                train_ds,
+                epochs=end,
+                initial_epoch=first,
+                steps_per_epoch=schedule.steps_per_epoch - skip,
+                validation_data=val_ds,
+                callbacks=callbacks,
+                shuffle=False,  # the pipeline shuffles, seeded per epoch
+                verbose=config.verbose,
+            )
     except (RuntimeError, FloatingPointError) as err:
         if isinstance(err, RuntimeError) and "NaN or Inf loss" not in str(err):
             raise
