@@ -501,3 +501,39 @@ def test_tfresnet_train_on_two_workers_agrees(tmp_path):
     assert sorted(os.listdir(run_dir)) == sorted(
         ["checkpoints", "config.json", "history.csv", "logs", "model.keras", "results.json"]
     )
+
+
+class _TPUDouble(tf.distribute.TPUStrategy):
+    """A TPUStrategy stand-in (no TPU): reduce scales by 1/n as TPUStrategy's `_reduce_to` does."""
+
+    def __init__(self):  # no TPU system to initialise
+        self.reduced = []
+
+    def reduce(self, reduce_op, value, axis=None):
+        self.reduced.append(reduce_op)
+        return tf.nest.map_structure(lambda v: v.values[0] * (1.0 / len(v.values)), value)
+
+    def experimental_local_results(self, value):
+        return value.values
+
+
+def test_the_tpu_build_fix_applies_where_keras_reduces_the_first_batch():
+    from tensorflow.python.distribute import values
+
+    double = _TPUDouble()
+    images = values.PerReplica((tf.zeros((2, 8, 8, 1)), tf.zeros((2, 8, 8, 1))))
+    labels = values.PerReplica((tf.constant([1, 2], tf.int32), tf.constant([3, 4], tf.int32)))
+    with pytest.raises(TypeError):  # what Keras' own pre-fit build would hit on a TPU
+        double.reduce("MEAN", (images, labels))
+    assert dist.builds_from_reduced_batch(double)
+    assert not dist.builds_from_reduced_batch(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    seen = {}
+
+    def keras_build(iterator=None, data_batch=None):
+        seen.update(iterator=iterator, batch=data_batch)
+
+    double.reduced.clear()
+    wrapped = dist._build_from_local_batch(keras_build, double)
+    wrapped(iterator=[(0, 0, iter([(images, labels)]))])
+    assert seen["iterator"] is None and double.reduced == []  # built without reducing
+    assert seen["batch"][1].dtype == tf.int32 and seen["batch"][0].shape == (2, 8, 8, 1)

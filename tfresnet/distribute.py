@@ -226,7 +226,8 @@ def _tpu_strategy(tpu):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
         raise RuntimeError(
-            f"No TPU found for tpu={tpu!r}; TensorFlow said: {str(err).splitlines()[0]}"
+            f"No TPU found for tpu={tpu!r}; TensorFlow said: {str(err).splitlines()[0][:200]}. "
+            "On a TPU VM, install tensorflow-tpu instead of tensorflow (docs/deploy.md)."
         ) from err
     return tf.distribute.TPUStrategy(resolver)
 
@@ -245,38 +246,76 @@ def is_multi_worker(strategy):
 
 
 def multi_worker_compatible(model):
-    """Make `model.fit/evaluate/predict` work under MultiWorkerMirroredStrategy.
+    """Make `model.fit/evaluate/predict` work under MultiWorkerMirroredStrategy and TPUs.
 
-    Keras 3's TF trainer has two multi-worker bugs (keras#20585, tf#72388):
+    Keras 3's TF trainer has two multi-replica bugs (keras#20585, tf#72388):
     1. Before the first step it builds the model from a batch obtained by
-       `strategy.reduce("MEAN", per_replica_batch)`, which MWMS cannot do
-       eagerly ("Attempt to convert a value (PerReplica ...)"). The build only
-       needs shapes and dtypes, so we build from this worker's first replica
-       batch instead.
-    2. It reduces the scalar step logs with `strategy.reduce("MEAN", v,
-       axis=0)` ("Invalid reduction dimension 0 for input with 0
+       `strategy.reduce("MEAN", per_replica_batch)`. MWMS cannot do that
+       eagerly ("Attempt to convert a value (PerReplica ...)"), and
+       TPUStrategy's reduce multiplies by 1/n, a TypeError on int32 labels.
+       The build only needs shapes and dtypes, so we build from this worker's
+       first replica batch instead (`builds_from_reduced_batch` decides).
+    2. Under MWMS it reduces the scalar step logs with `strategy.reduce("MEAN",
+       v, axis=0)` ("Invalid reduction dimension 0 for input with 0
        dimensions"). We give every log a leading axis of length 1, so that
        reduction becomes the mean over replicas, as meant.
     Only this model instance is patched (its class, config and saving are
-    untouched), only in multi-worker mode. Fix 1 is right even without the
-    bug (it hands Keras a batch Keras could have picked); fix 2 is applied
-    only while `_keras_reduces_logs_along_axis0()` finds the bug. Returns
-    the model.
+    untouched). Fix 1 is applied where `builds_from_reduced_batch` says the
+    bug bites; fix 2 only in multi-worker mode while
+    `_keras_reduces_logs_along_axis0()` finds the bug. Returns the model.
     """
-    if not is_multi_worker(model.distribute_strategy):
-        return model
+    strategy = model.distribute_strategy
     if getattr(model, "_tfresnet_multi_worker_fix", False):
         return model
-    if hasattr(model, "_maybe_symbolic_build"):
-        model._maybe_symbolic_build = _build_from_local_batch(
-            model._maybe_symbolic_build, model.distribute_strategy
-        )
-    if _keras_reduces_logs_along_axis0():
-        model.train_step = _with_replica_axis(model.train_step)
-        model.test_step = _with_replica_axis(model.test_step)
-    model._tfresnet_multi_worker_fix = True
-    _warn_unsynchronized_batch_norm(model)
+    if builds_from_reduced_batch(strategy) and hasattr(model, "_maybe_symbolic_build"):
+        model._maybe_symbolic_build = _build_from_local_batch(model._maybe_symbolic_build, strategy)
+        model._tfresnet_multi_worker_fix = True
+    if is_multi_worker(strategy):
+        if _keras_reduces_logs_along_axis0():
+            model.train_step = _with_replica_axis(model.train_step)
+            model.test_step = _with_replica_axis(model.test_step)
+        model._tfresnet_multi_worker_fix = True
+        _warn_unsynchronized_batch_norm(model)
     return model
+
+
+def builds_from_reduced_batch(strategy) -> bool:
+    """Whether Keras' pre-fit build would reduce a batch under `strategy` in a way that fails:
+    multi-worker MWMS (no eager reduce) and TPUStrategy (reduce scales int labels by 1/n), and
+    only while this Keras still reduces the first batch (`_keras_reduces_first_batch`)."""
+    failing = is_multi_worker(strategy) or isinstance(strategy, tf.distribute.TPUStrategy)
+    return failing and _keras_reduces_first_batch()
+
+
+@functools.cache
+def _keras_reduces_first_batch() -> bool:
+    """Probe Keras: does its TF trainer build from `strategy.reduce` of the first batch?
+
+    Runs Keras' own `_maybe_symbolic_build` on a stand-in model whose strategy only records
+    what it is asked; an upstream fix (no reduce) turns our fix 1 off.
+    """
+    import contextlib
+    import types
+
+    from tensorflow.python.distribute import values
+
+    calls = []
+    probe = types.SimpleNamespace(
+        reduce=lambda op, value, axis=None: calls.append(op) or value,
+        scope=contextlib.nullcontext,
+    )
+    stand_in = types.SimpleNamespace(
+        _distribute_strategy=probe, distribute_strategy=probe, _symbolic_build=lambda **_: None
+    )
+    try:
+        from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+        batch = values.PerReplica((tf.constant([1]),))
+        TensorFlowTrainer._maybe_symbolic_build(stand_in, iterator=[(0, 0, iter([batch]))])
+    except Exception as err:  # Keras moved things: report, and keep the fix (it is harmless).
+        warnings.warn(f"Could not probe Keras _maybe_symbolic_build ({err!r}).", stacklevel=3)
+        return True
+    return bool(calls)
 
 
 def _warn_unsynchronized_batch_norm(model):

@@ -18,6 +18,7 @@ import os
 import re
 
 import keras
+import tensorflow as tf
 
 from tfresnet import data as data_lib
 from tfresnet import distribute, files, models, precision, recipes, rundir
@@ -178,10 +179,12 @@ def plan_schedule(config, info, strategy) -> Schedule:
     batch_size = config.batch_size or recipe.batch_size
     distribute.per_replica_batch_size(batch_size, strategy)
     replicas = strategy.num_replicas_in_sync
-    if config.steps_per_execution > 1 and replicas > 1:
+    tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    if config.steps_per_execution > 1 and replicas > 1 and not tpu:
         raise ValueError(
             f"steps_per_execution={config.steps_per_execution} does not work with {replicas} "
-            "replicas in Keras 3.15 (keras-team/keras#19246); use 1 under a multi-replica strategy."
+            "replicas of a mirrored strategy in Keras 3.15 (keras-team/keras#19246); use 1 there "
+            "(TPUs take any value)."
         )
     if info.sizes["train"] < batch_size:
         raise ValueError(
