@@ -187,7 +187,6 @@ def scenario_bfloat16(out_dir):
 def scenario_multi_worker(out_dir):
     """One worker of a TF_CONFIG cluster: fit, evaluate, predict, export."""
     from tfresnet.distribute import (
-        is_chief,
         make_strategy,
         multi_worker_compatible,
         writable_dir,
@@ -210,7 +209,7 @@ def scenario_multi_worker(out_dir):
         f"worker{task}",
         {
             "replicas": strategy.num_replicas_in_sync,
-            "is_chief": is_chief(strategy),
+            "is_chief": strategy.extended.should_checkpoint,
             "export_dir": export_dir,
             "export_dir_exists_after": os.path.exists(export_dir),
             "history": history,
@@ -219,51 +218,11 @@ def scenario_multi_worker(out_dir):
     )
 
 
-def scenario_multi_worker_backup(out_dir):
-    """One worker of a 5-epoch job with backups; may SIGKILL itself mid-run.
-
-    TFRESNET_KILL_AT="epoch,batch" makes this worker kill itself (SIGKILL,
-    no clean-up) after that training batch: the crash the test recovers from.
-    """
-    import signal
-
-    import keras
-
-    from tfresnet.distribute import (
-        MultiWorkerBackupAndRestore,
-        make_strategy,
-        multi_worker_compatible,
-    )
-
-    strategy = make_strategy("multi_worker")
-    task = strategy.cluster_resolver.task_id
-    with strategy.scope():
-        model = multi_worker_compatible(toy_model())
-    callbacks = [MultiWorkerBackupAndRestore(os.path.join(out_dir, "backup"))]
-    kill_at = os.environ.get("TFRESNET_KILL_AT")
-    if kill_at:
-        kill_epoch, kill_batch = (int(v) for v in kill_at.split(","))
-
-        class KillSelf(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch = epoch
-
-            def on_train_batch_end(self, batch, logs=None):
-                if (self.epoch, batch) == (kill_epoch, kill_batch):
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        callbacks.append(KillSelf())
-    history = fit_toy(model, epochs=5, callbacks=callbacks)
-    np.savez(os.path.join(out_dir, f"backup_weights{task}.npz"), *model.get_weights())
-    _write_json(out_dir, f"backup_worker{task}", {"history": history})
-
-
 SCENARIOS = {
     "mirrored": scenario_mirrored,
     "equivalence": scenario_equivalence,
     "bfloat16": scenario_bfloat16,
     "multi_worker": scenario_multi_worker,
-    "multi_worker_backup": scenario_multi_worker_backup,
 }
 
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 STRATEGY_NAMES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCALING_RULES = ("linear", "none")
-DATASET_KINDS = ("memory", "files", "off")
+DATASET_KINDS = ("memory", "files")
 
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
@@ -233,11 +233,14 @@ def _tpu_strategy(tpu):
 
 
 def is_multi_worker(strategy):
-    """True for a MultiWorkerMirroredStrategy that spans more than one worker."""
-    return (
-        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and strategy.extended._in_multi_worker_mode()
-    )
+    """True for a MultiWorkerMirroredStrategy whose cluster has more than one worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec() if resolver is not None else None
+    if spec is None:
+        return False
+    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs) > 1
 
 
 # --------------------------------------------------------------------------
@@ -422,13 +425,6 @@ class _MultiWorkerModeExtended:
 # --------------------------------------------------------------------------
 
 
-def global_batch_size(per_replica, strategy):
-    """Global batch = per-replica batch x replicas in sync (all workers)."""
-    if not isinstance(per_replica, int) or per_replica < 1:
-        raise ValueError(f"per_replica must be a positive int. Received: {per_replica!r}")
-    return per_replica * strategy.num_replicas_in_sync
-
-
 def per_replica_batch_size(global_batch, strategy):
     """Check `global_batch` splits evenly over the replicas; return the share.
 
@@ -473,24 +469,6 @@ def scaled_learning_rate(base_lr, global_batch, base_batch=128, rule="linear"):
 # --------------------------------------------------------------------------
 
 
-def is_chief(strategy):
-    """True on the worker that should write checkpoints, logs and exports.
-
-    The chief is task "chief", or "worker" 0 when the cluster has no chief;
-    single-worker strategies (one device, mirrored, TPU) are always chief.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not is_multi_worker(strategy) or resolver is None:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return (
-        task_type is None
-        or task_type == "chief"
-        or (task_type == "worker" and task_id == 0 and not has_chief)
-    )
-
-
 @contextlib.contextmanager
 def writable_dir(path, strategy):
     """Yield where this worker writes: `path` on the chief, else a temp dir.
@@ -500,7 +478,7 @@ def writable_dir(path, strategy):
     all workers), but only the chief's copy should land in `path`; the
     others write to a temporary directory removed on exit.
     """
-    if is_chief(strategy):
+    if strategy.extended.should_checkpoint:  # the chief (and every single-worker strategy)
         tf.io.gfile.makedirs(path)
         yield path
         return
@@ -510,62 +488,6 @@ def writable_dir(path, strategy):
         yield temp
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-
-
-class MultiWorkerBackupAndRestore(keras.callbacks.Callback):
-    """`keras.callbacks.BackupAndRestore` that several workers can share.
-
-    Keras 3's callback makes every worker write the same files in
-    `backup_dir` (HDF5 refuses the second writer: "BlockingIOError: Unable
-    to synchronously create file (unable to lock file, errno = 11)") and
-    delete it at the end. Here every worker restores from `backup_dir`, which
-    must be storage all workers read (NFS, GCS), but only the chief writes
-    there; worker i writes to `<backup_dir>_workertemp_<i>`, removed at the
-    end.
-    With one worker it is exactly Keras's callback. When a worker dies, the
-    others fail too; restart all of them and `fit` resumes from the last
-    completed backup (an epoch boundary: Keras restores the epoch only).
-    """
-
-    def __init__(
-        self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True
-    ):
-        super().__init__()
-        self.backup_dir = backup_dir
-        self._options = dict(
-            save_freq=save_freq,
-            double_checkpoint=double_checkpoint,
-            delete_checkpoint=delete_checkpoint,
-        )
-        self._restore = keras.callbacks.BackupAndRestore(backup_dir, **self._options)
-        self._backup = self._restore
-        self._temp_dir = None
-
-    def set_model(self, model):
-        super().set_model(model)
-        self._restore.set_model(model)
-
-    def on_train_begin(self, logs=None):
-        self._restore.on_train_begin(logs)
-        strategy = self.model.distribute_strategy
-        if not is_chief(strategy):
-            # A fixed name, so a restarted worker reuses and removes it.
-            task_id = strategy.cluster_resolver.task_id
-            self._temp_dir = f"{self.backup_dir.rstrip('/')}_workertemp_{task_id}"
-            self._backup = keras.callbacks.BackupAndRestore(self._temp_dir, **self._options)
-            self._backup.set_model(self.model)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._backup.on_epoch_end(epoch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._backup.on_train_batch_end(batch, logs)
-
-    def on_train_end(self, logs=None):
-        self._backup.on_train_end(logs)
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir, self._backup = None, self._restore
 
 
 # --------------------------------------------------------------------------
@@ -583,13 +505,11 @@ def distribute_dataset_options(kind, *, num_files=None, num_workers=1):
         its own 1/N of the files, so nobody reads everything. Needs at least
         as many files as workers (better, many more, for balance); with
         `num_files < num_workers` some workers would get no data, so DATA.
-    kind="off": OFF, for input already sharded by hand (e.g. per
-        `tf.distribute.InputContext` in `distribute_datasets_from_function`).
     """
     if kind not in DATASET_KINDS:
         raise ValueError(f"Unknown dataset kind={kind!r}; expected one of {DATASET_KINDS}.")
     policies = tf.data.experimental.AutoShardPolicy
-    policy = {"memory": policies.DATA, "files": policies.FILE, "off": policies.OFF}[kind]
+    policy = {"memory": policies.DATA, "files": policies.FILE}[kind]
     if kind == "files" and num_files is not None and num_files < num_workers:
         policy = policies.DATA
     options = tf.data.Options()
@@ -598,12 +518,9 @@ def distribute_dataset_options(kind, *, num_files=None, num_workers=1):
 
 
 __all__ = [
-    "MultiWorkerBackupAndRestore",
     "STRATEGY_NAMES",
     "configure_logical_cpus",
     "distribute_dataset_options",
-    "global_batch_size",
-    "is_chief",
     "is_multi_worker",
     "make_strategy",
     "multi_worker_compatible",
