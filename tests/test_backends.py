@@ -30,6 +30,7 @@ import pytest
 
 import tfresnet
 from tfresnet import backend_bench, models
+from tfresnet.cli import backend_bench as backend_bench_cli
 
 # resolve(): under `bazel test` this file is a symlink into the checkout.
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,7 +278,7 @@ def test_backend_bench_refuses_bad_settings():
         backend_bench.BackendBenchConfig(batch_size=0)
     with pytest.raises(ValueError, match="Unknown model name"):
         backend_bench.BackendBenchConfig(model="resnet_7")
-    assert backend_bench.main(["--jit_compile=maybe"]) == 2
+    assert backend_bench_cli.main(["--jit_compile=maybe"]) == 2
 
 
 if __name__ == "__main__":

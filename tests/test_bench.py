@@ -4,7 +4,7 @@ import re
 import keras
 import pytest
 
-from tfresnet import bench, layers, models
+from tfresnet import bench, cli, layers, models
 
 MODEL_FIELDS = (
     "params",
@@ -22,7 +22,8 @@ MODEL_FIELDS = (
 
 def test_quick_mode_prints_json_lines_with_positive_figures_and_a_table(tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
-    assert bench.main(["--quick", "--precisions=float32", f"--output={out}"]) == 0
+    argv = ["tfresnet", "bench", "--quick", "--precisions=float32", f"--output={out}"]
+    assert cli.main(argv) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_kind = {r["kind"]: r for r in records}
     assert set(by_kind) == {"host", "matmul_peak", "input_pipeline", "model"}
@@ -56,7 +57,7 @@ def test_bn_flag_picks_the_fused_layer_or_keras_own():
     ],
 )
 def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys):
-    assert bench.main(argv) == 2
+    assert cli.main(["tfresnet", "bench", *argv]) == 2
     assert re.search(message, capsys.readouterr().err)
 
 
@@ -77,7 +78,7 @@ def test_peer_benchmark_is_paired_with_each_model_and_gives_ratios(tmp_path, cap
     script.write_text(FAKE_PEER)
     out = tmp_path / "bench.jsonl"
     argv = ["--quick", "--precisions=float32", "--nopipeline", f"--peer_script={script}"]
-    assert bench.main([*argv, f"--output={out}"]) == 0
+    assert cli.main(["tfresnet", "bench", *argv, f"--output={out}"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["kind"] for r in records]
     assert kinds == ["host", "matmul_peak", "model", "peer", "peer"]  # peer right after

@@ -1,3 +1,4 @@
+import ast
 import json
 import os
 import subprocess
@@ -6,6 +7,8 @@ import sys
 import pytest
 
 from tfresnet import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_usage_and_unknown_command(capsys):
@@ -73,3 +76,71 @@ def test_train_then_evaluate_from_the_console_script(tmp_path):
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]
     report = json.loads(evaluate.stdout[evaluate.stdout.index("{") :])
     assert report["top1_error"] == pytest.approx(results["final"]["test_error"], abs=1e-6)
+
+
+# --- the boundary: flags and exit codes live in tfresnet/cli/ only ------------------------------
+
+
+def _library_modules():
+    package = os.path.join(ROOT, "tfresnet")
+    for folder, dirs, names in os.walk(package):
+        dirs[:] = [d for d in dirs if d not in ("cli", "__pycache__")]
+        for name in sorted(names):
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)
+
+
+def _forbidden_imports(path):
+    """`absl.flags` and `tfresnet.cli` imports of a file, importlib and __import__ included."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = getattr(func, "attr", getattr(func, "id", ""))
+            first = node.args[0]
+            if called in ("import_module", "__import__") and isinstance(first, ast.Constant):
+                names = [str(first.value)]
+        found += [n for n in names if n.startswith(("absl.flags", "tfresnet.cli"))]
+    return found
+
+
+def test_no_library_module_imports_absl_flags_or_the_cli():
+    offenders = {
+        os.path.relpath(path, ROOT): found
+        for path in _library_modules()
+        if (found := _forbidden_imports(path))
+    }
+    assert not offenders, f"flags and the CLI belong in tfresnet/cli/: {offenders}"
+
+
+def test_the_library_imports_without_the_cli():
+    modules = sorted(
+        os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        for path in _library_modules()
+    )
+    code = (
+        "import importlib, sys\n"
+        "import tfresnet.tuning\n"
+        "assert not [m for m in sys.modules if m.startswith('tfresnet.cli')], 'tuning'\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tfresnet.cli')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_every_command_is_a_module_with_flags_and_a_runner():
+    modules = cli.command_modules()
+    assert tuple(modules) == cli.COMMANDS
+    for name, module in modules.items():
+        assert module.__name__ == f"tfresnet.cli.{name}"
+        assert callable(module.define_flags) and callable(module.run)

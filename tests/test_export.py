@@ -17,6 +17,7 @@ from PIL import Image
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfresnet import export
+from tfresnet.cli import export as export_cli
 from tfresnet.export import export_for_serving
 from tfresnet.models import build_model
 
@@ -413,17 +414,17 @@ def test_command_line_exports_a_keras_file(served, tmp_path, capsys):
     served["rgb_model"].save(tmp_path / "model.keras")
     (tmp_path / "names.txt").write_text("\n".join(CLASS_NAMES) + "\n")
     fv = flags.FlagValues()
-    export.define_flags(fv)
+    export_cli.define_flags(fv)
     fv(["tfresnet export", f"--model={tmp_path}", "--export_dir", str(tmp_path / "out")])
     fv(["tfresnet export", "--class_names", str(tmp_path / "names.txt"), "--version=5"])
-    assert export.run_command(fv) == 0
+    assert export_cli.run(fv, []) == 0
     path = tmp_path / "out" / "cifar_resnet8" / "5"
     assert capsys.readouterr().out.strip() == str(path)
     assert (path / "assets.extra" / "class_names.txt").read_text().split() == CLASS_NAMES
     fv.unparse_flags()
     fv(["tfresnet export", f"--model_path={tmp_path / 'missing.keras'}", "--export_dir=x"])
     with pytest.raises(ValueError, match="No model at .*missing.keras"):
-        export.run_command(fv)
+        export_cli.run(fv, [])
 
 
 def _saved_op_types(path):

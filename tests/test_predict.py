@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from tfresnet import predict
+from tfresnet.cli import predict as predict_cli
 from tfresnet.export import export_for_serving
 from tfresnet.models import build_model
 from tfresnet.predict import find_export_dir, format_predictions, load_export, predict_files
@@ -124,16 +124,16 @@ def test_top_k_must_be_positive(exported):
 def test_command_line_prints_predictions_and_fails_on_bad_files(exported, capsys):
     tmp = exported["dir"]
     fv = flags.FlagValues()
-    predict.define_flags(fv)
+    predict_cli.define_flags(fv)
     fv(["tfresnet predict", f"--model={exported['base']}", "--top_k=1"])
-    assert predict.run_command(fv, [str(tmp / "a.png")]) == 0
+    assert predict_cli.run(fv, [str(tmp / "a.png")]) == 0
     best = CLASS_NAMES[int(np.argmax(exported["probabilities"][0]))]
     assert capsys.readouterr().out.startswith(f"{tmp / 'a.png'}: {best} (")
-    assert predict.run_command(fv, [str(tmp / "a.png"), str(tmp / "notes.txt")]) == 1
+    assert predict_cli.run(fv, [str(tmp / "a.png"), str(tmp / "notes.txt")]) == 1
     assert "notes.txt: ERROR Unknown image file format" in capsys.readouterr().out
     fv.unparse_flags()
     fv(["tfresnet predict", f"--model={exported['base']}", "--json"])
-    predict.run_command(fv, [str(tmp / "a.png")])
+    predict_cli.run(fv, [str(tmp / "a.png")])
     assert json.loads(capsys.readouterr().out)[0]["names"][0] == best
     with pytest.raises(ValueError, match="Give image files to predict"):
-        predict.run_command(fv, [])
+        predict_cli.run(fv, [])

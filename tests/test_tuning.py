@@ -142,10 +142,12 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
 def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
     from absl import flags
 
+    from tfresnet.cli import tune as tune_cli
+
     fv = flags.FlagValues()
-    tuning.define_flags(fv)
+    tune_cli.define_flags(fv)
     fv(["tune", "--tuner=grid", "--depth=20,56", "--shortcut=A,B,C,none", "--preact=false"])
-    config = tuning.config_from_flags(fv)
+    config = tune_cli.config_from_flags(fv)
     assert config.space == SearchSpace(
         depth=(20, 56),
         shortcut=("A", "B", "C", "none"),
@@ -155,9 +157,12 @@ def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
     )
     assert config.train.validation_size == 0.1 and config.tuner == "grid"
     assert "model" not in fv and "resume" not in fv and "run_dir" not in fv
-    fv(["tune", "--tuner=random", "--learning_rate=0.1,0.2", "--preact=maybe"])
-    with pytest.raises(ValueError, match="allowed: true, false"):
-        tuning.config_from_flags(fv)
+    fv.unparse_flags()
+    fv(["tune", "--learning_rate=0.1,2e-1", "--weight_decay=0"])
+    assert tune_cli.space_from_flags(fv).learning_rate == (0.1, 0.2)
+    for bad in ("--preact=maybe", "--depth=20,x", "--shortcut=A,D", "--learning_rate=fast"):
+        with pytest.raises(flags.IllegalFlagValueError, match=bad.split("=")[0]):
+            fv(["tune", bad])
 
 
 # --------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Training and inference throughput of a ResNet under the current Keras backend: TF, JAX or torch.
 
-    KERAS_BACKEND=jax python -m tfresnet.backend_bench          # ResNet-50, 224 px, bf16, batch 256
-    KERAS_BACKEND=torch python -m tfresnet.backend_bench --jit_compile=true   # with torch.compile
-    KERAS_BACKEND=jax python -m tfresnet.backend_bench --model=cifar_resnet8 --image_size=8 \
+    KERAS_BACKEND=jax python -m tfresnet.cli.backend_bench      # ResNet-50, 224 px, bf16, batch 256
+    KERAS_BACKEND=torch python -m tfresnet.cli.backend_bench --jit_compile=true  # torch.compile
+    KERAS_BACKEND=jax python -m tfresnet.cli.backend_bench --model=cifar_resnet8 --image_size=8 \
         --batch_size=4 --steps=2 --repeats=1 --precision=float32    # a smoke run (the tests')
+
+    record = run(BackendBenchConfig(model="resnet20", image_size=32))   # in Python
 
 The portable counterpart of `tfresnet.bench`, for comparing backends on the same models (a GPU
 is what the defaults are sized for): nothing here imports TensorFlow, and there is no tf.data,
@@ -23,12 +25,10 @@ import dataclasses
 import importlib.metadata
 import json
 import statistics
-import sys
 import time
 
 import keras
 import numpy as np
-from absl import flags
 
 from tfresnet import inference, models, precision
 
@@ -197,46 +197,3 @@ def run(config, emit=print):
     record = measure(config)
     emit(json.dumps(record))
     return record
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def define_flags(fv):
-    """The `python -m tfresnet.backend_bench` flags; defaults from BackendBenchConfig."""
-    d = {f.name: f.default for f in dataclasses.fields(BackendBenchConfig)}
-    flags.DEFINE_string("model", d["model"], "Model name or spec string.", flag_values=fv)
-    flags.DEFINE_integer("image_size", d["image_size"], "Input height and width.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", d["batch_size"], "Batch size.", flag_values=fv)
-    flags.DEFINE_enum("precision", d["precision"], PRECISIONS, "Dtype policy.", flag_values=fv)
-    flags.DEFINE_integer("steps", d["steps"], "Steps per timed epoch.", flag_values=fv)
-    flags.DEFINE_integer("repeats", d["repeats"], "Timed epochs; median kept.", flag_values=fv)
-    flags.DEFINE_enum(
-        "jit_compile", d["jit_compile"], JIT_COMPILE, "compile()'s jit_compile.", flag_values=fv
-    )
-    flags.DEFINE_integer(
-        "steps_per_execution", d["steps_per_execution"], "Steps per call.", flag_values=fv
-    )
-
-
-def config_from_flags(fv):
-    fields = dataclasses.fields(BackendBenchConfig)
-    return BackendBenchConfig(**{f.name: fv[f.name].value for f in fields})
-
-
-def main(argv=None):
-    """`python -m tfresnet.backend_bench [flags]`; `argv` without the program name; the status."""
-    argv = sys.argv[1:] if argv is None else argv
-    fv = flags.FlagValues()
-    define_flags(fv)
-    try:
-        fv(["tfresnet.backend_bench", *argv])
-        run(config_from_flags(fv))
-    except (flags.Error, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

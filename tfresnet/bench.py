@@ -1,11 +1,13 @@
 """Training and inference throughput, FLOP rate and memory of the ResNets on this machine.
 
-    python -m tfresnet.bench                     # the table of docs/performance.md
-    python -m tfresnet.bench --models=resnet20 --precisions=mixed_bfloat16 --steps=50
-    python -m tfresnet.bench --bn=keras          # the same with Keras' own BatchNormalization
-    python -m tfresnet.bench --quick             # a smoke run in seconds (what the tests run)
-    python -m tfresnet.bench --peer_script=PEER.py --peer_python=VENV/bin/python
+    tfresnet bench                               # the table of docs/performance.md
+    tfresnet bench --models=resnet20 --precisions=mixed_bfloat16 --steps=50
+    tfresnet bench --bn=keras                    # the same with Keras' own BatchNormalization
+    tfresnet bench --quick                       # a smoke run in seconds (what the tests run)
+    tfresnet bench --peer_script=PEER.py --peer_python=VENV/bin/python
                                                  # a peer (PyTorch) right after each model
+
+    records = run(BenchConfig(models=("resnet20",), precisions=("float32",)))  # in Python
 
 Every (model, precision) runs in a fresh process, so its peak RSS is its own and no state leaks
 between cases; the matmul peak and the input pipeline are timed in the calling process.
@@ -35,7 +37,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
 from tfresnet import data as data_lib
 from tfresnet import inference, layers, models
@@ -443,90 +444,3 @@ def markdown_table(records):
         lines.append("\nagainst the peer benchmark, run right after each model:\n")
         lines.append(comparison)
     return "\n".join(lines)
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def define_flags(fv):
-    """The `tfresnet bench` / `python -m tfresnet.bench` flags; defaults from BenchConfig."""
-    d = {f.name: f.default for f in dataclasses.fields(BenchConfig)}
-    flags.DEFINE_list("models", list(d["models"]), "Models to time.", flag_values=fv)
-    flags.DEFINE_list("precisions", list(d["precisions"]), "Keras dtype policies.", flag_values=fv)
-    flags.DEFINE_integer("steps", d["steps"], "Timed steps/epoch; 0: per model.", flag_values=fv)
-    flags.DEFINE_integer("repeats", d["repeats"], "Timed epochs; median reported.", flag_values=fv)
-    flags.DEFINE_integer("image_size", d["image_size"], "0: per model.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", d["batch_size"], "0: per model.", flag_values=fv)
-    flags.DEFINE_integer(
-        "steps_per_execution", d["steps_per_execution"], "Steps per call.", flag_values=fv
-    )
-    flags.DEFINE_bool("jit_compile", d["jit_compile"], "Compile with XLA.", flag_values=fv)
-    flags.DEFINE_enum("bn", d["bn"], BN_KINDS, "BatchNormalization to use.", flag_values=fv)
-    flags.DEFINE_integer("matmul_size", d["matmul_size"], "Peak matmul n.", flag_values=fv)
-    flags.DEFINE_bool("pipeline", d["pipeline"], "Time the input pipeline.", flag_values=fv)
-    flags.DEFINE_bool("quick", d["quick"], "Smoke mode (seconds).", flag_values=fv)
-    flags.DEFINE_string(
-        "peer_script", "", "Peer benchmark to run after each model.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "peer_python", d["peer_python"], "Interpreter for --peer_script.", flag_values=fv
-    )
-    flags.DEFINE_string("output", "", "Also write the JSON lines to this file.", flag_values=fv)
-
-
-def config_from_flags(fv):
-    quick_models = ("resnet8",) if fv["models"].using_default_value else fv.models
-    return BenchConfig(
-        models=tuple(quick_models if fv.quick else fv.models),
-        precisions=tuple(fv.precisions),
-        steps=fv.steps,
-        repeats=1 if fv.quick and fv["repeats"].using_default_value else fv.repeats,
-        image_size=fv.image_size,
-        batch_size=fv.batch_size,
-        steps_per_execution=fv.steps_per_execution,
-        jit_compile=fv.jit_compile,
-        bn=fv.bn,
-        matmul_size=fv.matmul_size,
-        pipeline=fv.pipeline,
-        quick=fv.quick,
-        peer_script=fv.peer_script,
-        peer_python=fv.peer_python,
-    )
-
-
-def run_command(fv, args=()):
-    """Run the benchmark the flags describe; print JSON lines and the table."""
-    config = config_from_flags(fv)
-    out = open(fv.output, "w") if fv.output else None  # noqa: SIM115
-    try:
-
-        def emit(line):
-            print(line, flush=True)
-            if out:
-                out.write(line + "\n")
-                out.flush()
-
-        records = run(config, emit)
-    finally:
-        if out:
-            out.close()
-    print("\n" + markdown_table(records))
-    return 0
-
-
-def main(argv=None):
-    """`python -m tfresnet.bench [flags]`; `argv` without the program name; the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    fv = flags.FlagValues()
-    define_flags(fv)
-    try:
-        fv(["tfresnet.bench", *argv])
-        return run_command(fv)
-    except (flags.Error, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())

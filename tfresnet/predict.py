@@ -9,14 +9,12 @@ or decoded gets an entry with an "error" (and a warning); the other files are st
 """
 
 import dataclasses
-import json
 import os
 import re
 import warnings
 
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
 from tfresnet import export
 
@@ -157,31 +155,3 @@ def _short_error(error):
     lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
     return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0]) if useful else str(error)
-
-
-# --- command line: `tfresnet predict` -----------------------------------------------------
-
-
-def define_flags(fv):
-    """Flags of `tfresnet predict EXPORT image ...` (the CLI finds this hook and `run_command`)."""
-    flags.DEFINE_string(
-        "model", None, "Export: base dir, model dir or version dir.", flag_values=fv
-    )
-    flags.DEFINE_integer("top_k", 5, "Classes printed per image.", flag_values=fv)
-    flags.DEFINE_bool("json", False, "Print the results as JSON.", flag_values=fv)
-
-
-def run_command(fv, args=()):
-    """Predict the image files in `args`; exit status 1 when any of them failed."""
-    if not fv.model:
-        raise ValueError("tfresnet predict needs --model=EXPORT_DIR (base, model or version dir).")
-    if not args:
-        raise ValueError("Give image files to predict: tfresnet predict --model=EXPORT a.jpg ...")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # errors are in the printed results
-        results = predict_files(fv.model, args, top_k=fv.top_k)
-    if fv.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print(format_predictions(results))
-    return 1 if any("error" in r for r in results) else 0

@@ -1,0 +1,5 @@
+"""`python -m tfresnet.cli`: the `tfresnet` command."""
+
+from tfresnet.cli import run
+
+run()

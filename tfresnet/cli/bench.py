@@ -1,0 +1,82 @@
+"""`tfresnet bench`: throughput, FLOP rate and memory (`bench.run(BenchConfig(...))`)."""
+
+import dataclasses
+
+from absl import flags
+
+from tfresnet import bench
+
+QUICK_MODELS = ("resnet8",)  # --quick without --models
+
+
+def define_flags(fv):
+    """Defaults from `bench.BenchConfig`."""
+    d = {f.name: f.default for f in dataclasses.fields(bench.BenchConfig)}
+    flags.DEFINE_list("models", list(d["models"]), "Models to time.", flag_values=fv)
+    flags.DEFINE_list(
+        "precisions",
+        list(d["precisions"]),
+        f"Keras dtype policies among {', '.join(bench.PRECISIONS)}.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("steps", d["steps"], "Timed steps/epoch; 0: per model.", flag_values=fv)
+    flags.DEFINE_integer("repeats", d["repeats"], "Timed epochs; median reported.", flag_values=fv)
+    flags.DEFINE_integer("image_size", d["image_size"], "0: per model.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", d["batch_size"], "0: per model.", flag_values=fv)
+    flags.DEFINE_integer(
+        "steps_per_execution", d["steps_per_execution"], "Steps per call.", flag_values=fv
+    )
+    flags.DEFINE_bool("jit_compile", d["jit_compile"], "Compile with XLA.", flag_values=fv)
+    flags.DEFINE_enum("bn", d["bn"], bench.BN_KINDS, "BatchNormalization to use.", flag_values=fv)
+    flags.DEFINE_integer("matmul_size", d["matmul_size"], "Peak matmul n.", flag_values=fv)
+    flags.DEFINE_bool("pipeline", d["pipeline"], "Time the input pipeline.", flag_values=fv)
+    flags.DEFINE_bool(
+        "quick", d["quick"], f"Smoke mode (seconds); models {QUICK_MODELS}.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "peer_script", d["peer_script"], "Peer benchmark to run after each model.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "peer_python", d["peer_python"], "Interpreter for --peer_script.", flag_values=fv
+    )
+    flags.DEFINE_string("output", "", "Also write the JSON lines to this file.", flag_values=fv)
+
+
+def config_from_flags(fv):
+    quick_models = QUICK_MODELS if fv["models"].using_default_value else fv.models
+    return bench.BenchConfig(
+        models=tuple(quick_models if fv.quick else fv.models),
+        precisions=tuple(fv.precisions),
+        steps=fv.steps,
+        repeats=1 if fv.quick and fv["repeats"].using_default_value else fv.repeats,
+        image_size=fv.image_size,
+        batch_size=fv.batch_size,
+        steps_per_execution=fv.steps_per_execution,
+        jit_compile=fv.jit_compile,
+        bn=fv.bn,
+        matmul_size=fv.matmul_size,
+        pipeline=fv.pipeline,
+        quick=fv.quick,
+        peer_script=fv.peer_script,
+        peer_python=fv.peer_python,
+    )
+
+
+def run(fv, args):
+    """Run the benchmark the flags describe; print JSON lines (and --output) and the table."""
+    config = config_from_flags(fv)
+    out = open(fv.output, "w") if fv.output else None  # noqa: SIM115
+    try:
+
+        def emit(line):
+            print(line, flush=True)
+            if out:
+                out.write(line + "\n")
+                out.flush()
+
+        records = bench.run(config, emit)
+    finally:
+        if out:
+            out.close()
+    print("\n" + bench.markdown_table(records))
+    return 0
