@@ -1,12 +1,15 @@
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from tfresnet import cli
+from tfresnet.cli import native_logs
+from tfresnet.cli import train as train_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +47,15 @@ def test_command_help_lists_flags(capsys):
     assert "--shortcut" in out and "--strategy" in out
 
 
+NATIVE_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"
+    r"To enable the following instructions|\[\[\{\{node ",
+    re.M,
+)
+
+
 def test_train_then_evaluate_from_the_console_script(tmp_path):
+    """Quiet by default: no TensorFlow C++ lines, and one line per epoch when piped."""
     run_dir = tmp_path / "run"
     args = [
         sys.executable,
@@ -52,19 +63,24 @@ def test_train_then_evaluate_from_the_console_script(tmp_path):
         "tfresnet.cli",
         "train",
         "--model=cifar_resnet8",
-        "--epochs=1",
+        "--epochs=2",
         "--batch_size=64",
         "--export=false",
         f"--run_dir={run_dir}",
-        "--verbose=0",
     ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {k: v for k, v in os.environ.items() if k not in native_logs.ENVIRONMENT}
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cifar_resnet8 on digits: test error" in done.stdout
+    assert not NATIVE_LOG_LINE.search(done.stdout + done.stderr), done.stderr[-2000:]
+    assert "\r" not in done.stdout and "\x1b[" not in done.stdout  # no progress bar
+    epoch_lines = re.findall(r"^\d+/\d+ - .*loss: ", done.stdout, re.M)
+    assert len(epoch_lines) == 2, done.stdout
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["schedule"]["epochs"] == 1
-    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert results["schedule"]["epochs"] == 2
+    again = subprocess.run(
+        [*args, "--verbose_logs"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert again.returncode == 1 and "holds a finished run" in again.stderr
     evaluate = subprocess.run(
         [sys.executable, "-m", "tfresnet.cli", "evaluate", f"--model_path={run_dir}"],
@@ -74,6 +90,7 @@ def test_train_then_evaluate_from_the_console_script(tmp_path):
         timeout=300,
     )
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    assert not NATIVE_LOG_LINE.search(evaluate.stderr), evaluate.stderr[-2000:]
     report = json.loads(evaluate.stdout[evaluate.stdout.index("{") :])
     assert report["top1_error"] == pytest.approx(results["final"]["test_error"], abs=1e-6)
 
@@ -120,7 +137,7 @@ def test_no_library_module_imports_absl_flags_or_the_cli():
     assert not offenders, f"flags and the CLI belong in tfresnet/cli/: {offenders}"
 
 
-def test_the_library_imports_without_the_cli():
+def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow():
     modules = sorted(
         os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
         for path in _library_modules()
@@ -136,6 +153,17 @@ def test_the_library_imports_without_the_cli():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+    # The command sets the log environment before TensorFlow loads, so it must not load it
+    # first: `tfresnet` alone (the usage) imports neither TensorFlow nor Keras.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tfresnet.cli"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    assert done.returncode == 2 and "tfresnet.cli" in imported, done.stderr[-2000:]
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
 def test_every_command_is_a_module_with_flags_and_a_runner():
@@ -144,3 +172,63 @@ def test_every_command_is_a_module_with_flags_and_a_runner():
     for name, module in modules.items():
         assert module.__name__ == f"tfresnet.cli.{name}"
         assert callable(module.define_flags) and callable(module.run)
+
+
+# --- output: quiet native logs, Keras progress by terminal ------------------------------------
+
+NATIVE_SAMPLE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    "I0000 00:00:1795898698.305366   27165 port.cc:153] oneDNN custom operations are on.\n",
+    "I0000 00:00:1795898698.362597   27165 cpu_feature_guard.cc:227] This TensorFlow binary\n",
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow\n",
+    "E0000 00:00:1795898707.368676   27165 cuda_platform.cc:52] failed call to cuInit\n",
+    "/x/y.py:3: UserWarning: a Python warning\n",
+    "W0000 00:00:1795898853.337447   29030 local_rendezvous.cc:404] Local rendezvous is "
+    "aborting with status: OUT_OF_RANGE: End of sequence\n",
+    "\t [[{{node MultiDeviceIteratorGetNextFromShard}}]]\n",
+    "Traceback (most recent call last):\n",
+    "F0000 00:00:1795898853.337447   29030 op.cc:1] Check failed: x\n",
+    "\t a tab after a fatal line stays\n",
+]
+
+
+def test_native_log_lines_below_the_level_are_dropped_with_their_continuations():
+    kept = list(native_logs.filter_lines(NATIVE_SAMPLE, 3))
+    assert kept == [NATIVE_SAMPLE[i] for i in (5, 8, 9, 10)]
+    assert not NATIVE_LOG_LINE.search("".join(kept[:2]))
+    warnings_too = list(native_logs.filter_lines([s.encode() for s in NATIVE_SAMPLE], 1))
+    assert len(warnings_too) == len(NATIVE_SAMPLE) - 3  # only the three INFO lines go
+    assert list(native_logs.filter_lines(NATIVE_SAMPLE, 0)) == NATIVE_SAMPLE
+
+
+def test_stderr_filter_passes_everything_but_native_log_lines(capfd):
+    with native_logs.filtered_stderr(3):
+        for line in NATIVE_SAMPLE:
+            os.write(2, line.encode())
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert err == "".join(NATIVE_SAMPLE[i] for i in (5, 8, 9, 10)) + "after\n"
+
+
+def test_log_environment_defaults_keep_what_the_user_set():
+    env = {}
+    assert native_logs.configure(["tfresnet", "train"], env) == 3
+    assert env == {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "1"}
+    assert native_logs.configure(["tfresnet", "train", "--epochs=1"], env) == 1
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "1"
+    env = {}
+    assert native_logs.configure(["tfresnet", "models", "--verbose_logs"], env) is None
+    assert env == {}
+    assert native_logs.configure(["tfresnet", "models", "--verbose_logs=maybe"], {}) == 3
+    assert cli.main(["tfresnet", "models", "--verbose_logs=maybe"]) == 2  # reported there
+
+
+def test_verbose_auto_is_the_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
+    class Stream:
+        def __init__(self, tty):
+            self.isatty = lambda: tty
+
+    assert train_cli.keras_verbose("auto", Stream(True)) == 1
+    assert train_cli.keras_verbose("auto", Stream(False)) == 2
+    assert train_cli.keras_verbose("0", Stream(True)) == 0

@@ -12,6 +12,10 @@
 (`--traceback` adds the Python traceback) and an exit status: 2 bad input (the message says what
 was wrong and what is allowed), 1 a run that failed, 130 interrupted (run the command again to
 resume), 138 a lost peer worker (retryable: restart every worker with the same command).
+
+The output suits terminals and logs alike: TensorFlow's C++ notices are hidden (`--verbose_logs`
+shows them; a TF_CPP_MIN_LOG_LEVEL you set is kept), and Keras' progress bar becomes one line
+per epoch when stdout is not a terminal (`--verbose` chooses).
 """
 
 # Each command is a module here, `define_flags(fv)` and `run(fv, args)`: the flags fill plain
@@ -20,10 +24,11 @@ resume), 138 a lost peer worker (retryable: restart every worker with the same c
 # `predict.predict_files`, `bench.run`, `models.model_table`). Nothing outside this package
 # knows about flags or exit codes.
 
-import os
 import sys
 
 from absl import flags
+
+from tfresnet.cli import native_logs
 
 COMMANDS = ("train", "evaluate", "tune", "export", "predict", "bench", "models")
 
@@ -32,7 +37,7 @@ def command_modules():
     """{command: its module}: each defines `define_flags(fv)` and `run(fv, args)`.
 
     Imported on first use, not with this package: the command modules import the library and
-    so TensorFlow, which `tfresnet --help` and an unknown command do not need.
+    so TensorFlow, which `run` imports only once it has set the log environment.
     """
     from tfresnet.cli import bench, evaluate, export, models, predict, train, tune
 
@@ -76,6 +81,7 @@ def main(argv):
     flags.DEFINE_bool(
         "traceback", False, "On an error, print the Python traceback too.", flag_values=fv
     )
+    native_logs.define_flag(fv)  # read by `run` before TensorFlow loads; listed in --help
     try:
         args = fv([f"tfresnet {command}", *argv[2:]])
     except flags.Error as err:
@@ -163,6 +169,15 @@ def _back_up_on_sigterm():
 
 
 def run():
-    """Console-script entry point (`tfresnet`, `python -m tfresnet.cli`); exits with the status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Console-script entry point (`tfresnet`, `python -m tfresnet.cli`); exits with the status.
+
+    TensorFlow's native log lines are hidden (see `native_logs`; `--verbose_logs` shows them):
+    the environment is set before TensorFlow is imported, and the import, through the command
+    modules, is made with their load-time lines filtered out of stderr.
+    """
+    level = native_logs.configure(sys.argv)
+    _back_up_on_sigterm()
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        with native_logs.filtered_stderr(level):
+            command_modules()
     sys.exit(main(sys.argv))

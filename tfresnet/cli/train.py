@@ -1,6 +1,7 @@
 """`tfresnet train`: flags fill a `train.TrainConfig`, then `train.train(config)`."""
 
 import dataclasses
+import sys
 
 from absl import flags
 
@@ -111,7 +112,8 @@ def define_shared_flags(fv, *, validation_size):
         "verbose",
         "auto",
         VERBOSE_CHOICES,
-        "Keras progress output.",
+        "Keras progress output: 0 none, 1 a progress bar, 2 one line per epoch; auto: the bar "
+        "when stdout is a terminal, else one line per epoch (logs, CI, nohup).",
         flag_values=fv,
     )
 
@@ -150,12 +152,19 @@ def define_flags(fv):
     flags.DEFINE_bool("overwrite", False, "Replace the run in --run_dir.", flag_values=fv)
 
 
+def keras_verbose(value, stream=None):
+    """Keras' `verbose` for a --verbose value: "auto" is the bar on a terminal, else 2."""
+    if value != "auto":
+        return int(value)
+    return 1 if (stream or sys.stdout).isatty() else 2
+
+
 def config_from_flags(fv):
     """The `TrainConfig` of the flags `fv` defines (the others keep the dataclass defaults)."""
     values = {
         f.name: fv[f.name].value for f in dataclasses.fields(train_lib.TrainConfig) if f.name in fv
     }
-    values["verbose"] = "auto" if values["verbose"] == "auto" else int(values["verbose"])
+    values["verbose"] = keras_verbose(values["verbose"])
     return train_lib.TrainConfig(**values)
 
 
