@@ -174,9 +174,10 @@ def training_rates(model, case, config):
         jit_compile=config.jit_compile,
     )
     data = synthetic_batches(model, case.batch_size)
-    model.fit(data, steps_per_epoch=2 * spe, epochs=1, verbose=0)  # trace + first executions
+    fit = dict(verbose=0, shuffle=False)  # a repeated tf.data batch: nothing to shuffle
+    model.fit(data, steps_per_epoch=2 * spe, epochs=1, **fit)  # trace + first executions
     timer = EpochTimer()
-    model.fit(data, steps_per_epoch=steps, epochs=config.repeats, verbose=0, callbacks=[timer])
+    model.fit(data, steps_per_epoch=steps, epochs=config.repeats, callbacks=[timer], **fit)
     images = steps * case.batch_size
     return [images / s for s in timer.seconds], [images / s for s in timer.cpu_seconds]
 

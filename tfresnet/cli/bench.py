@@ -5,6 +5,7 @@ import dataclasses
 from absl import flags
 
 from tfresnet import bench
+from tfresnet.cli import native_logs
 
 QUICK_MODELS = ("resnet8",)  # --quick without --models
 
@@ -74,7 +75,10 @@ def run(fv, args):
                 out.write(line + "\n")
                 out.flush()
 
-        records = bench.run(config, emit)
+        # Each model runs in a fresh process, whose TensorFlow prints its start-up notices again.
+        level = None if fv.verbose_logs else native_logs.level_in_effect()
+        with native_logs.filtered_stderr(level):
+            records = bench.run(config, emit)
     finally:
         if out:
             out.close()

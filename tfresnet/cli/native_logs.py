@@ -15,8 +15,8 @@ the first device lookup adds a cuInit error on a machine without a GPU. The CLI 
    load come before absl's logging is initialised, and absl writes those whatever the level
    (abseil/abseil-cpp#1718), so fd 2 goes through a pipe for the import and log lines below the
    level are dropped, with their continuation lines. Everything else (Python warnings and
-   errors, FATAL lines) is passed on unchanged. Only the import is filtered: a crash later can
-   never lose a line in the pipe.
+   errors, FATAL lines) is passed on unchanged. Only the import is filtered (and `tfresnet bench`,
+   whose fresh processes each load TensorFlow again), so a crash can hardly lose a line.
 
 `--verbose_logs` leaves the environment and fd 2 as they are: TensorFlow prints what it prints.
 A user-set TF_CPP_MIN_LOG_LEVEL is kept, and the import filter applies that level instead of 3.
@@ -72,7 +72,12 @@ def configure(argv, environ=None):
         return None
     for key, value in ENVIRONMENT.items():
         environ.setdefault(key, value)
-    text = environ["TF_CPP_MIN_LOG_LEVEL"].strip()
+    return level_in_effect(environ)
+
+
+def level_in_effect(environ=None):
+    """The TF_CPP_MIN_LOG_LEVEL TensorFlow applies (0 when unset or not a number), at most 3."""
+    text = (os.environ if environ is None else environ).get("TF_CPP_MIN_LOG_LEVEL", "").strip()
     return min(int(text), DEFAULT_LEVEL) if text.isdigit() else 0
 
 
