@@ -187,3 +187,14 @@ def test_a_custom_spec_trains_exports_and_reloads(tmp_path, monkeypatch):
     assert os.path.isdir(os.path.join(run, "export", "resnet8-width_multiplier-2", "1"))
     reloaded = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
     assert models.count_params(reloaded) == results["model"]["params"]
+
+
+def test_fit_model_leaves_the_process_as_it_found_it(tmp_path):
+    import sys
+
+    limit = sys.getrecursionlimit()
+    train_lib.train(_config(tmp_path, precision="mixed_bfloat16", epochs=1, validation_size=0))
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = models.build_model("resnet56")  # 50 x 56 frames while building, then restored
+    assert model.get_layer("stem_conv").compute_dtype == "float32"
+    assert sys.getrecursionlimit() == limit

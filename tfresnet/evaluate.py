@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfresnet import data as data_lib
 from tfresnet import files, inference
+from tfresnet.models import recursion_headroom
 
 
 class ModelFileError(ValueError):
@@ -25,7 +26,8 @@ def load_model_file(model_path: str):
     if not files.exists(model_path):
         raise ModelFileError(f"No model at {model_path!r}: give a .keras file or a run directory.")
     try:
-        return keras.saving.load_model(model_path)
+        with recursion_headroom(100_000):  # deep nets (ResNet-1202) deserialise recursively
+            return keras.saving.load_model(model_path)
     except Exception as err:  # zipfile.BadZipFile, OSError, ValueError... all mean "unreadable"
         raise ModelFileError(
             f"{model_path!r} is not a readable .keras file ({type(err).__name__}: "

@@ -103,7 +103,10 @@ def read_json(path: str):
 
 def save_model(model, path: str) -> None:
     """`model.save(path)` (a .keras file) atomically."""
-    write_atomically(path, lambda target: _save_via_local(model.save, target, ".keras"))
+    from tfresnet.models import recursion_headroom
+
+    with recursion_headroom(50 * len(model.layers)):  # Keras serialises the graph recursively
+        write_atomically(path, lambda target: _save_via_local(model.save, target, ".keras"))
 
 
 def save_weights(model, path: str) -> None:

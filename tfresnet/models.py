@@ -17,6 +17,7 @@ Beyond the table (README, "Use in your own model"):
 """
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -481,10 +482,22 @@ def _features(
                 stride_placement=stride_placement,
             )
         stages.append(x)
-    # Keras walks the layer graph recursively (here and when saving); ResNet-1202 needs more
-    # than Python's default 1000 frames.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 50 * spec.depth))
     return _Features(inputs, stages, settings)
+
+
+@contextlib.contextmanager
+def recursion_headroom(frames: int):
+    """Python's recursion limit raised to at least `frames` inside the block, then restored.
+
+    Keras walks a functional graph recursively when it builds, saves and loads a model;
+    ResNet-1202 needs about 50 frames a layer of depth, more than Python's default 1000.
+    """
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, int(frames)))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
 
 
 POOLINGS = (None, "avg", "max")
@@ -583,22 +596,29 @@ def build_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
     label = _label(name, spec)
-    features = _features(
-        spec,
-        label,
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        shortcut=shortcut,
-        preact=preact,
-        stride_placement=stride_placement,
-        weight_decay=weight_decay,
-        zero_init_residual=zero_init_residual,
-        sync_bn=sync_bn,
-        conv_bias=conv_bias,
-        bn_epsilon=bn_epsilon,
-        pixel_mean=pixel_mean,
-        pixel_std=pixel_std,
-    )
+    with recursion_headroom(50 * spec.depth):
+        features = _features(
+            spec,
+            label,
+            input_shape=input_shape,
+            input_tensor=input_tensor,
+            shortcut=shortcut,
+            preact=preact,
+            stride_placement=stride_placement,
+            weight_decay=weight_decay,
+            zero_init_residual=zero_init_residual,
+            sync_bn=sync_bn,
+            conv_bias=conv_bias,
+            bn_epsilon=bn_epsilon,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+        )
+        return _head(features, preact, include_top, pooling, classifier_activation, num_classes,
+                     model_name or label)  # fmt: skip
+
+
+def _head(features, preact, include_top, pooling, classifier_activation, num_classes, name):
+    """The model: `features`' last stage, then the post-activation, pooling and classifier."""
     settings = features.settings
     x = features.stages[-1]
     if preact:
@@ -617,7 +637,7 @@ def build_model(
         x = keras.layers.Activation(
             classifier_activation or "linear", dtype="float32", name="predictions"
         )(x)
-    return keras.Model(features.inputs, x, name=model_name or label)
+    return keras.Model(features.inputs, x, name=name)
 
 
 def _body_defaults():
@@ -659,9 +679,10 @@ def backbone(name, *, model_name=None, **kwargs):
         )
     spec = resolve_spec(name)
     label = _label(name, spec)
-    features = _features(spec, label, **{**body, **kwargs})
-    outputs = {f"stage{i}": x for i, x in enumerate(features.stages, 1)}
-    return keras.Model(features.inputs, outputs, name=model_name or f"{label}_backbone")
+    with recursion_headroom(50 * spec.depth):
+        features = _features(spec, label, **{**body, **kwargs})
+        outputs = {f"stage{i}": x for i, x in enumerate(features.stages, 1)}
+        return keras.Model(features.inputs, outputs, name=model_name or f"{label}_backbone")
 
 
 def count_params(model):

@@ -307,14 +307,13 @@ def fit_model(
     reuses both across trials), and `model` by a caller that built it with `make_model` (the
     tuner's `HyperModel.build`). With `evaluate_test=False` the test split is never touched
     (the tuner selects on validation only; `final.test_error` is then None). The dtype policy is
-    set for the run and restored afterwards.
+    set for the run and restored afterwards; seeds are the caller's (`train` sets them).
     """
     if strategy is None:
         strategy = distribute.make_strategy(
             config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
         )
     with precision.policy_scope(config.precision, strategy) as policy:
-        keras.utils.set_random_seed(config.seed)
         if data is None:
             data = load_run_data(config)
         schedule = plan_schedule(config, data.info, strategy)
@@ -485,6 +484,7 @@ def train(config):
     rejected command never blocks its corrected version. Returns the results dict.
     """
     config = check_run_dir(config)
+    keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
     strategy = distribute.make_strategy(
         config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
     )
