@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tfresnet import data
+from tfresnet import data, export, images
 
 
 def test_digits_split_is_deterministic_and_complete():
@@ -106,12 +106,21 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_imagenet_style_views():
-    image = tf.zeros((300, 400, 3), tf.uint8)
-    crop = data.center_crop(image, (224, 224))
+    # Pixel value = column: where a crop comes from shows in its values.
+    image = tf.cast(tf.tile(tf.range(400)[None, :, None] * 255 // 399, [300, 1, 3]), tf.uint8)
+    crop = images.center_crop(tf.cast(image, tf.float32), (224, 224)).numpy()
     assert crop.shape == (224, 224, 3)
+    # Shorter side 300 -> 256 (scale 0.853), width 400 -> 341, columns 58..281 kept: the centre.
+    np.testing.assert_allclose(crop[:, 112, 0].mean(), 255 * 199.5 / 399, atol=2)
+    np.testing.assert_allclose(crop[:, 0, 0].mean(), 255 * 58 / 0.8533 / 399, atol=2)
+    served = export.fit_to_size(tf.cast(image[None], tf.float32), (224, 224), "crop")[0]
+    np.testing.assert_array_equal(served.numpy(), crop)  # training and serving see one view
     aug = data.imagenet_augment(image, tf.constant([4, 5], tf.int64), (224, 224), flip=True)
     assert aug.shape == (224, 224, 3)
-    assert data.ten_crops(image, (64, 64)).shape == (10, 64, 64, 3)
+    crops = data.ten_crops(image, (64, 64)).numpy()
+    assert crops.shape == (10, 64, 64, 3)
+    assert crops[0].mean() < crops[4].mean() < crops[1].mean()  # left corner, centre, right
+    np.testing.assert_array_equal(crops[5], crops[0][:, ::-1])  # the mirrored views
 
 
 def test_mnist_format_folder_is_read_as_idx(tmp_path):

@@ -221,13 +221,23 @@ def test_shallower_deeper_or_foreign_sources_are_refused(tmp_path, source, targe
         load_pretrained(target, 42)
 
 
-def test_compatible_kwargs_describe_keras_applications():
-    assert keras_applications_compatible_kwargs(raw_pixels=False) == {
-        "stride_placement": "v1",
-        "conv_bias": True,
-        "bn_epsilon": 1.001e-5,
-        "shortcut": "B",
-    }
+def test_compatible_kwargs_build_keras_applications_layers(source, target):
+    """Layer by layer, the compatible layout has keras.applications' strides, conv biases,
+    BN epsilons and projection shortcuts (a wrong kwarg shows up as a differing layer)."""
+    from tfresnet.pretrained import _target_name
+
+    compared = 0
+    for layer in source.layers:
+        if not isinstance(layer, keras.layers.Conv2D | keras.layers.BatchNormalization):
+            continue
+        mine = target.get_layer(_target_name(layer.name))
+        if isinstance(layer, keras.layers.Conv2D):
+            assert (mine.strides, mine.use_bias) == (layer.strides, layer.use_bias), layer.name
+            assert mine.kernel.shape == layer.kernel.shape, layer.name
+        else:
+            assert mine.epsilon == pytest.approx(layer.epsilon, rel=1e-6), layer.name
+        compared += 1
+    assert compared == 2 * 53  # every conv and BN of ResNet-50: stem, 16 blocks x 3, 4 shortcuts
     raw = keras_applications_compatible_kwargs()
     assert raw["pixel_mean"] == CAFFE_MEAN_RGB and raw["pixel_std"] == 1.0
 

@@ -311,3 +311,20 @@ def test_sigterm_backs_up_exits_143_and_the_same_command_finishes(tmp_path):
     finished = subprocess.run(argv, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert _epochs_in_history(run) == list(range(40))
+
+
+def test_training_speed_leaves_out_evaluation_and_each_segments_first_epoch(monkeypatch):
+    clock = iter([0.0, 9.0, 10.0, 12.0])  # epoch begins, validation 9-10 s, epoch ends at 12
+    monkeypatch.setattr(rundir.time, "perf_counter", lambda: next(clock))
+    timer = rundir.EpochTimer()
+    timer.on_epoch_begin(0)
+    timer.on_test_begin()
+    timer.on_test_end()
+    timer.on_epoch_end(0)
+    assert timer.last == 11.0  # 12 s, less 1 s of validation
+    state = rundir.RunState(
+        epoch=4,
+        epoch_seconds=[30.0, 2.0, 25.0, 3.0],  # epochs 1 and 3 began a process (tracing)
+        segments=[{"first_epoch": 1, "wall_s": 40}, {"first_epoch": 3, "wall_s": 35}],
+    )
+    assert rundir.train_images_per_second(state, 1000) == pytest.approx(2000 / 5.0)

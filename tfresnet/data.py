@@ -482,14 +482,6 @@ def imagenet_augment(image, seed, size, flip):
     return image
 
 
-def center_crop(image, size):
-    """Evaluation view: shorter side to 256 * size/224, then the central size x size crop."""
-    image = _resize_shorter_side(image, int(round(256 * size[0] / 224)))
-    shape = tf.shape(image)
-    top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
-    return image[top : top + size[0], left : left + size[1], :]
-
-
 def ten_crops(image, size):
     """The paper's 10-crop test views: four corners and the centre, and their mirror images."""
     image = _resize_shorter_side(image, int(round(256 * size[0] / 224)))
@@ -566,7 +558,7 @@ def make_pipeline(
 
         def eval_map(image, label):
             if info.style == "imagenet":
-                image = center_crop(image, size)
+                image = images_lib.center_crop(image, size)
             return tf.cast(image, tf.float32), label
 
         dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE).batch(

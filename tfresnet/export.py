@@ -27,7 +27,6 @@ from tfresnet import images as images_lib
 
 RESIZE_MODES = ("stretch", "crop", "auto")
 CROP_MIN_SIZE = 128  # "auto" crops when the model input is at least this large (ImageNet-like)
-CROP_RATIO = 256 / 224  # resize the shorter side to size * 256/224, then take the central crop
 IMAGE_CHANNELS = (1, 3)  # what `tf.io.decode_image` can produce for a model: grey or RGB
 CONFIG_FILE = "models.config"
 EXTRA_DIR = "assets.extra"  # TF Serving reads warm-up requests from here
@@ -383,13 +382,7 @@ def fit_to_size(images, size, mode):
     if mode == "stretch":
         out = tf.image.resize(images, size, antialias=True)
     elif mode == "crop":
-        hw = tf.cast(tf.shape(images)[1:3], tf.float32)
-        target = tf.constant(size, tf.float32) * CROP_RATIO
-        scale = tf.reduce_max(target / hw)
-        scaled = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), tf.constant(size))
-        resized = tf.image.resize(images, scaled, antialias=True)
-        top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
-        out = resized[:, top : top + height, left : left + width, :]
+        out = images_lib.center_crop(images, size)
     else:
         raise ValueError(f"Unknown resize mode {mode!r}; allowed: stretch, crop.")
     out.set_shape([None, height, width, images.shape[-1]])

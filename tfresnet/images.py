@@ -10,6 +10,7 @@ by `tfresnet predict` (through it) and by image folders in training.
 import tensorflow as tf
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: any real photo; a 12000 x 12000 bomb is 144M
+CROP_RATIO = 256 / 224  # ImageNet evaluation: the shorter side to size * 256/224, then the centre
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -77,3 +78,20 @@ def decode_image(data: tf.Tensor, channels: int, max_pixels: int = MAX_PIXELS) -
     """uint8 [height, width, channels] of one encoded image, after the header's size is checked."""
     with tf.control_dependencies([check_size(data, max_pixels)]):
         return tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
+
+
+def center_crop(images: tf.Tensor, size) -> tf.Tensor:
+    """The evaluation view of one image [h, w, C] or a batch [N, h, w, C]: scaled (aspect kept,
+    antialiased) so its shorter side is size * 256/224, then the central size crop.
+
+    The one implementation behind training's evaluation pipeline and the served model, so the
+    two never see different pixels.
+    """
+    height, width = size
+    hw = tf.cast(tf.shape(images)[-3:-1], tf.float32)
+    target = tf.constant(size, tf.float32) * CROP_RATIO
+    scale = tf.reduce_max(target / hw)
+    scaled = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), tf.constant(size))
+    resized = tf.image.resize(images, scaled, antialias=True)
+    top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
+    return resized[..., top : top + height, left : left + width, :]
