@@ -20,6 +20,7 @@ MODEL_FIELDS = (
 )
 
 
+@pytest.mark.slow  # a fresh process per model
 def test_quick_mode_prints_json_lines_with_positive_figures_and_a_table(tmp_path, capfd):
     out = tmp_path / "bench.jsonl"
     argv = ["tfresnet", "bench", "--quick", "--precisions=float32", f"--output={out}"]

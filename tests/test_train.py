@@ -130,6 +130,7 @@ def test_evaluate_reports_top1_and_top5(tmp_path):
         evaluate_lib.evaluate(str(tmp_path / "nothing"))
 
 
+@pytest.mark.slow  # builds two ResNet-50s
 def test_fine_tune_from_keras_applications_weights(tmp_path):
     """--pretrained builds keras.applications' layout, loads its weights and trains on."""
     import numpy as np

@@ -425,7 +425,7 @@ def _run_all(commands, envs, tmp_path):
     return [p.returncode for p in procs], texts
 
 
-# 45-75 s on 2 busy cores: three processes start TensorFlow, the chief polls every 20 s.
+@pytest.mark.slow  # three processes start TensorFlow; the chief polls every 20 s
 def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     directory = tmp_path / "search"
     command = _tune_command(directory, "--tuner=grid", "--depth=8", "--shortcut=A,B,C,none")
