@@ -109,3 +109,12 @@ def test_a_failing_peer_is_reported_and_the_run_goes_on(tmp_path):
     assert error["kind"] == "peer_error" and "/no/python" in error["error"]
     with pytest.raises(ValueError, match="peer_script '/no/peer.py' is not a file"):
         bench.BenchConfig(peer_script="/no/peer.py")
+
+
+def test_a_custom_spec_is_benchmarked_like_a_table_name():
+    spec = "resnet20:width_multiplier=2"
+    config = bench.BenchConfig(models=(spec,))
+    case = bench.case_for(spec, config)
+    assert (case.image_size, case.batch_size) == (32, 128)  # a CIFAR net: measured at 32x32
+    with pytest.raises(ValueError, match="width multiplier must be a number > 0"):
+        bench.BenchConfig(models=("resnet20:width_multiplier=-1",))

@@ -101,7 +101,7 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         for name in self.models:
             if name != KERAS_BASELINE:
-                models.get_spec(name)  # raises with the allowed names
+                models.resolve_spec(name)  # raises with the allowed names
         if self.peer_script and not os.path.isfile(self.peer_script):
             raise ValueError(f"peer_script {self.peer_script!r} is not a file.")
 
@@ -113,7 +113,7 @@ def case_for(name, config):
     elif name in CASES:
         base = CASES[name]
     else:
-        cifar = models.get_spec(name).family == "cifar"
+        cifar = models.resolve_spec(name).family == "cifar"
         base = Case(32, 128, 16) if cifar else Case(224, 32, 6)
     return Case(
         config.image_size or base.image_size,
