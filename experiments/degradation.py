@@ -21,18 +21,20 @@ DEPTHS = (20, 32, 44, 56)
 
 
 def train_nets(settings, kinds=("plain", "resnet")):
-    """{(kind, depth): [results per seed]} for every net of the experiment."""
+    """{(kind, depth): [results per seed]} for every net of the experiment, in `kinds` order.
+
+    Trained ResNets first, then plain nets, each seed before the next: a run cut short by the
+    end of a session has the comparisons that matter most.
+    """
     runs = {}
-    for kind in kinds:
-        for depth in settings.depths:
-            runs[kind, depth] = [
-                common.train_or_load(
-                    common.run_config(settings, EXPERIMENT, f"{kind}{depth}", seed),
-                    settings.results_dir,
+    for seed in range(settings.seeds):
+        for kind in sorted(kinds, key=lambda k: k != "resnet"):
+            for depth in settings.depths:
+                config = common.run_config(settings, EXPERIMENT, f"{kind}{depth}", seed)
+                runs.setdefault((kind, depth), []).append(
+                    common.train_or_load(config, settings.results_dir)
                 )
-                for seed in range(settings.seeds)
-            ]
-    return runs
+    return {(kind, depth): runs[kind, depth] for kind in kinds for depth in settings.depths}
 
 
 def table(runs):
