@@ -172,7 +172,14 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
     """tfds' fashion_mnist when prepared (or `download`), else Debian's IDX files."""
     import tensorflow_datasets as tfds
 
-    if tfds.builder(FASHION_MNIST, data_dir=data_dir).is_prepared() or download:
+    root = (
+        data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    )
+    # Asked only when its folder exists: tfds warns about any data set it does not find.
+    prepared = tf.io.gfile.isdir(os.path.join(root, FASHION_MNIST)) and (
+        tfds.builder(FASHION_MNIST, data_dir=data_dir).is_prepared()
+    )
+    if prepared or download:
         return _load_tfds(FASHION_MNIST, data_dir, validation_size, image_size, download)
     if idx.find_files(DEBIAN_FASHION_MNIST) is not None:
         return _load_idx(DEBIAN_FASHION_MNIST, validation_size, FASHION_MNIST,
