@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
 import time
 
@@ -24,6 +23,7 @@ import keras
 import numpy as np
 from absl import flags, logging
 
+from tfresnet import machine
 from tfresnet import train as train_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -253,22 +253,8 @@ def markdown_table(header, rows, align=None):
 
 
 def hardware():
-    """The machine in words: cores, architecture, CPU model and AVX-512."""
-    model = platform.processor() or platform.machine()
-    avx512 = False
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        for line in info.splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        avx512 = "avx512f" in info
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()}-core {platform.machine()} CPU ({model}{', AVX-512' if avx512 else ''})"
-    )
+    """The machine in words: cores, architecture, CPU model and the features that matter."""
+    return machine.cpu_info().describe()
 
 
 def command(script, settings, default_depths=()):

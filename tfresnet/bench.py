@@ -27,7 +27,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -307,15 +306,11 @@ def pipeline_rate(config, images=10_000, batch_size=128, repeats=3):
 
 def host_info():
     """What the numbers were measured on, including the load other processes put on it."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from tfresnet.machine import cpu_info
+
     return {
         "kind": "host",
-        "cpu": cpu,
+        "cpu": cpu_info().model,
         "cores": os.cpu_count(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "tensorflow": tf.__version__,

@@ -47,14 +47,9 @@ def gpu_precision(details):
 
 def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
     """Whether the CPU has bfloat16 dot-product instructions (Linux; False where unknown)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next(
-                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []
-            )
-    except OSError:
-        return False
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
+    from tfresnet.machine import cpu_info
+
+    return any(flag in cpu_info(cpuinfo).flags for flag in CPU_BF16_FLAGS)
 
 
 def set_policy(precision, strategy=None):

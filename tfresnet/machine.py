@@ -1,0 +1,45 @@
+"""What CPU this is: its model name and feature flags, read once from /proc/cpuinfo (Linux).
+
+The one reader behind the dtype choice (`precision`: bfloat16 instructions), the benchmark's
+host line and the experiments' hardware line.
+"""
+
+import dataclasses
+import functools
+import os
+import platform
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuInfo:
+    model: str  # "AMD EPYC 9B14", or the platform's processor string where /proc is missing
+    flags: frozenset  # e.g. {"avx512f", "avx512_bf16", "amx_bf16", ...}; empty where unknown
+
+    def describe(self) -> str:
+        """ "2-core x86_64 CPU (AMD EPYC 9B14, AVX-512, AVX512_BF16)": cores, model, the
+        features that decide speed here."""
+        features = [name for flag, name in _NOTABLE if flag in self.flags]
+        inside = ", ".join([self.model, *features])
+        return f"{os.cpu_count()}-core {platform.machine()} CPU ({inside})"
+
+
+_NOTABLE = (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512_BF16"), ("amx_bf16", "AMX-BF16"))
+
+
+@functools.cache
+def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
+    """The first processor's model name and flags from `path`."""
+    model, flags = platform.processor() or platform.machine(), frozenset()
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == (
+                    platform.processor() or platform.machine()
+                ):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = frozenset(value.split())
+    except OSError:
+        pass
+    return CpuInfo(model, flags)
