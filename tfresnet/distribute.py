@@ -64,7 +64,7 @@ def configure_logical_cpus(n):
     Calling it again with the same `n` is fine.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int. Received: n={n!r}")
+        raise ValueError(f"n must be a positive int; got {n!r}.")
     cpu = tf.config.list_physical_devices("CPU")[0]
     wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
     try:
@@ -97,13 +97,11 @@ def make_strategy(name="auto", *, num_replicas=None, devices=None, tpu=None):
         "grpc://host:8470" address.
     """
     if name not in STRATEGY_NAMES:
-        raise ValueError(f"Unknown strategy name={name!r}; expected one of {STRATEGY_NAMES}.")
+        raise ValueError(f"Unknown strategy {name!r}; allowed: {', '.join(STRATEGY_NAMES)}.")
     if num_replicas is not None and (
         not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1
     ):
-        raise ValueError(
-            f"num_replicas must be a positive int or None. Received: num_replicas={num_replicas!r}"
-        )
+        raise ValueError(f"num_replicas must be a positive int or None; got {num_replicas!r}.")
     if name == "auto":
         name = _auto_strategy_name(num_replicas, devices, tpu)
     if name in ("multi_worker", "tpu") and (num_replicas or devices):
@@ -137,8 +135,8 @@ def _one_device_strategy(num_replicas, devices):
     """OneDeviceStrategy on devices[0], else the first GPU, else the CPU."""
     if num_replicas not in (None, 1) or (devices and len(devices) != 1):
         raise ValueError(
-            "one_device runs exactly one replica. Received: "
-            f"num_replicas={num_replicas!r}, devices={devices!r}"
+            "one_device runs exactly one replica; got "
+            f"num_replicas={num_replicas!r}, devices={devices!r}."
         )
     if devices:
         return tf.distribute.OneDeviceStrategy(devices[0])
@@ -453,11 +451,11 @@ def scaled_learning_rate(base_lr, global_batch, base_batch=128, rule="linear"):
     rule="none": lr = base_lr, whatever the batch.
     """
     if rule not in LR_SCALING_RULES:
-        raise ValueError(f"Unknown rule={rule!r}; expected one of {LR_SCALING_RULES}.")
+        raise ValueError(f"Unknown rule {rule!r}; allowed: {', '.join(LR_SCALING_RULES)}.")
     if global_batch < 1 or base_batch < 1:
         raise ValueError(
-            "global_batch and base_batch must be positive. Received: "
-            f"global_batch={global_batch!r}, base_batch={base_batch!r}"
+            "global_batch and base_batch must be positive; got "
+            f"global_batch={global_batch!r}, base_batch={base_batch!r}."
         )
     if rule == "none":
         return base_lr
@@ -507,7 +505,7 @@ def distribute_dataset_options(kind, *, num_files=None, num_workers=1):
         `num_files < num_workers` some workers would get no data, so DATA.
     """
     if kind not in DATASET_KINDS:
-        raise ValueError(f"Unknown dataset kind={kind!r}; expected one of {DATASET_KINDS}.")
+        raise ValueError(f"Unknown dataset kind {kind!r}; allowed: {', '.join(DATASET_KINDS)}.")
     policies = tf.data.experimental.AutoShardPolicy
     policy = {"memory": policies.DATA, "files": policies.FILE}[kind]
     if kind == "files" and num_files is not None and num_files < num_workers:
