@@ -199,3 +199,23 @@ def test_fit_model_leaves_the_process_as_it_found_it(tmp_path):
     model = models.build_model("resnet56")  # 50 x 56 frames while building, then restored
     assert model.get_layer("stem_conv").compute_dtype == "float32"
     assert sys.getrecursionlimit() == limit
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+)
+def test_one_epoch_of_fashion_mnist_is_under_20_percent_test_error(tmp_path):
+    """The README's promise for `tfresnet train --dataset=fashion_mnist --epochs=1`."""
+    results = train_lib.train(
+        TrainConfig(
+            dataset="fashion_mnist",
+            epochs=1,
+            export=False,
+            verbose=0,
+            run_dir=str(tmp_path / "run"),
+        )  # fmt: skip
+    )
+    assert results["data"]["sizes"] == {"train": 60_000, "validation": 0, "test": 10_000}
+    assert results["final"]["test_error"] < 0.20
