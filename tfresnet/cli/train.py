@@ -17,7 +17,9 @@ def define_shared_flags(fv, *, validation_size):
     flags.DEFINE_string(
         "dataset",
         d["dataset"],
-        "digits (embedded), a tfds name (cifar10, imagenet2012, ...) or a folder of class folders.",
+        "digits (embedded), fashion_mnist (tfds, or Debian's dataset-fashion-mnist offline), a "
+        "tfds name (cifar10, imagenet2012, ...), a folder of class folders or of MNIST-format "
+        "IDX files.",
         flag_values=fv,
     )
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.", flag_values=fv)
