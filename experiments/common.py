@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from tfresnet import machine
+from tfresnet import files, machine
 from tfresnet import train as train_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -220,9 +220,9 @@ def train_or_load(config, results_dir):
                     results = json.load(f)
                 results["config"]["run_dir"] = config.run_dir
                 results["reused_from"] = os.path.relpath(source, config.run_dir)
-                train_lib.write_json(os.path.join(config.run_dir, name), results)
+                files.write_json(os.path.join(config.run_dir, name), results)
             elif name == "config.json":
-                train_lib.write_json(os.path.join(config.run_dir, name), dataclasses.asdict(config))
+                files.write_json(os.path.join(config.run_dir, name), dataclasses.asdict(config))
             elif os.path.exists(os.path.join(source, name)):
                 shutil.copy2(os.path.join(source, name), os.path.join(config.run_dir, name))
         return results

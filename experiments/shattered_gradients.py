@@ -42,8 +42,7 @@ import tensorflow as tf
 from absl import app
 
 from experiments import common
-from tfresnet import models
-from tfresnet import train as train_lib
+from tfresnet import files, models
 
 EXPERIMENT = "shattered_gradients"
 DEPTHS = (8, 14, 20, 32, 44, 56, 110)
@@ -329,7 +328,7 @@ def run(settings, probe=None):
         },
     }
     json_path = os.path.join(folder, f"{name}.json")
-    train_lib.write_json(json_path, numbers)  # temp file, then rename
+    files.write_json(json_path, numbers)  # temp file, then rename
     png = plot(settings, probe, measured, name)
     plain, resnet = (
         "- (too few depths)" if rate is None else f"{rate:.3f}"

@@ -6,7 +6,7 @@ import keras
 import pytest
 
 from tfresnet import evaluate as evaluate_lib
-from tfresnet import models
+from tfresnet import files, models
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -69,7 +69,7 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     config = _config(tmp_path, epochs=3, validation_size=0)
     train_lib.check_run_dir(config)
     os.makedirs(config.run_dir, exist_ok=True)
-    train_lib.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
+    files.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
     with pytest.raises(KeyboardInterrupt):
         train_lib.fit_model(config, extra_callbacks=[_Crash()])
     assert (tmp_path / "run" / "backup").exists()

@@ -40,7 +40,7 @@ def summarize(config, model, info, state, test, *, schedule, policy, replicas) -
     `test` is `model.evaluate(..., return_dict=True)` on the test split, or None when the caller
     never touches it (the tuner). `schedule` is the run's `train.Schedule`.
     """
-    history = rundir.history_curves(state)
+    history = rundir.curves(state.history)
     curves = {
         "epoch": list(range(1, state.epoch + 1)),
         "train_loss": history.get("loss", []),

@@ -37,10 +37,6 @@ LEGACY_WEIGHTS = "latest.weights.h5"
 log = logging.getLogger(__name__)
 
 
-class RunDirError(RuntimeError):
-    """The run directory is in the way of what was asked (another run, a finished run)."""
-
-
 class Preempted(Exception):
     """Training stopped on request (`STOP_REQUESTED`) after backing up mid-epoch."""
 
@@ -177,10 +173,15 @@ def read_history_rows(path: str) -> list:
     return [{k: number(v) for k, v in row.items() if k != "epoch"} for row in rows]
 
 
-def history_curves(state: RunState) -> dict:
-    """{key: [value per epoch]} from the committed history."""
-    keys = sorted({k for row in state.history for k in row})
-    return {k: [row.get(k) for row in state.history] for k in keys}
+def curves(rows: list) -> dict:
+    """{key: [value per epoch]} from per-epoch log rows."""
+    keys = sorted({k for row in rows for k in row})
+    return {k: [row.get(k) for row in rows] for k in keys}
+
+
+def read_history(path: str) -> dict:
+    """A history.csv as {key: [values]}; {} if there is none."""
+    return curves(read_history_rows(path))
 
 
 class EpochTimer(keras.callbacks.Callback):

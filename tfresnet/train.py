@@ -112,11 +112,6 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(model)).strip("-.") or "model"
 
 
-def write_json(path, obj):
-    """Write strict JSON atomically (`tfresnet.files.write_json`)."""
-    files.write_json(path, obj)
-
-
 def check_run_dir(config):
     """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing.
 
@@ -468,13 +463,6 @@ def _export_once(config, model, info, out):
         class_names=list(info.class_names) or None,
         version=1,
     )
-
-
-def read_history(path):
-    """The per-epoch logs of a run's history.csv as {key: [values]}; {} if there is none."""
-    rows = rundir.read_history_rows(path)
-    keys = sorted({k for row in rows for k in row})
-    return {k: [row.get(k) for row in rows] for k in keys}
 
 
 def train(config):

@@ -34,7 +34,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from tfresnet import blocks, distribute, models, precision
+from tfresnet import blocks, distribute, files, models, precision, rundir
 from tfresnet import data as data_lib
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
@@ -339,9 +339,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         rounds = None if epochs is None else epochs - initial_epoch
         config = self.trial_config(hp.values, run_dir=run_dir, epochs=rounds)
         os.makedirs(config.run_dir, exist_ok=True)
-        train_lib.write_json(
-            os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config)
-        )
+        files.write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
         try:
             train_lib.fit_model(
                 config,
@@ -354,7 +352,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         except (train_lib.TrainingError, tf.errors.ResourceExhaustedError) as err:
             # Deterministic failures (divergence, out of memory): record, do not retry.
             raise keras_tuner.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
-        history = train_lib.read_history(os.path.join(config.run_dir, "history.csv"))
+        history = rundir.read_history(os.path.join(config.run_dir, "history.csv"))
         return {k: v[-1] for k, v in history.items() if k != "epoch" and v and math.isfinite(v[-1])}
 
 
@@ -540,7 +538,7 @@ def check_search_dir(config):
                 f"{', '.join(differs)}). Use --overwrite to replace it, or another --directory."
             )
     else:
-        train_lib.write_json(path, config.identity())
+        files.write_json(path, config.identity())
 
 
 def _differences(a, b, prefix=""):
@@ -660,7 +658,7 @@ def export_best(config, best, model, info):
         model_name=best["model"],
         class_names=list(info.class_names) or None,
     )
-    train_lib.write_json(marker, {"trial": best["trial"], "path": path})
+    files.write_json(marker, {"trial": best["trial"], "path": path})
     return path
 
 
@@ -671,7 +669,7 @@ def export_best(config, best, model, info):
 
 def write_results(directory, results):
     """results.json (everything), results.csv and results.md (the table)."""
-    train_lib.write_json(os.path.join(directory, "results.json"), results)
+    files.write_json(os.path.join(directory, "results.json"), results)
     with open(os.path.join(directory, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULTS_COLUMNS, extrasaction="ignore")
         writer.writeheader()
