@@ -132,9 +132,8 @@ def check_run_dir(config):
     if config.resume:
         kept = {k: getattr(config, k) for k in NON_IDENTITY_FIELDS}
         known = {f.name for f in dataclasses.fields(TrainConfig)}
-        config = TrainConfig(
-            **{k: v for k, v in saved.items() if k in known}, **kept, run_dir=config.run_dir
-        )
+        saved = {k: v for k, v in saved.items() if k in known and k not in kept}
+        config = TrainConfig(**{**saved, **kept, "run_dir": config.run_dir})
     else:
         mine = config.identity()
         theirs = {k: v for k, v in saved.items() if k not in NON_IDENTITY_FIELDS}
