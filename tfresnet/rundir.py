@@ -185,16 +185,31 @@ def read_history(path: str) -> dict:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Each epoch's training seconds, validation excluded; put it first, so that evaluation by
-    later callbacks (the test curve) is not counted either."""
+    """Each epoch's training seconds, evaluation excluded (`last`), and this fit's totals of
+    the first step (tracing), evaluation and epoch-end writes (`seconds`).
+
+    Put it first, so that its epoch ends before later callbacks evaluate the test curve (they
+    report it with `add_eval`) and commit the epoch (`EpochRecorder` then calls `committed`).
+    """
 
     def __init__(self):
         super().__init__()
         self.last = None
+        self.seconds = {"first_step_s": 0.0, "eval_s": 0.0, "bookkeeping_s": 0.0}
+        self._first_step = False
+        self._end = None
+
+    def on_train_begin(self, logs=None):
+        self._first_step = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
         self._eval = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_step:
+            self._first_step = False
+            self.seconds["first_step_s"] += time.perf_counter() - self._start
 
     def on_test_begin(self, logs=None):
         self._test_start = time.perf_counter()
@@ -203,7 +218,20 @@ class EpochTimer(keras.callbacks.Callback):
         self._eval += time.perf_counter() - self._test_start
 
     def on_epoch_end(self, epoch, logs=None):
-        self.last = time.perf_counter() - self._start - self._eval
+        self._end = time.perf_counter()
+        self.last = self._end - self._start - self._eval
+        self.seconds["eval_s"] += self._eval
+        self._after = 0.0
+
+    def add_eval(self, seconds: float) -> None:
+        """Evaluation that a later callback ran at the end of this epoch (the test curve)."""
+        self._after += seconds
+        self.seconds["eval_s"] += seconds
+
+    def committed(self) -> None:
+        """The epoch is written: the rest of its end, evaluation aside, was bookkeeping."""
+        if self._end is not None:
+            self.seconds["bookkeeping_s"] += time.perf_counter() - self._end - self._after
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -242,6 +270,7 @@ class EpochRecorder(keras.callbacks.Callback):
         if loss is None or not math.isfinite(float(loss)):
             raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
         self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.last)
+        self.timer.committed()
 
     def commit_partial(self, epoch: int, batches: int) -> None:
         """Back up the middle of epoch `epoch + 1` (0-based `epoch`): weights, then state."""

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import time
 
 import keras
 import tensorflow as tf
@@ -23,6 +24,7 @@ import tensorflow as tf
 from tfresnet import data as data_lib
 from tfresnet import distribute, files, models, precision, recipes, rundir
 from tfresnet import results as results_lib
+from tfresnet.clock import PhaseClock
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +215,16 @@ class TestErrorCurve(keras.callbacks.Callback):
     Only for plotting: model selection uses the validation split, never this.
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, timer=None):
         super().__init__()
         self.dataset = dataset
+        self.timer = timer  # a rundir.EpochTimer that counts this evaluation's seconds
 
     def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
         results = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        if self.timer is not None:
+            self.timer.add_eval(time.perf_counter() - start)
         if logs is not None:
             for key, value in results.items():
                 logs[f"test_{key}"] = value
@@ -291,7 +297,14 @@ def make_model(config, info, strategy):
 
 
 def fit_model(
-    config, *, strategy=None, extra_callbacks=(), data=None, model=None, evaluate_test=True
+    config,
+    *,
+    strategy=None,
+    extra_callbacks=(),
+    data=None,
+    model=None,
+    evaluate_test=True,
+    clock=None,
 ):
     """Build, train and evaluate the model that `config` describes; the one training path.
 
@@ -302,7 +315,9 @@ def fit_model(
     tuner's `HyperModel.build`). With `evaluate_test=False` the test split is never touched
     (the tuner selects on validation only; `final.test_error` is then None). The dtype policy is
     set for the run and restored afterwards; seeds are the caller's (`train` sets them).
+    `clock` (a `PhaseClock`) collects where the time goes; `results["timings"]` reports it.
     """
+    clock = clock or PhaseClock(count_startup=False)
     if strategy is None:
         strategy = distribute.make_strategy(
             config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
@@ -310,6 +325,7 @@ def fit_model(
     with precision.policy_scope(config.precision, strategy) as policy:
         if data is None:
             data = load_run_data(config)
+        clock.mark("data_s")
         schedule = plan_schedule(config, data.info, strategy)
         model = model or make_model(config, data.info, strategy)
         with strategy.scope():
@@ -326,11 +342,14 @@ def fit_model(
         with distribute.writable_dir(config.run_dir, strategy) as out:
             for folder in (out, rundir.backup_dir(out), files.join(out, "checkpoints")):
                 files.remove_stale_temps(folder)
-            state = _fit_epochs(
-                config, model, data, schedule, state, out, extra_callbacks, evaluate_test
-            )
+            clock.mark("model_s")
+            timer = rundir.EpochTimer()
+            state = _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, timer)
+            clock.mark("train_s")
+            for phase, seconds in timer.seconds.items():
+                clock.move("train_s", phase, seconds)
             results = _finish(
-                config, model, data, schedule, state, out, evaluate_test, policy, strategy
+                config, model, data, schedule, state, out, evaluate_test, policy, strategy, clock
             )
     return model, results
 
@@ -346,7 +365,7 @@ def load_run_data(config):
     )
 
 
-def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, evaluate_test):
+def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, timer):
     """Train the epochs after `state.epoch`, committing each; returns the final state.
 
     A backup from the middle of an epoch (a preemption) first finishes that epoch on the
@@ -365,14 +384,13 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, eval
         if data.validation is not None
         else None
     )
-    timer = rundir.EpochTimer()
     recorder = rundir.EpochRecorder(
         out, state, monitor="val_accuracy" if val_ds is not None else "accuracy", timer=timer
     )
     callbacks = [
         timer,
         keras.callbacks.TerminateOnNaN(raise_error=True),
-        *([TestErrorCurve(test_ds)] if test_ds is not None else []),
+        *([TestErrorCurve(test_ds, timer)] if test_ds is not None else []),
         keras.callbacks.TensorBoard(files.join(out, "logs")),
         *extra_callbacks,
         recorder,  # last: an epoch is committed once every other callback has seen it
@@ -420,7 +438,7 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, eval
     return recorder.state
 
 
-def _finish(config, model, data, schedule, state, out, evaluate_test, policy, strategy):
+def _finish(config, model, data, schedule, state, out, evaluate_test, policy, strategy, clock):
     """Evaluate, save, export, write results.json, then drop the backup; each step redoable."""
     test = None
     if evaluate_test:
@@ -428,6 +446,7 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
             data.test, data.info, batch_size=schedule.batch_size, training=False
         )
         test = model.evaluate(test_ds, verbose=0, return_dict=True)
+    clock.mark("final_eval_s")
     results = results_lib.summarize(
         config,
         model,
@@ -439,8 +458,11 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
         replicas=strategy.num_replicas_in_sync,
     )
     files.save_model(model, files.join(out, "model.keras"))
+    clock.mark("save_s")
     if config.export:
         results["export"] = _export_once(config, model, data.info, out)
+        clock.mark("export_s")
+    results["timings"] = clock.summary()
     files.write_json(files.join(out, "results.json"), results)
     files.remove(rundir.backup_dir(out))  # only now: everything it could redo is written
     return results
@@ -470,6 +492,7 @@ def train(config):
     Nothing is written until the config, the data and the schedule are known to work, so a
     rejected command never blocks its corrected version. Returns the results dict.
     """
+    clock = PhaseClock()
     config = check_run_dir(config)
     keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
     strategy = distribute.make_strategy(
@@ -482,5 +505,6 @@ def train(config):
     files.makedirs(config.run_dir)
     if not files.exists(files.join(config.run_dir, "config.json")):
         files.write_json(files.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-    _, results = fit_model(config, strategy=strategy, data=data)
+    clock.mark("data_s")
+    _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
     return results
