@@ -442,6 +442,8 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
     """Evaluate, save, export, write results.json, then drop the backup; each step redoable."""
     test = None
     if evaluate_test:
+        test = _last_test_curve_point(state)  # the same weights on the same images
+    if evaluate_test and test is None:
         test_ds = data_lib.make_pipeline(
             data.test, data.info, batch_size=schedule.batch_size, training=False
         )
@@ -466,6 +468,16 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
     files.write_json(files.join(out, "results.json"), results)
     files.remove(rundir.backup_dir(out))  # only now: everything it could redo is written
     return results
+
+
+def _last_test_curve_point(state):
+    """The last epoch's test-curve metrics ({"loss", "accuracy", ...}); None without them.
+
+    They were measured on the final weights, so the final evaluation need not run again.
+    """
+    last = state.history[-1] if state.history else {}
+    test = {k[len("test_") :]: v for k, v in last.items() if k.startswith("test_")}
+    return test if "accuracy" in test and "loss" in test else None
 
 
 def _export_once(config, model, info, out):
