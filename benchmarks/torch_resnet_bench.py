@@ -9,14 +9,15 @@ with SGD on random data, and prints one JSON line per configuration:
     {"peer": "torch", "model": "resnet20", "precision": "bf16",
      "batch": 128, "train_img_s": ..., "infer_img_s": ...}
 
-Install once (a CPU build of torch is cached on these machines):
-    python -m pip install torch==2.13.0
+Install once, from the repository root (setup.py's "bench" extra: torch 2.13):
+    pip install -e '.[bench]'
 Run:
     python benchmarks/torch_resnet_bench.py            # all configs
     python benchmarks/torch_resnet_bench.py resnet20   # one model
 
-Run it in the same shell session as the project's own benchmark, one right
-after the other, and compare ratios: absolute numbers drift between runs.
+Run it right after the project's own benchmark of the same model and compare
+ratios (absolute numbers drift between runs): benchmarks/paired_step_rate.py
+does exactly that, model by model, and prints the ratios.
 """
 
 import json

@@ -11,7 +11,7 @@ torch.compile. One random batch stays on the device (the peer's best case: tfres
 each batch from host memory). The first steps (and compilation) are excluded; each timed round of
 `steps` gives a rate and the median is reported. Prints one JSON line with the keys of
 `tfresnet.backend_bench` for the rates (`train_img_s`, `infer_img_s`) and the precision as the
-other peers spell it ("bf16" / "fp32"), so `tfresnet.bench --peer_script` reads it too.
+other peers spell it ("bf16" / "fp32"), as benchmarks/torch_resnet_bench.py prints them.
 
 torchvision's model is ResNet-50 v1.5 (stride on the 3x3), tfresnet's default. Where torchvision
 does not import (not installed, or a wheel built for another torch), the same network from

@@ -64,53 +64,6 @@ def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys):
     assert re.search(message, capsys.readouterr().err)
 
 
-FAKE_PEER = """
-import json, sys
-name = sys.argv[1]
-if name == "broken":
-    sys.exit("torch is not installed")
-print("some log line")
-for precision, train, infer in (("fp32", 4.0, 10.0), ("bf16", 8.0, 20.0)):
-    print(json.dumps({"peer": "fake", "model": name, "precision": precision,
-                      "train_img_s": train, "infer_img_s": infer}))
-"""
-
-
-def test_peer_benchmark_is_paired_with_each_model_and_gives_ratios(tmp_path, capsys):
-    script = tmp_path / "peer.py"
-    script.write_text(FAKE_PEER)
-    out = tmp_path / "bench.jsonl"
-    argv = ["--quick", "--precisions=float32", "--nopipeline", f"--peer_script={script}"]
-    assert cli.main(["tfresnet", "bench", *argv, f"--output={out}"]) == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    kinds = [r["kind"] for r in records]
-    assert kinds == ["host", "matmul_peak", "model", "peer", "peer"]  # peer right after
-    ours = records[2]
-    assert [(r["model"], r["precision"]) for r in records[3:]] == [
-        ("resnet8", "float32"),
-        ("resnet8", "mixed_bfloat16"),
-    ]
-    table = bench.peer_table(records)
-    train_ratio = f"{ours['train_img_s'] / 4.0:.2f}x"
-    infer_ratio = f"{ours['infer_img_s'] / 10.0:.2f}x"
-    assert table.count("\n") == 2  # header, rule, one row: bf16 was not measured by tfresnet
-    assert f"| resnet8 | float32 | {ours['train_img_s']:.1f} | 4.0 | {train_ratio} |" in table
-    assert table.endswith(f"| 10.0 | {infer_ratio} |")
-    assert table in capsys.readouterr().out
-
-
-def test_a_failing_peer_is_reported_and_the_run_goes_on(tmp_path):
-    script = tmp_path / "peer.py"
-    script.write_text(FAKE_PEER)
-    config = bench.BenchConfig(peer_script=str(script), models=("resnet8",), quick=True)
-    [error] = bench.peer_rates("broken", config)
-    assert error == {"kind": "peer_error", "model": "broken", "error": "torch is not installed"}
-    [error] = bench.peer_rates("resnet8", bench.BenchConfig(peer_python="/no/python"))
-    assert error["kind"] == "peer_error" and "/no/python" in error["error"]
-    with pytest.raises(ValueError, match="peer_script '/no/peer.py' is not a file"):
-        bench.BenchConfig(peer_script="/no/peer.py")
-
-
 def test_a_custom_spec_is_benchmarked_like_a_table_name():
     spec = "resnet20:width_multiplier=2"
     config = bench.BenchConfig(models=(spec,))

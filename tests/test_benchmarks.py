@@ -1,5 +1,6 @@
 """benchmarks/: the PyTorch peer trainer (its augmentation, schedule, model and a 1-epoch run on
-small IDX files written here) and the end-to-end driver (commands, measuring, the table).
+small IDX files written here), the end-to-end driver (commands, measuring, the table) and the
+paired step-rate driver (its ratios from recorded runs, a run with stand-in programs).
 
 The peer's tests need torch (`pip install -e '.[bench]'`) and skip without it."""
 
@@ -40,6 +41,11 @@ def peer():
 @pytest.fixture(scope="module")
 def end_to_end():
     return _load(BENCHMARKS / "end_to_end.py")
+
+
+@pytest.fixture(scope="module")
+def paired():
+    return _load(BENCHMARKS / "paired_step_rate.py")
 
 
 def test_crop_at_a_known_offset_is_that_slice_of_the_padded_image(peer):
@@ -211,3 +217,154 @@ def test_torchvision_peer_prints_one_line_of_rates():
     ours = models.build_model("resnet50", input_shape=(32, 32, 3))
     assert record["params"] == models.count_params(ours) == 25_557_032
     assert record["train_img_s"] > 0 and record["infer_img_s"] > 0
+
+
+# --- paired_step_rate.py --------------------------------------------------------------------
+
+RECORDED = Path(__file__).resolve().parent.parent / "docs" / "bench"
+# The three paired runs behind docs/performance.md's ratio table (then `tfresnet bench
+# --peer_script`): one full run and two of the CIFAR nets, each a pair.
+RECORDED_PAIRS = (
+    "2026-11-25-1849-paired.jsonl",
+    "2026-11-25-1911-cifar-paired.jsonl",
+    "2026-11-25-1916-cifar-paired.jsonl",
+)
+
+
+def test_paired_table_gives_the_recorded_runs_ratios_and_medians(paired):
+    pairs = [paired.json_records((RECORDED / name).read_text()) for name in RECORDED_PAIRS]
+    rows = {(r["model"], r["precision"]): r for r in paired.summary(pairs)}
+    assert list(rows) == [
+        (model, precision)
+        for model in ("resnet20", "resnet56", "resnet50")
+        for precision in ("float32", "mixed_bfloat16")
+    ]  # keras_resnet50 has no peer
+    resnet20 = rows["resnet20", "float32"]
+    assert resnet20["pairs"] == 3
+    assert resnet20["train_ratios"] == [1.047, 1.016, 1.217]  # 636.34 / 607.8, ...
+    assert resnet20["train_ratio"] == 1.047 and resnet20["infer_ratio"] == 1.119
+    # each side's median rate over the pairs, not the rates of the median pair
+    assert (resnet20["tfresnet_train_img_s"], resnet20["peer_train_img_s"]) == (636.34, 596.9)
+    assert rows["resnet20", "mixed_bfloat16"]["train_ratios"] == [0.906, 1.144, 1.414]
+    assert rows["resnet56", "mixed_bfloat16"]["infer_ratios"] == [1.08, 1.07, 1.235]
+    resnet50 = rows["resnet50", "float32"]
+    assert (resnet50["pairs"], resnet50["train_ratio"], resnet50["infer_ratio"]) == (1, 1.264, 1.15)
+    table = paired.format_table(pairs).splitlines()
+    assert len(table) == 2 + 6
+    assert table[2] == (
+        "| resnet20 | float32 | 636.3 | 596.9 | 1.05, 1.02, 1.22 | **1.05x** "
+        "| 2265.9 | 2017.6 | 1.12, 1.04, 1.19 | **1.12x** |"
+    )
+
+
+def test_peer_lines_are_read_with_keras_precision_names(paired):
+    output = "\n".join(
+        [
+            "a log line",
+            '{"peer": "torch", "model": "resnet20", "precision": "fp32", "train_img_s": 4.0, '
+            '"infer_img_s": 10.0}',
+            '{"peer": "torch", "model": "resnet20", "precision": "bf16", "train_img_s": 8.0, '
+            '"infer_img_s": 20.0}',
+            '{"peer": "torch", "model": "resnet56", "precision": "fp32", "train_img_s": 1.0, '
+            '"infer_img_s": 2.0}',
+            "[1, 2]",
+        ]
+    )
+    records = paired.peer_records(output, "resnet20", ["float32"])
+    assert records == [
+        {"peer": "torch", "model": "resnet20", "precision": "float32", "train_img_s": 4.0,
+         "infer_img_s": 10.0, "kind": "peer"},
+    ]  # fmt: skip
+    both = paired.peer_records(output, "resnet20", ["float32", "mixed_bfloat16"])
+    assert [r["precision"] for r in both] == ["float32", "mixed_bfloat16"]
+
+
+def test_paired_commands_and_flag_errors(paired, capsys):
+    paired.main(["--dry_run", "--models=resnet20,resnet50", "--precisions=float32"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    assert lines[0].endswith(
+        "-m tfresnet.cli bench --models=resnet20 --precisions=float32 --nopipeline "
+        "--output=TMP/bench.jsonl"
+    )
+    assert lines[1].endswith("torch_resnet_bench.py resnet20")
+    assert "--models=resnet50" in lines[2] and lines[3].endswith("torch_resnet_bench.py resnet50")
+    for argv, message in (
+        (["--precisions=mixed_float16"], "'mixed_float16' has no peer"),
+        (["--models=keras_resnet50"], "the PyTorch peer has resnet20, resnet56, resnet50"),
+        (["--pairs=0"], "--pairs must be >= 1"),
+    ):
+        with pytest.raises(SystemExit):
+            paired.parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
+FAKE_TFRESNET = """
+import json, sys
+flags = dict(a[2:].split("=", 1) for a in sys.argv[2:] if "=" in a)
+assert sys.argv[1] == "bench" and "--nopipeline" in sys.argv, sys.argv
+with open(flags["output"], "w") as f:
+    f.write(json.dumps({"kind": "host", "cores": 2}) + "\\n")
+    for precision in flags["precisions"].split(","):
+        f.write(json.dumps({"kind": "model", "model": flags["models"], "precision": precision,
+                            "train_img_s": 6.0, "infer_img_s": 30.0}) + "\\n")
+"""
+FAKE_PEER = """
+import json, sys
+if sys.argv[1] == "broken":
+    sys.exit("torch is not installed")
+print("some log line")
+for precision, train, infer in (("fp32", 4.0, 10.0), ("bf16", 8.0, 20.0)):
+    print(json.dumps({"peer": "fake", "model": sys.argv[1], "precision": precision,
+                      "train_img_s": train, "infer_img_s": infer}))
+"""
+
+
+def test_paired_run_alternates_the_programs_and_writes_every_record(paired, tmp_path, capsys):
+    (tmp_path / "tfresnet.py").write_text(FAKE_TFRESNET)
+    (tmp_path / "peer.py").write_text(FAKE_PEER)
+    out = tmp_path / "paired.jsonl"
+    common = [
+        f"--tfresnet={sys.executable} {tmp_path / 'tfresnet.py'}", f"--peer={tmp_path / 'peer.py'}",
+        "--precisions=float32",
+    ]  # fmt: skip
+    pairs = paired.main([*common, "--models=a,b", "--pairs=2", f"--json_out={out}"])
+    assert len(pairs) == 2
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [(r["kind"], r.get("model"), r.get("pair")) for r in records]
+    one = [("host", None), ("model", "a"), ("peer", "a"), ("host", None), ("model", "b"),
+           ("peer", "b")]  # fmt: skip
+    assert kinds == [(*k, 1) for k in one] + [(*k, 2) for k in one] + [("summary", None, None)]
+    assert {r["precision"] for r in records if r["kind"] == "peer"} == {"float32"}
+    [a, b] = records[-1]["rows"]
+    assert (a["model"], a["pairs"], a["train_ratios"], a["train_ratio"]) == ("a", 2, [1.5] * 2, 1.5)
+    assert (b["infer_ratio"], b["tfresnet_infer_img_s"], b["peer_infer_img_s"]) == (3, 30, 10)
+    row = "| a | float32 | 6.0 | 4.0 | 1.50, 1.50 | **1.50x** | 30.0 | 10.0 | 3.00, 3.00 |"
+    assert row in capsys.readouterr().out
+    failed = "(?s)the PyTorch peer exited with 1: .*peer.py broken.*torch is not installed"
+    with pytest.raises(RuntimeError, match=failed):
+        paired.main([*common, "--models=broken", "--pairs=1"])
+
+
+@pytest.mark.slow  # a fresh TensorFlow process and the PyTorch ResNet-20 at batch 128
+def test_paired_run_of_tfresnet_bench_and_the_torch_peer(paired, peer, tmp_path):
+    out = tmp_path / "paired.jsonl"
+    command = [
+        sys.executable, str(BENCHMARKS / "paired_step_rate.py"), "--models=resnet20",
+        "--precisions=float32", "--pairs=1", "--tfresnet_args=--quick",
+        f"--json_out={out}",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["host", "matmul_peak", "model", "peer", "summary"]
+    ours, torch_line, [row] = records[2], records[3], records[4]["rows"]
+    assert ours["quick"] and (ours["model"], ours["precision"]) == ("resnet20", "float32")
+    assert torch_line["peer"] == "torch" and torch_line["batch"] == 128
+    assert row["train_ratio"] == round(ours["train_img_s"] / torch_line["train_img_s"], 3)
+    assert "| resnet20 | float32 |" in done.stdout
+
+
+def test_paired_driver_knows_the_torch_peers_models(paired):
+    pytest.importorskip("torch", reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
+    assert tuple(_load(Path(paired.PEER)).CONFIGS) == paired.PEER_MODELS

@@ -4,8 +4,6 @@
     tfresnet bench --models=resnet20 --precisions=mixed_bfloat16 --steps=50
     tfresnet bench --bn=keras                    # the same with Keras' own BatchNormalization
     tfresnet bench --quick                       # a smoke run in seconds (what the tests run)
-    tfresnet bench --peer_script=PEER.py --peer_python=VENV/bin/python
-                                                 # a peer (PyTorch) right after each model
 
     records = run(BenchConfig(models=("resnet20",), precisions=("float32",)))  # in Python
 
@@ -19,7 +17,8 @@ Achieved GFLOP/s counts 2 FLOPs per multiply-add (`models.count_flops`) and, for
 the forward pass (the backward pass computes gradients for inputs and for weights, each about
 one forward pass). `peak_fraction` divides it by a large `tf.matmul` timed in the same run and
 precision. `keras_resnet50` is `keras.applications.ResNet50(weights=None)`, the in-framework
-baseline. Output: JSON lines, then a markdown table.
+baseline. Output: JSON lines, then a markdown table. The comparison with PyTorch, each model
+paired with the peer run right after it, is `benchmarks/paired_step_rate.py` (not installed).
 """
 
 import concurrent.futures
@@ -29,7 +28,6 @@ import multiprocessing
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -83,8 +81,6 @@ class BenchConfig:
     matmul_size: int = 4096  # n of the n x n x n matmul that measures the peak
     pipeline: bool = True  # also time the CIFAR augmentation input pipeline
     quick: bool = False  # smoke mode: 16x16 inputs, batch 8, 2 steps, tiny matmul and pipeline
-    peer_script: str = ""  # a peer benchmark (e.g. benchmarks/torch_resnet_bench.py) to pair
-    peer_python: str = sys.executable  # the interpreter that has the peer's framework installed
 
     def __post_init__(self):
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -101,8 +97,6 @@ class BenchConfig:
         for name in self.models:
             if name != KERAS_BASELINE:
                 models.resolve_spec(name)  # raises with the allowed names
-        if self.peer_script and not os.path.isfile(self.peer_script):
-            raise ValueError(f"peer_script {self.peer_script!r} is not a file.")
 
 
 def case_for(name, config):
@@ -319,59 +313,6 @@ def host_info():
     }
 
 
-# Peer benchmarks print JSON lines {"model", "precision": "fp32"|"bf16", "train_img_s", ...}.
-PEER_PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
-
-
-def peer_rates(name, config, timeout=3600):
-    """Run the peer benchmark for model `name` right now; its records, or one error record.
-
-    Run right after tfresnet's own case of the same model, so both see the same machine load.
-    """
-    command = [config.peer_python, config.peer_script, name]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return [{"kind": "peer_error", "model": name, "error": str(err)}]
-    records = []
-    for line in done.stdout.splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict) and item.get("model") == name and "train_img_s" in item:
-            precision = PEER_PRECISIONS.get(item.get("precision"), item.get("precision"))
-            records.append({**item, "kind": "peer", "precision": precision})
-    if done.returncode != 0 or not records:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return [{"kind": "peer_error", "model": name, "error": " / ".join(tail) or "no output"}]
-    return records
-
-
-def peer_table(records):
-    """tfresnet against the peer, per model and precision both measured; '' if none."""
-    ours = {(r["model"], r["precision"]): r for r in records if r["kind"] == "model"}
-    rows = []
-    for peer in (r for r in records if r["kind"] == "peer"):
-        mine = ours.get((peer["model"], peer["precision"]))
-        if mine is None:
-            continue
-        train, infer = mine["train_img_s"], mine["infer_img_s"]
-        rows.append(
-            f"| {peer['model']} | {peer['precision']} | {train:.1f} | {peer['train_img_s']:.1f} | "
-            f"{train / peer['train_img_s']:.2f}x | {infer:.1f} | {peer['infer_img_s']:.1f} | "
-            f"{infer / peer['infer_img_s']:.2f}x |"
-        )
-    if not rows:
-        return ""
-    header = [
-        "| model | precision | train img/s | peer train | ratio | "
-        "infer img/s | peer infer | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    return "\n".join(header + rows)
-
-
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -405,9 +346,6 @@ def run(config, emit=print):
             item["steps_per_execution"] = config.steps_per_execution
             item["jit_compile"] = config.jit_compile
             record(item)
-        if config.peer_script and name != KERAS_BASELINE:
-            for item in peer_rates(name, config):
-                record(item)
     return records
 
 
@@ -433,10 +371,4 @@ def markdown_table(records):
             lines.append(f"\nmatmul peak {r['dtype']}: {r['gflop_s']:.0f} GFLOP/s (n={r['size']})")
         elif r["kind"] == "input_pipeline":
             lines.append(f"\ninput pipeline (CIFAR augmentation): {r['img_s']:.0f} img/s")
-        elif r["kind"] == "peer_error":
-            lines.append(f"\npeer benchmark failed for {r['model']}: {r['error']}")
-    comparison = peer_table(records)
-    if comparison:
-        lines.append("\nagainst the peer benchmark, run right after each model:\n")
-        lines.append(comparison)
     return "\n".join(lines)

@@ -34,12 +34,6 @@ def define_flags(fv):
     flags.DEFINE_bool(
         "quick", d["quick"], f"Smoke mode (seconds); models {QUICK_MODELS}.", flag_values=fv
     )
-    flags.DEFINE_string(
-        "peer_script", d["peer_script"], "Peer benchmark to run after each model.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "peer_python", d["peer_python"], "Interpreter for --peer_script.", flag_values=fv
-    )
     flags.DEFINE_string("output", "", "Also write the JSON lines to this file.", flag_values=fv)
 
 
@@ -58,8 +52,6 @@ def config_from_flags(fv):
         matmul_size=fv.matmul_size,
         pipeline=fv.pipeline,
         quick=fv.quick,
-        peer_script=fv.peer_script,
-        peer_python=fv.peer_python,
     )
 
 

@@ -1,0 +1,243 @@
+"""Step rate against PyTorch: `tfresnet bench` and the PyTorch peer, paired model by model.
+
+The one command (from the repository root, in an environment with tfresnet and torch installed,
+e.g. `pip install -e '.[bench]'`):
+
+    python benchmarks/paired_step_rate.py --pairs=3 --json_out=docs/bench/paired.jsonl
+    python benchmarks/paired_step_rate.py --models=resnet20,resnet56 --precisions=float32
+
+In each pair, for each model M, one right after the other (so both see the same machine load):
+
+    tfresnet bench --models=M --precisions=P --nopipeline --output=<tmp>
+    python benchmarks/torch_resnet_bench.py M
+
+then the tfresnet/PyTorch ratios of training and inference images/s per model and precision
+(above 1: tfresnet is faster), each pair's and their median: single runs move by 10-15% on a
+shared VM, so compare medians. `tfresnet bench` measures each model in a fresh process (see
+tfresnet/bench.py for what it times); the peer trains and runs the same networks in PyTorch
+(SGD, autocast bf16, channels_last). With --json_out it appends every record of both, with the
+pair's number, and one summary line. `--dry_run` prints the commands.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "torch_resnet_bench.py")
+PEER_MODELS = ("resnet20", "resnet56", "resnet50")  # torch_resnet_bench.CONFIGS
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # the peer's names -> Keras policies
+
+
+def tfresnet_command(args, model, output):
+    """`tfresnet bench` for one model, its JSON lines written to `output`."""
+    return [
+        *shlex.split(args.tfresnet),
+        "bench",
+        f"--models={model}",
+        f"--precisions={','.join(args.precisions)}",
+        "--nopipeline",
+        f"--output={output}",
+        *shlex.split(args.tfresnet_args),
+    ]
+
+
+def peer_command(args, model):
+    return [*shlex.split(args.torch_python), args.peer, model]
+
+
+def json_records(text):
+    """The JSON objects among the lines of `text` (other lines are logs)."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def peer_records(output, model, precisions):
+    """The peer's lines for `model` in `precisions`, as {"kind": "peer", precision: policy}."""
+    records = []
+    for record in json_records(output):
+        precision = PRECISIONS.get(record.get("precision"), record.get("precision"))
+        if record.get("model") == model and "train_img_s" in record and precision in precisions:
+            records.append({**record, "kind": "peer", "precision": precision})
+    return records
+
+
+def run_command(command, what, timeout=3 * 3600):
+    """Run `command` to its end; its stdout, or RuntimeError with the last lines of output."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise RuntimeError(f"{what} did not run: {shlex.join(command)}: {err}") from err
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise RuntimeError(
+            f"{what} exited with {done.returncode}: {shlex.join(command)}\n--- last lines ---\n"
+            f"{tail}"
+        )
+    return done.stdout
+
+
+def run_tfresnet(args, model):
+    """`tfresnet bench` records of one model: host, matmul peaks, one per precision."""
+    with tempfile.TemporaryDirectory(prefix="paired-step-rate-") as folder:
+        output = os.path.join(folder, "bench.jsonl")
+        command = tfresnet_command(args, model, output)
+        run_command(command, "tfresnet bench")
+        with open(output) as f:
+            records = json_records(f.read())
+    if not any(r.get("kind") == "model" for r in records):
+        raise RuntimeError(f"tfresnet bench wrote no model record: {shlex.join(command)}")
+    return records
+
+
+def run_peer(args, model):
+    command = peer_command(args, model)
+    records = peer_records(run_command(command, "the PyTorch peer"), model, args.precisions)
+    if not records:
+        raise RuntimeError(f"the PyTorch peer printed no rates for {model}: {shlex.join(command)}")
+    return records
+
+
+def matched(records):
+    """{(model, precision): {"tfresnet": record, "peer": record}} of one pair, both measured."""
+    ours = {(r["model"], r["precision"]): r for r in records if r.get("kind") == "model"}
+    both = {}
+    for peer in (r for r in records if r.get("kind") == "peer"):
+        key = (peer["model"], peer["precision"])
+        if key in ours:
+            both[key] = {"tfresnet": ours[key], "peer": peer}
+    return both
+
+
+def summary(pairs):
+    """Per model and precision: each pair's ratio of images/s, their median, the median rates.
+
+    `pairs`: one list of records per pair (tfresnet bench's "model" records, "peer" records).
+    """
+    sides = {}
+    for records in pairs:
+        for key, both in matched(records).items():
+            for side, record in both.items():
+                sides.setdefault(key, {"tfresnet": [], "peer": []})[side].append(record)
+    rows = []
+    for (model, precision), side in sides.items():
+        row = {"model": model, "precision": precision, "pairs": len(side["peer"])}
+        for rate in ("train", "infer"):
+            key = f"{rate}_img_s"
+            ratios = [a[key] / b[key] for a, b in zip(side["tfresnet"], side["peer"], strict=True)]
+            row[f"{rate}_ratios"] = [round(r, 3) for r in ratios]
+            row[f"{rate}_ratio"] = round(statistics.median(ratios), 3)
+            for name, records in side.items():
+                row[f"{name}_{key}"] = statistics.median(r[key] for r in records)
+        rows.append(row)
+    return rows
+
+
+def format_table(pairs):
+    """Markdown: per model and precision, median images/s of both, each pair's ratio, median."""
+    lines = [
+        "| model | precision | tfresnet train img/s | PyTorch train img/s | train ratios | median "
+        "| tfresnet infer img/s | PyTorch infer img/s | infer ratios | median |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for row in summary(pairs):
+        cells = [row["model"], row["precision"]]
+        for rate in ("train", "infer"):
+            cells += [
+                f"{row[f'tfresnet_{rate}_img_s']:.1f}",
+                f"{row[f'peer_{rate}_img_s']:.1f}",
+                ", ".join(f"{r:.2f}" for r in row[f"{rate}_ratios"]),
+                f"**{row[f'{rate}_ratio']:.2f}x**",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def append_json(path, records):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(PEER_MODELS), help="comma-separated")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated")
+    p.add_argument("--pairs", type=int, default=3, help="rounds of tfresnet-then-peer per model")
+    python = shlex.quote(sys.executable)
+    p.add_argument("--tfresnet", default=f"{python} -m tfresnet.cli", help="the command")
+    p.add_argument("--tfresnet_args", default="", help="extra flags for tfresnet bench")
+    p.add_argument("--torch_python", default=python, help="interpreter with torch")
+    p.add_argument("--peer", default=PEER, help="peer script: `PEER MODEL` prints JSON lines")
+    p.add_argument("--json_out", default=None, help="append JSON lines here")
+    p.add_argument("--dry_run", action="store_true", help="print the commands and stop")
+    args = p.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.precisions = [x for x in args.precisions.split(",") if x]
+    bad = [x for x in args.precisions if x not in PRECISIONS.values()]
+    if bad:
+        p.error(f"--precisions: {bad[0]!r} has no peer; allowed: {', '.join(PRECISIONS.values())}")
+    if args.peer == PEER and set(args.models) - set(PEER_MODELS):
+        p.error(f"--models: the PyTorch peer has {', '.join(PEER_MODELS)}; got {args.models}")
+    if args.pairs < 1 or not args.models:
+        p.error("--pairs must be >= 1 and --models not empty")
+    return args
+
+
+def main(argv=None):
+    """Run the pairs; print each ratio as it comes, then the table. Returns the pairs' records."""
+    args = parse_args(argv)
+    if args.dry_run:
+        for model in args.models:
+            print(shlex.join(tfresnet_command(args, model, "TMP/bench.jsonl")))
+            print(shlex.join(peer_command(args, model)))
+        return []
+    context = {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    pairs = []
+    for i in range(1, args.pairs + 1):
+        records = []
+        for model in args.models:
+            print(f"== pair {i}/{args.pairs}, {model} (load {os.getloadavg()[0]:.2f})", flush=True)
+            new = run_tfresnet(args, model) + run_peer(args, model)
+            for (name, precision), both in matched(new).items():
+                ours, peer = both["tfresnet"], both["peer"]
+                print(
+                    f"   {name} {precision}: train {ours['train_img_s']:.1f} / "
+                    f"{peer['train_img_s']:.1f} img/s, infer {ours['infer_img_s']:.1f} / "
+                    f"{peer['infer_img_s']:.1f} (tfresnet / PyTorch)",
+                    flush=True,
+                )
+            records += new
+        pairs.append(records)
+        if args.json_out:
+            append_json(args.json_out, [{**r, "pair": i} for r in records])
+    if args.json_out:
+        append_json(args.json_out, [{"kind": "summary", **context, "rows": summary(pairs)}])
+    print(f"\ntfresnet / PyTorch images per second, {args.pairs} pairs:\n")
+    print(format_table(pairs))
+    return pairs
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RuntimeError as err:  # which program failed: its command and last lines
+        raise SystemExit(str(err)) from None
