@@ -1,7 +1,8 @@
 """Transplanted keras.applications weights give the same outputs; mismatches name the layer.
 
 ResNet-50s are the expensive part here, so one source and three targets are built per module
-and variants (no-top files, shallower or foreign sources) are written as legacy .h5 files.
+and variants (no-top files, shallower or deeper sources) are written as legacy .h5 files, in the
+layout of keras.applications' downloads or by Keras' own `model.save`.
 """
 
 import h5py
@@ -12,10 +13,10 @@ import pytest
 from tfresnet.models import backbone, build_model
 from tfresnet.pretrained import (
     CAFFE_MEAN_RGB,
+    _target_name,
     keras_applications_compatible_kwargs,
+    load_keras_application,
     load_pretrained,
-    read_h5_weights,
-    source_weights,
 )
 
 SHAPE = (64, 64, 3)
@@ -53,6 +54,22 @@ def _features(model, layer_name):
 def _assert_close_to_scale(actual, expected, tolerance=2e-5):
     """Float32 features reach ~1e4 here; compare errors to that scale, not element by element."""
     assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
+
+
+def _weights(model):
+    """{layer name: arrays} of every layer with weights, in layer order."""
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def _assert_weights_arrived(target, weights, rgb_stem=False):
+    """Every source layer's arrays sit, unchanged, in the tfresnet layer it maps to."""
+    for name, arrays in weights.items():
+        if rgb_stem and name == "conv1_conv":
+            arrays = [arrays[0][:, :, ::-1, :], *arrays[1:]]  # BGR -> RGB input channels
+        mine = target.get_layer(_target_name(name)).get_weights()
+        assert len(mine) == len(arrays), name
+        for a, b in zip(mine, arrays, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def _write_legacy_h5(weights, path, chunks=1):
@@ -150,18 +167,57 @@ def test_other_num_classes_skips_or_refuses_the_head(source, raw_target):
 
 
 def test_notop_h5_file_loads_everything_but_the_head(tmp_path, source, raw_target, images):
-    weights = source_weights(source)
+    weights = _weights(source)
     del weights["predictions"]  # what resnet50_..._notop.h5 holds
     path = _write_legacy_h5(weights, tmp_path / "notop.h5", chunks=3)
-    assert list(read_h5_weights(path)) == list(weights)
+    application = load_keras_application(path, raw_target)
+    assert application.name == "resnet50" and "predictions" not in _weights(application)
+    for name, arrays in _weights(application).items():
+        for a, b in zip(arrays, weights[name], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
     raw_target.get_layer("logits").set_weights([np.ones((2048, 5)), np.zeros(5)])
     report = load_pretrained(raw_target, path)
     assert report.skipped == {"logits": "source has no classifier (include_top=False)"}
+    assert report.rgb_stem and len(report.loaded) == 106
+    _assert_weights_arrived(raw_target, weights, rgb_stem=True)
     np.testing.assert_array_equal(raw_target.get_layer("logits").get_weights()[0], 1.0)
     preprocessed = keras.applications.resnet.preprocess_input(images.copy())
     expected = _numpy(_features(source, "avg_pool")(preprocessed))
     actual = _numpy(_features(raw_target, "avg_pool")(images))
     _assert_close_to_scale(actual, expected)
+
+
+def test_h5_model_saved_by_keras_gives_keras_applications_logits(tmp_path, source, images):
+    """A whole model in Keras' legacy .h5 format (`model.save`), head of 10 classes included."""
+    path = str(tmp_path / "resnet50.h5")
+    source.save(path)
+    model = build_model("resnet50", input_shape=SHAPE, num_classes=10, **_compatible())
+    report = load_pretrained(model, path)
+    assert report.skipped == {} and len(report.loaded) == 107
+    _assert_weights_arrived(model, _weights(source))
+    expected = _numpy(source(images, training=False))
+    np.testing.assert_allclose(_numpy(model(images, training=False)), expected, atol=2e-6)
+
+
+def test_imagenet_head_file_is_read_for_a_model_of_other_classes(tmp_path, source, raw_target):
+    """The 1000-class download into a 5-class model (or a backbone): its head is read, then
+    skipped."""
+    rng = np.random.default_rng(2)
+    weights = _weights(source)
+    weights["predictions"] = [rng.normal(size=(2048, 1000)), rng.normal(size=1000)]
+    path = _write_legacy_h5(weights, tmp_path / "imagenet.h5")
+    application = load_keras_application(path, raw_target)
+    kernel, bias = application.get_layer("predictions").get_weights()
+    np.testing.assert_array_equal(kernel, weights["predictions"][0].astype("float32"))
+    report = load_pretrained(raw_target, path)
+    assert report.skipped == {
+        "logits": "classifier weight shapes [(2048, 5), (5,)] != source [(2048, 1000), (1000,)]"
+    }
+    del weights["predictions"]
+    _assert_weights_arrived(raw_target, weights, rgb_stem=True)
+
+    headless = backbone("resnet50", input_shape=SHAPE, **_compatible())
+    assert load_keras_application(path, headless).get_layer("predictions").units == 1000
 
 
 def test_headless_target_and_backbone_take_all_but_the_classifier(source, images):
@@ -204,17 +260,31 @@ def test_layout_mismatch_names_the_first_layer_that_differs(source, name, overri
         load_pretrained(model, source)
 
 
-def test_shallower_deeper_or_foreign_sources_are_refused(tmp_path, source, target):
-    weights = source_weights(source)
+def test_wrong_files_are_refused_saying_why(tmp_path, source, target):
+    weights = _weights(source)
+    before = target.get_layer("stem_conv").get_weights()[0]
     shallower = {k: v for k, v in weights.items() if not k.startswith("conv4_block6")}
-    with pytest.raises(ValueError, match="Layer stage3_block6_conv1 of resnet50 has no counterp"):
+    with pytest.raises(
+        ValueError,
+        match=r"shallow.h5 does not hold keras.applications ResNet50 weights \(the depth of "
+        r"resnet50\) with a 10-class top: Layer count mismatch .*expected 107 layers, found 101",
+    ):
         load_pretrained(target, _write_legacy_h5(shallower, tmp_path / "shallow.h5"))
     deeper = {**weights, "conv4_block7_1_conv": weights["conv4_block6_1_conv"]}  # ResNet101-like
-    with pytest.raises(ValueError, match="Source layer conv4_block7_1_conv has no counterpart"):
+    with pytest.raises(ValueError, match="found 108 saved layers"):
         load_pretrained(target, _write_legacy_h5(deeper, tmp_path / "deeper.h5"))
-    v2 = {**weights, "conv2_block1_preact_bn": weights["conv1_bn"]}  # ResNet50V2's naming
-    with pytest.raises(ValueError, match="Source layer conv2_block1_preact_bn is not part of"):
-        load_pretrained(target, _write_legacy_h5(v2, tmp_path / "v2.h5"))
+    del shallower["predictions"]
+    with pytest.raises(ValueError, match="with no top: Layer count mismatch .* found 100 saved"):
+        load_pretrained(target, _write_legacy_h5(shallower, tmp_path / "notop-shallow.h5"))
+    np.testing.assert_array_equal(target.get_layer("stem_conv").get_weights()[0], before)
+    resnet18 = build_model("resnet18", input_shape=SHAPE, **_compatible())
+    with pytest.raises(ValueError, match=r"resnet18 has \(2, 2, 2, 2\) blocks per stage"):
+        load_pretrained(resnet18, tmp_path / "shallow.h5")
+    (tmp_path / "text.h5").write_text("not HDF5")
+    with pytest.raises(ValueError, match="text.h5 is not a readable HDF5 file"):
+        load_pretrained(target, tmp_path / "text.h5")
+    with pytest.raises(ValueError, match=r"Weights file .*missing.h5 does not exist"):
+        load_pretrained(target, tmp_path / "missing.h5")
     with pytest.raises(ValueError, match="Keras 3 .weights.h5 file"):
         load_pretrained(target, str(tmp_path / "model.weights.h5"))
     with pytest.raises(ValueError, match="must be a keras.applications ResNet model or a path"):
@@ -224,8 +294,6 @@ def test_shallower_deeper_or_foreign_sources_are_refused(tmp_path, source, targe
 def test_compatible_kwargs_build_keras_applications_layers(source, target):
     """Layer by layer, the compatible layout has keras.applications' strides, conv biases,
     BN epsilons and projection shortcuts (a wrong kwarg shows up as a differing layer)."""
-    from tfresnet.pretrained import _target_name
-
     compared = 0
     for layer in source.layers:
         if not isinstance(layer, keras.layers.Conv2D | keras.layers.BatchNormalization):

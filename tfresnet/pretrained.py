@@ -13,6 +13,10 @@ exactly that. Layers are paired by structure, via their predictable names:
     conv{s+1}_block{b}_0_conv / _bn       -> stage{s}_block{b}_shortcut_conv / _bn
     predictions                           -> logits
 
+A `.h5` file is read by Keras itself: `load_keras_application` builds the keras.applications
+ResNet of the model's depth (with the file's classifier, if any) and calls its `load_weights`,
+which checks the layer count and every shape; the weights are then copied across from it.
+
 BN momentum differs (Keras 0.99, tfresnet 0.9) but only matters while training: inference
 uses the moving statistics, so outputs are unchanged (tests/test_pretrained.py checks).
 
@@ -35,9 +39,12 @@ _EPSILON_RTOL = 0.01  # 1e-5 vs 1.001e-5 changes outputs by ~1e-8; 1e-3 would no
 _HEAD = "logits"
 _SOURCE_HEAD = "predictions"
 _BLOCK = re.compile(r"^conv(\d+)_block(\d+)_(\d)_(conv|bn)$")
+_STAGE_BLOCK = re.compile(r"^stage(\d+)_block(\d+)_")
+# keras.applications' ResNets by their bottleneck blocks per stage (the models' own tables).
+APPLICATIONS = {(3, 4, 6, 3): "ResNet50", (3, 4, 23, 3): "ResNet101", (3, 8, 36, 3): "ResNet152"}
 
 
-def keras_applications_compatible_kwargs(raw_pixels=True):
+def keras_applications_compatible_kwargs(raw_pixels: bool = True) -> dict:
     """`build_model` arguments that give keras.applications' ResNet layout.
 
     Args:
@@ -66,14 +73,20 @@ class ImportReport:
     rgb_stem: bool  # the stem filters were reordered BGR -> RGB for raw-pixel input
 
 
-def load_pretrained(model, source, *, skip_mismatched_head=True):
+def load_pretrained(
+    model: keras.Model,
+    source: keras.Model | str | os.PathLike,
+    *,
+    skip_mismatched_head: bool = True,
+) -> ImportReport:
     """Copy keras.applications ResNet weights from `source` into `model`.
 
     Args:
       model: a tfresnet ResNet-50/101/152 built with `keras_applications_compatible_kwargs()`,
         with or without its top (a headless model or `backbone` takes all but the classifier).
       source: a keras.applications ResNet50/101/152 model (any input size, with or without
-        top), or the path to its legacy `.h5` weights file (what keras.applications downloads).
+        top), or the path to its legacy `.h5` weights file (what keras.applications downloads),
+        read by `load_keras_application`.
       skip_mismatched_head: bool. True: a classifier the source lacks (include_top=False) or
         with another number of classes is left as initialised, for fine-tuning on a new data
         set. False: that raises.
@@ -84,9 +97,17 @@ def load_pretrained(model, source, *, skip_mismatched_head=True):
       equals the source on the same input.
 
     Raises:
-      ValueError naming the first layer whose layout differs. Nothing is changed then.
+      ValueError naming the first layer whose layout differs, or saying why the file does not
+      load. Nothing is changed then.
     """
-    weights = source_weights(source)
+    if isinstance(source, (str, os.PathLike)):
+        source = load_keras_application(source, model)
+    if not isinstance(source, keras.Model):
+        raise ValueError(
+            f"source must be a keras.applications ResNet model or a path to its .h5 weights; "
+            f"got {type(source).__name__}."
+        )
+    weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
     by_target = {}
     for name, arrays in weights.items():
         by_target[_target_name(name)] = (name, arrays)
@@ -130,7 +151,9 @@ def load_pretrained(model, source, *, skip_mismatched_head=True):
     return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem)
 
 
-def load_weights_by_name(model, source):
+def load_weights_by_name(
+    model: keras.Model, source: keras.Model | str | os.PathLike
+) -> ImportReport:
     """Copy weights into each layer of `model` from the layer of `source` with the same name.
 
     tfresnet layer names say where a layer is (`stage2_block1_conv1`), so a classifier's
@@ -182,53 +205,82 @@ def load_weights_by_name(model, source):
     return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem=False)
 
 
-def source_weights(source):
-    """{keras.applications layer name: [arrays in layer.get_weights() order]}, in layer order."""
-    if isinstance(source, keras.Model):
-        return {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
-    if isinstance(source, (str, os.PathLike)):
-        return read_h5_weights(source)
-    raise ValueError(
-        f"source must be a keras.applications ResNet model or a path to its .h5 weights; "
-        f"got {type(source).__name__}."
-    )
+def load_keras_application(path: str | os.PathLike, like: keras.Model) -> keras.Model:
+    """The keras.applications ResNet of `like`'s depth, with the weights of the `.h5` file `path`.
 
+    Keras' own `load_weights` reads the file (layers in order; counts and shapes checked) into
+    the model that matches it: `like`'s blocks per stage pick ResNet50/101/152, and the file's
+    classifier, if it has one, its number of classes (the one thing read here: Keras' loader
+    must be handed a model of the file's shape).
 
-def read_h5_weights(path):
-    """Weights by layer name from a legacy Keras `.h5` file (weights-only or a full model)."""
+    Args:
+      path: a legacy Keras `.h5` weights file of keras.applications' ResNet50/101/152 (what
+        `weights="imagenet"` downloads, with or without top), or a whole model saved as `.h5`.
+      like: keras.Model, the tfresnet ResNet-50/101/152 the weights are for.
+
+    Raises:
+      ValueError saying which file could not be read as what, and why.
+    """
     path = os.fspath(path)
     if path.endswith(".weights.h5"):
         raise ValueError(
-            f"{path} is a Keras 3 .weights.h5 file, which does not record layer names. Load it "
-            f"into keras.applications.ResNet50(weights=None, ...) with load_weights() and pass "
-            f"that model as the source."
+            f"{path} is a Keras 3 .weights.h5 file, which Keras loads by structure without "
+            f"checking that every layer matched. Load it into keras.applications.ResNet50("
+            f"weights=None, ...) with load_weights() and pass that model as the source."
         )
     if not os.path.isfile(path):
         raise ValueError(f"Weights file {path} does not exist.")
-    with h5py.File(path, "r") as f:
-        group = f["model_weights"] if "model_weights" in f else f
-        layer_names = _h5_strings(group, "layer_names")
-        if not layer_names:
-            raise ValueError(f"{path} is not a legacy Keras weights file (no layer_names).")
-        result = {}
-        for layer_name in layer_names:
-            layer_group = group[layer_name]
-            names = _h5_strings(layer_group, "weight_names")
-            if names:
-                result[layer_name] = [np.asarray(layer_group[n]) for n in names]
-    return result
+    blocks = _blocks_per_stage(like)
+    if blocks not in APPLICATIONS:
+        allowed = ", ".join(f"{name} {b}" for b, name in APPLICATIONS.items())
+        raise ValueError(
+            f"{like.name} has {blocks} blocks per stage; a .h5 file loads only into a "
+            f"keras.applications ResNet ({allowed}). Build the model with the file's depth "
+            f"and keras_applications_compatible_kwargs()."
+        )
+    name = APPLICATIONS[blocks]
+    classes = _saved_classes(path)
+    top = {"include_top": False} if classes is None else {"classes": classes}
+    application = getattr(keras.applications, name)(weights=None, **top)
+    try:
+        application.load_weights(path)
+    except ValueError as err:
+        what = "no top" if classes is None else f"a {classes}-class top"
+        raise ValueError(
+            f"{path} does not hold keras.applications {name} weights (the depth of "
+            f"{like.name}) with {what}: {err}"
+        ) from err
+    return application
 
 
-def _h5_strings(group, name):
-    """A string-list attribute; Keras splits long ones into `name0`, `name1`, ... chunks."""
-    if name in group.attrs:
-        values = list(group.attrs[name])
-    else:
-        values, chunk = [], 0
-        while f"{name}{chunk}" in group.attrs:
-            values.extend(group.attrs[f"{name}{chunk}"])
-            chunk += 1
-    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+def _saved_classes(path):
+    """The classes of the file's classifier ("predictions"), or None when it has none."""
+    try:
+        with h5py.File(path, "r") as f:
+            whole_model = "layer_names" not in f.attrs and "model_weights" in f  # as Keras reads
+            group = f["model_weights"] if whole_model else f
+            if _SOURCE_HEAD not in group:
+                return None
+            shapes = []
+            group[_SOURCE_HEAD].visititems(
+                lambda _, item: (
+                    shapes.append(item.shape) if isinstance(item, h5py.Dataset) else None
+                )
+            )
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5 file: {err}") from err
+    return min(shapes, key=len)[-1] if shapes else None  # the bias: (classes,)
+
+
+def _blocks_per_stage(model):
+    """(blocks of stage 1, of stage 2, ...) from tfresnet's layer names."""
+    blocks = {}
+    for layer in model.layers:
+        match = _STAGE_BLOCK.match(layer.name)
+        if match:
+            stage, block = (int(g) for g in match.groups())
+            blocks[stage] = max(blocks.get(stage, 0), block)
+    return tuple(blocks[stage] for stage in sorted(blocks))
 
 
 def _target_name(source_name):
