@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Hashable, Iterable
 
 import keras
 import numpy as np
@@ -62,9 +63,6 @@ flags.DEFINE_string(
 )
 
 PRECISION_LABELS = {"mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
-
-# Run directories trained (not reused) by this process; the tests read it.
-TRAINED = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,8 +194,9 @@ def _finished_elsewhere(config, results_dir):
     return None
 
 
-def train_or_load(config, results_dir):
-    """The results of the run `config` describes: loaded if finished, else trained once."""
+def train_or_load(config: train_lib.TrainConfig, results_dir: str) -> tuple[dict, bool]:
+    """The results of the run `config` describes, loaded if finished, else trained once; and
+    whether this call trained it (False: reused, here or copied from another experiment)."""
     path = os.path.join(config.run_dir, "results.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -209,7 +208,7 @@ def train_or_load(config, results_dir):
             )
         logging.info("Reusing the finished run %s", config.run_dir)
         results["config"]["run_dir"] = config.run_dir  # where it is now, if the folder moved
-        return results
+        return results, False
     source = _finished_elsewhere(config, results_dir)
     if source is not None and not os.path.exists(os.path.join(config.run_dir, "config.json")):
         logging.info("Reusing %s for %s", source, config.run_dir)
@@ -225,16 +224,32 @@ def train_or_load(config, results_dir):
                 files.write_json(os.path.join(config.run_dir, name), dataclasses.asdict(config))
             elif os.path.exists(os.path.join(source, name)):
                 shutil.copy2(os.path.join(source, name), os.path.join(config.run_dir, name))
-        return results
+        return results, False
     logging.info("Training %s", config.run_dir)
     start = time.perf_counter()
     # `resume` continues a killed run of the same config; a fresh directory just starts.
     resume = os.path.exists(os.path.join(config.run_dir, "config.json"))
     results = train_lib.train(dataclasses.replace(config, resume=resume))
-    TRAINED.append(config.run_dir)
     logging.info("Trained %s in %.0f s", config.run_dir, time.perf_counter() - start)
     keras.backend.clear_session()
-    return results
+    return results, True
+
+
+def train_or_load_each(
+    keyed_configs: Iterable[tuple[Hashable, train_lib.TrainConfig]], results_dir: str
+) -> tuple[dict, list]:
+    """`train_or_load` each (key, config) in the order given.
+
+    Returns ({key: [results, one per config of that key]}, [the run directories trained here,
+    in order]): the runs behind an experiment's table, and which of them this call trained.
+    """
+    runs, trained = {}, []
+    for key, config in keyed_configs:
+        results, was_trained = train_or_load(config, results_dir)
+        runs.setdefault(key, []).append(results)
+        if was_trained:
+            trained.append(config.run_dir)
+    return runs, trained
 
 
 def mean_std(values, scale=100.0, digits=2):
@@ -362,3 +377,5 @@ def run_and_print(run, default_depths, **defaults):
     with open(result["table"]) as f:
         print(f.read())
     print(f"Plot: {result['plot']}")
+    if "trained" in result:
+        print(f"Trained {len(result['trained'])} runs here; the others were finished and reused.")

@@ -21,20 +21,22 @@ DEPTHS = (20, 32, 44, 56)
 
 
 def train_nets(settings, kinds=("plain", "resnet")):
-    """{(kind, depth): [results per seed]} for every net of the experiment, in `kinds` order.
+    """{(kind, depth): [results per seed]} for every net of the experiment, in `kinds` order,
+    and the run directories trained (not reused) here.
 
     Trained ResNets first, then plain nets, each seed before the next: a run cut short by the
     end of a session has the comparisons that matter most.
     """
-    runs = {}
-    for seed in range(settings.seeds):
-        for kind in sorted(kinds, key=lambda k: k != "resnet"):
-            for depth in settings.depths:
-                config = common.run_config(settings, EXPERIMENT, f"{kind}{depth}", seed)
-                runs.setdefault((kind, depth), []).append(
-                    common.train_or_load(config, settings.results_dir)
-                )
-    return {(kind, depth): runs[kind, depth] for kind in kinds for depth in settings.depths}
+    runs, trained = common.train_or_load_each(
+        (
+            ((kind, depth), common.run_config(settings, EXPERIMENT, f"{kind}{depth}", seed))
+            for seed in range(settings.seeds)
+            for kind in sorted(kinds, key=lambda k: k != "resnet")
+            for depth in settings.depths
+        ),
+        settings.results_dir,
+    )
+    return {(k, d): runs[k, d] for k in kinds for d in settings.depths}, trained
 
 
 def table(runs):
@@ -81,7 +83,7 @@ def verdict(runs, depths):
 
 def run(settings):
     """Train (or reuse) every net; write the table and the plot. Returns their paths and runs."""
-    runs = train_nets(settings)
+    runs, trained = train_nets(settings)
     fig, axes = common.figure(2)
     for ax, kind, title in zip(axes[0], ("plain", "resnet"), ("plain", "ResNet"), strict=True):
         labelled = [(f"{title}-{d}", runs[kind, d]) for d in settings.depths]
@@ -95,7 +97,7 @@ def run(settings):
         [r for rs in runs.values() for r in rs],
         verdict(runs, settings.depths),
     )
-    return {"table": report, "plot": plot, "runs": runs}
+    return {"table": report, "plot": plot, "runs": runs, "trained": trained}
 
 
 def main(argv):

@@ -28,17 +28,15 @@ PAPER = {
 
 
 def train_nets(settings):
-    """{depth: [results per seed]}."""
-    return {
-        depth: [
-            common.train_or_load(
-                common.run_config(settings, EXPERIMENT, f"resnet{depth}", seed),
-                settings.results_dir,
-            )
+    """{depth: [results per seed]}, and the run directories trained (not reused) here."""
+    return common.train_or_load_each(
+        (
+            (depth, common.run_config(settings, EXPERIMENT, f"resnet{depth}", seed))
+            for depth in settings.depths
             for seed in range(settings.seeds)
-        ]
-        for depth in settings.depths
-    }
+        ),
+        settings.results_dir,
+    )
 
 
 def table(runs):
@@ -72,7 +70,8 @@ def table(runs):
 
 
 def run(settings):
-    runs = train_nets(settings)
+    """Train (or reuse) every net; write the table and the plot. Returns their paths and runs."""
+    runs, trained = train_nets(settings)
     fig, axes = common.figure(2)
     labelled = [(f"ResNet-{d}", runs[d]) for d in settings.depths]
     common.plot_curves(axes[0][0], labelled, f"ResNets ({settings.dataset})")
@@ -92,7 +91,7 @@ def run(settings):
     report = common.write_report(
         settings, EXPERIMENT, table(runs), DEPTHS, [r for rs in runs.values() for r in rs]
     )
-    return {"table": report, "plot": plot, "runs": runs}
+    return {"table": report, "plot": plot, "runs": runs, "trained": trained}
 
 
 def main(argv):

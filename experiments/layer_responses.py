@@ -128,7 +128,7 @@ def run(settings):
     from experiments import degradation
 
     # The nets of Fig. 6: the degradation runs (trained there, or here into degradation's folder).
-    runs = degradation.train_nets(settings)
+    runs, trained = degradation.train_nets(settings)
     measured = measure(settings, runs)
     fig, axes = common.figure(1, 2, size=(8, 3.5))
     depths = sorted({depth for _, depth in measured})
@@ -162,7 +162,7 @@ def run(settings):
         [r for rs in runs.values() for r in rs],
         notes,
     )
-    return {"table": report, "plot": plot, "responses": measured}
+    return {"table": report, "plot": plot, "responses": measured, "trained": trained}
 
 
 def main(argv):

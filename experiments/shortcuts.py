@@ -22,23 +22,24 @@ PAPER_TOP1 = {"none": 28.54, "A": 25.03, "B": 24.52, "C": 24.19}
 
 
 def train_nets(settings):
-    """{(depth, option): [results per seed]}; "none" is the plain net (shared with degradation)."""
-    runs = {}
-    for depth in settings.depths:
-        for option in OPTIONS:
-            model, shortcut = (
-                (f"plain{depth}", None) if option == "none" else (f"resnet{depth}", option)
-            )
-            # Option A is the CIFAR default: leave it implicit so the run is degradation's ResNet.
-            shortcut = None if option == "A" else shortcut
-            runs[depth, option] = [
-                common.train_or_load(
-                    common.run_config(settings, EXPERIMENT, model, seed, shortcut),
-                    settings.results_dir,
-                )
-                for seed in range(settings.seeds)
-            ]
-    return runs
+    """{(depth, option): [results per seed]}, and the run directories trained (not reused) here.
+
+    "none" is the plain net (shared with degradation).
+    """
+
+    def configs():
+        for depth in settings.depths:
+            for option in OPTIONS:
+                model = f"plain{depth}" if option == "none" else f"resnet{depth}"
+                # A is the CIFAR default: left implicit, so the run is degradation's ResNet.
+                shortcut = None if option in ("none", "A") else option
+                for seed in range(settings.seeds):
+                    yield (
+                        (depth, option),
+                        common.run_config(settings, EXPERIMENT, model, seed, shortcut),
+                    )
+
+    return common.train_or_load_each(configs(), settings.results_dir)
 
 
 def table(runs):
@@ -69,7 +70,8 @@ def table(runs):
 
 
 def run(settings):
-    runs = train_nets(settings)
+    """Train (or reuse) every net; write the table and the plot. Returns their paths and runs."""
+    runs, trained = train_nets(settings)
     fig, axes = common.figure(len(settings.depths))
     for ax, depth in zip(axes[0], settings.depths, strict=True):
         labelled = [(option, runs[depth, option]) for option in OPTIONS]
@@ -78,7 +80,7 @@ def run(settings):
     report = common.write_report(
         settings, EXPERIMENT, table(runs), DEPTHS, [r for rs in runs.values() for r in rs]
     )
-    return {"table": report, "plot": plot, "runs": runs}
+    return {"table": report, "plot": plot, "runs": runs, "trained": trained}
 
 
 def main(argv):

@@ -57,25 +57,26 @@ def test_degradation_trains_plain_and_resnet_and_writes_table_and_plot(degradati
         assert len(run["curves"]["train_error"]) == len(run["curves"]["test_error"]) == 1
         assert 0.0 <= run["final"]["test_error"] <= 1.0
         assert os.path.isfile(os.path.join(run["config"]["run_dir"], "results.json"))
+    # ResNets first (a session cut short has the comparison that matters most), then plain nets
+    trained = [os.path.basename(d) for d in result["trained"]]
+    assert trained == ["resnet8-digits-smoke-seed0", "plain8-digits-smoke-seed0"]
 
 
 def test_rerunning_reuses_finished_runs(settings, degradation_result):
     run_dir = degradation_result["runs"]["resnet", 8][0]["config"]["run_dir"]
     results_json = os.path.join(run_dir, "results.json")
     mtime = os.stat(results_json).st_mtime_ns
-    trained = list(common.TRAINED)
     again = degradation.run(settings)
-    assert common.TRAINED == trained  # nothing trained the second time
+    assert again["trained"] == []  # nothing trained the second time
     assert os.stat(results_json).st_mtime_ns == mtime
     final = degradation_result["runs"]["resnet", 8][0]["final"]
     assert again["runs"]["resnet", 8][0]["final"]["test_error"] == final["test_error"]
 
 
 def test_shortcuts_table_counts_parameters_and_reuses_the_shared_nets(settings, degradation_result):
-    trained = len(common.TRAINED)
     result = shortcuts.run(settings)
     # plain-8 and ResNet-8 (option A) come from the degradation runs; only B and C train.
-    new = [os.path.basename(d) for d in common.TRAINED[trained:]]
+    new = [os.path.basename(d) for d in result["trained"]]
     assert new == ["resnet8-B-digits-smoke-seed0", "resnet8-C-digits-smoke-seed0"]
     copied = result["runs"][8, "A"][0]
     assert copied["reused_from"].endswith(os.path.join("degradation", "resnet8-digits-smoke-seed0"))
@@ -94,9 +95,8 @@ def test_shortcuts_table_counts_parameters_and_reuses_the_shared_nets(settings, 
 
 
 def test_depth_table(settings, degradation_result):
-    trained = len(common.TRAINED)
     result = depth.run(settings)
-    assert len(common.TRAINED) == trained  # ResNet-8 is the degradation run
+    assert result["trained"] == []  # ResNet-8 is the degradation run
     _check_outputs(result, "ResNet-8 | 75,002")
     assert "paper: CIFAR-10 test error (%)" in open(result["table"]).read()
 
@@ -125,9 +125,8 @@ def test_layer_responses_are_one_std_per_3x3_layer():
 
 
 def test_layer_responses_experiment_measures_the_degradation_nets(settings, degradation_result):
-    trained = len(common.TRAINED)
     result = layer_responses.run(settings)
-    assert len(common.TRAINED) == trained
+    assert result["trained"] == []
     assert {key: len(v) for key, v in result["responses"].items()} == {
         ("plain", 8): 7,
         ("resnet", 8): 7,
@@ -139,12 +138,12 @@ def test_main_reads_the_flags(settings, degradation_result, capsys):
     argv = ["degradation", "--smoke", f"--results_dir={settings.results_dir}"]
     flags.FLAGS(argv)
     try:
-        trained = len(common.TRAINED)
         degradation.main(argv)
     finally:
         flags.FLAGS.unparse_flags()
-    assert len(common.TRAINED) == trained
-    assert "| ResNet-8 | 75,002 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| ResNet-8 | 75,002 |" in printed
+    assert "Trained 0 runs here; the others were finished and reused." in printed
 
 
 def test_settings_budget_labels_and_commands():
