@@ -18,10 +18,13 @@ start-up, imports, data loading, training, per-epoch testing, saving and tfresne
 count), the peak resident memory of that process (its own rusage from os.wait4), the final test
 error (tfresnet: results.json `final.test_error`; the peer: its JSON line) and the 1-minute load
 average just before it starts. It prints a table per pair with the ratio torch wall / tfresnet
-wall (above 1: tfresnet is faster), the medians, and with --json_out appends one JSON line per
-process and one summary line. Run nothing else meanwhile: the comparison is only as fair as the
-machine is quiet. --data_dir=FOLDER uses an MNIST-format folder for both (tfresnet reads it as
-`--dataset=FOLDER`; name it "...fashion..." to keep the flips); `--dry_run` prints the commands.
+wall (above 1: tfresnet is faster), the medians, and where tfresnet's time went (the phases
+that its results.json reports under "timings": start-up, data, model, first step, steady
+training, evaluation, epoch-end writes, save, export; what is left of the wall time is exit).
+With --json_out it appends one JSON line per process and one summary line. Run nothing else
+meanwhile: the comparison is only as fair as the machine is quiet. --data_dir=FOLDER uses an
+MNIST-format folder for both (tfresnet reads it as `--dataset=FOLDER`; name it "...fashion..."
+to keep the flips); `--dry_run` prints the commands.
 """
 
 import argparse
@@ -164,6 +167,8 @@ def run_tfresnet(args, echo=True):
         "images_per_s": results.get("train_images_per_s"),
         "fit_s": results.get("wall_time_s"),
         "precision": results.get("precision"),
+        "epochs": results["schedule"]["epochs"],
+        "timings": results.get("timings"),
         "run_dir": run_dir if args.keep_runs else None,
     }
 
@@ -229,6 +234,69 @@ def format_table(pairs):
             f"| median | {cells(med['tfresnet'])} | {cells(med['torch'])} | "
             f"{m['ratio_torch_over_tfresnet']:.2f}x |"
         )
+    return "\n".join(lines)
+
+
+# tfresnet's phases (results.json "timings"), in the order they happen, as the breakdown names them.
+PHASES = (
+    ("startup_s", "start-up: interpreter, imports, flags"),
+    ("data_s", "data: read and prepare the data set"),
+    ("model_s", "model: build, compile, restore"),
+    ("first_step_s", "first training step (tracing)"),
+    ("train_s", "steady training"),
+    ("eval_s", "test evaluation after each epoch"),
+    ("bookkeeping_s", "epoch-end writes: checkpoints, backup, logs"),
+    ("final_eval_s", "final evaluation"),
+    ("save_s", "model.keras"),
+    ("export_s", "SavedModel export"),
+    ("exit_s", "results.json, clean-up and process exit"),
+)
+
+
+def breakdown(pairs):
+    """Median seconds of each tfresnet phase over the pairs, and the derived goals' figures.
+
+    `exit_s` is the process's wall time less the phases it reported. `to_first_step_s` is
+    start-up through the first training step; `bookkeeping_per_epoch` is the epoch-end writes
+    as a share of an epoch's training time.
+    """
+    runs = [pair["tfresnet"] for pair in pairs if pair["tfresnet"].get("timings")]
+    if not runs:
+        return {}
+    phases = {}
+    for run in runs:
+        timings = dict(run["timings"])
+        timings["exit_s"] = run["wall_s"] - timings.get("total_s", 0.0)
+        for key, _ in PHASES:
+            phases.setdefault(key, []).append(timings.get(key, 0.0))
+    out = {key: statistics.median(values) for key, values in phases.items()}
+    out["wall_s"] = statistics.median(run["wall_s"] for run in runs)
+    out["to_first_step_s"] = statistics.median(
+        sum(run["timings"].get(k, 0.0) for k in ("startup_s", "data_s", "model_s", "first_step_s"))
+        for run in runs
+    )
+    out["bookkeeping_per_epoch"] = statistics.median(
+        run["timings"].get("bookkeeping_s", 0.0)
+        / (run["timings"].get("train_s", 0.0) + run["timings"].get("first_step_s", 0.0))
+        for run in runs
+    )
+    return out
+
+
+def format_breakdown(pairs):
+    """Markdown: where tfresnet's wall time went (medians over the pairs), phase by phase."""
+    b = breakdown(pairs)
+    if not b:
+        return ""
+    lines = ["| phase | seconds | share of wall time |", "|---|---:|---:|"]
+    for key, name in PHASES:
+        lines.append(f"| {name} | {b[key]:.1f} | {b[key] / b['wall_s']:.1%} |")
+    lines.append(f"| **whole process** | **{b['wall_s']:.1f}** | 100% |")
+    lines.append("")
+    lines.append(
+        f"Start-up to the end of the first training step: {b['to_first_step_s']:.1f} s. "
+        f"Epoch-end writes: {b['bookkeeping_per_epoch']:.1%} of the training time."
+    )
     return "\n".join(lines)
 
 
@@ -318,14 +386,22 @@ def main(argv=None):
         f"{args.pairs} pairs (order: {', '.join(order)}):\n"
     )
     print(format_table(pairs))
-    result = {**context, **summary(pairs)}
+    if breakdown(pairs):
+        print("\nWhere tfresnet's time went (medians over the pairs):\n")
+        print(format_breakdown(pairs))
+    result = {**context, **summary(pairs), "breakdown": breakdown(pairs)}
     if args.json_out:
         append_json(args.json_out, [result])
     return pairs
 
 
-if __name__ == "__main__":
+def run_main(main):
+    """Run a driver's `main`; a failed run exits with its message, not a traceback."""
     try:
         main()
     except RuntimeError as err:
         sys.exit(str(err))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -44,6 +44,15 @@ def end_to_end():
 
 
 @pytest.fixture(scope="module")
+def sync_bn_cost():
+    sys.path.insert(0, str(BENCHMARKS))  # it imports end_to_end from its own folder
+    try:
+        return _load(BENCHMARKS / "sync_bn_cost.py")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
 def paired():
     return _load(BENCHMARKS / "paired_step_rate.py")
 
@@ -177,6 +186,47 @@ def test_table_and_medians(end_to_end):
     assert table[2].endswith("| 1.20x |") and "| - |" in table[4]
     record = end_to_end.last_json_line('x\n{"peer": "torch", "a": 1}\n{"b": 2}\nend\n', "peer")
     assert record == {"peer": "torch", "a": 1}
+
+
+def test_breakdown_gives_each_phase_and_the_goals_figures(end_to_end):
+    def run(wall, startup, bookkeeping):
+        timings = dict(startup_s=startup, data_s=1.0, model_s=0.5, first_step_s=2.5,
+                       train_s=97.5, eval_s=5.0, bookkeeping_s=bookkeeping, final_eval_s=0.0,
+                       save_s=0.5, export_s=2.0)  # fmt: skip
+        timings["total_s"] = sum(timings.values())
+        return {"tfresnet": {"wall_s": wall, "timings": timings}, "torch": {}}
+
+    pairs = [run(120.0, 4.0, 1.0), run(130.0, 6.0, 3.0), run(125.0, 5.0, 2.0)]
+    b = end_to_end.breakdown(pairs)
+    assert b["wall_s"] == 125.0 and b["startup_s"] == 5.0 and b["bookkeeping_s"] == 2.0
+    # exit: wall less the reported phases (medians of 120-114, 130-118, 125-116)
+    assert b["exit_s"] == pytest.approx(9.0)
+    assert b["to_first_step_s"] == pytest.approx(5.0 + 1.0 + 0.5 + 2.5)
+    assert b["bookkeeping_per_epoch"] == pytest.approx(2.0 / 100.0)
+    table = end_to_end.format_breakdown(pairs).splitlines()
+    assert len(table) == 2 + len(end_to_end.PHASES) + 1 + 2
+    assert table[2] == "| start-up: interpreter, imports, flags | 5.0 | 4.0% |"
+    assert "first training step: 9.0 s" in table[-1] and "2.0% of the training time" in table[-1]
+    assert end_to_end.breakdown([{"tfresnet": {"wall_s": 1.0}, "torch": {}}]) == {}
+
+
+def test_sync_bn_cost_commands_and_table(sync_bn_cost):
+    args = sync_bn_cost.parse_args(["--steps=50", "--tfresnet=tfresnet"])
+    on = sync_bn_cost.train_command(args, "/tmp/r", sync=True)
+    off = sync_bn_cost.train_command(args, "/tmp/r", sync=False)
+    assert on[:2] == ["tfresnet", "train"] and "--strategy=mirrored" in on
+    assert "--num_replicas=2" in on and "--steps=50" in on
+    assert set(on) ^ set(off) == {"--sync_bn", "--nosync_bn"}
+    pairs = [
+        {"sync": {"images_per_s": 400.0}, "local": {"images_per_s": 500.0}},
+        {"sync": {"images_per_s": 500.0}, "local": {"images_per_s": 550.0}},
+        {"sync": {"images_per_s": 450.0}, "local": {"images_per_s": 450.0}},
+    ]
+    assert [round(sync_bn_cost.slowdown(p), 3) for p in pairs] == [0.25, 0.1, 0.0]
+    table = sync_bn_cost.format_table(pairs).splitlines()
+    assert table[2] == "| 1 | 400 | 500 | +25.0% |" and table[-1].endswith("**+10.0%** |")
+    with pytest.raises(SystemExit):
+        sync_bn_cost.parse_args(["--replicas=1"])
 
 
 @pytest.mark.slow
