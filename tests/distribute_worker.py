@@ -39,10 +39,10 @@ def toy_dataset(x, y, batch=BATCH):
     """Unshuffled batches with DATA sharding, as our trainer feeds arrays."""
     import tensorflow as tf
 
-    from tfresnet.distribute import distribute_dataset_options
+    from tfresnet.distribute import data_sharding_options
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
-    return ds.with_options(distribute_dataset_options("memory"))
+    return ds.with_options(data_sharding_options())
 
 
 def toy_model(synchronized=True, lr=0.1):
@@ -218,11 +218,70 @@ def scenario_multi_worker(out_dir):
     )
 
 
+def scenario_file_shards(out_dir):
+    """One worker of 2 reading the tfds set the test wrote in OUT_DIR/tfds (several files):
+    the labels its training input gives it over 2 epochs, the same input resumed at epoch 1
+    step 2, then `train.fit_model` for 2 epochs on it."""
+    import keras
+    import tensorflow as tf
+
+    from tfresnet import data, distribute, train
+
+    strategy = distribute.make_strategy("multi_worker")
+    task = strategy.cluster_resolver.task_id
+    tfds_dir = os.path.join(out_dir, "tfds")
+    name = next(n for n in sorted(os.listdir(tfds_dir)) if n != "downloads")  # the only set
+    d = data.load_data(name, data_dir=tfds_dir)
+    steps = d.info.sizes["train"] // BATCH
+
+    def stream(first_epoch=0, skip_batches=0):
+        """(labels, image sums) of each step on this worker, epochs first_epoch..1."""
+        ds = data.training_input(
+            d, strategy, batch_size=BATCH, steps_per_epoch=steps, seed=0,
+            first_epoch=first_epoch, epochs=2, skip_batches=skip_batches,
+        )  # fmt: skip
+        out, iterator = [], iter(ds)
+        for _ in range((2 - first_epoch) * steps - skip_batches):
+            images, labels = (strategy.experimental_local_results(v)[0] for v in next(iterator))
+            out.append((labels.numpy().tolist(), float(tf.reduce_sum(images))))
+        return ds, out
+
+    ds, steps_seen = stream()
+    _, resumed = stream(first_epoch=1, skip_batches=2)
+    keras.utils.set_random_seed(0)
+    config = train.TrainConfig(
+        model="cifar_resnet8", dataset=name, data_dir=tfds_dir, epochs=2, batch_size=BATCH,
+        strategy="multi_worker", run_dir=os.path.join(out_dir, "run"), export=False, verbose=0,
+        eval_test_each_epoch=False,
+    )  # fmt: skip
+    _, results = train.fit_model(config, strategy=strategy, data=d, evaluate_test=False)
+    policy = distribute.shard_policy(d.train_files.num_files, distribute.input_pipelines(strategy))
+    _write_json(
+        out_dir,
+        f"shards{task}",
+        {
+            "policy": policy.name,
+            "distributed": isinstance(ds, tf.distribute.DistributedDataset),
+            "steps": steps,
+            "epochs": [
+                sum((s[0] for s in steps_seen[e * steps : (e + 1) * steps]), []) for e in range(2)
+            ],
+            "step_labels": [s[0] for s in steps_seen],
+            "step_sums": [s[1] for s in steps_seen],
+            "resumed_labels": [s[0] for s in resumed],
+            "resumed_sums": [s[1] for s in resumed],
+            "loss": results["curves"]["train_loss"],
+            "epochs_trained": results["curves"]["epoch"],
+        },
+    )
+
+
 SCENARIOS = {
     "mirrored": scenario_mirrored,
     "equivalence": scenario_equivalence,
     "bfloat16": scenario_bfloat16,
     "multi_worker": scenario_multi_worker,
+    "file_shards": scenario_file_shards,
 }
 
 

@@ -210,3 +210,146 @@ def test_empty_class_folder_is_a_clear_error(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(data.DataError, match="'.*c' hold no readable image"):
         data.load_data(str(tmp_path))
+
+
+# --------------------------------------------------------------------------
+# File-backed sources read in parts (FILE sharding) and padded evaluation (TPU)
+# --------------------------------------------------------------------------
+
+SHARDED_NAME = "tfresnet_sharded_ids"  # a tfds set written by the tests, read back by name
+
+
+def write_sharded_tfds(data_dir, examples=48, shards=4):
+    """A prepared tfds data set of `examples` 8x8x1 images in `shards` TFRecord files per split.
+
+    Example i has label i (as many classes as examples) and pixel [0, 0] = i, so whoever reads
+    it can tell exactly which examples it got, augmented or not.
+    """
+
+    class ShardedIds(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = SHARDED_NAME
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(8, 8, 1)),
+                    "label": tfds.features.ClassLabel(num_classes=examples),
+                }
+            )
+            return tfds.core.DatasetInfo(
+                builder=self, features=features, supervised_keys=("image", "label")
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(examples), "test": self._generate_examples(12)}
+
+        def _generate_examples(self, count):
+            for i in range(count):
+                image = np.zeros((8, 8, 1), np.uint8)
+                image[0, 0, 0] = i
+                yield i, {"image": image, "label": i}
+
+    config = tfds.download.DownloadConfig(num_shards=shards)
+    ShardedIds(data_dir=str(data_dir)).download_and_prepare(download_config=config)
+    return str(data_dir)
+
+
+def _labels(dataset):
+    return [int(y) for _, y in dataset.as_numpy_iterator()]
+
+
+def test_a_tfds_set_in_several_files_reads_in_disjoint_parts(tmp_path):
+    data_dir = write_sharded_tfds(tmp_path / "tfds")
+    d = data.load_data(SHARDED_NAME, data_dir=data_dir)
+    assert d.info.sizes == {"train": 48, "validation": 0, "test": 12}
+    assert d.train_files.num_files == 4
+    parts = [_labels(d.train_files.read(2, i)) for i in range(2)]
+    assert [len(p) for p in parts] == [24, 24]  # two files of 12 each
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == list(range(48))
+    assert sorted(_labels(d.train_files.read(1, 0))) == list(range(48))
+
+    # Holding out 14 examples takes the first file and 2 of the second: 3 files are left.
+    held_out = data.load_data(SHARDED_NAME, data_dir=data_dir, validation_size=14)
+    validation = _labels(held_out.validation)
+    assert held_out.train_files.num_files == 3
+    parts = [_labels(held_out.train_files.read(3, i)) for i in range(3)]
+    assert [len(p) for p in parts] == [10, 12, 12]
+    assert sorted(sum(parts, []) + validation) == list(range(48))
+
+
+def test_an_image_folder_reads_in_parts_and_in_memory_data_has_no_files(tmp_path):
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(5):
+            _png(tmp_path / cls / f"{i}.png", value + i)
+    d = data.load_data(str(tmp_path), image_size=8)
+    assert d.train_files.num_files == d.info.sizes["train"] == 8
+    whole = sorted(int(x[0, 0, 0]) for x, _ in d.train.as_numpy_iterator())
+    parts = [[int(x[0, 0, 0]) for x, _ in d.train_files.read(3, i).as_numpy_iterator()]
+             for i in range(3)]  # fmt: skip
+    assert [len(p) for p in parts] == [3, 3, 2]
+    assert sorted(sum(parts, [])) == whole
+    assert data.load_data("digits").train_files is None
+
+
+def test_every_epoch_of_a_worker_has_exactly_its_share(tmp_path):
+    """A part shorter than its share of an epoch is cycled through; a longer one is cut."""
+    d = data.load_data(SHARDED_NAME, data_dir=write_sharded_tfds(tmp_path / "tfds"))
+    part = d.train_files.read(4, 0)  # 12 examples
+    for share in (8, 20):
+        ds = data.make_pipeline(
+            part, d.info, batch_size=4, training=True, epochs=2, epoch_examples=share, worker=1
+        )
+        batches = [y.numpy() for _, y in ds]
+        assert len(batches) == 2 * share // 4
+        epoch0 = np.concatenate(batches[: share // 4])
+        assert set(epoch0) <= set(_labels(part)) and len(set(epoch0)) == min(share, 12)
+
+
+def test_one_worker_trains_on_the_plain_pipeline_even_with_files(tmp_path):
+    from tfresnet import distribute
+
+    d = data.load_data(SHARDED_NAME, data_dir=write_sharded_tfds(tmp_path / "tfds"))
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert distribute.input_pipelines(strategy) == 1
+    ds = data.training_input(d, strategy, batch_size=8, steps_per_epoch=6, epochs=1)
+    assert isinstance(ds, tf.data.Dataset)
+    assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == list(range(48))
+
+
+def test_padded_evaluation_gives_exactly_the_unpadded_metrics():
+    """1,438 digits at batch 64: 22 full batches and one of 30, padded to 64 with weight-0
+    zeros. Loss (weight decay included), accuracy and top-5 equal the unpadded evaluation."""
+    import keras
+
+    from tfresnet import models, recipes
+    from tfresnet import train as train_lib
+
+    d = data.load_data("digits")
+    model = models.build_model(
+        "cifar_resnet8", num_classes=10, input_shape=(8, 8, 1), weight_decay=1e-4,
+        pixel_mean=d.info.pixel_mean, pixel_std=d.info.pixel_std,
+    )  # fmt: skip
+    recipe = recipes.get_recipe("cifar")
+    train_lib.compile_model(model, recipe, 0.1)
+    train = data.make_pipeline(d.train, d.info, batch_size=64, training=True)
+    model.fit(train, steps_per_epoch=20, shuffle=False, verbose=0)  # accuracy well above 10%
+
+    plain = data.make_pipeline(d.train, d.info, batch_size=64, training=False)
+    padded = data.make_pipeline(d.train, d.info, batch_size=64, training=False, static_batches=True)
+    assert padded.element_spec[0].shape == (64, 8, 8, 1)  # static: what XLA on a TPU needs
+    weights = np.concatenate([w.numpy() for _, _, w in padded])
+    assert len(weights) == 23 * 64 and np.count_nonzero(weights) == 1438
+    assert weights[0] == pytest.approx(23 * 64 / 1438)
+
+    expected = model.evaluate(plain, verbose=0, return_dict=True)
+    got = model.evaluate(padded, verbose=0, return_dict=True)
+    assert 0.1 < expected["accuracy"] < 1.0 and expected["accuracy"] != expected["top5_accuracy"]
+    for key in ("loss", "accuracy", "top5_accuracy"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), key
+    # Weight 1 for the real examples would be wrong: the data loss shrinks by 1438 / 1472.
+    ones = padded.map(lambda x, y, w: (x, y, tf.cast(w > 0, tf.float32)))
+    naive = model.evaluate(ones, verbose=0, return_dict=True)
+    assert naive["loss"] < expected["loss"] - 1e-3
+    keras.backend.clear_session()

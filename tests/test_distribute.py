@@ -109,6 +109,19 @@ def test_mirrored_over_explicit_devices():
             '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
             "is not in its cluster",
         ),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+            "is not in its cluster",
+        ),
+        (  # TFConfigClusterResolver alone would take int(0.5), worker 0
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0.5}}',
+            r"must be a JSON integer; got 0\.5 \(float\)",
+        ),
+        (
+            '{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}',
+            "not a valid cluster description",
+        ),
+        ("5", "not a valid cluster description"),
     ],
 )
 def test_multi_worker_explains_tf_config(monkeypatch, tf_config, message):
@@ -119,6 +132,15 @@ def test_multi_worker_explains_tf_config(monkeypatch, tf_config, message):
     with pytest.raises(ValueError, match=message) as err:
         dist.make_strategy("multi_worker")
     assert '"worker": ["host0:12345", "host1:12345"]' in str(err.value)  # the example
+
+
+def test_read_tf_config_gives_what_the_resolver_read(monkeypatch):
+    tf_config = {
+        "cluster": {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert dist.read_tf_config() == tf_config
 
 
 def test_multi_worker_after_tf_started_is_a_clear_error(monkeypatch):
@@ -181,24 +203,25 @@ def test_single_worker_is_chief_and_writes_to_path(tmp_path):
     assert (target / "model.keras").exists()
 
 
-@pytest.mark.parametrize(
-    "kind, extra, policy",
-    [
-        ("memory", {}, "DATA"),
-        ("files", {}, "FILE"),
-        ("files", dict(num_files=1, num_workers=2), "DATA"),
-        ("files", dict(num_files=1024, num_workers=2), "FILE"),
-    ],
-)
-def test_dataset_options_shard_policy(kind, extra, policy):
-    options = dist.distribute_dataset_options(kind, **extra)
-    expected = getattr(tf.data.experimental.AutoShardPolicy, policy)
-    assert options.experimental_distribute.auto_shard_policy == expected
+def test_shard_policy_is_file_only_with_a_file_for_every_worker():
+    policies = tf.data.experimental.AutoShardPolicy
+    assert dist.shard_policy(4, 2) == policies.FILE
+    assert dist.shard_policy(2, 2) == policies.FILE
+    assert dist.shard_policy(1, 2) == policies.DATA  # a worker would get no file
+    assert dist.shard_policy(3, 4) == policies.DATA
+    assert dist.shard_policy(1024, 1) == policies.DATA  # one pipeline reads everything anyway
+    assert dist.shard_policy(None, 8) == policies.DATA  # in memory: no files to split
+    with pytest.raises(ValueError, match="num_workers must be a positive int; got 0"):
+        dist.shard_policy(4, 0)
 
 
-def test_dataset_options_unknown_kind():
-    with pytest.raises(ValueError, match="Unknown dataset kind 'tfrecord'; allowed: memory, files"):
-        dist.distribute_dataset_options("tfrecord")
+def test_single_machine_strategies_have_one_input_pipeline():
+    assert dist.input_pipelines(dist.make_strategy("one_device")) == 1
+    assert dist.input_pipelines(tf.distribute.MirroredStrategy(["/cpu:0"])) == 1
+    options = dist.data_sharding_options()
+    assert options.experimental_distribute.auto_shard_policy == (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +416,38 @@ def test_multi_worker_fit_matches_single_process(tmp_path, reference_history):
     assert reports[1]["export_dir_exists_after"] is False  # worker 1's temp dir is gone
 
 
+@pytest.mark.slow  # real processes: about 60 s
+def test_two_workers_read_disjoint_files_of_a_tfds_set(tmp_path):
+    """FILE sharding on a 4-file tfds set: each worker's input holds half of every epoch, the
+    halves are disjoint and together all 48 examples; resuming mid-epoch replays the same
+    batches; and `fit_model` trains on that input."""
+    sys.path.insert(0, HERE)
+    from test_data import write_sharded_tfds
+
+    write_sharded_tfds(tmp_path / "tfds", examples=48, shards=4)
+    codes = run_cluster("file_shards", tmp_path, free_ports(2))
+    assert codes == [0, 0], log_tails(tmp_path, "run")
+    reports = [json.loads((tmp_path / f"shards{i}.json").read_text()) for i in range(2)]
+    for r in reports:
+        assert r["policy"] == "FILE" and r["distributed"] and r["steps"] == 6
+        assert all(len(labels) == toy.BATCH // 2 for labels in r["step_labels"])  # per replica
+    for epoch in range(2):
+        mine, theirs = (r["epochs"][epoch] for r in reports)
+        assert len(mine) == len(theirs) == 24
+        assert not set(mine) & set(theirs)
+        assert sorted(mine + theirs) == list(range(48))
+    for r in reports:
+        assert set(r["epochs"][0]) == set(r["epochs"][1])  # the same files every epoch
+        assert r["epochs"][0] != r["epochs"][1]  # in a new order
+        assert r["resumed_labels"] == r["step_labels"][6 + 2 :]  # epoch 1 from step 2
+        assert r["resumed_sums"] == r["step_sums"][6 + 2 :]  # with the same augmentation
+    assert reports[0]["step_sums"] != reports[1]["step_sums"]
+    assert reports[0]["epochs_trained"] == reports[1]["epochs_trained"] == [1, 2]
+    assert reports[0]["loss"] == reports[1]["loss"]
+    assert all(np.isfinite(reports[0]["loss"]))
+    assert (tmp_path / "run" / "model.keras").exists()
+
+
 def _start_train_workers(ports, run_dir, *flags):
     """`tfresnet train` as worker 0 and 1 of a loopback cluster; returns the processes."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -491,6 +546,7 @@ def test_the_tpu_build_fix_applies_where_keras_reduces_the_first_batch():
     with pytest.raises(TypeError):  # what Keras' own pre-fit build would hit on a TPU
         double.reduce("MEAN", (images, labels))
     assert dist.builds_from_reduced_batch(double)
+    assert dist.is_tpu(double) and not dist.is_tpu(tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert not dist.builds_from_reduced_batch(tf.distribute.OneDeviceStrategy("/cpu:0"))
     seen = {}
 

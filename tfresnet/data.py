@@ -15,9 +15,11 @@ yield raw 0..255 float pixels and exported models take raw images.
 """
 
 import dataclasses
+import functools
 import logging
 import os
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -66,13 +68,27 @@ class DataInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class FileSource:
+    """A split stored in files, readable in parts: `read(parts, index)` gives the unbatched
+    examples of every `parts`-th file from the `index`-th on, so workers can each read only their
+    own files (FILE sharding, `training_input`)."""
+
+    num_files: int
+    read: Callable[[int, int], tf.data.Dataset]
+
+
+@dataclasses.dataclass(frozen=True)
 class Data:
-    """Unbatched `(uint8 image, int32 label)` splits; `validation` is None when not asked for."""
+    """Unbatched `(uint8 image, int32 label)` splits; `validation` is None when not asked for.
+
+    `train_files` is set when the training split is read from files (tfds, a folder of images),
+    None for in-memory data (digits, IDX files)."""
 
     info: DataInfo
     train: tf.data.Dataset
     test: tf.data.Dataset
     validation: tf.data.Dataset | None = None
+    train_files: FileSource | None = None
 
 
 def load_data(
@@ -250,6 +266,8 @@ def _tfds_builder(name, data_dir, download):
 
 
 def _load_tfds(name, data_dir, validation_size, image_size, download):
+    import tensorflow_datasets as tfds
+
     builder = _tfds_builder(name, data_dir, download)
     info = builder.info
     if "image" not in info.features or "label" not in info.features:
@@ -258,8 +276,14 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
             f"features; it has {sorted(info.features.keys())})."
         )
 
-    def split(spec):
-        ds = builder.as_dataset(split=spec, as_supervised=True, shuffle_files=False)
+    def split(spec, parts=1, index=0):
+        read_config = None
+        if parts > 1:  # tfds reads every `parts`-th of the split's files
+            context = tf.distribute.InputContext(num_input_pipelines=parts, input_pipeline_id=index)
+            read_config = tfds.ReadConfig(input_context=context)
+        ds = builder.as_dataset(
+            split=spec, as_supervised=True, shuffle_files=False, read_config=read_config
+        )
         return ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
 
     def size(spec, ds):
@@ -274,7 +298,8 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
     full_train = split("train")
     train_size = size("train", full_train)
     n_val = _holdout_count(validation_size, train_size) if validation_size else 0
-    train = split(f"train[{n_val}:]") if n_val else full_train
+    train_spec = f"train[{n_val}:]" if n_val else "train"
+    train = split(train_spec) if n_val else full_train
     test = split(test_split)
 
     height, width, channels = info.features["image"].shape
@@ -301,7 +326,18 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         sizes={"train": train_size - n_val, "validation": n_val, "test": size(test_split, test)},
     )
     validation = split(f"train[:{n_val}]") if n_val else None
-    return Data(data_info, train, test, validation)
+    files = _tfds_file_count(info, train_spec)
+    source = FileSource(files, functools.partial(split, train_spec)) if files else None
+    return Data(data_info, train, test, validation, train_files=source)
+
+
+def _tfds_file_count(info, spec):
+    """How many record files hold split `spec` of a prepared tfds data set; None without split
+    metadata (`tfds.testing.mock_data` generates examples instead of reading files)."""
+    try:
+        return len(info.splits[spec].file_instructions) or None
+    except KeyError:  # tfds: "`splits` is empty"
+        return None
 
 
 def _imagenet_stats(channels):
@@ -453,7 +489,14 @@ def _load_folder(root, validation_size, image_size, seed):
         class_names=tuple(classes),
         sizes={"train": len(train_files), "validation": n_val, "test": len(test_files)},
     )
-    return Data(info, train, to_dataset(test_files), to_dataset(val_files) if n_val else None)
+    source = FileSource(len(train_files), lambda parts, i: to_dataset(train_files[i::parts]))
+    return Data(
+        info,
+        train,
+        to_dataset(test_files),
+        to_dataset(val_files) if n_val else None,
+        train_files=source,
+    )
 
 
 # --- augmentation -------------------------------------------------------------------------
@@ -518,14 +561,24 @@ def make_pipeline(
     first_epoch=0,
     epochs=None,
     skip_batches=0,
+    epoch_examples=None,
+    worker=0,
+    static_batches=False,
 ):
-    """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`.
+    """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`; with
+    `static_batches`, `(image, label, float32 weight)`.
 
     For training with `epochs`, the pipeline yields epochs `first_epoch` .. `epochs`-1 back to
     back, each a fresh shuffle, and every random choice is a function of (seed, epoch, position)
     alone: a run resumed at epoch K sees exactly the batches an uninterrupted run saw from epoch
     K on. Without `epochs` it is one epoch, repeated with a new shuffle each time it is iterated.
     `skip_batches` drops the first batches of `first_epoch` (resuming inside an epoch).
+    `epoch_examples` makes every epoch exactly that long (cycling through the shuffle again if
+    `dataset` is shorter), and `worker`, the index of this input pipeline, is folded into the
+    augmentation seeds: both for a worker reading only its own files (`training_input`).
+
+    Evaluation keeps a partial last batch, or with `static_batches` pads it (`_padded_batches`):
+    every batch then has the same static shape, as XLA on a TPU needs, and the metrics stay exact.
     """
     size = info.image_shape[:2]
     n = info.sizes.get("train" if training else "test", 0)
@@ -542,10 +595,14 @@ def make_pipeline(
             # alone (TF's get_seed cannot compare a tensor seed against a global seed of 0).
             tf.compat.v1.get_default_graph().seed = None
             shuffled = dataset.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+            if epoch_examples is not None:
+                shuffled = shuffled.repeat().take(epoch_examples)
 
             def train_map(position, example):
                 image, label = example
                 pair = tf.stack([epoch_seed, position]) % (2**31 - 3)
+                if worker:
+                    pair = tf.random.experimental.stateless_fold_in(pair, worker)
                 image = augment(image, pair, size, info.flip)
                 return tf.cast(image, tf.float32), label
 
@@ -568,10 +625,90 @@ def make_pipeline(
                 image = images_lib.center_crop(image, size)
             return tf.cast(image, tf.float32), label
 
-        dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE).batch(
-            batch_size, drop_remainder=drop
-        )
-    # DATA sharding: every pipeline here ends in batches of examples, whatever its source.
-    options = distribute.distribute_dataset_options("memory")
+        dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
+        if static_batches:
+            dataset = _padded_batches(dataset, info.image_shape, batch_size)
+        else:
+            dataset = dataset.batch(batch_size, drop_remainder=drop)
+    # DATA sharding for Keras' own distribution: every pipeline here ends in batches of
+    # examples, whatever its source (FILE sharding is built per worker: `training_input`).
+    options = distribute.data_sharding_options()
     options.deterministic = True
     return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _padded_batches(dataset, image_shape, batch_size):
+    """`(image, label, weight)` batches all of `batch_size` examples: the last one is filled up
+    with zero images of weight 0, and the real examples weigh `padded / count`.
+
+    Why that weight: Keras averages each batch's loss over the whole batch (pads included) and
+    weighs the batch by its size, so with weight 1 the mean loss would come out `count / padded`
+    times too small. With `padded / count` the loss is exactly the unpadded mean, and the
+    accuracy metrics, weighted means, ignore a constant weight: every metric is exact, as long
+    as the model compiles them as `weighted_metrics` (`train.compile_model` does; plain
+    `metrics` ignore sample weights and would count the pads as errors).
+    """
+    count = int(dataset.cardinality())
+    if count < 0:  # unknown (a source tf.data cannot count in advance): count it once
+        count = int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
+    if count == 0:
+        raise DataError("There is no example to evaluate: the split is empty.")
+    padded = -(-count // batch_size) * batch_size
+    weight = tf.constant(padded / count, tf.float32)
+    real = dataset.map(
+        lambda x, y: (tf.ensure_shape(x, image_shape), y, weight), num_parallel_calls=AUTOTUNE
+    )
+    filler = tf.data.Dataset.from_tensors(
+        (tf.zeros(image_shape, tf.float32), tf.constant(0, tf.int32), tf.constant(0.0))
+    ).repeat(padded - count)
+    return real.concatenate(filler).batch(batch_size, drop_remainder=True)
+
+
+def training_input(
+    data: Data,
+    strategy,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    seed: int = 0,
+    first_epoch: int = 0,
+    epochs: int | None = None,
+    skip_batches: int = 0,
+):
+    """The training input for `model.fit` under `strategy`, sharded as `distribute.shard_policy`
+    decides for this data's files and the strategy's workers.
+
+    DATA (in-memory data, one worker, or fewer files than workers): `make_pipeline` over the
+    whole split; Keras gives each worker its share of every global batch, so the batches are
+    the ones a single process would train on.
+    FILE: a `tf.distribute.DistributedDataset` whose pipeline on each worker reads only that
+    worker's files (`Data.train_files`), shuffles and augments them, and yields per-replica
+    batches. Each worker yields exactly `steps_per_epoch` steps' share of examples per epoch
+    (cycling through its part if it holds fewer, leaving the rest if more), so workers always
+    agree on where an epoch ends. The batches are a function of (seed, epoch, number of workers)
+    alone: a resumed run sees the same ones, given the same number of workers.
+    """
+    source = data.train_files
+    workers = distribute.input_pipelines(strategy)
+    policy = distribute.shard_policy(source.num_files if source else None, workers)
+    common = dict(training=True, seed=seed, first_epoch=first_epoch, epochs=epochs)
+    if policy != tf.data.experimental.AutoShardPolicy.FILE:
+        return make_pipeline(
+            data.train, data.info, batch_size=batch_size, skip_batches=skip_batches, **common
+        )
+    log.info("FILE sharding: %d workers share %d files", workers, source.num_files)
+
+    def worker_pipeline(context):
+        local_batch = context.get_per_replica_batch_size(batch_size)
+        replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
+        return make_pipeline(
+            source.read(context.num_input_pipelines, context.input_pipeline_id),
+            data.info,
+            batch_size=local_batch,
+            skip_batches=skip_batches * replicas_here,  # a step takes one batch per replica
+            epoch_examples=steps_per_epoch * replicas_here * local_batch,
+            worker=context.input_pipeline_id,
+            **common,
+        )
+
+    return strategy.distribute_datasets_from_function(worker_pipeline)

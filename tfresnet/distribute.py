@@ -14,11 +14,13 @@ Keras 3 (checked with 3.15) cannot `fit` under MultiWorkerMirroredStrategy
 (keras-team/keras#20585, tensorflow/tensorflow#72388); call
 `multi_worker_compatible(model)` after building the model in the strategy's
 scope. It patches that model instance only, and only while the bug is there.
-Keras 3's BackupAndRestore is not multi-worker safe: use
-`MultiWorkerBackupAndRestore`. Known limits of Keras 3.15 under any
-multi-replica strategy: keep `steps_per_execution=1` ("You must feed a value
-for placeholder tensor", keras#19246), and build BatchNormalization with
-`synchronized=True` (otherwise each replica keeps its own moving statistics).
+Keras 3's BackupAndRestore is not multi-worker safe: runs back up through
+`tfresnet.rundir` instead. Known limits of Keras 3.15: keep
+`steps_per_execution=1` under mirrored strategies ("You must feed a value for
+placeholder tensor", keras#19246), and with several replicas build
+BatchNormalization with `synchronized=True` (otherwise each replica keeps its
+own moving statistics). Input: `shard_policy` decides FILE or DATA sharding,
+`is_tpu` whether batches must have static shapes.
 
 Example:
     strategy = make_strategy("mirrored", num_replicas=2)   # 2 logical CPUs
@@ -42,7 +44,6 @@ import tensorflow as tf
 
 STRATEGY_NAMES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCALING_RULES = ("linear", "none")
-DATASET_KINDS = ("memory", "files")
 
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
@@ -165,35 +166,44 @@ def _mirrored_strategy(num_replicas, devices):
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)])
 
 
-def read_tf_config():
-    """Parse and check the TF_CONFIG environment variable; return the dict.
+def read_tf_config() -> dict:
+    """Check TF_CONFIG as TensorFlow's `TFConfigClusterResolver` reads it; return
+    `{"cluster": {job: [host:port, ...]}, "task": {"type": job, "index": i}}`.
 
-    MultiWorkerMirroredStrategy reads the cluster (every worker's host:port)
-    and this process's task from it; a typo otherwise surfaces as a hang.
+    MultiWorkerMirroredStrategy reads the cluster (every worker's host:port) and this process's
+    task through that resolver; a typo otherwise surfaces as a hang, so each problem gets a
+    one-line message here.
     """
     raw = os.environ.get("TF_CONFIG")
     hint = f"Set it on each worker, e.g. for 2 workers: TF_CONFIG='{TF_CONFIG_EXAMPLE}'"
     if not raw:
         raise ValueError(f"multi_worker needs the TF_CONFIG environment variable. {hint}")
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     try:
-        config = json.loads(raw)
+        spec = resolver.cluster_spec()
+        task_type, task_id = resolver.task_type, resolver.task_id
     except json.JSONDecodeError as err:
         raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {raw!r}. {hint}") from None
-    cluster = config.get("cluster") if isinstance(config, dict) else None
-    task = config.get("task") if isinstance(config, dict) else None
-    if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
+    except (TypeError, ValueError, AttributeError) as err:  # not an object, a malformed cluster
+        raise ValueError(
+            f"TF_CONFIG is not a valid cluster description ({err}): {raw!r}. {hint}"
+        ) from None
+    if not {"worker", "chief"} & set(spec.jobs):
         raise ValueError(f"TF_CONFIG needs a 'cluster' with a 'worker' list. Got {raw!r}. {hint}")
-    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+    if task_type is None or task_id is None:
         raise ValueError(f"TF_CONFIG needs 'task': {{'type', 'index'}}. Got {raw!r}. {hint}")
-    index = task["index"]
+    # The resolver takes int(index), so "1" or 1.5 would pass silently (1.5 as worker 1).
+    index = json.loads(raw)["task"]["index"]
     if not isinstance(index, int) or isinstance(index, bool):
         raise ValueError(
             f"TF_CONFIG task index must be a JSON integer; got {index!r} "
             f"({type(index).__name__}). {hint}"
         )
-    if task["type"] not in cluster or not 0 <= index < len(cluster[task["type"]]):
+    cluster = spec.as_dict()
+    if task_type not in cluster or task_id not in spec.task_indices(task_type):
+        task = {"type": task_type, "index": task_id}
         raise ValueError(f"TF_CONFIG task {task} is not in its cluster {cluster}. {hint}")
-    return config
+    return {"cluster": cluster, "task": {"type": task_type, "index": task_id}}
 
 
 def _multi_worker_strategy():
@@ -230,15 +240,26 @@ def _tpu_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def is_multi_worker(strategy):
+def is_multi_worker(strategy) -> bool:
     """True for a MultiWorkerMirroredStrategy whose cluster has more than one worker."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
+    return _cluster_workers(strategy) > 1
+
+
+def _cluster_workers(strategy):
+    """The chief and worker tasks in a MultiWorkerMirroredStrategy's cluster (0 if none)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     spec = resolver.cluster_spec() if resolver is not None else None
     if spec is None:
-        return False
-    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs) > 1
+        return 0
+    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs)
+
+
+def is_tpu(strategy) -> bool:
+    """True under a TPU strategy: the one place tfresnet asks (static shapes, bfloat16, the
+    pre-fit build fix and `steps_per_execution` all follow from it)."""
+    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
 
 
 # --------------------------------------------------------------------------
@@ -284,7 +305,7 @@ def builds_from_reduced_batch(strategy) -> bool:
     """Whether Keras' pre-fit build would reduce a batch under `strategy` in a way that fails:
     multi-worker MWMS (no eager reduce) and TPUStrategy (reduce scales int labels by 1/n), and
     only while this Keras still reduces the first batch (`_keras_reduces_first_batch`)."""
-    failing = is_multi_worker(strategy) or isinstance(strategy, tf.distribute.TPUStrategy)
+    failing = is_multi_worker(strategy) or is_tpu(strategy)
     return failing and _keras_reduces_first_batch()
 
 
@@ -493,37 +514,52 @@ def writable_dir(path, strategy):
 # --------------------------------------------------------------------------
 
 
-def distribute_dataset_options(kind, *, num_files=None, num_workers=1):
-    """`tf.data.Options` with the auto-shard policy right for `kind` of data.
+def input_pipelines(strategy) -> int:
+    """How many input pipelines `strategy` runs: one per worker (MultiWorkerMirroredStrategy)
+    or per TPU host; 1 for the single-machine strategies."""
+    if is_multi_worker(strategy):
+        return _cluster_workers(strategy)
+    if is_tpu(strategy):
+        return int(strategy.extended.num_hosts)
+    return 1
 
-    kind="memory": DATA. In-memory data (`from_tensor_slices`, NumPy) has no
-        files to split; every worker builds the whole pipeline and keeps
-        only its share of each global batch.
-    kind="files": FILE. File-backed data (tfds, TFRecords): each worker reads
-        its own 1/N of the files, so nobody reads everything. Needs at least
-        as many files as workers (better, many more, for balance); with
-        `num_files < num_workers` some workers would get no data, so DATA.
+
+def shard_policy(num_files: int | None, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
+    """FILE or DATA: how `num_workers` input pipelines split a source of `num_files` files.
+
+    FILE (each pipeline reads only its own files, so nobody reads or augments everything) needs
+    several pipelines and at least as many files as pipelines, or some would get no data.
+    Otherwise DATA: every pipeline builds the whole input and keeps its share of each global
+    batch. In-memory sources (`num_files=None`) have no files to split.
     """
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"Unknown dataset kind {kind!r}; allowed: {', '.join(DATASET_KINDS)}.")
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive int; got {num_workers!r}.")
     policies = tf.data.experimental.AutoShardPolicy
-    policy = {"memory": policies.DATA, "files": policies.FILE}[kind]
-    if kind == "files" and num_files is not None and num_files < num_workers:
-        policy = policies.DATA
+    if num_files is not None and num_workers > 1 and num_files >= num_workers:
+        return policies.FILE
+    return policies.DATA
+
+
+def data_sharding_options() -> tf.data.Options:
+    """`tf.data.Options` for a pipeline that Keras distributes itself: DATA sharding, which works
+    for any source; a FILE-sharded input is built per worker instead (`data.training_input`)."""
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = policy
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options
 
 
 __all__ = [
     "STRATEGY_NAMES",
     "configure_logical_cpus",
-    "distribute_dataset_options",
+    "data_sharding_options",
+    "input_pipelines",
     "is_multi_worker",
+    "is_tpu",
     "make_strategy",
     "multi_worker_compatible",
     "per_replica_batch_size",
     "read_tf_config",
     "scaled_learning_rate",
+    "shard_policy",
     "writable_dir",
 ]

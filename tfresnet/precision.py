@@ -29,7 +29,9 @@ def resolve(precision, strategy=None):
         return precision
     import tensorflow as tf
 
-    if strategy is not None and isinstance(strategy, tf.distribute.TPUStrategy):
+    from tfresnet import distribute
+
+    if strategy is not None and distribute.is_tpu(strategy):
         return "mixed_bfloat16"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:

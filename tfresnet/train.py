@@ -19,7 +19,6 @@ import re
 import time
 
 import keras
-import tensorflow as tf
 
 from tfresnet import data as data_lib
 from tfresnet import distribute, files, models, precision, recipes, rundir
@@ -175,7 +174,7 @@ def plan_schedule(config, info, strategy) -> Schedule:
     batch_size = config.batch_size or recipe.batch_size
     distribute.per_replica_batch_size(batch_size, strategy)
     replicas = strategy.num_replicas_in_sync
-    tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    tpu = distribute.is_tpu(strategy)
     if config.steps_per_execution > 1 and replicas > 1 and not tpu:
         raise ValueError(
             f"steps_per_execution={config.steps_per_execution} does not work with {replicas} "
@@ -242,7 +241,7 @@ def compile_model(model, recipe, schedule, steps_per_execution=1):
     model.compile(
         optimizer=recipes.optimizer(recipe, schedule),
         loss="sparse_categorical_crossentropy",
-        metrics=metrics,
+        weighted_metrics=metrics,  # padded TPU evaluation batches weigh their pads 0
         steps_per_execution=steps_per_execution,
     )
 
@@ -374,13 +373,18 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
     if state.epoch >= schedule.epochs:
         return state  # training was over; a kill came while finishing
     info, batch_size = data.info, schedule.batch_size
+    static = distribute.is_tpu(model.distribute_strategy)  # XLA on TPU: pad the last batch
     test_ds = (
-        data_lib.make_pipeline(data.test, info, batch_size=batch_size, training=False)
+        data_lib.make_pipeline(
+            data.test, info, batch_size=batch_size, training=False, static_batches=static
+        )
         if config.eval_test_each_epoch
         else None
     )
     val_ds = (
-        data_lib.make_pipeline(data.validation, info, batch_size=batch_size, training=False)
+        data_lib.make_pipeline(
+            data.validation, info, batch_size=batch_size, training=False, static_batches=static
+        )
         if data.validation is not None
         else None
     )
@@ -402,11 +406,11 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
         for first, end, skip in parts:
             if first >= end:
                 continue
-            train_ds = data_lib.make_pipeline(
-                data.train,
-                info,
+            train_ds = data_lib.training_input(
+                data,
+                model.distribute_strategy,
                 batch_size=batch_size,
-                training=True,
+                steps_per_epoch=schedule.steps_per_epoch,
                 seed=config.seed,
                 first_epoch=first,
                 epochs=end,
@@ -445,7 +449,11 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
         test = _last_test_curve_point(state)  # the same weights on the same images
     if evaluate_test and test is None:
         test_ds = data_lib.make_pipeline(
-            data.test, data.info, batch_size=schedule.batch_size, training=False
+            data.test,
+            data.info,
+            batch_size=schedule.batch_size,
+            training=False,
+            static_batches=distribute.is_tpu(strategy),
         )
         test = model.evaluate(test_ds, verbose=0, return_dict=True)
     clock.mark("final_eval_s")
