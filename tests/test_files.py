@@ -29,6 +29,20 @@ def test_write_json_is_strict_and_replaces_whole(tmp_path, remote):
     assert [n for n in tf.io.gfile.listdir(folder) if files.TEMP_MARK in n] == []
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_append_line_adds_lines_to_a_file_replaced_whole(tmp_path, remote):
+    path = _ram("log.jsonl") if remote else str(tmp_path / "log.jsonl")
+    files.append_line(path, '{"n": 1}')
+    files.append_line(path, '{"n": 22}')
+    assert files.read_text(path) == '{"n": 1}\n{"n": 22}\n'
+
+
+def test_absolute_keeps_remote_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert files.absolute("ram://b/r") == "ram://b/r" and files.absolute("gs://b/r") == "gs://b/r"
+    assert files.absolute("runs/r") == str(tmp_path / "runs" / "r")
+
+
 def test_a_failed_local_write_leaves_the_old_file_and_no_temp(tmp_path):
     path = str(tmp_path / "f.txt")
     files.write_text(path, "old")

@@ -6,14 +6,17 @@ up to one epoch of 20 batches of 64). Tests of the bookkeeping alone (retries, r
 """
 
 import csv
+import io
 import itertools
 import json
 import os
 import socket
 import subprocess
 import sys
+import uuid
 
 import keras
+import keras_tuner
 import pytest
 
 from tfresnet import cli, tuning
@@ -372,6 +375,83 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
         tuning.search(_tune(tmp_path, other, tuner="grid"))
     results = tuning.search(_tune(tmp_path, other, tuner="grid", overwrite=True))
     assert [r["shortcut"] for r in results["trials"]] == ["B"]
+
+
+def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypatch):
+    """The search directory on TF's in-memory file system, an object store without atomic
+    rename like gs://: trials, results, the test error and the export all land there, nothing
+    in the working directory, and a rerun continues the finished search without training."""
+    import tensorflow as tf
+
+    from tfresnet import export, files
+
+    monkeypatch.chdir(tmp_path)  # a path taken as local would show up here as ./ram:/...
+    directory = f"ram://{uuid.uuid4().hex[:8]}/search"
+    space = SearchSpace(depth=8, shortcut=("A", "none"), **FIXED)
+    config = TuneConfig(
+        _train(export=True), space=space, tuner="grid", directory=directory, evaluate_best=True
+    )
+    results = tuning.search(config)
+    trials = results["trials"]
+    assert [(r["model"], r["status"]) for r in trials] == [
+        ("cifar_resnet8", "COMPLETED"),
+        ("cifar_plain8", "COMPLETED"),
+    ]
+    assert results["directory"] == directory
+    assert all(files.exists(f"{r['run_dir']}/model.keras") for r in trials)
+    assert all(len(tuning._read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
+               for r in trials)  # fmt: skip
+    best = results["best"]
+    assert best["val_error"] == min(r["val_error"] for r in trials)
+    assert 0.0 <= best["test_error"] <= 1.0
+    assert best["export"] == f"{directory}/export/{best['model']}/1"
+    assert export.model_versions(f"{directory}/export/{best['model']}") == [1]
+    names = {n.rstrip("/") for n in tf.io.gfile.listdir(directory)}
+    assert {"search.json", "results.json", "results.csv", "results.md", "best_export.json"} <= names
+    rows = list(csv.DictReader(io.StringIO(files.read_text(f"{directory}/results.csv"))))
+    assert [r["model"] for r in rows] == ["cifar_resnet8", "cifar_plain8"]
+    assert files.read_json(f"{directory}/results.json")["best"]["trial"] == best["trial"]
+    assert "(best)" in files.read_text(f"{directory}/results.md")
+    assert not os.listdir(tmp_path)
+    keras.backend.clear_session()
+
+    again = tuning.search(config)
+    assert [r["trial"] for r in again["trials"]] == [r["trial"] for r in trials]
+    assert again["best"]["export"] == best["export"]  # the marker: exported once
+    assert all(len(tuning._read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
+               for r in trials)  # fmt: skip
+    assert not os.listdir(tmp_path)
+
+
+def test_keras_tuners_state_and_checkpoints_are_replaced_whole_on_ram():
+    """ram://, like a killed in-place write, keeps stale bytes when a file is overwritten (its
+    overwrite appends): KerasTuner's own saves would leave unreadable JSON and stale weights."""
+    import numpy as np
+    import tensorflow as tf
+    from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
+
+    from tfresnet import distribute, files
+
+    folder = f"ram://{uuid.uuid4().hex[:8]}"
+    tuning._write_state(f"{folder}/oracle.json", {"trials": list(range(20))})
+    tuning._write_state(f"{folder}/oracle.json", {"trials": [], "score": float("nan")})
+    state = json.loads(files.read_text(f"{folder}/oracle.json"))
+    assert state["trials"] == [] and state["score"] != state["score"]  # NaN, as KerasTuner wrote
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    callback = SaveBestEpoch(keras_tuner.Objective("val_loss", "min"), f"{folder}/c.weights.h5")
+    callback = tuning._checkpoint_atomically(callback, distribute.make_strategy("one_device"))
+    callback.set_model(model)
+    for epoch, loss in enumerate([2.0, 1.0]):  # two better epochs: two saves
+        model.set_weights([np.full_like(w, epoch + 1.0) for w in model.get_weights()])
+        callback.on_epoch_end(epoch, {"val_loss": loss})
+    reloaded = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    reloaded.load_weights(f"{folder}/c.weights.h5")
+    assert all(float(np.min(w)) == 2.0 for w in reloaded.get_weights())
+    assert sorted(n.rstrip("/") for n in tf.io.gfile.listdir(folder)) == [
+        "c.weights.h5",
+        "oracle.json",
+    ]  # no temporary file left
 
 
 # --------------------------------------------------------------------------

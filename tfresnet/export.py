@@ -87,7 +87,7 @@ def export_for_serving(
     top_k = _check_top_k(top_k, num_classes)
     mode = resize_mode(resize, (height, width))
 
-    model_dir = os.path.join(_absolute(os.fspath(base_dir)), model_name)
+    model_dir = os.path.join(files.absolute(os.fspath(base_dir)), model_name)
     version = _check_version(model_dir, version)
     final_dir = os.path.join(model_dir, str(version))
     created_model_dir = not tf.io.gfile.isdir(model_dir)
@@ -142,15 +142,10 @@ def update_models_config(base_dir, model_name, model_dir):
         entries = config.model_config_list.config
         entry = next((e for e in entries if e.name == model_name), None) or entries.add()
         entry.name = model_name
-        entry.base_path = _absolute(model_dir)
+        entry.base_path = files.absolute(model_dir)
         entry.model_platform = "tensorflow"
         files.write_text(path, text_format.MessageToString(config))
     return path
-
-
-def _absolute(path):
-    """An absolute local path; remote paths (gs://, ram://) as they are."""
-    return path if files.is_remote(path) else os.path.abspath(path)
 
 
 def _temp_path(directory, stem):

@@ -27,6 +27,12 @@ def is_remote(path: str) -> bool:
     return "://" in str(path)
 
 
+def absolute(path: str) -> str:
+    """An absolute local path; remote paths (gs://, ram://) as they are (`os.path.abspath` would
+    turn `gs://b/r` into `<cwd>/gs:/b/r`)."""
+    return str(path) if is_remote(path) else os.path.abspath(path)
+
+
 def join(*parts: str) -> str:
     return os.path.join(*[str(p) for p in parts])
 
@@ -99,6 +105,13 @@ def write_json(path: str, obj) -> None:
 
 def read_json(path: str):
     return json.loads(read_text(path))
+
+
+def append_line(path: str, line: str) -> None:
+    """Add `line` to the text file at `path` (made if missing), atomically: the whole file is
+    rewritten, since object stores cannot append. For small logs with one writer at a time."""
+    old = read_text(path) if exists(path) else ""
+    write_text(path, f"{old}{line}\n")
 
 
 def save_model(model, path: str) -> None:

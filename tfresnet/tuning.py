@@ -24,15 +24,16 @@ and workers) uses KerasTuner's environment variables; see docs/tuning.md.
 import csv
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
-import shutil
 import time
 
 import keras
 import keras_tuner
 import tensorflow as tf
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
 from tfresnet import blocks, distribute, files, models, precision, rundir
 from tfresnet import data as data_lib
@@ -335,10 +336,10 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         Hyperband passes `epochs`/`initial_epoch`: a trial it continues starts from the parent
         trial's weights and trains the remaining epochs with its own learning-rate schedule.
         """
-        callbacks = kwargs.pop("callbacks", [])
+        callbacks = [_checkpoint_atomically(c, self.strategy) for c in kwargs.pop("callbacks", [])]
         rounds = None if epochs is None else epochs - initial_epoch
         config = self.trial_config(hp.values, run_dir=run_dir, epochs=rounds)
-        os.makedirs(config.run_dir, exist_ok=True)
+        files.makedirs(config.run_dir)
         files.write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
         try:
             train_lib.fit_model(
@@ -364,8 +365,20 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 class _TrialRunner:
     """What tfresnet adds to each KerasTuner tuner: a run directory and an attempt log per trial.
 
-    Also declares the space without building a model (KerasTuner builds one to discover it).
+    Also declares the space without building a model (KerasTuner builds one to discover it),
+    and writes the search state (tuner, oracle and trial JSON files) whole or not at all.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.oracle, keras_tuner.Oracle):  # a worker holds a client of the chief's
+            _write_state_atomically(self.oracle)
+
+    def save(self):
+        """KerasTuner's `BaseTuner.save`, with atomic writes (`_write_state_atomically`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        _write_state(self._get_tuner_fname(), self.get_state())
 
     def _populate_initial_space(self):
         hp = self.oracle.get_space()
@@ -393,18 +406,52 @@ class _TrialRunner:
             )
 
 
+def _write_state_atomically(oracle):
+    """Make this oracle write oracle.json and each trial.json whole or not at all.
+
+    KerasTuner overwrites its state files in place: a kill in mid-write leaves half a file that
+    the next run cannot reload, and on ram:// (where an overwrite appends) two JSON documents in
+    one. Only this oracle instance is changed.
+    """
+    oracle.save = lambda: _write_state(oracle._get_oracle_fname(), oracle.get_state())
+    oracle._save_trial = lambda trial: _write_state(
+        os.path.join(oracle._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state()
+    )
+
+
+def _write_state(path, state):
+    """KerasTuner's JSON (NaN allowed: it reads its own files back), written atomically."""
+    files.write_text(path, json.dumps(state))
+
+
+def _checkpoint_atomically(callback, strategy):
+    """KerasTuner's best-epoch checkpoint (`SaveBestEpoch`), saved with `files.save_weights`:
+    whole or not at all, for the same reasons as `_write_state_atomically`; Hyperband starts a
+    continued trial from it. Other callbacks are returned as they are."""
+    if not isinstance(callback, SaveBestEpoch):
+        return callback
+
+    def save_model():
+        # Every worker saves (reading synchronized variables is collective); the chief's counts.
+        with distribute.writable_dir(os.path.dirname(callback.filepath), strategy) as folder:
+            target = files.join(folder, os.path.basename(callback.filepath))
+            files.save_weights(callback.model, target)
+
+    callback._save_model = save_model
+    return callback
+
+
 def _clear_unresumable(run_dir):
     """Keep a trial's run directory only to continue an interrupted run (its backup/)."""
-    if os.path.isdir(run_dir) and not (
-        os.path.isdir(os.path.join(run_dir, "backup"))
-        and not os.path.exists(os.path.join(run_dir, "results.json"))
+    if files.exists(run_dir) and not (
+        files.exists(files.join(run_dir, "backup"))
+        and not files.exists(files.join(run_dir, "results.json"))
     ):
-        shutil.rmtree(run_dir)
+        files.remove(run_dir)
 
 
 def _append_jsonl(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    files.append_line(path, json.dumps(record))
 
 
 class RandomSearch(_TrialRunner, keras_tuner.RandomSearch):
@@ -463,7 +510,7 @@ class GridSearch(_TrialRunner, keras_tuner.Tuner):
 
 def build_tuner(config, hypermodel):
     """The KerasTuner tuner `config.tuner` names, over `hypermodel`, in `config.directory`."""
-    directory = os.path.abspath(config.directory)
+    directory = files.absolute(config.directory)
     common = dict(
         hypermodel=hypermodel,
         objective=make_objective(config.objective),
@@ -526,11 +573,10 @@ def _is_worker():
 def check_search_dir(config):
     """Refuse to continue a different search in the same directory; save this one's config."""
     path = os.path.join(config.directory, "search.json")
-    if config.overwrite and not _is_worker() and os.path.exists(config.directory):
-        shutil.rmtree(config.directory)
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+    if config.overwrite and not _is_worker():
+        files.remove(config.directory)
+    if files.exists(path):
+        saved = files.read_json(path)
         if saved != config.identity():
             differs = _differences(saved, config.identity())
             raise train_lib.TrainingError(
@@ -612,7 +658,7 @@ def summarize(config, tuner, hypermodel):
         best.update(measure_and_export(config, best, hypermodel))
     results = {
         "search": config.identity(),
-        "directory": os.path.abspath(config.directory),
+        "directory": files.absolute(config.directory),
         "objective": config.objective,
         "trials": rows,
         "best": best,
@@ -648,7 +694,7 @@ def export_best(config, best, model, info):
     """Export the best model once per best trial (a re-run that selects it again reuses it)."""
     marker = os.path.join(config.directory, "best_export.json")
     done = _read_json(marker)
-    if done and done.get("trial") == best["trial"] and os.path.isdir(done.get("path", "")):
+    if done and done.get("trial") == best["trial"] and tf.io.gfile.isdir(done.get("path", "")):
         return done["path"]
     from tfresnet import export
 
@@ -670,13 +716,13 @@ def export_best(config, best, model, info):
 def write_results(directory, results):
     """results.json (everything), results.csv and results.md (the table)."""
     files.write_json(os.path.join(directory, "results.json"), results)
-    with open(os.path.join(directory, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULTS_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in results["trials"]:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in RESULTS_COLUMNS})
-    with open(os.path.join(directory, "results.md"), "w") as f:
-        f.write(results_markdown(results) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=RESULTS_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in results["trials"]:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in RESULTS_COLUMNS})
+    files.write_text(os.path.join(directory, "results.csv"), table.getvalue())
+    files.write_text(os.path.join(directory, "results.md"), results_markdown(results) + "\n")
 
 
 def results_markdown(results):
@@ -739,14 +785,10 @@ def _last_line(message):
 
 
 def _read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return files.read_json(path) if files.exists(path) else None
 
 
 def _read_jsonl(path):
-    if not os.path.exists(path):
+    if not files.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
