@@ -2,6 +2,7 @@ import csv
 import dataclasses
 import json
 import os
+import types
 
 import keras
 import pytest
@@ -128,6 +129,63 @@ def test_bad_config_values_are_rejected(tmp_path, kwargs, message):
 def test_batch_larger_than_the_data_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="batch_size 4096 is larger than the 1338 training"):
         train_lib.train(_config(tmp_path, batch_size=4096))
+
+
+class _Strategy:
+    """A stand-in with what plan_schedule asks of a strategy."""
+
+    def __init__(self, replicas):
+        self.num_replicas_in_sync = replicas
+        self.extended = None
+
+
+def _info(train_size):
+    return types.SimpleNamespace(
+        name="data", style="cifar", sizes={"train": train_size}, image_shape=(8, 8, 1)
+    )
+
+
+@pytest.mark.parametrize(
+    "train_size, replicas, wanted, picked",
+    [
+        (60_000, 1, None, 6),  # Fashion-MNIST at 128: 468 steps = 2^2 * 3^2 * 13
+        (1_338, 1, None, 5),  # digits at 64: 20 steps
+        (128 * 13, 1, None, 1),  # 13 steps: a prime, one step per call
+        (60_000, 2, None, 1),  # mirrored: Keras 3.15 needs 1
+        (60_000, 1, 4, 4),
+        (60_000, 1, 1, 1),
+    ],
+)
+def test_steps_per_execution_divides_the_epoch(train_size, replicas, wanted, picked):
+    config = TrainConfig(model="cifar_resnet8", batch_size=128, epochs=1,
+                         steps_per_execution=wanted)  # fmt: skip
+    schedule = train_lib.plan_schedule(config, _info(train_size), _Strategy(replicas))
+    assert schedule.steps_per_execution == picked
+    assert schedule.steps_per_epoch % picked == 0
+
+
+@pytest.mark.parametrize(
+    "replicas, wanted, message",
+    [
+        (1, 8, r"steps_per_execution=8 does not divide the 468 steps .* one of \[3, 4, 6\]"),
+        (2, 4, "steps_per_execution=4 does not work with 2 replicas"),
+    ],
+)
+def test_steps_per_execution_that_cannot_work_is_refused(replicas, wanted, message):
+    config = TrainConfig(model="cifar_resnet8", batch_size=128, epochs=1,
+                         steps_per_execution=wanted)  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        train_lib.plan_schedule(config, _info(60_000), _Strategy(replicas))
+
+
+def test_steps_per_execution_is_a_speed_setting_a_resume_may_change(tmp_path):
+    config = _config(tmp_path, epochs=2, steps_per_execution=2, validation_size=0)
+    train_lib.train(dataclasses.replace(config, epochs=1, overwrite=True))
+    # Same run (only epochs differ): check_run_dir names only epochs, not steps_per_execution.
+    with pytest.raises(TrainingError, match=r"\(differs in: epochs\)"):
+        train_lib.check_run_dir(dataclasses.replace(config, steps_per_execution=11))
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 1438 // 64  # no step past the epoch
 
 
 def test_evaluate_reports_top1_and_top5(tmp_path):

@@ -28,8 +28,10 @@ from tfresnet.clock import PhaseClock
 log = logging.getLogger(__name__)
 
 # Fields that do not change what a run computes; a restart may differ in them.
-NON_IDENTITY_FIELDS = ("resume", "overwrite", "verbose", "export")
+NON_IDENTITY_FIELDS = ("resume", "overwrite", "verbose", "export", "steps_per_execution")
 DEFAULT_EPOCHS = {"digits": 30}  # the embedded set's default budget: 25-60 s on 2 CPU cores
+# The most training steps per tf.function call that `steps_per_execution=None` picks.
+AUTO_STEPS_PER_EXECUTION = {"tpu": 32, "other": 8}
 
 
 class TrainingError(RuntimeError):
@@ -63,7 +65,7 @@ class TrainConfig:
     num_replicas: int | None = None
     tpu: str | None = None
     sync_bn: bool | None = None  # None: synchronised BN whenever there is more than one replica
-    steps_per_execution: int = 1
+    steps_per_execution: int | None = None  # None: the largest divisor of an epoch up to 8
     seed: int = 0
     run_dir: str | None = None  # None: runs/<model>-<dataset>
     pretrained: str | None = None  # keras.applications .h5 weights to start from
@@ -85,7 +87,7 @@ class TrainConfig:
         models.resolve_spec(self.model)  # a table name or a spec string (models.parse_model)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
-        if self.steps_per_execution < 1:
+        if self.steps_per_execution is not None and self.steps_per_execution < 1:
             raise ValueError(f"steps_per_execution must be >= 1; got {self.steps_per_execution}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be >= 1; got {self.image_size}.")
@@ -166,6 +168,34 @@ class Schedule:
     epochs: int
     steps: int
     steps_per_epoch: int
+    steps_per_execution: int = 1
+
+
+def _steps_per_execution(config, steps_per_epoch, replicas, tpu):
+    """Training steps per tf.function call: a divisor of the epoch's steps.
+
+    Keras 3.15 runs whole executions, so a value that does not divide an epoch would run past
+    its end into the next one. More steps per call save the host's per-step round trip (the
+    callbacks, the loss check); Keras cannot do it under multi-replica mirrored strategies.
+    """
+    multi = replicas > 1 and not tpu
+    wanted = config.steps_per_execution
+    if wanted is None:
+        limit = 1 if multi else AUTO_STEPS_PER_EXECUTION["tpu" if tpu else "other"]
+        return max(d for d in range(1, limit + 1) if steps_per_epoch % d == 0)
+    if wanted > 1 and multi:
+        raise ValueError(
+            f"steps_per_execution={wanted} does not work with {replicas} replicas of a mirrored "
+            "strategy in Keras 3.15 (keras-team/keras#19246); use 1 there (TPUs take any value)."
+        )
+    if steps_per_epoch % wanted:
+        fits = [d for d in range(1, wanted) if steps_per_epoch % d == 0]
+        raise ValueError(
+            f"steps_per_execution={wanted} does not divide the {steps_per_epoch} steps of an "
+            f"epoch (Keras would run past the epoch's end); use one of {fits[-3:]} or leave it "
+            "unset to pick one."
+        )
+    return wanted
 
 
 def plan_schedule(config, info, strategy) -> Schedule:
@@ -175,12 +205,6 @@ def plan_schedule(config, info, strategy) -> Schedule:
     distribute.per_replica_batch_size(batch_size, strategy)
     replicas = strategy.num_replicas_in_sync
     tpu = distribute.is_tpu(strategy)
-    if config.steps_per_execution > 1 and replicas > 1 and not tpu:
-        raise ValueError(
-            f"steps_per_execution={config.steps_per_execution} does not work with {replicas} "
-            "replicas of a mirrored strategy in Keras 3.15 (keras-team/keras#19246); use 1 there "
-            "(TPUs take any value)."
-        )
     if info.sizes["train"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the {info.sizes['train']} training examples "
@@ -205,6 +229,7 @@ def plan_schedule(config, info, strategy) -> Schedule:
         epochs=epochs,
         steps=epochs * steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
+        steps_per_execution=_steps_per_execution(config, steps_per_epoch, replicas, tpu),
     )
 
 
@@ -334,7 +359,7 @@ def fit_model(
                 depth=models.resolve_spec(config.model).depth,
                 learning_rate=schedule.learning_rate,
             )
-            compile_model(model, pick_recipe(config, data.info), lr, config.steps_per_execution)
+            compile_model(model, pick_recipe(config, data.info), lr, schedule.steps_per_execution)
         distribute.multi_worker_compatible(model)
         with strategy.scope():
             state = rundir.restore(model, config.run_dir, rundir.load_state(config.run_dir))
