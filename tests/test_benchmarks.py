@@ -211,11 +211,11 @@ def test_breakdown_gives_each_phase_and_the_goals_figures(end_to_end):
 
 
 def test_sync_bn_cost_commands_and_table(sync_bn_cost):
-    args = sync_bn_cost.parse_args(["--steps=50", "--tfresnet=tfresnet"])
+    args = sync_bn_cost.parse_args(["--tfresnet=tfresnet"])
     on = sync_bn_cost.train_command(args, "/tmp/r", sync=True)
     off = sync_bn_cost.train_command(args, "/tmp/r", sync=False)
     assert on[:2] == ["tfresnet", "train"] and "--strategy=mirrored" in on
-    assert "--num_replicas=2" in on and "--steps=50" in on
+    assert "--num_replicas=2" in on and "--epochs=1" in on
     assert set(on) ^ set(off) == {"--sync_bn", "--nosync_bn"}
     pairs = [
         {"sync": {"images_per_s": 400.0}, "local": {"images_per_s": 500.0}},
