@@ -31,7 +31,7 @@ setup(
         "tensorflow-serving-api>=2.21,<2.22",  # warm-up requests for TF Serving
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "pyyaml>=6"],  # pyyaml: the deploy manifest test
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pyyaml>=6"],  # pyyaml: deploy test
         # benchmarks/: the PyTorch peers (the version docs/performance.md measured against)
         "bench": ["torch==2.13.*"],
     },

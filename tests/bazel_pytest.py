@@ -19,7 +19,10 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: bazel_pytest.py TEST_MODULE [pytest args...]", file=sys.stderr)
         return 2
-    args = ["-q", "-m", "not slow", "-p", "no:cacheprovider", *argv]
+    # pyproject.toml's addopts (two xdist processes) are replaced: Bazel already runs the test
+    # targets side by side, one process each, and may not have pytest-xdist.
+    args = ["-o", "addopts=", "-p", "no:xdist", "-q", "-m", "not slow", "-p", "no:cacheprovider"]
+    args += argv
     # Temporary files (pytest's tmp_path included) go to this test's private
     # $TEST_TMPDIR, which Bazel empties, not to the /tmp shared with other runs.
     if os.environ.get("TEST_TMPDIR"):

@@ -251,6 +251,7 @@ def test_end_to_end_runs_both_on_small_idx_files(tmp_path, peer):
     assert not list(tmp_path.glob("e2e-tfresnet-*"))  # run directories cleaned up
 
 
+@pytest.mark.slow  # times a torchvision ResNet-50 step
 def test_torchvision_peer_prints_one_line_of_rates():
     pytest.importorskip("torch", reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
     command = [

@@ -64,6 +64,7 @@ def test_fold_gives_the_same_logits_without_the_foldable_batch_norms(name, kwarg
         np.testing.assert_array_equal(weight.numpy(), value)
 
 
+@pytest.mark.slow  # two ResNet-50s; the CIFAR folds run by default
 def test_fold_of_a_bottleneck_net_and_of_keras_applications():
     x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     ours = _with_random_statistics(models.build_model("resnet50", input_shape=(32, 32, 3)))

@@ -94,6 +94,7 @@ def test_train_with_auto_records_and_uses_the_policy_it_chose(tmp_path):
     assert model.output.dtype == "float32"  # the softmax stays float32 in every policy
 
 
+@pytest.mark.slow  # two trainings; float16 is a GPU policy
 def test_mixed_float16_training_gets_loss_scaling_and_bfloat16_does_not(tmp_path):
     seen = {}
     for policy in ("mixed_float16", "mixed_bfloat16"):

@@ -254,6 +254,7 @@ def test_random_search_from_the_command_line(tmp_path, capsys):
     assert not (directory / "export").exists()
 
 
+@pytest.mark.slow  # another oracle; grid and random run by default
 def test_bayesian_search(tmp_path):
     space = SearchSpace(depth=8, shortcut=("A", "B", "none"), **FIXED)
     config = _tune(tmp_path, space, tuner="bayesian", max_trials=2, bayesian_initial_points=1)
@@ -263,6 +264,7 @@ def test_bayesian_search(tmp_path):
     assert results["best"]["val_error"] == min(r["val_error"] for r in results["trials"])
 
 
+@pytest.mark.slow  # another oracle; grid and random run by default
 def test_hyperband_trains_its_rounds_in_epochs(tmp_path):
     space = SearchSpace(depth=8, shortcut=("A", "none"), **FIXED)
     config = _tune(
