@@ -82,7 +82,6 @@ def test_auto_with_tf_config_means_multi_worker(monkeypatch):
     "kwargs, message",
     [
         (dict(name="one_device", num_replicas=2), "exactly one replica"),
-        (dict(name="mirrored", num_replicas=3, devices=["/cpu:0"]), "does not match"),
         (dict(name="mirrored", num_replicas=0), "positive int"),
         (dict(name="tpu", tpu="local", num_replicas=2), "from the cluster"),
     ],
@@ -90,12 +89,6 @@ def test_auto_with_tf_config_means_multi_worker(monkeypatch):
 def test_bad_replica_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dist.make_strategy(**kwargs)
-
-
-def test_mirrored_over_explicit_devices():
-    strategy = dist.make_strategy("mirrored", devices=["/cpu:0"])
-    assert isinstance(strategy, tf.distribute.MirroredStrategy)
-    assert strategy.num_replicas_in_sync == 1
 
 
 @pytest.mark.parametrize(

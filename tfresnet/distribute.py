@@ -87,13 +87,12 @@ def configure_logical_cpus(n):
 # --------------------------------------------------------------------------
 
 
-def make_strategy(name="auto", *, num_replicas=None, devices=None, tpu=None):
+def make_strategy(name="auto", *, num_replicas=None, tpu=None):
     """Return the `tf.distribute.Strategy` called `name` (see module doc).
 
     num_replicas: int or None, replicas for `mirrored`/`one_device`; on a
         CPU-only machine `mirrored` splits the CPU into that many logical
         devices (which must happen before TensorFlow starts).
-    devices: list of str or None, explicit devices, e.g. ["/gpu:0", "/gpu:1"].
     tpu: str or None, for `tpu`: "local" on a TPU VM, a Cloud TPU name or a
         "grpc://host:8470" address.
     """
@@ -104,55 +103,44 @@ def make_strategy(name="auto", *, num_replicas=None, devices=None, tpu=None):
     ):
         raise ValueError(f"num_replicas must be a positive int or None; got {num_replicas!r}.")
     if name == "auto":
-        name = _auto_strategy_name(num_replicas, devices, tpu)
-    if name in ("multi_worker", "tpu") and (num_replicas or devices):
+        name = _auto_strategy_name(num_replicas, tpu)
+    if name in ("multi_worker", "tpu") and num_replicas:
         raise ValueError(
             f"strategy {name!r} takes its devices from the cluster; do not "
-            f"pass num_replicas={num_replicas!r} or devices={devices!r}."
+            f"pass num_replicas={num_replicas!r}."
         )
     if name == "one_device":
-        return _one_device_strategy(num_replicas, devices)
+        return _one_device_strategy(num_replicas)
     if name == "mirrored":
-        return _mirrored_strategy(num_replicas, devices)
+        return _mirrored_strategy(num_replicas)
     if name == "multi_worker":
         return _multi_worker_strategy()
     return _tpu_strategy(tpu)
 
 
-def _auto_strategy_name(num_replicas, devices, tpu):
+def _auto_strategy_name(num_replicas, tpu):
     """The rules of "auto", in order: tpu, TF_CONFIG cluster, >1 device."""
     if tpu is not None:
         return "tpu"
     if os.environ.get("TF_CONFIG"):
         return "multi_worker"
-    if (num_replicas or 1) > 1 or (devices and len(devices) > 1):
+    if (num_replicas or 1) > 1:
         return "mirrored"
     if num_replicas is None and len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
     return "one_device"
 
 
-def _one_device_strategy(num_replicas, devices):
-    """OneDeviceStrategy on devices[0], else the first GPU, else the CPU."""
-    if num_replicas not in (None, 1) or (devices and len(devices) != 1):
-        raise ValueError(
-            "one_device runs exactly one replica; got "
-            f"num_replicas={num_replicas!r}, devices={devices!r}."
-        )
-    if devices:
-        return tf.distribute.OneDeviceStrategy(devices[0])
+def _one_device_strategy(num_replicas):
+    """OneDeviceStrategy on the first GPU, else the CPU."""
+    if num_replicas not in (None, 1):
+        raise ValueError(f"one_device runs exactly one replica; got num_replicas={num_replicas!r}.")
     gpus = tf.config.list_physical_devices("GPU")
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
 
 
-def _mirrored_strategy(num_replicas, devices):
-    """MirroredStrategy over `devices`, N GPUs, N logical CPUs, or all GPUs."""
-    if devices:
-        if num_replicas is not None and num_replicas != len(devices):
-            raise ValueError(
-                f"num_replicas={num_replicas} does not match {len(devices)} devices={devices!r}."
-            )
-        return tf.distribute.MirroredStrategy(list(devices))
+def _mirrored_strategy(num_replicas):
+    """MirroredStrategy over N GPUs, N logical CPUs, or all GPUs."""
     if num_replicas is None:
         return tf.distribute.MirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
