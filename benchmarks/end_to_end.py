@@ -143,20 +143,26 @@ def failed(kind, command, result):
     )
 
 
-def run_tfresnet(args, echo=True):
-    run_dir = tempfile.mkdtemp(prefix="e2e-tfresnet-", dir=args.work_dir)
+def train_once(command, run_dir, *, label, echo=True, keep=False):
+    """Run a `tfresnet train` command whose run directory is `run_dir` (then removed unless
+    `keep`): (run_process's result, the run's results.json)."""
     try:
-        command = tfresnet_command(args, run_dir)
-        load = os.getloadavg()[0]
-        result = run_process(command, label="tfresnet", echo=echo)
+        result = run_process(command, label=label, echo=echo)
         path = os.path.join(run_dir, "results.json")
         if result["returncode"] != 0 or not os.path.exists(path):
-            raise failed("tfresnet", command, result)
+            raise failed("tfresnet train", command, result)
         with open(path) as f:
-            results = json.load(f)
+            return result, json.load(f)
     finally:
-        if not args.keep_runs:
+        if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_tfresnet(args, echo=True):
+    run_dir = tempfile.mkdtemp(prefix="e2e-tfresnet-", dir=args.work_dir)
+    load = os.getloadavg()[0]
+    command = tfresnet_command(args, run_dir)
+    result, results = train_once(command, run_dir, label="tfresnet", echo=echo, keep=args.keep_runs)
     return {
         "kind": "tfresnet",
         "load1": round(load, 2),

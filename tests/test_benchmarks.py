@@ -44,10 +44,10 @@ def end_to_end():
 
 
 @pytest.fixture(scope="module")
-def sync_bn_cost():
+def train_ab():
     sys.path.insert(0, str(BENCHMARKS))  # it imports end_to_end from its own folder
     try:
-        return _load(BENCHMARKS / "sync_bn_cost.py")
+        return _load(BENCHMARKS / "train_ab.py")
     finally:
         sys.path.remove(str(BENCHMARKS))
 
@@ -210,23 +210,26 @@ def test_breakdown_gives_each_phase_and_the_goals_figures(end_to_end):
     assert end_to_end.breakdown([{"tfresnet": {"wall_s": 1.0}, "torch": {}}]) == {}
 
 
-def test_sync_bn_cost_commands_and_table(sync_bn_cost):
-    args = sync_bn_cost.parse_args(["--tfresnet=tfresnet"])
-    on = sync_bn_cost.train_command(args, "/tmp/r", sync=True)
-    off = sync_bn_cost.train_command(args, "/tmp/r", sync=False)
-    assert on[:2] == ["tfresnet", "train"] and "--strategy=mirrored" in on
-    assert "--num_replicas=2" in on and "--epochs=1" in on
-    assert set(on) ^ set(off) == {"--sync_bn", "--nosync_bn"}
+def test_train_ab_commands_and_table(train_ab):
+    args = train_ab.parse_args(
+        ["--a=--sync_bn", "--b=--nosync_bn", "--flags=--strategy=mirrored --num_replicas=2",
+         "--tfresnet=tfresnet"]
+    )  # fmt: skip
+    a = train_ab.train_command(args, "/tmp/r", "a")
+    b = train_ab.train_command(args, "/tmp/r", "b")
+    assert a[:2] == ["tfresnet", "train"] and "--strategy=mirrored" in a and "--epochs=1" in a
+    assert "--num_replicas=2" in b and set(a) ^ set(b) == {"--sync_bn", "--nosync_bn"}
     pairs = [
-        {"sync": {"images_per_s": 400.0}, "local": {"images_per_s": 500.0}},
-        {"sync": {"images_per_s": 500.0}, "local": {"images_per_s": 550.0}},
-        {"sync": {"images_per_s": 450.0}, "local": {"images_per_s": 450.0}},
+        {"a": {"images_per_s": 400.0}, "b": {"images_per_s": 500.0}},
+        {"a": {"images_per_s": 500.0}, "b": {"images_per_s": 550.0}},
+        {"a": {"images_per_s": 450.0}, "b": {"images_per_s": 450.0}},
     ]
-    assert [round(sync_bn_cost.slowdown(p), 3) for p in pairs] == [0.25, 0.1, 0.0]
-    table = sync_bn_cost.format_table(pairs).splitlines()
-    assert table[2] == "| 1 | 400 | 500 | +25.0% |" and table[-1].endswith("**+10.0%** |")
+    assert [round(train_ab.speedup(p), 3) for p in pairs] == [1.25, 1.1, 1.0]
+    table = train_ab.format_table(pairs, "--sync_bn", "--nosync_bn").splitlines()
+    assert table[0] == "| pair | a: `--sync_bn` img/s | b: `--nosync_bn` img/s | b / a |"
+    assert table[2] == "| 1 | 400 | 500 | 1.250x |" and table[-1].endswith("**1.100x** |")
     with pytest.raises(SystemExit):
-        sync_bn_cost.parse_args(["--replicas=1"])
+        train_ab.parse_args(["--a=--sync_bn"])  # b is required
 
 
 @pytest.mark.slow

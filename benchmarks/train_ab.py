@@ -1,0 +1,117 @@
+"""A paired A/B of two `tfresnet train` settings: the steady training rate of each.
+
+From the repository root, in an environment with tfresnet installed, e.g. what synchronised
+BatchNorm costs under MirroredStrategy, and what several steps per execution save:
+
+    python benchmarks/train_ab.py --a=--sync_bn --b=--nosync_bn \\
+        --flags="--strategy=mirrored --num_replicas=2" --pairs=2
+    python benchmarks/train_ab.py --a=--steps_per_execution=1 --b=--steps_per_execution=6 \\
+        --flags=--precision=mixed_bfloat16 --pairs=3
+
+Each pair trains ResNet-20 on Fashion-MNIST for one epoch (468 steps at batch 128) once with
+`--flags --a` and once with `--flags --b`, one right after the other (the order alternates from
+pair to pair), and reads the steady training seconds from each run's results.json
+(`timings.train_s`: the first call, evaluation and writes excluded). It prints each pair's
+images/s and the median of b's rate over a's. Run nothing else meanwhile.
+"""
+
+import argparse
+import os
+import shlex
+import statistics
+import tempfile
+
+from end_to_end import append_json, default_tfresnet, run_main, train_once
+
+BATCH = 128
+
+
+def train_command(args, run_dir, side):
+    return [
+        *shlex.split(args.tfresnet),
+        "train",
+        f"--dataset={args.dataset}",
+        f"--model={args.model}",
+        "--epochs=1",
+        f"--batch_size={BATCH}",
+        "--noexport",
+        f"--run_dir={run_dir}",
+        "--overwrite",
+        *shlex.split(args.flags),
+        *shlex.split(getattr(args, side)),
+    ]
+
+
+def measure(args, side):
+    """{images_per_s, wall_s, load1} of one run of setting `side` ("a" or "b")."""
+    run_dir = tempfile.mkdtemp(prefix=f"train-ab-{side}-")
+    command = train_command(args, run_dir, side)
+    result, results = train_once(command, run_dir, label=side, echo=args.verbose)
+    timings, schedule = results["timings"], results["schedule"]
+    # The first call (tracing) is timed apart: it ran steps_per_execution steps.
+    steps = schedule["steps"] - schedule.get("steps_per_execution", 1)
+    return {
+        "images_per_s": steps * BATCH / timings["train_s"],
+        "wall_s": result["wall_s"],
+        "load1": round(os.getloadavg()[0], 2),
+    }
+
+
+def speedup(pair):
+    """b's steady training rate over a's."""
+    return pair["b"]["images_per_s"] / pair["a"]["images_per_s"]
+
+
+def format_table(pairs, a, b):
+    lines = [f"| pair | a: `{a}` img/s | b: `{b}` img/s | b / a |", "|---:|---:|---:|---:|"]
+    for i, pair in enumerate(pairs, 1):
+        lines.append(
+            f"| {i} | {pair['a']['images_per_s']:.0f} | {pair['b']['images_per_s']:.0f} "
+            f"| {speedup(pair):.3f}x |"
+        )
+    median = statistics.median(speedup(pair) for pair in pairs)
+    lines.append(f"| median | | | **{median:.3f}x** |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--a", required=True, help="flags of setting a, e.g. --sync_bn")
+    p.add_argument("--b", required=True, help="flags of setting b, e.g. --nosync_bn")
+    p.add_argument("--flags", default="", help="flags of both, e.g. --strategy=mirrored")
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
+    p.add_argument("--json_out", default=None, help="append JSON lines here")
+    p.add_argument("--verbose", action="store_true", help="echo the runs' output")
+    args = p.parse_args(argv)
+    if args.pairs < 1:
+        p.error("--pairs must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    pairs = []
+    for i in range(args.pairs):
+        order = ("a", "b") if i % 2 == 0 else ("b", "a")
+        pair = {side: measure(args, side) for side in order}
+        print(
+            f"pair {i + 1}/{args.pairs}: a {pair['a']['images_per_s']:.0f} img/s, "
+            f"b {pair['b']['images_per_s']:.0f} img/s",
+            flush=True,
+        )
+        pairs.append(pair)
+    print(
+        f"\n{args.model} on {args.dataset}, one epoch at batch {BATCH}, flags "
+        f"{args.flags or '(none)'}, {os.cpu_count()} CPUs:\n"
+    )
+    print(format_table(pairs, args.a, args.b))
+    if args.json_out:
+        append_json(args.json_out, [{"pair": i, **vars(args), **p} for i, p in enumerate(pairs, 1)])
+    return pairs
+
+
+if __name__ == "__main__":
+    run_main(main)
