@@ -78,6 +78,7 @@ def test_train_then_evaluate_from_the_console_script(tmp_path):
     assert len(epoch_lines) == 2, done.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["schedule"]["epochs"] == 2
+    assert 0.5 < results["timings"]["startup_s"] < 60  # the console script's own start-up
     again = subprocess.run(
         [*args, "--verbose_logs"], capture_output=True, text=True, env=env, timeout=300
     )

@@ -6,6 +6,7 @@ epoch, between training and results, during the export.
 """
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -282,6 +283,59 @@ def test_a_stop_request_backs_up_mid_epoch_and_resumes_there(tmp_path, reference
     assert results["final"]["test_error"] == pytest.approx(
         reference["final"]["test_error"], abs=2 / 359
     )
+
+
+def _stopped_run(config, step):
+    """Start `config` and request a stop at global step `step`; the Preempted error."""
+    train_lib.check_run_dir(config)
+    os.makedirs(config.run_dir, exist_ok=True)
+    files.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
+    try:
+        with pytest.raises(rundir.Preempted) as stopped:
+            train_lib.fit_model(config, extra_callbacks=[_StopAt(step)])
+    finally:
+        rundir.STOP_REQUESTED.clear()
+    keras.backend.clear_session()
+    return stopped.value
+
+
+def _finished_steps(tmp_path):
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    return int(model.optimizer.iterations.numpy())
+
+
+def test_a_stop_at_an_epochs_last_step_commits_that_epoch_whole(tmp_path):
+    config = _config(tmp_path)
+    stopped = _stopped_run(config, 11 + 11)  # the last step of epoch 2
+    assert "epoch 2 after 11 batches" in str(stopped)
+    state = rundir.load_state(config.run_dir)
+    assert (state.epoch, state.batch) == (2, 0) and len(state.history) == 2
+    train_lib.train(config)
+    assert _epochs_in_history(tmp_path / "run") == [0, 1, 2]
+    assert _finished_steps(tmp_path) == EPOCHS * 11
+
+
+def test_a_backup_made_under_another_steps_per_execution_resumes(tmp_path):
+    # 22 steps per epoch: one step per call stops after 5 steps of epoch 2; the resumed run
+    # would take 2 per call by default, which cannot finish the 17 left in whole calls.
+    config = _config(tmp_path, batch_size=64, steps_per_execution=1)
+    assert "epoch 2 after 5 batches" in str(_stopped_run(config, 22 + 5))
+    train_lib.train(dataclasses.replace(config, steps_per_execution=None))
+    assert _epochs_in_history(tmp_path / "run") == [0, 1, 2]
+    assert _finished_steps(tmp_path) == EPOCHS * 22  # no batch twice, none lost
+
+
+def test_a_backup_that_holds_a_whole_epoch_trains_that_epoch_again(tmp_path):
+    # Older versions stopped at an epoch's last step with a mid-epoch backup of all its
+    # batches; that epoch has no history row, so it restarts from the epoch before.
+    config = _config(tmp_path)
+    _stopped_run(config, 11 + 4)
+    path = os.path.join(rundir.backup_dir(config.run_dir), rundir.STATE)
+    saved = json.loads(open(path).read())
+    files.write_json(path, {**saved, "batch": 11})
+    train_lib.train(config)
+    assert _epochs_in_history(tmp_path / "run") == [0, 1, 2]
+    assert _finished_steps(tmp_path) == EPOCHS * 11
 
 
 @pytest.mark.slow

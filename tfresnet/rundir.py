@@ -29,7 +29,8 @@ import tensorflow as tf
 from tfresnet import files
 
 STATE = "state.json"
-# Set it (e.g. from a SIGTERM handler) to make training back up at the next step and stop.
+# Set it (e.g. from a SIGTERM handler): training backs up after its current call (a few steps)
+# and stops.
 STOP_REQUESTED = threading.Event()
 LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
 LEGACY_WEIGHTS = "latest.weights.h5"
@@ -96,17 +97,20 @@ def load_state(run_dir: str) -> RunState:
     return RunState()
 
 
-def restore(model, run_dir: str, state: RunState) -> RunState:
+def restore(model, run_dir: str, state: RunState, steps_per_epoch: int | None = None) -> RunState:
     """Load the weights of `state` into `model` (compiled, optimizer built here).
 
     A weights file that does not load (a disk fault, a copy cut short) falls back to the commit
-    before it, and then to a fresh start, saying so. Returns the state actually restored.
+    before it, and then to a fresh start, saying so. So does a mid-epoch backup that holds a
+    whole epoch of `steps_per_epoch` batches (older versions stopped so at an epoch's last
+    step): its epoch has no history row, so it is trained again. Returns the state restored.
     """
     if not state.weights:
         return RunState()
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    candidates = [(state.epoch, state.weights, state)]
+    whole = steps_per_epoch is not None and state.batch >= steps_per_epoch
+    candidates = [] if whole else [(state.epoch, state.weights, state)]
     if state.previous:
         prev = state.previous
         n = prev["epoch"]
@@ -198,6 +202,12 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds = {"first_step_s": 0.0, "eval_s": 0.0, "bookkeeping_s": 0.0}
         self._first_step = False
         self._end = None
+        self._after = 0.0
+        self._called = None
+
+    def fit_called(self) -> None:
+        """`model.fit` is about to run: its build and pipeline warm-up count as the first step."""
+        self._called = time.perf_counter()
 
     def on_train_begin(self, logs=None):
         self._first_step = True
@@ -209,7 +219,8 @@ class EpochTimer(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._first_step:
             self._first_step = False
-            self.seconds["first_step_s"] += time.perf_counter() - self._start
+            since = self._called if self._called is not None else self._start
+            self.seconds["first_step_s"] += time.perf_counter() - since
 
     def on_test_begin(self, logs=None):
         self._test_start = time.perf_counter()
@@ -241,12 +252,15 @@ class EpochRecorder(keras.callbacks.Callback):
     `checkpoints/best.keras` (higher is better). A non-finite loss is never committed.
     """
 
-    def __init__(self, out: str, state: RunState, monitor: str, timer: EpochTimer):
+    def __init__(
+        self, out: str, state: RunState, monitor: str, timer: EpochTimer, steps_per_epoch: int
+    ):
         super().__init__()
         self.out = out
         self.state = state
         self.monitor = monitor
         self.timer = timer
+        self.steps_per_epoch = steps_per_epoch
         self._segment = {"first_epoch": state.epoch + 1, "wall_s": 0.0}
         self._batch_offset = state.batch  # a resumed partial epoch starts at this batch
 
@@ -259,8 +273,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if STOP_REQUESTED.is_set():
-            done = self._batch_offset + batch + 1
+        done = self._batch_offset + batch + 1
+        # At the epoch's last step the stop waits for on_epoch_end, which commits it whole.
+        if STOP_REQUESTED.is_set() and done < self.steps_per_epoch:
             self.commit_partial(self._epoch, done)
             raise Preempted(self._epoch, done)
 
@@ -271,6 +286,8 @@ class EpochRecorder(keras.callbacks.Callback):
             raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
         self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.last)
         self.timer.committed()
+        if STOP_REQUESTED.is_set():
+            raise Preempted(epoch, self.steps_per_epoch)
 
     def commit_partial(self, epoch: int, batches: int) -> None:
         """Back up the middle of epoch `epoch + 1` (0-based `epoch`): weights, then state."""

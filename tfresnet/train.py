@@ -359,10 +359,14 @@ def fit_model(
                 depth=models.resolve_spec(config.model).depth,
                 learning_rate=schedule.learning_rate,
             )
-            compile_model(model, pick_recipe(config, data.info), lr, schedule.steps_per_execution)
+            saved = rundir.load_state(config.run_dir)
+            # A mid-epoch backup made under another steps_per_execution: the rest of its epoch
+            # must be whole executions too (Keras runs whole ones).
+            steps_per_execution = math.gcd(schedule.steps_per_execution, saved.batch)
+            compile_model(model, pick_recipe(config, data.info), lr, steps_per_execution)
         distribute.multi_worker_compatible(model)
         with strategy.scope():
-            state = rundir.restore(model, config.run_dir, rundir.load_state(config.run_dir))
+            state = rundir.restore(model, config.run_dir, saved, schedule.steps_per_epoch)
         with distribute.writable_dir(config.run_dir, strategy) as out:
             for folder in (out, rundir.backup_dir(out), files.join(out, "checkpoints")):
                 files.remove_stale_temps(folder)
@@ -414,7 +418,11 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
         else None
     )
     recorder = rundir.EpochRecorder(
-        out, state, monitor="val_accuracy" if val_ds is not None else "accuracy", timer=timer
+        out,
+        state,
+        monitor="val_accuracy" if val_ds is not None else "accuracy",
+        timer=timer,
+        steps_per_epoch=schedule.steps_per_epoch,
     )
     callbacks = [
         timer,
@@ -441,6 +449,7 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
                 epochs=end,
                 skip_batches=skip,
             )
+            timer.fit_called()
             model.fit(
                 train_ds,
                 epochs=end,
@@ -531,13 +540,14 @@ def _export_once(config, model, info, out):
     )
 
 
-def train(config):
+def train(config, clock: PhaseClock | None = None):
     """Check the run directory and every setting, then save the config and train.
 
     Nothing is written until the config, the data and the schedule are known to work, so a
-    rejected command never blocks its corrected version. Returns the results dict.
+    rejected command never blocks its corrected version. Returns the results dict. `clock`:
+    where the time goes (the CLI passes one that counts the process's start-up).
     """
-    clock = PhaseClock()
+    clock = clock or PhaseClock(count_startup=False)
     config = check_run_dir(config)
     keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
     strategy = distribute.make_strategy(

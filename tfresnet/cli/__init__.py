@@ -154,8 +154,9 @@ def _lost_worker_message(detail, fv):
 
 
 def _back_up_on_sigterm():
-    """On SIGTERM (preemption, a rolling restart), training backs up at its next step and stops
-    with EXIT_PREEMPTED, well inside a cluster's grace period; a second SIGTERM exits at once."""
+    """On SIGTERM (preemption, a rolling restart), training backs up once its current call
+    (steps_per_execution steps) ends and stops with EXIT_PREEMPTED, inside a cluster's grace
+    period; a second SIGTERM exits at once."""
     import signal
 
     def handler(signum, frame):
