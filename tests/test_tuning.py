@@ -377,6 +377,12 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
         tuning.search(_tune(tmp_path, other, tuner="grid"))
     results = tuning.search(_tune(tmp_path, other, tuner="grid", overwrite=True))
     assert [r["shortcut"] for r in results["trials"]] == ["B"]
+    # A search saved when steps_per_execution was part of a run's identity still continues.
+    path = tmp_path / "search" / "search.json"
+    saved = json.loads(path.read_text())
+    saved["train"]["steps_per_execution"] = 1
+    path.write_text(json.dumps(saved))
+    assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
 
 
 def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypatch):

@@ -519,8 +519,9 @@ def build_tuner(config, hypermodel):
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
         directory=os.path.dirname(directory),
         project_name=os.path.basename(directory),
-        # Only the chief (or a lone tuner) may delete the search; workers share it.
-        overwrite=config.overwrite and not _is_worker(),
+        # check_search_dir already deleted an overwritten search (the chief's or a lone
+        # tuner's) and wrote its search.json, which KerasTuner's overwrite would delete again.
+        overwrite=False,
         distribution_strategy=hypermodel.strategy,
     )
     if config.tuner == "hyperband":
@@ -577,6 +578,10 @@ def check_search_dir(config):
         files.remove(config.directory)
     if files.exists(path):
         saved = files.read_json(path)
+        # A search saved before a field became a speed setting still lists it under "train".
+        train = saved.get("train") if isinstance(saved, dict) else None
+        if isinstance(train, dict):
+            saved["train"] = {k: v for k, v in train.items() if k not in NON_IDENTITY_FIELDS}
         if saved != config.identity():
             differs = _differences(saved, config.identity())
             raise train_lib.TrainingError(
