@@ -56,7 +56,7 @@ def test_the_operators_tf_config_is_what_we_read(job, monkeypatch, index):
     tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     assert distribute.read_tf_config() == tf_config
-    assert distribute._auto_strategy_name(None, None, None) == "multi_worker"
+    assert distribute._auto_strategy_name(None, None) == "multi_worker"
 
 
 def test_the_dockerfile_copies_what_exists_and_installs_the_package():

@@ -173,6 +173,7 @@ def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the ram:// search below runs a real grid, its selection and export by default
 def test_grid_covers_exactly_the_declared_space_and_exports_the_best(tmp_path):
     space = SearchSpace(depth=(8, 14), shortcut=("A", "none"), **FIXED)
     config = _tune(tmp_path, space, tuner="grid", evaluate_best=True, train={"export": True})
