@@ -283,9 +283,9 @@ def breakdown(pairs):
     )
     out["bookkeeping_per_epoch"] = statistics.median(
         run["timings"].get("bookkeeping_s", 0.0)
-        / (run["timings"].get("train_s", 0.0) + run["timings"].get("first_step_s", 0.0))
+        / max(run["timings"].get("train_s", 0.0) + run["timings"].get("first_step_s", 0.0), 1e-9)
         for run in runs
-    )
+    )  # the writes' share of each epoch's training time (a share, the same for every epoch)
     return out
 
 
