@@ -402,18 +402,12 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
     if state.epoch >= schedule.epochs:
         return state  # training was over; a kill came while finishing
     info, batch_size = data.info, schedule.batch_size
-    static = distribute.is_tpu(model.distribute_strategy)  # XLA on TPU: pad the last batch
+    strategy = model.distribute_strategy
     test_ds = (
-        data_lib.make_pipeline(
-            data.test, info, batch_size=batch_size, training=False, static_batches=static
-        )
-        if config.eval_test_each_epoch
-        else None
+        _eval_input(data.test, info, batch_size, strategy) if config.eval_test_each_epoch else None
     )
     val_ds = (
-        data_lib.make_pipeline(
-            data.validation, info, batch_size=batch_size, training=False, static_batches=static
-        )
+        _eval_input(data.validation, info, batch_size, strategy)
         if data.validation is not None
         else None
     )
@@ -478,17 +472,10 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
 
 def _finish(config, model, data, schedule, state, out, evaluate_test, policy, strategy, clock):
     """Evaluate, save, export, write results.json, then drop the backup; each step redoable."""
-    test = None
-    if evaluate_test:
-        test = _last_test_curve_point(state)  # the same weights on the same images
+    # The last epoch's test-curve point, if any, measured the same weights on the same images.
+    test = _last_test_curve_point(state) if evaluate_test else None
     if evaluate_test and test is None:
-        test_ds = data_lib.make_pipeline(
-            data.test,
-            data.info,
-            batch_size=schedule.batch_size,
-            training=False,
-            static_batches=distribute.is_tpu(strategy),
-        )
+        test_ds = _eval_input(data.test, data.info, schedule.batch_size, strategy)
         test = model.evaluate(test_ds, verbose=0, return_dict=True)
     clock.mark("final_eval_s")
     results = results_lib.summarize(
@@ -510,6 +497,18 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
     files.write_json(files.join(out, "results.json"), results)
     files.remove(rundir.backup_dir(out))  # only now: everything it could redo is written
     return results
+
+
+def _eval_input(split, info, batch_size, strategy):
+    """Batches of an evaluation split; under TPUStrategy the last one is padded (XLA needs one
+    static batch shape; `data.make_pipeline`'s `static_batches`)."""
+    return data_lib.make_pipeline(
+        split,
+        info,
+        batch_size=batch_size,
+        training=False,
+        static_batches=distribute.is_tpu(strategy),
+    )
 
 
 def _last_test_curve_point(state):
