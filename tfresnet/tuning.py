@@ -235,8 +235,13 @@ class TuneConfig:
         values = dataclasses.asdict(self)
         values.pop("overwrite")
         values.pop("directory")
-        values["train"] = {k: v for k, v in values["train"].items() if k not in NON_IDENTITY_FIELDS}
+        values["train"] = _run_identity(values["train"])
         return json.loads(json.dumps(values, default=str))
+
+
+def _run_identity(train: dict) -> dict:
+    """A trial config's fields that define what it computes (not `NON_IDENTITY_FIELDS`)."""
+    return {k: v for k, v in train.items() if k not in NON_IDENTITY_FIELDS}
 
 
 def _check_tuner(tuner):
@@ -581,7 +586,7 @@ def check_search_dir(config):
         # A search saved before a field became a speed setting still lists it under "train".
         train = saved.get("train") if isinstance(saved, dict) else None
         if isinstance(train, dict):
-            saved["train"] = {k: v for k, v in train.items() if k not in NON_IDENTITY_FIELDS}
+            saved["train"] = _run_identity(train)
         if saved != config.identity():
             differs = _differences(saved, config.identity())
             raise train_lib.TrainingError(
