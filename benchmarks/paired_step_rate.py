@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 
+from end_to_end import append_json
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "torch_resnet_bench.py")
 PEER_MODELS = ("resnet20", "resnet56", "resnet50")  # torch_resnet_bench.CONFIGS
@@ -165,12 +167,6 @@ def format_table(pairs):
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def append_json(path, records):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as f:
-        f.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def parse_args(argv=None):

@@ -26,9 +26,15 @@ PEER_KEYS = {
 
 
 def _load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """A benchmarks/ script as a module; its folder is importable meanwhile, as when it runs
+    (the drivers import end_to_end from beside them)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return module
 
 
@@ -45,11 +51,7 @@ def end_to_end():
 
 @pytest.fixture(scope="module")
 def train_ab():
-    sys.path.insert(0, str(BENCHMARKS))  # it imports end_to_end from its own folder
-    try:
-        return _load(BENCHMARKS / "train_ab.py")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return _load(BENCHMARKS / "train_ab.py")
 
 
 @pytest.fixture(scope="module")
