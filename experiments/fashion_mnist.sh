@@ -12,6 +12,8 @@
 # key ResNets; 1 is the paper's whole schedule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# TensorFlow's C++ notices (oneDNN, CUDA stubs, dataset hints) would bury the one line per epoch.
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 SHORT=(--dataset=fashion_mnist --budget=0.03 --precision=mixed_bfloat16 "$@")
 MAIN=(--dataset=fashion_mnist --budget=0.1 --precision=mixed_bfloat16 "$@")
 
