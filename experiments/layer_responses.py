@@ -12,6 +12,7 @@ index; bottom: sorted by magnitude, as Fig. 7; dashed plain, solid ResNet, one c
 log scale). With several seeds, each layer's std is the mean over seeds.
 """
 
+import functools
 import os
 import re
 
@@ -21,8 +22,10 @@ from absl import app
 
 from experiments import common
 from tfresnet import data as data_lib
+from tfresnet import files
 
 EXPERIMENT = "layer_responses"
+RESPONSES = "layer_responses.json"  # a run's measured responses, beside its results.json
 DEPTHS = (20, 56)
 _BLOCK_BN = re.compile(r"^stage(\d+)_block(\d+)_bn(\d+)$")
 
@@ -84,25 +87,45 @@ def layer_responses(model, images, batch_size=128):
     return responses
 
 
+def run_responses(run_dir, dataset, test):
+    """[std per 3x3 layer] of the trained model in `run_dir`, measured once and kept beside it.
+
+    The measurement goes to `run_dir/layer_responses.json`, which git keeps (the `.keras` file
+    it comes from is not kept), so a fresh clone re-draws the figure without retraining.
+    """
+    saved_path = os.path.join(run_dir, RESPONSES)
+    if files.exists(saved_path):
+        saved = files.read_json(saved_path)
+        if saved["dataset"] == dataset:
+            return list(saved["responses"].values())
+    path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No trained model at {path} and no {RESPONSES} beside it (git keeps only the runs' "
+            "JSON): delete that run directory and run this again to retrain it."
+        )
+    model = keras.saving.load_model(path)
+    responses = layer_responses(model, test())
+    keras.backend.clear_session()
+    files.write_json(saved_path, {"dataset": dataset, "responses": responses})
+    return list(responses.values())
+
+
 def measure(settings, runs):
     """{(kind, depth): [std per 3x3 layer, mean over seeds]} on the test set."""
-    data = data_lib.load_data(settings.dataset)
-    test = data_lib.make_pipeline(data.test, data.info, batch_size=128, training=False)
-    measured = {}
-    for key, results in runs.items():
-        per_seed = []
-        for result in results:
-            path = os.path.join(result["config"]["run_dir"], "model.keras")
-            if not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"No trained model at {path} (git keeps only the runs' JSON): delete that run "
-                    "directory and run this again to retrain it."
-                )
-            model = keras.saving.load_model(path)
-            per_seed.append(list(layer_responses(model, test).values()))
-            keras.backend.clear_session()
-        measured[key] = np.mean(per_seed, axis=0)
-    return measured
+
+    @functools.cache
+    def test():  # read only if some run has not been measured yet
+        data = data_lib.load_data(settings.dataset)
+        return data_lib.make_pipeline(data.test, data.info, batch_size=128, training=False)
+
+    return {
+        key: np.mean(
+            [run_responses(r["config"]["run_dir"], settings.dataset, test) for r in results],
+            axis=0,
+        )
+        for key, results in runs.items()
+    }
 
 
 def table(measured):

@@ -134,6 +134,26 @@ def test_layer_responses_experiment_measures_the_degradation_nets(settings, degr
     _check_outputs(result, "plain-8 | 7", "ResNet-8 | 7")
 
 
+def test_layer_responses_are_kept_beside_each_run_for_a_clone_without_models(
+    settings, degradation_result
+):
+    first = layer_responses.measure(settings, degradation_result["runs"])
+    run_dir = degradation_result["runs"]["resnet", 8][0]["config"]["run_dir"]
+    model, hidden = os.path.join(run_dir, "model.keras"), os.path.join(run_dir, "hidden.keras")
+    os.rename(model, hidden)  # as in a fresh clone: git keeps the JSON, not the model
+    try:
+        again = layer_responses.measure(settings, degradation_result["runs"])
+        assert {k: list(v) for k, v in again.items()} == {k: list(v) for k, v in first.items()}
+        os.remove(os.path.join(run_dir, layer_responses.RESPONSES))
+        with pytest.raises(FileNotFoundError, match="no layer_responses.json beside it"):
+            layer_responses.measure(settings, degradation_result["runs"])
+    finally:
+        os.rename(hidden, model)
+    assert len(layer_responses.measure(settings, degradation_result["runs"])["resnet", 8]) == 7
+    saved = json.loads(open(os.path.join(run_dir, layer_responses.RESPONSES)).read())
+    assert saved["dataset"] == settings.dataset and len(saved["responses"]) == 7
+
+
 def test_main_reads_the_flags(settings, degradation_result, capsys):
     argv = ["degradation", "--smoke", f"--results_dir={settings.results_dir}"]
     flags.FLAGS(argv)
