@@ -343,6 +343,7 @@ def plot_curves(ax, labelled_runs, title):
     ax.set_title(title)
     ax.set_ylim(0, 100)  # one scale for every panel, so plain and ResNet compare by eye
     ax.set_xlabel("iterations")
+    ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}")
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)
     ax.legend(title="bold: test, dashed: train", fontsize=8, title_fontsize=8)
