@@ -214,7 +214,10 @@ def _python(code, *args, backend=BACKEND):
     return done.stdout
 
 
-@pytest.mark.parametrize("target", BACKENDS)
+@pytest.mark.parametrize(
+    "target",
+    [pytest.param(b, marks=pytest.mark.slow) if b == "torch" else b for b in BACKENDS],
+)  # torch's import alone takes seconds
 def test_file_saved_here_loads_under_another_backend(target, tmp_path, reference):
     if target == BACKEND:
         pytest.skip(f"{target} is this run's backend; the other backends load from it")

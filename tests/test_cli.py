@@ -54,6 +54,7 @@ NATIVE_LOG_LINE = re.compile(
 )
 
 
+@pytest.mark.slow  # three console-script processes start TensorFlow
 def test_train_then_evaluate_from_the_console_script(tmp_path):
     """Quiet by default: no TensorFlow C++ lines, and one line per epoch when piped."""
     run_dir = tmp_path / "run"

@@ -73,6 +73,7 @@ def test_rerunning_reuses_finished_runs(settings, degradation_result):
     assert again["runs"]["resnet", 8][0]["final"]["test_error"] == final["test_error"]
 
 
+@pytest.mark.slow  # four smoke trainings
 def test_shortcuts_table_counts_parameters_and_reuses_the_shared_nets(settings, degradation_result):
     result = shortcuts.run(settings)
     # plain-8 and ResNet-8 (option A) come from the degradation runs; only B and C train.

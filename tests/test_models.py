@@ -17,7 +17,12 @@ def _tiny_shape(name):
     return (8, 8, 3) if models.get_spec(name).family == "cifar" else (32, 32, 3)
 
 
-FORWARD_NAMES = [n for n in models.listed_names() if n != "resnet1202"]
+BIG = ("resnet101", "resnet152", "resnet200")  # seconds each; resnet50 covers their blocks
+FORWARD_NAMES = [
+    pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
+    for n in models.listed_names()
+    if n != "resnet1202"
+]
 
 
 @pytest.mark.parametrize("name", FORWARD_NAMES)
@@ -67,8 +72,8 @@ def test_cifar_parameter_counts_match_table6(name, millions, digits):
         ("resnet18", 1.8),
         ("resnet34", 3.6),
         ("resnet50", 3.8),
-        ("resnet101", 7.6),
-        ("resnet152", 11.3),
+        pytest.param("resnet101", 7.6, marks=pytest.mark.slow),
+        pytest.param("resnet152", 11.3, marks=pytest.mark.slow),
     ],
 )
 def test_multiply_adds_match_table1(name, gmacs):

@@ -199,6 +199,7 @@ def test_h5_model_saved_by_keras_gives_keras_applications_logits(tmp_path, sourc
     np.testing.assert_allclose(_numpy(model(images, training=False)), expected, atol=2e-6)
 
 
+@pytest.mark.slow  # two ResNet-50s
 def test_imagenet_head_file_is_read_for_a_model_of_other_classes(tmp_path, source, raw_target):
     """The 1000-class download into a 5-class model (or a backbone): its head is read, then
     skipped."""

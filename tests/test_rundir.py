@@ -109,6 +109,7 @@ def test_kill_between_backup_and_history_redoes_that_epoch(tmp_path, monkeypatch
     assert results["wall_time_s"] == pytest.approx(sum(s["wall_s"] for s in results["segments"]))
 
 
+@pytest.mark.slow  # two trainings
 def test_corrupt_backup_falls_back_to_the_one_before(tmp_path, monkeypatch, reference, caplog):
     config = _config(tmp_path)
     _kill_at_history_of_epoch(monkeypatch, 3)
@@ -127,6 +128,7 @@ def test_corrupt_backup_falls_back_to_the_one_before(tmp_path, monkeypatch, refe
     _assert_whole_run(tmp_path / "run", results, reference)
 
 
+@pytest.mark.slow  # two trainings
 def test_kill_after_training_finishes_without_training_again(tmp_path, monkeypatch, reference):
     from tfresnet import export
 
@@ -152,6 +154,7 @@ def test_kill_after_training_finishes_without_training_again(tmp_path, monkeypat
     assert results["export"].endswith(os.path.join("cifar_resnet8", "1"))
 
 
+@pytest.mark.slow  # two trainings and an export
 def test_kill_before_results_json_keeps_the_finished_export(tmp_path, monkeypatch, reference):
     config = _config(tmp_path, export=True)
     _kill_when(monkeypatch, files, "write_json", lambda path, obj: path.endswith("results.json"))
@@ -230,6 +233,7 @@ def test_results_json_is_strict_json(tmp_path, reference):
     assert json.loads(raw)["final"]["val_error"] is None  # no validation split: null
 
 
+@pytest.mark.slow  # two trainings
 def test_legacy_keras_backup_still_resumes(tmp_path):
     """A run killed under the old BackupAndRestore layout continues with this one."""
     config = _config(tmp_path, epochs=2)
@@ -304,6 +308,7 @@ def _finished_steps(tmp_path):
     return int(model.optimizer.iterations.numpy())
 
 
+@pytest.mark.slow  # two trainings
 def test_a_stop_at_an_epochs_last_step_commits_that_epoch_whole(tmp_path):
     config = _config(tmp_path)
     stopped = _stopped_run(config, 11 + 11)  # the last step of epoch 2
@@ -315,6 +320,7 @@ def test_a_stop_at_an_epochs_last_step_commits_that_epoch_whole(tmp_path):
     assert _finished_steps(tmp_path) == EPOCHS * 11
 
 
+@pytest.mark.slow  # two trainings
 def test_a_backup_made_under_another_steps_per_execution_resumes(tmp_path):
     # 22 steps per epoch: one step per call stops after 5 steps of epoch 2; the resumed run
     # would take 2 per call by default, which cannot finish the 17 left in whole calls.
@@ -325,6 +331,7 @@ def test_a_backup_made_under_another_steps_per_execution_resumes(tmp_path):
     assert _finished_steps(tmp_path) == EPOCHS * 22  # no batch twice, none lost
 
 
+@pytest.mark.slow  # two trainings
 def test_a_backup_that_holds_a_whole_epoch_trains_that_epoch_again(tmp_path):
     # Older versions stopped at an epoch's last step with a mid-epoch backup of all its
     # batches; that epoch has no history row, so it restarts from the epoch before.

@@ -77,6 +77,7 @@ class _Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill")
 
 
+@pytest.mark.slow  # two trainings; tests/test_rundir.py kills at finer instants
 def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     config = _config(tmp_path, epochs=3, validation_size=0)
     train_lib.check_run_dir(config)

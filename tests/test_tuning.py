@@ -225,6 +225,7 @@ def test_grid_covers_exactly_the_declared_space_and_exports_the_best(tmp_path):
     assert all(len(a) == 1 for a in _attempts(search_dir).values())
 
 
+@pytest.mark.slow  # a search in a fresh process
 def test_random_search_from_the_command_line(tmp_path, capsys):
     directory = tmp_path / "random"
     argv = [
@@ -283,6 +284,7 @@ def test_hyperband_trains_its_rounds_in_epochs(tmp_path):
     assert any("tuner/trial_id" in v for _, v in values.values())  # a promoted trial
 
 
+@pytest.mark.slow  # a three-trial search
 def test_a_diverging_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
     space = SearchSpace(
         depth=8, shortcut="A", preact=None, learning_rate=(1e30, 0.05), weight_decay=None
@@ -352,6 +354,7 @@ def test_a_rerun_continues_the_search_without_repeating_finished_trials(
     assert len(fake_fit.calls) == 3
 
 
+@pytest.mark.slow  # two searches
 def test_a_grid_stopped_between_trials_continues_where_it_stopped(tmp_path, fake_fit, monkeypatch):
     space = SearchSpace(depth=(8, 14), shortcut=("A", "none"), **FIXED)
 
