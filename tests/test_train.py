@@ -5,6 +5,7 @@ import os
 import types
 
 import keras
+import numpy as np
 import pytest
 
 from tfresnet import evaluate as evaluate_lib
@@ -69,6 +70,12 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         reloaded.count_params()
         == keras.saving.load_model(run / "checkpoints" / "last.keras").count_params()
     )
+    # The decay term is weight_decay / 2 times the squared norm of every conv and dense kernel.
+    kernels = [w for w in reloaded.weights if w.path.endswith("kernel")]
+    squared = sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w)))) for w in kernels)
+    decay = saved["schedule"]["weight_decay"]
+    assert saved["curves"]["weight_decay_loss"][-1] == pytest.approx(decay / 2 * squared, rel=1e-5)
+    assert 0 < saved["curves"]["weight_decay_loss"][-1] < saved["curves"]["train_loss"][-1]
 
 
 class _Crash(keras.callbacks.Callback):

@@ -44,6 +44,7 @@ def summarize(config, model, info, state, test, *, schedule, policy, replicas) -
     curves = {
         "epoch": list(range(1, state.epoch + 1)),
         "train_loss": history.get("loss", []),
+        "weight_decay_loss": history.get("weight_decay_loss", []),
         "train_error": _errors(history.get("accuracy", [])),
         "test_error": _errors(history.get("test_accuracy", [])),
         "val_error": _errors(history.get("val_accuracy", [])),

@@ -254,6 +254,19 @@ class TestErrorCurve(keras.callbacks.Callback):
                 logs[f"test_{key}"] = value
 
 
+class WeightDecayTerm(keras.callbacks.Callback):
+    """Adds `weight_decay_loss` to each epoch's logs: the decay term inside the training loss.
+
+    Behind batch normalisation a kernel's scale does not change the output, so this term (the
+    squared kernel norms times weight_decay / 2) tracks how large the kernels grew, and so how
+    small their effective step is; Keras' `loss` mixes it with the cross-entropy.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["weight_decay_loss"] = float(sum(float(loss) for loss in self.model.losses))
+
+
 def pick_recipe(config, info):
     return recipes.get_recipe(config.recipe or ("cifar" if info.style == "cifar" else "imagenet"))
 
@@ -421,6 +434,7 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
     callbacks = [
         timer,
         keras.callbacks.TerminateOnNaN(raise_error=True),
+        WeightDecayTerm(),
         *([TestErrorCurve(test_ds, timer)] if test_ds is not None else []),
         keras.callbacks.TensorBoard(files.join(out, "logs")),
         *extra_callbacks,
