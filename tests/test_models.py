@@ -18,11 +18,14 @@ def _tiny_shape(name):
 
 
 BIG = ("resnet101", "resnet152", "resnet200")  # seconds each; resnet50 covers their blocks
-FORWARD_NAMES = [
-    pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
-    for n in models.listed_names()
-    if n != "resnet1202"
-]
+
+
+def _slow_if_big(name, *values):
+    """A parametrize case for model `name`, marked slow if the model is one of BIG."""
+    return pytest.param(name, *values, marks=pytest.mark.slow if name in BIG else ())
+
+
+FORWARD_NAMES = [_slow_if_big(n) for n in models.listed_names() if n != "resnet1202"]
 
 
 @pytest.mark.parametrize("name", FORWARD_NAMES)
@@ -69,11 +72,14 @@ def test_cifar_parameter_counts_match_table6(name, millions, digits):
 @pytest.mark.parametrize(
     "name, gmacs",
     [
-        ("resnet18", 1.8),
-        ("resnet34", 3.6),
-        ("resnet50", 3.8),
-        pytest.param("resnet101", 7.6, marks=pytest.mark.slow),
-        pytest.param("resnet152", 11.3, marks=pytest.mark.slow),
+        _slow_if_big(name, gmacs)
+        for name, gmacs in [
+            ("resnet18", 1.8),
+            ("resnet34", 3.6),
+            ("resnet50", 3.8),
+            ("resnet101", 7.6),
+            ("resnet152", 11.3),
+        ]
     ],
 )
 def test_multiply_adds_match_table1(name, gmacs):
