@@ -410,8 +410,8 @@ def test_decode_and_fit_reads_jpeg_and_converts_channels():
     np.testing.assert_allclose(grey.numpy()[4, 4], [0.2989 * 200 + 0.587 * 100 + 0.114 * 50], 1)
 
 
-def test_command_line_exports_a_keras_file(served, tmp_path, capsys):
-    served["rgb_model"].save(tmp_path / "model.keras")
+def test_command_line_exports_a_keras_file(tmp_path, capsys):
+    _tiny_model().save(tmp_path / "model.keras")
     (tmp_path / "names.txt").write_text("\n".join(CLASS_NAMES) + "\n")
     fv = flags.FlagValues()
     export_cli.define_flags(fv)
