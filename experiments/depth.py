@@ -4,10 +4,11 @@
     python -m experiments.depth --smoke            # seconds: ResNet-8, 2 iterations
     python -m experiments.depth --depths=20,32,44,56,110,1202 --dataset=cifar10 --budget=1
 
-Trains ResNet-d (option A) for d in --depths with the paper's CIFAR recipe (ResNet-110 and
-deeper start with 0.01 for the first 400 x budget iterations, as the paper's warm-up). Writes
-`results/depth/<tag>.md` (layers, parameters, training and test error, the paper's CIFAR-10
-numbers beside them) and `<tag>.png` (curves; final error against depth). Flags: common.py.
+Trains ResNet-d (option A) for d in --depths with the paper's CIFAR recipe (ResNet-110 and deeper
+start with 0.01 for the first 400 x (iterations trained / 64k), e.g. 41 at budget 0.1, as the
+paper's warm-up). Writes `results/depth/<tag>.md` (layers, parameters, training and test error, the
+paper's CIFAR-10 numbers beside them) and `<tag>.png` (curves; final error against depth). Flags:
+common.py.
 """
 
 from absl import app

@@ -23,6 +23,7 @@ LONG=(--dataset=fashion_mnist --budget=0.3 --precision=mixed_bfloat16 "$@")
 python -m experiments.depth "${LONG[@]}" --depths=20,56                    # ResNet-56 vs 20
 python -m experiments.degradation "${MAIN[@]}" --depths=20,56 --seeds=2    # and seed 1
 python -m experiments.layer_responses "${MAIN[@]}"                         # Fig. 7 on those
+python -m experiments.layer_responses "${SHORT[@]}"                        # and on the pilot
 python -m experiments.degradation "${MAIN[@]}"                             # + depths 32, 44
 python -m experiments.shortcuts "${MAIN[@]}" --depths=56                   # B and C at 56
 python -m experiments.depth "${MAIN[@]}"                                   # + ResNet-110
