@@ -185,6 +185,8 @@ def _finished_elsewhere(config, results_dir):
             continue
         for run in sorted(os.listdir(folder)):
             path = os.path.join(folder, run)
+            if files.TEMP_MARK in run:  # a copy that a kill cut short
+                continue
             if path == os.path.abspath(config.run_dir):
                 continue
             if not all(os.path.exists(os.path.join(path, f)) for f in FINISHED_FILES):
@@ -192,6 +194,37 @@ def _finished_elsewhere(config, results_dir):
             if _same_run(path, config):
                 return path
     return None
+
+
+def _copy_finished(source, config):
+    """Copy the finished run `source` to `config.run_dir` whole; returns its results.
+
+    The copy is made in a temporary folder beside the run and renamed into place, so a kill
+    leaves no run there (the next call copies again), never a config.json without its results,
+    which would look like a killed training and be trained again from the start.
+    """
+    if os.path.isdir(config.run_dir):  # no config.json: no run, at most a killed write's temps
+        files.remove_stale_temps(config.run_dir)
+        if os.listdir(config.run_dir):
+            raise train_lib.TrainingError(
+                f"{config.run_dir} holds files but no run (no config.json); remove it to reuse "
+                f"the finished run {source}."
+            )
+        os.rmdir(config.run_dir)
+    files.remove_stale_temps(os.path.dirname(config.run_dir))
+    temp = files.temp_name(config.run_dir)
+    os.makedirs(temp)
+    for name in COPIED_FILES:
+        if name not in FINISHED_FILES and os.path.exists(os.path.join(source, name)):
+            shutil.copy2(os.path.join(source, name), os.path.join(temp, name))
+    with open(os.path.join(source, "results.json")) as f:
+        results = json.load(f)
+    results["config"]["run_dir"] = config.run_dir
+    results["reused_from"] = os.path.relpath(source, config.run_dir)
+    files.write_json(os.path.join(temp, "results.json"), results)
+    files.write_json(os.path.join(temp, "config.json"), dataclasses.asdict(config))
+    os.rename(temp, config.run_dir)
+    return results
 
 
 def train_or_load(config: train_lib.TrainConfig, results_dir: str) -> tuple[dict, bool]:
@@ -212,19 +245,7 @@ def train_or_load(config: train_lib.TrainConfig, results_dir: str) -> tuple[dict
     source = _finished_elsewhere(config, results_dir)
     if source is not None and not os.path.exists(os.path.join(config.run_dir, "config.json")):
         logging.info("Reusing %s for %s", source, config.run_dir)
-        os.makedirs(config.run_dir, exist_ok=True)
-        for name in COPIED_FILES:  # results.json last: it marks the copy finished
-            if name == "results.json":
-                with open(os.path.join(source, name)) as f:
-                    results = json.load(f)
-                results["config"]["run_dir"] = config.run_dir
-                results["reused_from"] = os.path.relpath(source, config.run_dir)
-                files.write_json(os.path.join(config.run_dir, name), results)
-            elif name == "config.json":
-                files.write_json(os.path.join(config.run_dir, name), dataclasses.asdict(config))
-            elif os.path.exists(os.path.join(source, name)):
-                shutil.copy2(os.path.join(source, name), os.path.join(config.run_dir, name))
-        return results, False
+        return _copy_finished(source, config), False
     logging.info("Training %s", config.run_dir)
     start = time.perf_counter()
     # `resume` continues a killed run of the same config; a fresh directory just starts.

@@ -11,6 +11,7 @@ from absl import flags
 from experiments import common, degradation, depth, layer_responses, shattered_gradients, shortcuts
 from tfresnet import layers as tfresnet_layers
 from tfresnet import models
+from tfresnet import train as train_lib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RESNET8_PARAMS = 75_002  # cifar_resnet8 on 8x8x1 digits; option A adds no parameters
@@ -93,6 +94,47 @@ def test_shortcuts_table_counts_parameters_and_reuses_the_shared_nets(settings, 
         "C": RESNET8_PARAMS + projections_b + 16 * 16 + 2 * 16,
     }
     _check_outputs(result, "plain-8 | none | 75,002", "ResNet-8 | B | 77,754", "ResNet-8 | C")
+
+
+def test_a_copy_killed_midway_leaves_no_run_and_the_next_call_copies_it_whole(
+    settings, degradation_result, monkeypatch
+):
+    config = common.run_config(settings, "copied", "resnet8", 0)
+    source = degradation_result["runs"]["resnet", 8][0]["config"]["run_dir"]
+    real_copy = common.shutil.copy2
+
+    def killed(src, dst):
+        if src.endswith("history.csv"):
+            raise KeyboardInterrupt("simulated kill while copying")
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(common.shutil, "copy2", killed)
+    with pytest.raises(KeyboardInterrupt):
+        common.train_or_load(config, settings.results_dir)
+    folder = os.path.dirname(config.run_dir)
+    assert not os.path.exists(config.run_dir)  # no config.json that a resume would train from
+    (stale,) = os.listdir(folder)
+    assert "model.keras" in os.listdir(os.path.join(folder, stale))
+    monkeypatch.undo()
+    results, trained = common.train_or_load(config, settings.results_dir)
+    assert not trained and os.listdir(folder) == [os.path.basename(config.run_dir)]
+    assert sorted(os.listdir(config.run_dir)) == sorted(common.COPIED_FILES)
+    assert results["reused_from"] == os.path.relpath(source, config.run_dir)
+    with (
+        open(os.path.join(source, "history.csv")) as a,
+        open(os.path.join(config.run_dir, "history.csv")) as b,
+    ):
+        assert a.read() == b.read()
+
+
+def test_a_folder_with_files_but_no_run_is_not_overwritten_by_a_copy(settings, degradation_result):
+    config = common.run_config(settings, "cluttered", "resnet8", 0)
+    os.makedirs(config.run_dir)
+    with open(os.path.join(config.run_dir, "notes.txt"), "w") as f:
+        f.write("mine")
+    with pytest.raises(train_lib.TrainingError, match="holds files but no run .*remove it"):
+        common.train_or_load(config, settings.results_dir)
+    assert os.listdir(config.run_dir) == ["notes.txt"]
 
 
 def test_depth_table(settings, degradation_result):
