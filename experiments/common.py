@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Hashable, Iterable
 
@@ -24,7 +25,7 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from tfresnet import files, machine
+from tfresnet import cli, files, machine
 from tfresnet import train as train_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -127,6 +128,8 @@ def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,), default_see
     """The Settings the flags describe; `--seeds` left unset means the experiment's default."""
     f = flags.FLAGS
     smoke = f.smoke
+    if f.depths and not all(d.strip().isdigit() for d in f.depths):
+        raise ValueError(f"--depths takes whole numbers such as 20,56; got {','.join(f.depths)!r}.")
     depths = (
         tuple(int(d) for d in f.depths)
         if f.depths
@@ -395,7 +398,13 @@ def run_and_print(run, default_depths, **defaults):
 
     `defaults` (smoke_depths, default_seeds) go to `settings_from_flags`.
     """
-    result = run(settings_from_flags(default_depths, **defaults))
+    try:
+        result = run(settings_from_flags(default_depths, **defaults))
+    except (KeyboardInterrupt, ValueError, OSError, train_lib.TrainingError) as err:
+        # Bad flags or a stopped run: one line and the CLI's exit status, as `tfresnet` gives.
+        status, message = cli.classify_error(err)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(status)
     with open(result["table"]) as f:
         print(f.read())
     print(f"Plot: {result['plot']}")

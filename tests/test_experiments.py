@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -207,6 +208,28 @@ def test_main_reads_the_flags(settings, degradation_result, capsys):
     printed = capsys.readouterr().out
     assert "| ResNet-8 | 75,002 |" in printed
     assert "Trained 0 runs here; the others were finished and reused." in printed
+
+
+@pytest.mark.parametrize(
+    "flag_args, message",
+    [
+        (["--budget=0.1", "--epochs=3"], "Give at most one of --budget and --epochs."),
+        (["--depths=20,abc"], "--depths takes whole numbers such as 20,56; got '20,abc'."),
+        (["--depths=21"], "6n\\+2"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_status_2(tmp_path, capsys, flag_args, message):
+    argv = ["depth", *flag_args, f"--results_dir={tmp_path}"]
+    flags.FLAGS(argv)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            depth.main(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(f"error: .*{message}.*", line)
+    assert os.listdir(tmp_path) == []  # nothing written
 
 
 def test_settings_budget_labels_and_commands():
