@@ -62,6 +62,16 @@ def speedup(pair):
     return pair["b"]["images_per_s"] / pair["a"]["images_per_s"]
 
 
+def records(args, pairs):
+    """One JSON record per pair: the settings (a's and b's flags as `a_flags`, `b_flags`, since
+    `a` and `b` hold the measurements) and both measurements."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("a", "b")}
+    return [
+        {"pair": i, **settings, "a_flags": args.a, "b_flags": args.b, **pair}
+        for i, pair in enumerate(pairs, 1)
+    ]
+
+
 def format_table(pairs, a, b):
     lines = [f"| pair | a: `{a}` img/s | b: `{b}` img/s | b / a |", "|---:|---:|---:|---:|"]
     for i, pair in enumerate(pairs, 1):
@@ -109,7 +119,7 @@ def main(argv=None):
     )
     print(format_table(pairs, args.a, args.b))
     if args.json_out:
-        append_json(args.json_out, [{"pair": i, **vars(args), **p} for i, p in enumerate(pairs, 1)])
+        append_json(args.json_out, records(args, pairs))
     return pairs
 
 
