@@ -329,22 +329,24 @@ def write_report(settings, experiment, table, default_depths, runs, notes=""):
     runs = list(runs)
     schedule = runs[0]["schedule"]
     fit_minutes = sum(r["wall_time_s"] for r in runs) / 60
-    epochs = f"{schedule['epochs']} epoch{'s' if schedule['epochs'] != 1 else ''}"
+    epochs = _count(schedule["epochs"], "epoch")
     text = (
         f"Data set: {settings.dataset}. Schedule: {settings.describe()}: {epochs} = "
         f"{schedule['steps']} iterations at batch {schedule['batch_size']}. "
         f"Seeds: {settings.seeds}. Precision: {settings.precision}. Hardware: {hardware()}. "
-        f"Training time: {fit_minutes:.1f} min "
-        f"of model.fit over {len(runs)} runs (runs shared with another experiment count in "
-        "both).\n\n"
+        f"Training time: {fit_minutes:.1f} min of model.fit over {_count(len(runs), 'run')} "
+        "(runs shared with another experiment count in both).\n\n"
         f"Command: `{command(experiment, settings, default_depths)}`\n\n{table}\n"
     )
     if notes:
         text += f"\n{notes}\n"
     path = os.path.join(folder, f"{settings.tag}.md")
-    with open(path, "w") as f:
-        f.write(text)
+    files.write_text(path, text)  # temp file, then rename: a kill leaves the old table or the new
     return path
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def mean_curve(runs, key):
@@ -377,7 +379,9 @@ def save_figure(fig, settings, experiment, tag=None):
     """Save `fig` as `<results_dir>/<experiment>/<tag>.png` (default tag: settings.tag)."""
     path = os.path.join(settings.results_dir, experiment, f"{tag or settings.tag}.png")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    files.write_atomically(
+        path, lambda target: fig.savefig(target, format="png", dpi=120, bbox_inches="tight")
+    )
     import matplotlib.pyplot as plt
 
     plt.close(fig)

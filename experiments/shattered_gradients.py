@@ -350,9 +350,7 @@ def run(settings, probe=None):
         f"Numbers: [{name}.json]({name}.json).\n\n{fits}\n\n{line}\n"
     )
     md_path = os.path.join(folder, f"{name}.md")
-    with open(md_path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(md_path + ".tmp", md_path)
+    files.write_text(md_path, text)
     return {"table": md_path, "plot": png, "json": json_path, "measured": measured}
 
 

@@ -142,7 +142,30 @@ def test_depth_table(settings, degradation_result):
     result = depth.run(settings)
     assert result["trained"] == []  # ResNet-8 is the degradation run
     _check_outputs(result, "ResNet-8 | 75,002")
-    assert "paper: CIFAR-10 test error (%)" in open(result["table"]).read()
+    table = open(result["table"]).read()
+    assert "paper: CIFAR-10 test error (%)" in table and "model.fit over 1 run (" in table
+
+
+def test_a_kill_while_a_table_or_plot_is_written_leaves_the_old_file(
+    settings, degradation_result, monkeypatch
+):
+    result = depth.run(settings)
+    before = {path: open(path, "rb").read() for path in (result["table"], result["plot"])}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill before the rename")
+
+    monkeypatch.setattr(common.files.tf.io.gfile, "rename", killed)
+    runs = [run for seeds in result["runs"].values() for run in seeds]
+    with pytest.raises(KeyboardInterrupt):
+        common.write_report(settings, depth.EXPERIMENT, "| new |", depth.DEPTHS, runs)
+    fig, _ = common.figure(1)
+    with pytest.raises(KeyboardInterrupt):
+        common.save_figure(fig, settings, depth.EXPERIMENT)
+    for path, content in before.items():
+        assert open(path, "rb").read() == content, path
+    folder = os.path.dirname(result["table"])
+    assert not [name for name in os.listdir(folder) if common.files.TEMP_MARK in name]
 
 
 def test_layer_responses_are_one_std_per_3x3_layer():
