@@ -356,8 +356,12 @@ def mean_curve(runs, key):
     return np.mean([c[:length] for c in curves], axis=0)
 
 
-def plot_curves(ax, labelled_runs, title):
-    """The paper's Fig. 6 style: dashed training error, bold test error, one colour per net."""
+def plot_curves(ax, labelled_runs, title, top=100):
+    """The paper's Fig. 6 style: dashed training error, bold test error, one colour per net.
+
+    `top` is the error axis' top in %: 100 by default, one scale for every panel, so plain and
+    ResNet compare by eye; `zoomed_top` for a panel that compares how the curves end.
+    """
     for i, (label, runs) in enumerate(labelled_runs):
         color = f"C{i}"
         steps = runs[0]["schedule"]["steps_per_epoch"]
@@ -367,12 +371,23 @@ def plot_curves(ax, labelled_runs, title):
         ax.plot(iterations, train, "--", color=color, linewidth=1)
         ax.plot(iterations[: len(test)], test, "-", color=color, linewidth=2, label=label)
     ax.set_title(title)
-    ax.set_ylim(0, 100)  # one scale for every panel, so plain and ResNet compare by eye
+    ax.set_ylim(0, top)
     ax.set_xlabel("iterations")
     ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}")
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)
     ax.legend(title="bold: test, dashed: train", fontsize=8, title_fontsize=8)
+
+
+def zoomed_top(labelled_runs):
+    """An error axis' top (%) that shows where the curves end, as the paper's Fig. 6 (0-20%)
+    does: twice the largest final error, rounded up to 5 points, 5 to 100."""
+    final = max(
+        mean_curve(runs, key)[-1] * 100
+        for _, runs in labelled_runs
+        for key in ("train_error", "test_error")
+    )
+    return min(100, max(5, 5 * math.ceil(round(2 * final / 5, 6))))  # 7.5% is 15, not 20
 
 
 def save_figure(fig, settings, experiment, tag=None):

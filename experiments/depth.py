@@ -7,8 +7,8 @@
 Trains ResNet-d (option A) for d in --depths with the paper's CIFAR recipe (ResNet-110 and deeper
 start with 0.01 for the first 400 x (iterations trained / 64k), e.g. 41 at budget 0.1, as the
 paper's warm-up). Writes `results/depth/<tag>.md` (layers, parameters, training and test error, the
-paper's CIFAR-10 numbers beside them) and `<tag>.png` (curves; final error against depth). Flags:
-common.py.
+paper's CIFAR-10 numbers beside them) and `<tag>.png` (curves, their error axis zoomed to where
+they end as in the paper's Fig. 6; final error against depth). Flags: common.py.
 """
 
 from absl import app
@@ -75,7 +75,9 @@ def run(settings):
     runs, trained = train_nets(settings)
     fig, axes = common.figure(2)
     labelled = [(f"ResNet-{d}", runs[d]) for d in settings.depths]
-    common.plot_curves(axes[0][0], labelled, f"ResNets ({settings.dataset})")
+    common.plot_curves(
+        axes[0][0], labelled, f"ResNets ({settings.dataset})", top=common.zoomed_top(labelled)
+    )
     ax = axes[0][1]
     for key, style, label in (("train_error", "o--", "training"), ("test_error", "s-", "test")):
         errors = [common.mean_curve(runs[d], key)[-1] * 100 for d in settings.depths]

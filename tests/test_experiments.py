@@ -146,6 +146,18 @@ def test_depth_table(settings, degradation_result):
     assert "paper: CIFAR-10 test error (%)" in table and "model.fit over 1 run (" in table
 
 
+def test_zoomed_error_axis_is_twice_the_largest_final_error_rounded_up_to_5():
+    def net(*finals):  # finals: (training, test) error of each seed
+        return [{"curves": {"train_error": [0.9, a], "test_error": [0.8, b]}} for a, b in finals]
+
+    assert common.zoomed_top([("a", net((0.0182, 0.0525)))]) == 15  # 10.5 -> 15
+    assert common.zoomed_top([("a", net((0.02, 0.05))), ("b", net((0.07, 0.0751)))]) == 20
+    assert common.zoomed_top([("a", net((0.01, 0.05), (0.03, 0.10)))]) == 15  # seeds' mean 7.5
+    assert common.zoomed_top([("a", net((0.38, 0.36)))]) == 80
+    assert common.zoomed_top([("a", net((0.6, 0.5)))]) == 100
+    assert common.zoomed_top([("a", net((0.0, 0.0)))]) == 5
+
+
 def test_a_kill_while_a_table_or_plot_is_written_leaves_the_old_file(
     settings, degradation_result, monkeypatch
 ):
