@@ -291,9 +291,13 @@ def markdown_table(header, rows, align=None):
     return "\n".join(lines)
 
 
-def hardware():
-    """The machine in words: cores, architecture, CPU model and the features that matter."""
-    return machine.cpu_info().describe()
+def hardware(runs=()):
+    """The machines in words (cores, architecture, CPU model, the features that matter): those
+    the runs' training segments recorded, and this one for runs from before segments did."""
+    recorded = {s.get("hardware") for r in runs for s in r.get("segments", [{}])}
+    if None in recorded or not recorded:
+        recorded = (recorded - {None}) | {machine.cpu_info().describe()}
+    return "; ".join(sorted(recorded))
 
 
 def command(script, settings, default_depths=()):
@@ -333,7 +337,7 @@ def write_report(settings, experiment, table, default_depths, runs, notes=""):
     text = (
         f"Data set: {settings.dataset}. Schedule: {settings.describe()}: {epochs} = "
         f"{schedule['steps']} iterations at batch {schedule['batch_size']}. "
-        f"Seeds: {settings.seeds}. Precision: {settings.precision}. Hardware: {hardware()}. "
+        f"Seeds: {settings.seeds}. Precision: {settings.precision}. Hardware: {hardware(runs)}. "
         f"Training time: {fit_minutes:.1f} min of model.fit over {_count(len(runs), 'run')} "
         "(runs shared with another experiment count in both).\n\n"
         f"Command: `{command(experiment, settings, default_depths)}`\n\n{table}\n"

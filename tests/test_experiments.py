@@ -11,7 +11,7 @@ from absl import flags
 
 from experiments import common, degradation, depth, layer_responses, shattered_gradients, shortcuts
 from tfresnet import layers as tfresnet_layers
-from tfresnet import models
+from tfresnet import machine, models
 from tfresnet import train as train_lib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -144,6 +144,17 @@ def test_depth_table(settings, degradation_result):
     _check_outputs(result, "ResNet-8 | 75,002")
     table = open(result["table"]).read()
     assert "paper: CIFAR-10 test error (%)" in table and "model.fit over 1 run (" in table
+
+
+def test_hardware_line_names_the_machines_the_runs_trained_on():
+    here = machine.cpu_info().describe()
+    moved = {"segments": [{"hardware": "2-core CPU (B)"}, {"hardware": "2-core CPU (A)"}]}
+    older = {"segments": [{"first_epoch": 1, "wall_s": 3.0}]}  # from before segments said
+    assert common.hardware([moved, moved]) == "2-core CPU (A); 2-core CPU (B)"
+    assert common.hardware([moved, older]) == "; ".join(
+        sorted(["2-core CPU (A)", "2-core CPU (B)", here])
+    )
+    assert common.hardware() == here
 
 
 def test_zoomed_error_axis_is_twice_the_largest_final_error_rounded_up_to_5():

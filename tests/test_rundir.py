@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet import files, rundir
+from tfresnet import files, machine, rundir
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -106,6 +106,7 @@ def test_kill_between_backup_and_history_redoes_that_epoch(tmp_path, monkeypatch
     results = train_lib.train(config)
     _assert_whole_run(tmp_path / "run", results, reference)
     assert [s["first_epoch"] for s in results["segments"]] == [1, 2]
+    assert {s["hardware"] for s in results["segments"]} == {machine.cpu_info().describe()}
     assert results["wall_time_s"] == pytest.approx(sum(s["wall_s"] for s in results["segments"]))
 
 

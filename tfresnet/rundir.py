@@ -26,7 +26,7 @@ import time
 import keras
 import tensorflow as tf
 
-from tfresnet import files
+from tfresnet import files, machine
 
 STATE = "state.json"
 # Set it (e.g. from a SIGTERM handler): training backs up after its current call (a few steps)
@@ -55,7 +55,8 @@ class RunState:
 
     `history` has one dict per committed epoch (the Keras logs of that epoch); `epoch_seconds`
     the training time of each (evaluation excluded); `segments` one entry per process that
-    trained (its first epoch includes tracing, so speed is measured without it).
+    trained (its first epoch includes tracing, so speed is measured without it), with the
+    machine it ran on, since a resumed run may move between machines.
     """
 
     epoch: int = 0
@@ -64,7 +65,7 @@ class RunState:
     previous: dict | None = None  # the commit before this one: {"epoch", "weights"}
     history: list = dataclasses.field(default_factory=list)
     epoch_seconds: list = dataclasses.field(default_factory=list)
-    segments: list = dataclasses.field(default_factory=list)  # [{"first_epoch", "wall_s"}]
+    segments: list = dataclasses.field(default_factory=list)  # [{first_epoch, wall_s, hardware}]
     best: float | None = None
 
     def to_json(self) -> dict:
@@ -261,7 +262,11 @@ class EpochRecorder(keras.callbacks.Callback):
         self.monitor = monitor
         self.timer = timer
         self.steps_per_epoch = steps_per_epoch
-        self._segment = {"first_epoch": state.epoch + 1, "wall_s": 0.0}
+        self._segment = {
+            "first_epoch": state.epoch + 1,
+            "wall_s": 0.0,
+            "hardware": machine.cpu_info().describe(),
+        }
         self._batch_offset = state.batch  # a resumed partial epoch starts at this batch
 
     def on_train_begin(self, logs=None):
