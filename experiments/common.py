@@ -27,6 +27,7 @@ from absl import flags, logging
 
 from tfresnet import cli, files, machine
 from tfresnet import train as train_lib
+from tfresnet.rundir import RunDirInUse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESULTS_DIR = os.path.join(HERE, "results")
@@ -423,7 +424,7 @@ def run_and_print(run, default_depths, **defaults):
     """
     try:
         result = run(settings_from_flags(default_depths, **defaults))
-    except (KeyboardInterrupt, ValueError, OSError, train_lib.TrainingError) as err:
+    except (KeyboardInterrupt, ValueError, OSError, train_lib.TrainingError, RunDirInUse) as err:
         # Bad flags or a stopped run: one line and the CLI's exit status, as `tfresnet` gives.
         status, message = cli.classify_error(err)
         print(f"error: {message}", file=sys.stderr)

@@ -17,7 +17,7 @@ import zipfile
 
 import pytest
 
-from tfresnet import cli
+from tfresnet import cli, rundir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs", "errors.md")
@@ -51,8 +51,9 @@ def _finished_run(tmp):
 
 
 # (what is wrong, command after `tfresnet`, exit status, text the one-line message contains).
-# `{tmp}` is a scratch folder; `{keras}`, `{cut_keras}`, `{flipped_keras}`, `{run}` are made
-# there by `_prepare`.
+# `{tmp}` is a scratch folder; `{keras}`, `{cut_keras}`, `{flipped_keras}`, `{run}`, `{busy}`
+# are made there by `scratch` ({busy}: a run directory whose lock the test holds, as a process
+# training in it would).
 CASES = [
     ("unknown command", ["trian"], 2, "unknown command 'trian'; allowed: train"),
     ("unknown flag", ["train", "--epoch=3"], 2, "Unknown command line flag 'epoch'"),
@@ -82,6 +83,7 @@ CASES = [
     ("resume with no run", [*TRAIN, "--resume", "--run_dir={tmp}/new"], 1, "no run to continue"),
     ("finished run", [*BASE, "--steps=1", "--run_dir={run}"], 1, "holds a finished run"),
     ("different run", [*TRAIN, "--run_dir={run}"], 1, "holds a different run"),
+    ("run dir in use", [*TRAIN, "--run_dir={busy}"], 1, "in use: another process is training"),
     ("unwritable run dir", [*TRAIN, "--run_dir=/sys/tfresnet-run"], 1, "Operation not permitted"),
     ("run dir under a file", [*TRAIN, "--run_dir={keras}/run"], 1, "is not a directory"),
     ("missing pretrained file", [*TRAIN, "--pretrained={tmp}/no.h5"], 2, "no.h5' does not exist"),
@@ -129,6 +131,7 @@ PLACEHOLDERS = {
     "cut_keras": "<truncated.keras>",
     "flipped_keras": "<corrupt.keras>",
     "run": "<finished run>",
+    "busy": "<run dir in training>",
 }
 TF_CONFIGS = {
     "STRING_INDEX": '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
@@ -166,13 +169,17 @@ def scratch(tmp_path_factory):
             if item.filename.endswith(".json"):
                 body = body[:10] + b"\x00\xff" + body[12:]
             dst.writestr(item, body)
-    return {
-        "tmp": tmp,
-        "keras": keras_path,
-        "cut_keras": cut,
-        "flipped_keras": flipped,
-        "run": _finished_run(tmp),
-    }
+    busy = os.path.join(tmp, "busy")
+    os.makedirs(busy)
+    with rundir.exclusive(busy):
+        yield {
+            "tmp": tmp,
+            "keras": keras_path,
+            "cut_keras": cut,
+            "flipped_keras": flipped,
+            "run": _finished_run(tmp),
+            "busy": busy,
+        }
 
 
 def run_case(argv, values):
@@ -214,7 +221,7 @@ def test_traceback_flag_shows_where(scratch):
 def test_a_lost_worker_is_retryable_and_says_where_to_resume(tmp_path):
     import tensorflow as tf
 
-    from tfresnet import files, rundir
+    from tfresnet import files
 
     run = str(tmp_path / "run")
     files.write_json(os.path.join(run, "backup", rundir.STATE), {"epoch": 4, "weights": "w"})
@@ -269,8 +276,10 @@ if __name__ == "__main__":
         def mktemp(self, name):
             return tempfile.mkdtemp(prefix=name)
 
-    values = scratch.__wrapped__(_Factory())
+    made = scratch.__wrapped__(_Factory())
+    values = next(made)
     try:
         sys.stdout.write(markdown(values))
     finally:
+        made.close()  # releases {busy}
         shutil.rmtree(values["tmp"], ignore_errors=True)

@@ -365,22 +365,23 @@ def fit_model(
         clock.mark("data_s")
         schedule = plan_schedule(config, data.info, strategy)
         model = model or make_model(config, data.info, strategy)
-        with strategy.scope():
-            lr = recipes.paper_schedule(
-                pick_recipe(config, data.info),
-                schedule.steps,
-                depth=models.resolve_spec(config.model).depth,
-                learning_rate=schedule.learning_rate,
-            )
-            saved = rundir.load_state(config.run_dir)
-            # A mid-epoch backup made under another steps_per_execution: the rest of its epoch
-            # must be whole executions too (Keras runs whole ones).
-            steps_per_execution = math.gcd(schedule.steps_per_execution, saved.batch)
-            compile_model(model, pick_recipe(config, data.info), lr, steps_per_execution)
-        distribute.multi_worker_compatible(model)
-        with strategy.scope():
-            state = rundir.restore(model, config.run_dir, saved, schedule.steps_per_epoch)
-        with distribute.writable_dir(config.run_dir, strategy) as out:
+        # Held from reading the backup on: another process training here could replace it.
+        with distribute.writable_dir(config.run_dir, strategy) as out, rundir.exclusive(out):
+            with strategy.scope():
+                lr = recipes.paper_schedule(
+                    pick_recipe(config, data.info),
+                    schedule.steps,
+                    depth=models.resolve_spec(config.model).depth,
+                    learning_rate=schedule.learning_rate,
+                )
+                saved = rundir.load_state(config.run_dir)
+                # A mid-epoch backup made under another steps_per_execution: the rest of its
+                # epoch must be whole executions too (Keras runs whole ones).
+                steps_per_execution = math.gcd(schedule.steps_per_execution, saved.batch)
+                compile_model(model, pick_recipe(config, data.info), lr, steps_per_execution)
+            distribute.multi_worker_compatible(model)
+            with strategy.scope():
+                state = rundir.restore(model, config.run_dir, saved, schedule.steps_per_epoch)
             for folder in (out, rundir.backup_dir(out), files.join(out, "checkpoints")):
                 files.remove_stale_temps(folder)
             clock.mark("model_s")
@@ -569,6 +570,7 @@ def train(config, clock: PhaseClock | None = None):
     data = load_run_data(config)
     plan_schedule(config, data.info, strategy)
     if config.overwrite:
+        rundir.ensure_free(config.run_dir)  # never delete a run that is training
         files.remove(config.run_dir)
     files.makedirs(config.run_dir)
     if not files.exists(files.join(config.run_dir, "config.json")):

@@ -111,7 +111,7 @@ def classify_error(err, fv=None):
     from tfresnet.train import TrainingError
 
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    from tfresnet.rundir import Preempted
+    from tfresnet.rundir import Preempted, RunDirInUse
 
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; run the same command again to resume the run."
@@ -119,7 +119,7 @@ def classify_error(err, fv=None):
         return EXIT_PREEMPTED, f"SIGTERM: {first}."
     if isinstance(err, tf.errors.UnavailableError | tf.errors.DeadlineExceededError):
         return EXIT_RETRY, _lost_worker_message(first, fv)
-    if isinstance(err, TrainingError):
+    if isinstance(err, TrainingError | RunDirInUse):
         return EXIT_FAILED, first
     if isinstance(err, PermissionError | IsADirectoryError | NotADirectoryError):
         return EXIT_FAILED, f"cannot write or read {err.filename!r}: {err.strerror}."
