@@ -99,7 +99,8 @@ def test_a_run_directory_in_training_is_refused_to_a_second_command(tmp_path):
     with rundir.exclusive(config.run_dir):  # what a process training there holds
         with pytest.raises(rundir.RunDirInUse, match="is in use: another process is training"):
             train_lib.train(config)
-        assert not os.path.exists(os.path.join(config.run_dir, "backup"))  # no epoch written
+        assert os.listdir(config.run_dir) == []  # nothing written, not even config.json
+        files.write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
         with pytest.raises(rundir.RunDirInUse):
             train_lib.train(dataclasses.replace(config, overwrite=True))
         assert os.listdir(config.run_dir) == ["config.json"]  # --overwrite deleted nothing

@@ -563,6 +563,7 @@ def train(config, clock: PhaseClock | None = None):
     """
     clock = clock or PhaseClock(count_startup=False)
     config = check_run_dir(config)
+    rundir.ensure_free(config.run_dir)  # at once, not after loading the data; fit_model holds it
     keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
     strategy = distribute.make_strategy(
         config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
