@@ -27,7 +27,7 @@ from absl import flags, logging
 
 from tfresnet import cli, files, machine
 from tfresnet import train as train_lib
-from tfresnet.rundir import RunDirInUse
+from tfresnet.runlock import RunDirInUse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESULTS_DIR = os.path.join(HERE, "results")

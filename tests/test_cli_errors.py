@@ -17,7 +17,7 @@ import zipfile
 
 import pytest
 
-from tfresnet import cli, rundir
+from tfresnet import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs", "errors.md")
@@ -83,7 +83,7 @@ CASES = [
     ("resume with no run", [*TRAIN, "--resume", "--run_dir={tmp}/new"], 1, "no run to continue"),
     ("finished run", [*BASE, "--steps=1", "--run_dir={run}"], 1, "holds a finished run"),
     ("different run", [*TRAIN, "--run_dir={run}"], 1, "holds a different run"),
-    ("run dir in use", [*TRAIN, "--run_dir={busy}"], 1, "in use: another process is training"),
+    ("run dir in use", [*TRAIN, "--run_dir={busy}"], 138, "in use: another process is training"),
     ("unwritable run dir", [*TRAIN, "--run_dir=/sys/tfresnet-run"], 1, "Operation not permitted"),
     ("run dir under a file", [*TRAIN, "--run_dir={keras}/run"], 1, "is not a directory"),
     ("missing pretrained file", [*TRAIN, "--pretrained={tmp}/no.h5"], 2, "no.h5' does not exist"),
@@ -171,7 +171,9 @@ def scratch(tmp_path_factory):
             dst.writestr(item, body)
     busy = os.path.join(tmp, "busy")
     os.makedirs(busy)
-    with rundir.exclusive(busy):
+    from test_runlock import held_by_another_process
+
+    with held_by_another_process(busy):
         yield {
             "tmp": tmp,
             "keras": keras_path,
@@ -221,7 +223,7 @@ def test_traceback_flag_shows_where(scratch):
 def test_a_lost_worker_is_retryable_and_says_where_to_resume(tmp_path):
     import tensorflow as tf
 
-    from tfresnet import files
+    from tfresnet import files, rundir
 
     run = str(tmp_path / "run")
     files.write_json(os.path.join(run, "backup", rundir.STATE), {"epoch": 4, "weights": "w"})
@@ -250,8 +252,9 @@ def markdown(values):
         "",
         "Every case is run by `tests/test_cli_errors.py`; this page is its output "
         "(`python tests/test_cli_errors.py > docs/errors.md`). Status 2: fix the command; "
-        "1: the run cannot go on; 130: interrupted (run it again to resume); 138: a peer "
-        "worker was lost (retryable). `--traceback` adds the Python traceback. Paths below "
+        "1: the run cannot go on; 130: interrupted (run it again to resume); 138: retryable "
+        "(a peer worker was lost, or another process is training in the run directory). "
+        "`--traceback` adds the Python traceback. Paths below "
         "are from the scratch folder the test makes.",
         "",
         "| input | command | status | message |",

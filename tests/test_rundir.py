@@ -93,25 +93,6 @@ def _assert_whole_run(run, results, reference, exports=0):
     )
 
 
-def test_a_run_directory_in_training_is_refused_to_a_second_command(tmp_path):
-    config = _config(tmp_path, epochs=1)
-    os.makedirs(config.run_dir)
-    with rundir.exclusive(config.run_dir):  # what a process training there holds
-        with pytest.raises(rundir.RunDirInUse, match="is in use: another process is training"):
-            train_lib.train(config)
-        assert os.listdir(config.run_dir) == []  # nothing written, not even config.json
-        files.write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-        with pytest.raises(rundir.RunDirInUse):
-            train_lib.train(dataclasses.replace(config, overwrite=True))
-        assert os.listdir(config.run_dir) == ["config.json"]  # --overwrite deleted nothing
-    results = train_lib.train(config)  # released: the same command trains
-    assert len(results["curves"]["train_error"]) == 1
-    with rundir.exclusive(config.run_dir):  # and leaves no lock behind, nor a lock file
-        assert sorted(os.listdir(config.run_dir)) == sorted(
-            ["config.json", "results.json", "history.csv", "checkpoints", "logs", "model.keras"]
-        )
-
-
 def test_kill_between_backup_and_history_redoes_that_epoch(tmp_path, monkeypatch, reference):
     config = _config(tmp_path)
     fired = _kill_at_history_of_epoch(monkeypatch, 2)

@@ -476,6 +476,11 @@ def scaled_learning_rate(base_lr, global_batch, base_batch=128, rule="linear"):
 # --------------------------------------------------------------------------
 
 
+def writes_run_dir(strategy) -> bool:
+    """Whether this process writes the run directory: the chief, or the only worker."""
+    return strategy.extended.should_checkpoint
+
+
 @contextlib.contextmanager
 def writable_dir(path, strategy):
     """Yield where this worker writes: `path` on the chief, else a temp dir.
@@ -485,7 +490,7 @@ def writable_dir(path, strategy):
     all workers), but only the chief's copy should land in `path`; the
     others write to a temporary directory removed on exit.
     """
-    if strategy.extended.should_checkpoint:  # the chief (and every single-worker strategy)
+    if writes_run_dir(strategy):
         tf.io.gfile.makedirs(path)
         yield path
         return

@@ -57,6 +57,11 @@ def remove(path: str) -> None:
         pass
 
 
+def listdir(folder: str) -> list:
+    """The names in `folder` (without the trailing "/" object stores give folders)."""
+    return [name.rstrip("/") for name in tf.io.gfile.listdir(str(folder))]
+
+
 def read_text(path: str) -> str:
     with tf.io.gfile.GFile(str(path), "r") as f:
         return f.read()
@@ -149,7 +154,7 @@ def remove_stale_temps(folder: str) -> list:
     folder = str(folder)
     if not tf.io.gfile.isdir(folder):
         return []
-    stale = [join(folder, n.rstrip("/")) for n in tf.io.gfile.listdir(folder) if TEMP_MARK in n]
+    stale = [join(folder, name) for name in listdir(folder) if TEMP_MARK in name]
     for path in stale:
         remove(path)
     return stale

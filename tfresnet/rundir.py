@@ -13,18 +13,13 @@ the older weights are deleted. A kill before `state.json` is replaced redoes tha
 after it keeps it. Every file is written atomically (`tfresnet.files`). The backup stays until
 `results.json` is written, so a kill while evaluating, saving or exporting resumes there without
 training again.
-
-While a process trains, it holds a lock on its run directory (`exclusive`), so a second command
-on the same directory is refused instead of interleaving its epochs with the first one's.
 """
 
-import contextlib
 import csv
 import dataclasses
 import io
 import logging
 import math
-import os
 import threading
 import time
 
@@ -41,56 +36,6 @@ LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs star
 LEGACY_WEIGHTS = "latest.weights.h5"
 
 log = logging.getLogger(__name__)
-
-
-class RunDirInUse(RuntimeError):
-    """Another process is training in this run directory (it holds the directory's lock)."""
-
-
-@contextlib.contextmanager
-def exclusive(run_dir: str):
-    """Hold `run_dir` for this process while the block runs; `RunDirInUse` if another holds it.
-
-    The lock is an advisory `flock` on the directory itself: no file to leave behind, and the
-    kernel releases it however the process ends (a kill included). Local and mounted file
-    systems that support it only; object stores (gs://) and file systems without flock go
-    unlocked.
-    """
-    fd = _lock(run_dir)
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def ensure_free(run_dir: str) -> None:
-    """`RunDirInUse` if another process is training in `run_dir` (before replacing it)."""
-    if files.exists(run_dir):
-        with exclusive(run_dir):
-            pass
-
-
-def _lock(run_dir):
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        return None
-    if files.is_remote(run_dir):
-        return None
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirInUse(
-            f"Run directory {run_dir!r} is in use: another process is training in it. Wait for "
-            "it to end (then the same command continues the run), or use another --run_dir."
-        ) from None
-    except OSError:  # no flock on this file system
-        os.close(fd)
-        return None
-    return fd
 
 
 class Preempted(Exception):

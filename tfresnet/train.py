@@ -21,7 +21,7 @@ import time
 import keras
 
 from tfresnet import data as data_lib
-from tfresnet import distribute, files, models, precision, recipes, rundir
+from tfresnet import distribute, files, models, precision, recipes, rundir, runlock
 from tfresnet import results as results_lib
 from tfresnet.clock import PhaseClock
 
@@ -366,7 +366,7 @@ def fit_model(
         schedule = plan_schedule(config, data.info, strategy)
         model = model or make_model(config, data.info, strategy)
         # Held from reading the backup on: another process training here could replace it.
-        with distribute.writable_dir(config.run_dir, strategy) as out, rundir.exclusive(out):
+        with distribute.writable_dir(config.run_dir, strategy) as out, runlock.exclusive(out):
             with strategy.scope():
                 lr = recipes.paper_schedule(
                     pick_recipe(config, data.info),
@@ -563,19 +563,25 @@ def train(config, clock: PhaseClock | None = None):
     """
     clock = clock or PhaseClock(count_startup=False)
     config = check_run_dir(config)
-    rundir.ensure_free(config.run_dir)  # at once, not after loading the data; fit_model holds it
     keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
     strategy = distribute.make_strategy(
         config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
     )
+    writer = distribute.writes_run_dir(strategy)
+    if writer:
+        runlock.ensure_free(config.run_dir)  # refused at once, before the data loads
     data = load_run_data(config)
     plan_schedule(config, data.info, strategy)
-    if config.overwrite:
-        rundir.ensure_free(config.run_dir)  # never delete a run that is training
-        files.remove(config.run_dir)
+    if not writer:
+        clock.mark("data_s")
+        return fit_model(config, strategy=strategy, data=data, clock=clock)[1]
     files.makedirs(config.run_dir)
-    if not files.exists(files.join(config.run_dir, "config.json")):
-        files.write_json(files.join(config.run_dir, "config.json"), dataclasses.asdict(config))
-    clock.mark("data_s")
-    _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
+    with runlock.exclusive(config.run_dir):  # from the config on; fit_model holds it again
+        if config.overwrite:
+            runlock.clear(config.run_dir)  # the directory stays, and with it the lock
+        if not files.exists(files.join(config.run_dir, "config.json")):
+            config_path = files.join(config.run_dir, "config.json")
+            files.write_json(config_path, dataclasses.asdict(config))
+        clock.mark("data_s")
+        _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
     return results

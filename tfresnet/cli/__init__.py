@@ -58,7 +58,7 @@ def usage():
 
 EXIT_USAGE = 2  # bad flags or input: fix the command
 EXIT_FAILED = 1  # the run failed for a reason a retry will not fix
-EXIT_RETRY = 138  # a peer worker was lost: retryable (Kubeflow's code for user retryable errors)
+EXIT_RETRY = 138  # a peer worker was lost, or the run directory is busy: retry the same command
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: the run resumes when the command is run again
 EXIT_PREEMPTED = 143  # SIGTERM: backed up mid-epoch and stopped; retryable
 
@@ -111,7 +111,8 @@ def classify_error(err, fv=None):
     from tfresnet.train import TrainingError
 
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    from tfresnet.rundir import Preempted, RunDirInUse
+    from tfresnet.rundir import Preempted
+    from tfresnet.runlock import RunDirInUse
 
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; run the same command again to resume the run."
@@ -119,7 +120,9 @@ def classify_error(err, fv=None):
         return EXIT_PREEMPTED, f"SIGTERM: {first}."
     if isinstance(err, tf.errors.UnavailableError | tf.errors.DeadlineExceededError):
         return EXIT_RETRY, _lost_worker_message(first, fv)
-    if isinstance(err, TrainingError | RunDirInUse):
+    if isinstance(err, RunDirInUse):  # busy until the other process ends: worth a retry
+        return EXIT_RETRY, first
+    if isinstance(err, TrainingError):
         return EXIT_FAILED, first
     if isinstance(err, PermissionError | IsADirectoryError | NotADirectoryError):
         return EXIT_FAILED, f"cannot write or read {err.filename!r}: {err.strerror}."

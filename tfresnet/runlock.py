@@ -1,0 +1,106 @@
+"""One process trains in a run directory at a time.
+
+Two commands on one run directory (a script started twice, a job launched twice) would both
+resume from the same backup and commit epochs over each other. The process that trains holds
+an exclusive `flock` on the directory itself: no lock file to leave behind, and the kernel
+releases it however the process ends, a kill included. A second command is refused with
+`RunDirInUse`. Object stores (gs://) have no locks and go unlocked; so do file systems without
+`flock` on directories (NFS among them), with a warning.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+from tfresnet import files
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+# Directories this process holds: {real path: [fd, depth]}, so that `train` can hold its run
+# directory from the config write on and `fit_model` inside it takes the same hold again.
+_HELD: dict = {}
+_RETRY_S = 1.0  # a concurrent `ensure_free` holds a shared lock for an instant
+
+
+class RunDirInUse(RuntimeError):
+    """Another process is training in this run directory (it holds the directory's lock)."""
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: str) -> Iterator[None]:
+    """Hold `run_dir` for this process while the block runs; `RunDirInUse` if another holds it.
+
+    Re-entrant within the process. `run_dir` must exist.
+    """
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = _lock(run_dir, shared=False)
+    if fd is not None:
+        _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        if fd is not None:
+            del _HELD[key]
+            os.close(fd)
+
+
+def ensure_free(run_dir: str) -> None:
+    """`RunDirInUse` if another process is training in `run_dir`; for a refusal before the
+    data loads. Takes a shared lock for an instant, so two checks never refuse each other."""
+    if os.path.realpath(run_dir) in _HELD or not files.exists(run_dir):
+        return
+    fd = _lock(run_dir, shared=True)
+    if fd is not None:
+        os.close(fd)
+
+
+def clear(run_dir: str) -> None:
+    """Remove everything inside `run_dir` but keep the directory, and with it the lock on it."""
+    for name in files.listdir(run_dir):
+        files.remove(files.join(run_dir, name))
+
+
+def _lock(run_dir: str, shared: bool) -> int | None:
+    """An fd of `run_dir` holding the lock, or None where the file system has no locks."""
+    if fcntl is None or files.is_remote(run_dir):
+        return None
+    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+    deadline = time.monotonic() + (0 if shared else _RETRY_S)
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            os.close(fd)
+            raise RunDirInUse(
+                f"Run directory {run_dir!r} is in use: another process is training in it. Run "
+                "the same command again once it has ended (it continues the run), or use "
+                "another --run_dir."
+            ) from None
+        except OSError as err:  # e.g. NFS, where flock needs a file open for writing
+            os.close(fd)
+            log.warning(
+                "%s: no lock on this file system (%s); a second command on this run directory "
+                "would not be refused.",
+                run_dir,
+                err.strerror,
+            )
+            return None
