@@ -23,9 +23,9 @@ except ImportError:  # Windows: no flock
 
 log = logging.getLogger(__name__)
 
-# Directories this process holds: {real path: [fd, depth]}, so that `train` can hold its run
-# directory from the config write on and `fit_model` inside it takes the same hold again.
-_HELD: dict = {}
+# Real paths of the directories this process holds, so that `train` can hold its run directory
+# from the config write on and `fit_model` inside it takes the same hold again.
+_HELD: set = set()
 _RETRY_S = 1.0  # a concurrent `ensure_free` holds a shared lock for an instant
 
 
@@ -40,21 +40,14 @@ def exclusive(run_dir: str) -> Iterator[None]:
     Re-entrant within the process. `run_dir` must exist.
     """
     key = os.path.realpath(run_dir)
-    if key in _HELD:
-        _HELD[key][1] += 1
-        try:
-            yield
-        finally:
-            _HELD[key][1] -= 1
-        return
-    fd = _lock(run_dir, shared=False)
+    fd = None if key in _HELD else _lock(run_dir, shared=False)  # the outermost hold locks
     if fd is not None:
-        _HELD[key] = [fd, 1]
+        _HELD.add(key)
     try:
         yield
     finally:
         if fd is not None:
-            del _HELD[key]
+            _HELD.discard(key)
             os.close(fd)
 
 

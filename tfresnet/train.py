@@ -579,8 +579,8 @@ def train(config, clock: PhaseClock | None = None):
     with runlock.exclusive(config.run_dir):  # from the config on; fit_model holds it again
         if config.overwrite:
             runlock.clear(config.run_dir)  # the directory stays, and with it the lock
-        if not files.exists(files.join(config.run_dir, "config.json")):
-            config_path = files.join(config.run_dir, "config.json")
+        config_path = files.join(config.run_dir, "config.json")
+        if not files.exists(config_path):
             files.write_json(config_path, dataclasses.asdict(config))
         clock.mark("data_s")
         _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
