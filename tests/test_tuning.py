@@ -389,6 +389,40 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
     assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
 
 
+def test_a_search_directory_in_use_is_refused_before_anything_is_written(tmp_path, fake_fit):
+    from test_runlock import held_by_another_process
+
+    (tmp_path / "search").mkdir()
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    with held_by_another_process(tmp_path / "search"):  # the same search, started twice
+        with pytest.raises(tuning.runlock.RunDirInUse, match="is in use"):
+            tuning.search(_tune(tmp_path, space, tuner="grid", overwrite=True))
+    assert os.listdir(tmp_path / "search") == [] and fake_fit.calls == []
+
+
+def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit):
+    """A tuner restarted under the same id while the old one lives is given the old one's
+    trial: it must neither clear that trial's run directory nor end the trial."""
+    from test_runlock import held_by_another_process
+
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    run_dir = tmp_path / "search" / "trial_0000" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "history.csv").write_text("epoch\n")  # the other process's, not resumable here
+    with held_by_another_process(run_dir):
+        with pytest.raises(tuning.TrialInUse, match="is in use") as refused:
+            tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert cli.classify_error(refused.value)[0] == cli.EXIT_RETRY  # a cluster manager retries
+    assert os.listdir(run_dir) == ["history.csv"] and fake_fit.calls == []
+    assert _attempts(tmp_path / "search") == {}
+    assert [status for status, _ in _trial_values(tmp_path / "search").values()] == ["RUNNING"]
+    keras.backend.clear_session()
+    # Once the other process is gone, the same command trains the trial from the start.
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert results["counts"] == {"COMPLETED": 1} and len(fake_fit.calls) == 1
+    assert not (run_dir / "history.csv").exists()
+
+
 def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypatch):
     """The search directory on TF's in-memory file system, an object store without atomic
     rename like gs://: trials, results, the test error and the export all land there, nothing

@@ -21,6 +21,7 @@ exported for TF Serving after its test error is measured). Distributed tuning (a
 and workers) uses KerasTuner's environment variables; see docs/tuning.md.
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -35,7 +36,7 @@ import keras_tuner
 import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
-from tfresnet import blocks, distribute, files, models, precision, rundir
+from tfresnet import blocks, distribute, files, models, precision, rundir, runlock
 from tfresnet import data as data_lib
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
@@ -392,7 +393,13 @@ class _TrialRunner:
 
     def run_trial(self, trial, *args, **kwargs):
         run_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
-        _clear_unresumable(run_dir)
+        files.makedirs(run_dir)
+        with _holding_trial(run_dir):
+            _clear_unresumable(run_dir)
+            return self._timed_trial(trial, run_dir, *args, **kwargs)
+
+    def _timed_trial(self, trial, run_dir, *args, **kwargs):
+        """Run the trial and append its attempt (tuner, pid, seconds, outcome) to its log."""
         start, outcome = time.perf_counter(), "completed"
         try:
             return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
@@ -446,13 +453,29 @@ def _checkpoint_atomically(callback, strategy):
     return callback
 
 
+class TrialInUse(runlock.RunDirInUse, keras_tuner.errors.FatalError):
+    """Another process trains this trial (a tuner restarted under the same id while the old one
+    lives). Fatal to this search process, so KerasTuner neither retries nor ends the trial that
+    the other process is training."""
+
+
+@contextlib.contextmanager
+def _holding_trial(run_dir):
+    """Hold the trial's run directory (`runlock.exclusive`) for the block, or `TrialInUse`."""
+    try:
+        with runlock.exclusive(run_dir):
+            yield
+    except runlock.RunDirInUse as err:
+        raise TrialInUse(str(err)) from None
+
+
 def _clear_unresumable(run_dir):
     """Keep a trial's run directory only to continue an interrupted run (its backup/)."""
-    if files.exists(run_dir) and not (
+    if not (
         files.exists(files.join(run_dir, "backup"))
         and not files.exists(files.join(run_dir, "results.json"))
     ):
-        files.remove(run_dir)
+        runlock.clear(run_dir)  # the directory stays, and with it the lock
 
 
 def _append_jsonl(path, record):
@@ -524,7 +547,7 @@ def build_tuner(config, hypermodel):
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
         directory=os.path.dirname(directory),
         project_name=os.path.basename(directory),
-        # check_search_dir already deleted an overwritten search (the chief's or a lone
+        # check_search_dir already emptied an overwritten search (the chief's or a lone
         # tuner's) and wrote its search.json, which KerasTuner's overwrite would delete again.
         overwrite=False,
         distribution_strategy=hypermodel.strategy,
@@ -580,7 +603,7 @@ def check_search_dir(config):
     """Refuse to continue a different search in the same directory; save this one's config."""
     path = os.path.join(config.directory, "search.json")
     if config.overwrite and not _is_worker():
-        files.remove(config.directory)
+        runlock.clear(config.directory)  # the directory stays, and with it the chief's lock
     if files.exists(path):
         saved = files.read_json(path)
         # A search saved before a field became a speed setting still lists it under "train".
@@ -615,6 +638,14 @@ def search(config, *, strategy=None, data=None, verbose=None):
     On a distributed worker it runs trials until the chief's oracle has no more, and returns
     `{"worker": tuner_id}`; the chief (or a single process) writes the results and the export.
     """
+    if _is_worker():  # the chief holds the search directory; a worker, its trials'
+        return _search(config, strategy, data, verbose)
+    files.makedirs(config.directory)
+    with runlock.exclusive(config.directory):
+        return _search(config, strategy, data, verbose)
+
+
+def _search(config, strategy, data, verbose):
     check_search_dir(config)
     hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
     tuner = build_tuner(config, hypermodel)
