@@ -361,6 +361,11 @@ def mean_curve(runs, key):
     return np.mean([c[:length] for c in curves], axis=0)
 
 
+def mean_final(runs, key):
+    """The runs' (seeds') mean final `key` ("train_error", "test_error"), in %."""
+    return 100 * float(np.mean([r["final"][key] for r in runs]))
+
+
 def plot_curves(ax, labelled_runs, title, top=100):
     """The paper's Fig. 6 style: dashed training error, bold test error, one colour per net.
 

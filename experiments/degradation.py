@@ -10,7 +10,6 @@ net, mean ± std over seeds) and `<tag>.png` (left plain, right ResNet; dashed l
 error, bold lines test error, as in Fig. 6). Flags and budget: experiments/common.py.
 """
 
-import numpy as np
 from absl import app
 
 from experiments import common
@@ -66,10 +65,7 @@ def verdict(runs, depths):
     lines = []
     shallow, deep = min(depths), max(depths)
     for kind, title in (("plain", "plain"), ("resnet", "ResNet")):
-        errors = {
-            d: 100 * np.mean([r["final"]["train_error"] for r in runs[kind, d]])
-            for d in (shallow, deep)
-        }
+        errors = {d: common.mean_final(runs[kind, d], "train_error") for d in (shallow, deep)}
         change = errors[deep] - errors[shallow]
         train_size = runs[kind, deep][0]["data"]["sizes"]["train"]
         images = round(change / 100 * train_size)

@@ -80,7 +80,7 @@ def run(settings):
     )
     ax = axes[0][1]
     for key, style, label in (("train_error", "o--", "training"), ("test_error", "s-", "test")):
-        errors = [common.mean_curve(runs[d], key)[-1] * 100 for d in settings.depths]
+        errors = [common.mean_final(runs[d], key) for d in settings.depths]
         ax.plot(settings.depths, errors, style, label=label)
     ax.set_xscale("log")
     ax.set_xticks(settings.depths, [str(d) for d in settings.depths])
