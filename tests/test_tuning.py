@@ -395,32 +395,48 @@ def test_a_search_directory_in_use_is_refused_before_anything_is_written(tmp_pat
     (tmp_path / "search").mkdir()
     space = SearchSpace(depth=8, shortcut="A", **FIXED)
     with held_by_another_process(tmp_path / "search"):  # the same search, started twice
-        with pytest.raises(tuning.runlock.RunDirInUse, match="is in use"):
+        with pytest.raises(tuning.runlock.RunDirInUse, match="another tfresnet tune runs"):
             tuning.search(_tune(tmp_path, space, tuner="grid", overwrite=True))
     assert os.listdir(tmp_path / "search") == [] and fake_fit.calls == []
+    # --overwrite would delete a trial that another process (the old search's worker) trains.
+    (tmp_path / "search" / "trial_0003" / "run").mkdir(parents=True)
+    with held_by_another_process(tmp_path / "search" / "trial_0003" / "run"):
+        with pytest.raises(tuning.runlock.RunDirInUse, match="would delete trial_0003"):
+            tuning.search(_tune(tmp_path, space, tuner="grid", overwrite=True))
+    assert os.listdir(tmp_path / "search") == ["trial_0003"] and fake_fit.calls == []
 
 
-def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit):
+def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit, monkeypatch):
     """A tuner restarted under the same id while the old one lives is given the old one's
     trial: it must neither clear that trial's run directory nor end the trial."""
-    from test_runlock import held_by_another_process
+    from test_runlock import another_process_can_lock, held_by_another_process
 
     space = SearchSpace(depth=8, shortcut="A", **FIXED)
     run_dir = tmp_path / "search" / "trial_0000" / "run"
     run_dir.mkdir(parents=True)
     (run_dir / "history.csv").write_text("epoch\n")  # the other process's, not resumable here
     with held_by_another_process(run_dir):
-        with pytest.raises(tuning.TrialInUse, match="is in use") as refused:
+        with pytest.raises(tuning.TrialInUse, match="Trial 0000 is in training") as refused:
             tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert cli.classify_error(refused.value)[0] == cli.EXIT_RETRY  # a cluster manager retries
     assert os.listdir(run_dir) == ["history.csv"] and fake_fit.calls == []
     assert _attempts(tmp_path / "search") == {}
     assert [status for status, _ in _trial_values(tmp_path / "search").values()] == ["RUNNING"]
     keras.backend.clear_session()
-    # Once the other process is gone, the same command trains the trial from the start.
+    # Once the other process is gone, the same command trains the trial from the start, and
+    # holds it until the oracle has ended it (until then the oracle would hand it out again).
+    held_at_end = []
+    end_trial = tuning.ResumableGridSearchOracle.end_trial
+
+    def end_trial_while_held(oracle, trial):
+        held_at_end.append(not another_process_can_lock(run_dir))
+        return end_trial(oracle, trial)
+
+    monkeypatch.setattr(tuning.ResumableGridSearchOracle, "end_trial", end_trial_while_held)
     results = tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert results["counts"] == {"COMPLETED": 1} and len(fake_fit.calls) == 1
     assert not (run_dir / "history.csv").exists()
+    assert held_at_end == [True] and another_process_can_lock(run_dir)  # and released after
 
 
 def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypatch):

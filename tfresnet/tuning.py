@@ -372,13 +372,39 @@ class _TrialRunner:
     """What tfresnet adds to each KerasTuner tuner: a run directory and an attempt log per trial.
 
     Also declares the space without building a model (KerasTuner builds one to discover it),
-    and writes the search state (tuner, oracle and trial JSON files) whole or not at all.
+    writes the search state (tuner, oracle and trial JSON files) whole or not at all, and holds
+    each trial's run directory from the trial's start until the oracle has ended it: until then
+    the oracle hands the same trial to a tuner restarted under the same id.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if isinstance(self.oracle, keras_tuner.Oracle):  # a worker holds a client of the chief's
             _write_state_atomically(self.oracle)
+        self._trial_hold = contextlib.ExitStack()
+
+    def search(self, *args, **kwargs):
+        try:
+            return super().search(*args, **kwargs)
+        finally:  # a trial ended by an exception (a kill, TrialInUse) never reached on_trial_end
+            self._trial_hold.close()
+
+    def on_trial_begin(self, trial):
+        run_dir = self._run_dir(trial)
+        if distribute.writes_run_dir(self.hypermodel.strategy):
+            files.makedirs(run_dir)
+            hold = runlock.exclusive(run_dir)
+            _hold(self._trial_hold, hold, TrialInUse(_trial_in_use(trial.trial_id, run_dir)))
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        try:
+            super().on_trial_end(trial)
+        finally:
+            self._trial_hold.close()
+
+    def _run_dir(self, trial):
+        return os.path.join(self.get_trial_dir(trial.trial_id), "run")
 
     def save(self):
         """KerasTuner's `BaseTuner.save`, with atomic writes (`_write_state_atomically`)."""
@@ -392,14 +418,10 @@ class _TrialRunner:
         self.oracle.update_space(hp)
 
     def run_trial(self, trial, *args, **kwargs):
-        run_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
-        files.makedirs(run_dir)
-        with _holding_trial(run_dir):
-            _clear_unresumable(run_dir)
-            return self._timed_trial(trial, run_dir, *args, **kwargs)
-
-    def _timed_trial(self, trial, run_dir, *args, **kwargs):
-        """Run the trial and append its attempt (tuner, pid, seconds, outcome) to its log."""
+        """KerasTuner's, in the trial's run directory; appends the attempt (tuner, pid, seconds,
+        outcome) to the trial's attempts.jsonl."""
+        run_dir = self._run_dir(trial)
+        _clear_unresumable(run_dir)
         start, outcome = time.perf_counter(), "completed"
         try:
             return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
@@ -459,18 +481,27 @@ class TrialInUse(runlock.RunDirInUse, keras_tuner.errors.FatalError):
     the other process is training."""
 
 
-@contextlib.contextmanager
-def _holding_trial(run_dir):
-    """Hold the trial's run directory (`runlock.exclusive`) for the block, or `TrialInUse`."""
+def _trial_in_use(trial_id, run_dir):
+    return (
+        f"Trial {trial_id} is in training in another process ({run_dir!r} is in use): a tuner "
+        "with the same KERASTUNER_TUNER_ID still runs. Run the same command again once it has "
+        "ended."
+    )
+
+
+def _hold(stack, lock, refusal):
+    """Enter `lock` (a `runlock.exclusive`) on `stack`; raise `refusal` if another process
+    holds the directory."""
     try:
-        with runlock.exclusive(run_dir):
-            yield
-    except runlock.RunDirInUse as err:
-        raise TrialInUse(str(err)) from None
+        stack.enter_context(lock)
+    except runlock.RunDirInUse:
+        raise refusal from None
 
 
 def _clear_unresumable(run_dir):
     """Keep a trial's run directory only to continue an interrupted run (its backup/)."""
+    if not files.exists(run_dir):
+        return
     if not (
         files.exists(files.join(run_dir, "backup"))
         and not files.exists(files.join(run_dir, "results.json"))
@@ -603,6 +634,9 @@ def check_search_dir(config):
     """Refuse to continue a different search in the same directory; save this one's config."""
     path = os.path.join(config.directory, "search.json")
     if config.overwrite and not _is_worker():
+        for name in files.listdir(config.directory):
+            if name.startswith("trial_"):
+                _refuse_if_training(config.directory, name)
         runlock.clear(config.directory)  # the directory stays, and with it the chief's lock
     if files.exists(path):
         saved = files.read_json(path)
@@ -618,6 +652,17 @@ def check_search_dir(config):
             )
     else:
         files.write_json(path, config.identity())
+
+
+def _refuse_if_training(directory, trial_name):
+    """`RunDirInUse` if another process trains this trial: --overwrite would delete it."""
+    try:
+        runlock.ensure_free(files.join(directory, trial_name, "run"))
+    except runlock.RunDirInUse:
+        raise runlock.RunDirInUse(
+            f"--overwrite would delete {trial_name} of {directory!r}, which another process is "
+            "training (a worker of the old search?). Stop it first, or use another --directory."
+        ) from None
 
 
 def _differences(a, b, prefix=""):
@@ -637,22 +682,26 @@ def search(config, *, strategy=None, data=None, verbose=None):
 
     On a distributed worker it runs trials until the chief's oracle has no more, and returns
     `{"worker": tuner_id}`; the chief (or a single process) writes the results and the export.
+    The chief (or a lone tuner) holds the search directory throughout and each trial's process
+    its run directory (`runlock`): `runlock.RunDirInUse` if the same search runs elsewhere,
+    `TrialInUse` if another process trains this tuner's trial; both worth a retry later.
     """
-    if _is_worker():  # the chief holds the search directory; a worker, its trials'
-        return _search(config, strategy, data, verbose)
-    files.makedirs(config.directory)
-    with runlock.exclusive(config.directory):
-        return _search(config, strategy, data, verbose)
-
-
-def _search(config, strategy, data, verbose):
-    check_search_dir(config)
     hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
-    tuner = build_tuner(config, hypermodel)
-    tuner.search(verbose=config.train.verbose if verbose is None else verbose)
-    if _is_worker():
-        return {"worker": tuner.tuner_id}
-    return summarize(config, tuner, hypermodel)
+    with contextlib.ExitStack() as stack:
+        if not _is_worker() and distribute.writes_run_dir(hypermodel.strategy):
+            files.makedirs(config.directory)
+            refusal = runlock.RunDirInUse(
+                f"Search directory {config.directory!r} is in use: another tfresnet tune runs "
+                "this search. Run the same command again once it has ended (it continues the "
+                "search), or use another --directory."
+            )
+            _hold(stack, runlock.exclusive(config.directory), refusal)
+        check_search_dir(config)
+        tuner = build_tuner(config, hypermodel)
+        tuner.search(verbose=config.train.verbose if verbose is None else verbose)
+        if _is_worker():
+            return {"worker": tuner.tuner_id}
+        return summarize(config, tuner, hypermodel)
 
 
 def trial_rows(tuner, hypermodel):
