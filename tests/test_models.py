@@ -166,7 +166,8 @@ def test_save_reload_gives_equal_outputs_in_safe_mode(tmp_path, kwargs):
         ({"name": "resnet20", "input_shape": (8, 8)}, "\\(height, width, channels\\)"),
         ({"name": "resnet20", "num_classes": 0}, "num_classes must be >= 1"),
         ({"name": "resnet50", "stride_placement": "v2"}, "allowed: v1, v1.5"),
-        ({"name": "resnet20", "weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"name": "resnet20", "weight_decay": -1.0}, "weight_decay must be a number >= 0"),
+        ({"name": "resnet20", "weight_decay": float("nan")}, "weight_decay must be a number"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
@@ -375,6 +376,7 @@ def test_table_specs_keep_their_names():
         ("resnet20:stage_blocks=a,b", "stage_blocks='a,b' in model spec .* not a valid ints"),
         ("resnet20:residual=maybe", "residual='maybe' .* not a valid bool"),
         ("resnet20:width_multiplier=0", "width multiplier must be a number > 0; got 0.0"),
+        ("resnet20:width_multiplier=1e308", "width multiplier 1e\\+308 makes the filter counts"),
         ("cifar:stage_blocks=2,2;stage_filters=8", "stage_filters \\(8,\\) has 1 entries but"),
         ("resnet20:block=wide", "Unknown block 'wide'; allowed: basic, bottleneck"),
         ("resnet20:stem=big", "Unknown stem 'big'; allowed: cifar, imagenet"),

@@ -42,8 +42,9 @@ def test_total_steps_from_budget_epochs_or_steps():
     assert recipes.total_steps(CIFAR, steps_per_epoch=11, batch_size=128, steps=7) == 7
     with pytest.raises(ValueError, match="at most one of budget, epochs and steps"):
         recipes.total_steps(CIFAR, steps_per_epoch=1, batch_size=128, epochs=1, steps=1)
-    with pytest.raises(ValueError, match="budget must be > 0"):
-        recipes.total_steps(CIFAR, steps_per_epoch=1, batch_size=128, budget=0)
+    for budget in (0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="budget must be > 0"):
+            recipes.total_steps(CIFAR, steps_per_epoch=1, batch_size=128, budget=budget)
 
 
 def test_imagenet_recipe_and_unknown_recipe():

@@ -128,11 +128,24 @@ def test_divergence_is_reported_clearly(tmp_path):
         ({"model": "resnet21"}, "6n\\+2"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"resume": True, "overwrite": True}, "at most one of resume and overwrite"),
+        ({"learning_rate": -0.1}, "learning_rate must be a number > 0; got -0.1"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a number > 0; got nan"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a number >= 0; got inf"),
+        ({"validation_size": float("nan")}, "validation_size must be a count or a fraction"),
     ],
 )
 def test_bad_config_values_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _config(tmp_path, **kwargs)
+
+
+def test_a_start_refused_while_building_leaves_nothing_in_the_way(tmp_path):
+    """The model is built after config.json is written; a refusal there must not make the
+    corrected command a "different run"."""
+    with pytest.raises(ValueError, match="too small"):
+        train_lib.train(_config(tmp_path, model="cifar:stage_blocks=1,1,1,1,1", epochs=1))
+    assert os.listdir(tmp_path / "run") == []
+    train_lib.check_run_dir(_config(tmp_path, epochs=1))  # the corrected command is not refused
 
 
 def test_batch_larger_than_the_data_is_rejected(tmp_path):

@@ -17,6 +17,7 @@ yield raw 0..255 float pixels and exported models take raw images.
 import dataclasses
 import functools
 import logging
+import math
 import os
 import pathlib
 from collections.abc import Callable
@@ -102,8 +103,10 @@ def load_data(
     a fraction if < 1) for model selection; the test split is never used for it. `image_size`
     overrides the model input size for folders and variable-size data sets.
     """
-    if validation_size < 0:
-        raise DataError(f"validation_size must be >= 0; got {validation_size}.")
+    if not 0 <= validation_size < math.inf:
+        raise DataError(
+            f"validation_size must be a count or a fraction >= 0; got {validation_size}."
+        )
     if name == EMBEDDED:
         return _load_digits(validation_size, seed)
     if name == FASHION_MNIST:

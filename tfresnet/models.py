@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import math
 import numbers
 import re
 import sys
@@ -159,7 +160,10 @@ class ResNetSpec:
         number = isinstance(multiplier, numbers.Real) and not isinstance(multiplier, bool)
         if not number or not 0 < multiplier < float("inf"):
             raise ValueError(f"width multiplier must be a number > 0; got {multiplier!r}.")
-        filters = tuple(max(1, round(f * multiplier)) for f in self.stage_filters)
+        scaled = [f * multiplier for f in self.stage_filters]
+        if not all(math.isfinite(f) for f in scaled):
+            raise ValueError(f"width multiplier {multiplier!r} makes the filter counts infinite.")
+        filters = tuple(max(1, round(f)) for f in scaled)
         return dataclasses.replace(self, stage_filters=filters)
 
     def table_name(self):
@@ -438,8 +442,8 @@ def _features(
         input_shape = tensor_shape
     input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
     _check_input_shape(input_shape, spec, label)
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
+    if not 0 <= weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay}.")
 
     settings = blocks.ConvSettings(
         weight_decay=weight_decay,

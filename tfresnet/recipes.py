@@ -84,6 +84,6 @@ def total_steps(recipe, *, steps_per_epoch, batch_size, budget=None, epochs=None
             raise ValueError(f"epochs must be >= 1; got {epochs}.")
         return int(epochs) * steps_per_epoch
     budget = 1.0 if budget is None else budget
-    if not 0 < budget:
+    if not 0 < budget < math.inf:
         raise ValueError(f"budget must be > 0 (a fraction of the paper's schedule); got {budget}.")
     return max(1, math.ceil(recipe.total_steps * budget * recipe.batch_size / batch_size))

@@ -91,6 +91,14 @@ class TrainConfig:
             raise ValueError(f"steps_per_execution must be >= 1; got {self.steps_per_execution}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be >= 1; got {self.image_size}.")
+        if self.learning_rate is not None and not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"learning_rate must be a number > 0; got {self.learning_rate}.")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be a number >= 0; got {self.weight_decay}.")
+        if not 0 <= self.validation_size < math.inf:
+            raise ValueError(
+                f"validation_size must be a count or a fraction >= 0; got {self.validation_size}."
+            )
         if self.pretrained and not files.exists(self.pretrained):
             raise ValueError(
                 f"pretrained weights file {self.pretrained!r} does not exist (give a "
@@ -580,8 +588,18 @@ def train(config, clock: PhaseClock | None = None):
         if config.overwrite:
             runlock.clear(config.run_dir)  # the directory stays, and with it the lock
         config_path = files.join(config.run_dir, "config.json")
-        if not files.exists(config_path):
+        new_run = not files.exists(config_path)
+        if new_run:
             files.write_json(config_path, dataclasses.asdict(config))
         clock.mark("data_s")
-        _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
+        try:
+            _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
+        except BaseException:
+            # A start refused while building (input too small, wrong pretrained file) or ended
+            # before an epoch was backed up leaves nothing to resume: remove its config.json,
+            # which would refuse the corrected command as a different run.
+            state = files.join(rundir.backup_dir(config.run_dir), rundir.STATE)
+            if new_run and not files.exists(state):
+                runlock.clear(config.run_dir)
+            raise
     return results
