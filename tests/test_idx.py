@@ -77,3 +77,15 @@ def test_mismatched_counts_are_an_error(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(5, "uint8"))
     with pytest.raises(idx.IdxError, match="6 images but 5 labels"):
         idx.load_folder(str(tmp_path))
+
+
+def test_labels_must_be_class_numbers_and_splits_non_empty(tmp_path):
+    write_mnist_folder(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(12, -1, "int32"))
+    with pytest.raises(idx.IdxError, match=r"class numbers \(integers >= 0\); got int32 values"):
+        idx.load_folder(str(tmp_path))
+    write_mnist_folder(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 7, 7), "uint8"))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(0, "uint8"))
+    with pytest.raises(idx.IdxError, match="t10k-images-idx3-ubyte.gz' holds no images"):
+        idx.load_folder(str(tmp_path))

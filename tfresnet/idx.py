@@ -92,5 +92,12 @@ def load_folder(folder: str) -> dict:
             )
         if len(images) != len(labels):
             raise IdxError(f"{split}: {len(images)} images but {len(labels)} labels in {folder!r}.")
+        if not len(images):
+            raise IdxError(f"{files[split, 'images']!r} holds no images.")
+        if labels.dtype.kind not in "iu" or labels.min() < 0:
+            raise IdxError(
+                f"{files[split, 'labels']!r} must hold class numbers (integers >= 0); got "
+                f"{labels.dtype} values from {labels.min()} to {labels.max()}."
+            )
         splits[split] = (images, labels.astype("int32"))
     return splits
