@@ -116,6 +116,10 @@ def test_space_takes_single_values_as_fixed_and_checks_them():
         SearchSpace(depth=(20, 20))
     with pytest.raises(ValueError, match="allowed: cifar, imagenet"):
         SearchSpace(family="mnist")
+    with pytest.raises(ValueError, match="learning_rate values must be numbers > 0"):
+        SearchSpace(learning_rate=(0.1, float("nan")))
+    with pytest.raises(ValueError, match="weight_decay values must be numbers >= 0"):
+        SearchSpace(weight_decay=float("inf"))
 
 
 def test_model_names_force_the_family():
@@ -132,9 +136,15 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
         TuneConfig(_train(), tuner="sgd")
     with pytest.raises(ValueError, match="epochs"):
         TuneConfig(_train(steps=4), tuner="hyperband")
-    with pytest.raises(ValueError, match="val_f1:max or val_f1:min"):
-        TuneConfig(_train(), objective="val_f1")
-    assert tuning.make_objective("val_f1:max").direction == "max"
+    with pytest.raises(ValueError, match="a trial logs accuracy, loss, top5_accuracy, each"):
+        TuneConfig(_train(), objective="val_f1:max")  # not a metric a trial logs
+    with pytest.raises(ValueError, match="val_loss:max or val_loss:min"):
+        TuneConfig(_train(), objective="val_loss:up")
+    with pytest.raises(ValueError, match="hyperband_factor must be >= 2"):
+        TuneConfig(_train(), tuner="hyperband", hyperband_factor=1)
+    with pytest.raises(ValueError, match="bayesian_initial_points must be >= 1"):
+        TuneConfig(_train(), tuner="bayesian", bayesian_initial_points=0)
+    assert tuning.make_objective("val_accuracy:min").direction == "min"
     assert tuning.make_objective("val_top5_accuracy").direction == "max"
     assert tuning.make_objective("val_loss").direction == "min"
     config = TuneConfig(_train(), tuner="grid")
@@ -163,6 +173,10 @@ def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
     fv.unparse_flags()
     fv(["tune", "--learning_rate=0.1,2e-1", "--weight_decay=0"])
     assert tune_cli.space_from_flags(fv).learning_rate == (0.1, 0.2)
+    fv.unparse_flags()
+    fv(["tune", "--shortcut="])  # an empty list is a mistake, not "the default"
+    with pytest.raises(ValueError, match="shortcut: give at least one value"):
+        tune_cli.space_from_flags(fv)
     for bad in ("--preact=maybe", "--depth=20,x", "--shortcut=A,D", "--learning_rate=fast"):
         with pytest.raises(flags.IllegalFlagValueError, match=bad.split("=")[0]):
             fv(["tune", bad])
@@ -387,6 +401,15 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
     saved["train"]["steps_per_execution"] = 1
     path.write_text(json.dumps(saved))
     assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
+
+
+def test_a_depth_the_data_cannot_take_is_refused_before_the_search_is_saved(tmp_path, fake_fit):
+    with pytest.raises(ValueError, match=r"6n\+2"):  # the family (cifar) comes from the data
+        tuning.search(_tune(tmp_path, SearchSpace(depth=7, shortcut="A", **FIXED)))
+    assert not (tmp_path / "search" / "search.json").exists()
+    # So the corrected command is not refused as "a different search".
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    assert tuning.search(_tune(tmp_path, space))["counts"] == {"COMPLETED": 1}
 
 
 def test_a_search_directory_in_use_is_refused_before_anything_is_written(tmp_path, fake_fit):

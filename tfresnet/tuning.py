@@ -125,10 +125,10 @@ class SearchSpace:
             raise ValueError(
                 f"Unknown shortcut {bad[0]!r}; allowed: {', '.join(blocks.SHORTCUTS)}."
             )
-        if any(v <= 0 for v in self.learning_rate or ()):
-            raise ValueError(f"learning_rate values must be > 0; got {self.learning_rate}.")
-        if any(v < 0 for v in self.weight_decay or ()):
-            raise ValueError(f"weight_decay values must be >= 0; got {self.weight_decay}.")
+        if any(not 0 < v < math.inf for v in self.learning_rate or ()):
+            raise ValueError(f"learning_rate values must be numbers > 0; got {self.learning_rate}.")
+        if any(not 0 <= v < math.inf for v in self.weight_decay or ()):
+            raise ValueError(f"weight_decay values must be numbers >= 0; got {self.weight_decay}.")
         if self.family is not None:
             self.depths(self.family)
 
@@ -192,7 +192,7 @@ class TuneConfig:
     space: SearchSpace | None = None  # None: default_space(tuner)
     directory: str | None = None  # None: runs/tune-<tuner>-<dataset>
     max_trials: int | None = None  # None: the whole grid (grid), 10 (random, bayesian)
-    objective: str = "val_accuracy"  # a metric Keras logs; "name:min|max" if not inferable
+    objective: str = "val_accuracy"  # one of OBJECTIVE_METRICS, val_ or not; "name:min|max"
     hyperband_factor: int = 3  # Hyperband keeps 1/factor of the trials each round
     hyperband_iterations: int = 1
     bayesian_initial_points: int | None = None  # None: KerasTuner's (3 x dimensions)
@@ -216,10 +216,15 @@ class TuneConfig:
                 "(e.g. 0.1 of train, or 5000 for the paper's 45k/5k CIFAR-10 split). The test "
                 "set is never used for selection."
             )
-        for name in ("max_trials", "hyperband_factor", "hyperband_iterations"):
+        for name in ("max_trials", "hyperband_iterations", "bayesian_initial_points"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1; got {value}.")
+        if self.hyperband_factor < 2:
+            raise ValueError(
+                f"hyperband_factor must be >= 2 (each round keeps 1/factor of the trials); got "
+                f"{self.hyperband_factor}."
+            )
         if self.max_consecutive_failed_trials < 1 or self.max_retries_per_trial < 0:
             raise ValueError(
                 "max_consecutive_failed_trials must be >= 1 and max_retries_per_trial >= 0; got "
@@ -600,6 +605,10 @@ def build_tuner(config, hypermodel):
     return RandomSearch(max_trials=max_trials, **common)
 
 
+# What `train.fit_model` logs each epoch, so what a trial can be selected on.
+OBJECTIVE_METRICS = ("accuracy", "loss", "top5_accuracy")
+
+
 def make_objective(text):
     """A `keras_tuner.Objective` from "val_accuracy", "val_loss" or "name:max" / "name:min".
 
@@ -607,6 +616,11 @@ def make_objective(text):
     and so starts TensorFlow before a mirrored strategy could split the CPU.
     """
     name, _, direction = text.partition(":")
+    if name.removeprefix("val_") not in OBJECTIVE_METRICS:
+        raise ValueError(
+            f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}, each also with "
+            "val_ (on the validation split)."
+        )
     if not direction:
         if name.endswith(("loss", "error")):
             direction = "min"
@@ -623,6 +637,10 @@ def _is_worker():
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
         "KERASTUNER_TUNER_ID", ""
     )
+
+
+def _is_chief():
+    return "KERASTUNER_ORACLE_IP" in os.environ and not _is_worker()
 
 
 # --------------------------------------------------------------------------
@@ -696,6 +714,8 @@ def search(config, *, strategy=None, data=None, verbose=None):
                 "search), or use another --directory."
             )
             _hold(stack, runlock.exclusive(config.directory), refusal)
+        if not _is_chief():  # the chief loads no data until the end
+            config.space.depths(hypermodel.family)  # a bad depth, refused before search.json
         check_search_dir(config)
         tuner = build_tuner(config, hypermodel)
         tuner.search(verbose=config.train.verbose if verbose is None else verbose)

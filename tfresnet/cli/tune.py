@@ -97,7 +97,7 @@ def define_flags(fv):
 
 def space_from_flags(fv):
     """The tuner's default space with the dimensions given on the command line replaced."""
-    given = {name: tuple(fv[name].value) for name in DIMENSIONS if fv[name].value}
+    given = {name: tuple(fv[name].value) for name in DIMENSIONS if fv[name].value is not None}
     return dataclasses.replace(tuning.default_space(fv.tuner), family=fv.family, **given)
 
 
@@ -120,8 +120,7 @@ def config_from_flags(fv):
 
 
 def run(fv, args):
-    if args:
-        raise ValueError(f"tfresnet tune takes no arguments; got {' '.join(args)!r}.")
+    del args  # none: main refuses them
     results = tuning.search(config_from_flags(fv))
     if "worker" in results:
         print(f"worker {results['worker']}: no trials left")
