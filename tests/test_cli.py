@@ -16,7 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_usage_and_unknown_command(capsys):
     assert cli.main(["tfresnet"]) == 2
-    assert "tfresnet train" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "tfresnet train" in out
+    assert err.startswith("error: give a command; allowed: train, evaluate, ")
+    assert err.count("\n") == 1
     assert cli.main(["tfresnet", "frob"]) == 2
     assert "unknown command 'frob'; allowed: train, evaluate" in capsys.readouterr().err
 

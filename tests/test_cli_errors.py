@@ -72,6 +72,10 @@ CASES = [
     ("steps per execution 0", [*TRAIN, "--steps_per_execution=0"], 2, "steps_per_execution"),
     ("resume and overwrite", [*TRAIN, "--resume", "--overwrite"], 2, "at most one of resume"),
     ("negative validation size", [*TRAIN, "--validation_size=-1"], 2, "validation_size must"),
+    ("negative learning rate", [*TRAIN, "--learning_rate=-0.1"], 2, "learning_rate must be"),
+    ("NaN weight decay", [*TRAIN, "--weight_decay=nan"], 2, "weight_decay must be a number"),
+    ("infinite budget", [*BASE, "--budget=inf"], 2, "budget must be > 0"),
+    ("huge width multiplier", [*TRAIN, "--model=resnet8:width_multiplier=1e308"], 2, "infinite"),
     ("validation takes all data", [*TRAIN, "--validation_size=5000"], 2, "leaves no training"),
     ("unknown data set", [*TRAIN, "--dataset=no_such_set"], 2, "Unknown data set 'no_such_set'"),
     ("missing data folder", [*TRAIN, "--dataset={tmp}/none/"], 2, "does not exist"),
@@ -121,7 +125,12 @@ CASES = [
         "model_name",
     ),
     ("predict: no export", ["predict", "--model={tmp}/none", "{tmp}/one/a/0.png"], 2, "none"),
+    ("predict: export path a file", ["predict", "--model={keras}", "a.png"], 2, "is a file"),
     ("tune: unknown tuner", ["tune", "--tuner=annealing"], 2, "--tuner"),
+    ("tune: unknown objective", ["tune", "--objective=val_f1:max"], 2, "a trial logs accuracy"),
+    ("tune: hyperband factor 1", ["tune", "--hyperband_factor=1"], 2, "hyperband_factor must"),
+    ("tune: empty shortcut list", ["tune", "--shortcut="], 2, "shortcut: give at least one"),
+    ("stray argument", [*TRAIN, "extra"], 2, "takes flags only (--name=value); got 'extra'"),
     ("models: unknown name", ["models", "--names=resnet7"], 2, "6n+2"),
 ]
 

@@ -38,7 +38,10 @@ def find_export_dir(path):
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
     if not os.path.isdir(path):
-        raise ValueError(f"Export path {path} does not exist.")
+        what = "is a file" if os.path.exists(path) else "does not exist"
+        raise ValueError(
+            f"Export path {path} {what}; give the export's base, model or version directory."
+        )
     versions = [v for v in export.model_versions(path) if _is_saved_model(path, v)]
     if versions:
         return os.path.join(path, str(versions[-1]))

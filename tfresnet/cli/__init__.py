@@ -67,7 +67,10 @@ def main(argv):
     """Run one subcommand; returns the exit status (see the EXIT_* codes)."""
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if len(argv) >= 2 else EXIT_USAGE
+        if len(argv) >= 2:
+            return 0
+        print(f"error: give a command; allowed: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return EXIT_USAGE
     command = argv[1]
     if command not in COMMANDS:
         print(
@@ -92,6 +95,13 @@ def main(argv):
     if fv.help:
         print(f"tfresnet {command} flags:\n{fv.get_help()}")
         return 0
+    if args[1:] and not getattr(module, "TAKES_ARGUMENTS", False):
+        print(
+            f"error: tfresnet {command} takes flags only (--name=value); got "
+            f"{' '.join(args[1:])!r}.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         return module.run(fv, args[1:])
     except BaseException as err:  # noqa: BLE001 -- every failure becomes one line and a code

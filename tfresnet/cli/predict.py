@@ -1,11 +1,14 @@
 """`tfresnet predict --model=EXPORT image ...`: top-k classes of image files (`predict_files`)."""
 
 import json
+import sys
 import warnings
 
 from absl import flags
 
 from tfresnet import predict
+
+TAKES_ARGUMENTS = True  # the image files; every other command takes flags only
 
 
 def define_flags(fv):
@@ -26,4 +29,12 @@ def run(fv, args):
         warnings.simplefilter("ignore")  # errors are in the printed results
         results = predict.predict_files(fv.model, args, top_k=fv.top_k)
     print(json.dumps(results, indent=2) if fv.json else predict.format_predictions(results))
-    return 1 if any("error" in r for r in results) else 0
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(
+            f"error: {failed} of {len(results)} images could not be predicted (their results "
+            "above say why).",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
