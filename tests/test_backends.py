@@ -284,6 +284,15 @@ def test_backend_bench_refuses_bad_settings():
     assert backend_bench_cli.main(["--jit_compile=maybe"]) == 2
 
 
+def test_backend_bench_cli_ends_any_failure_in_one_line(monkeypatch, capsys):
+    def out_of_memory(config):
+        raise MemoryError("no room for the batch\n  (details)")
+
+    monkeypatch.setattr(backend_bench, "run", out_of_memory)
+    assert backend_bench_cli.main(["--model=resnet8"]) == 1
+    assert capsys.readouterr().err == "error: MemoryError: no room for the batch\n"
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_backends.py --write   (under TF: the reference files)")

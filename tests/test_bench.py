@@ -25,6 +25,7 @@ def test_quick_mode_prints_json_lines_with_positive_figures_and_a_table(tmp_path
     out = tmp_path / "bench.jsonl"
     argv = ["tfresnet", "bench", "--quick", "--precisions=float32", f"--output={out}"]
     assert cli.main(argv) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.jsonl"]  # renamed whole at the end
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_kind = {r["kind"]: r for r in records}
     assert set(by_kind) == {"host", "matmul_peak", "input_pipeline", "model"}
@@ -57,11 +58,15 @@ def test_bn_flag_picks_the_fused_layer_or_keras_own():
         (["--precisions=float8"], "Unknown precision 'float8'; allowed: float32"),
         (["--models=resnet7"], "Unknown model name|depth must be 6n\\+2"),
         (["--bn=torch"], "bn"),
+        (["--models="], "at least one model and one precision"),
+        (["--quick", "--image_size=2"], "image_size 2 is too small for resnet8: .* at least 4"),
     ],
 )
-def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys):
-    assert cli.main(["tfresnet", "bench", *argv]) == 2
+def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys, tmp_path):
+    output = tmp_path / "bench.jsonl"
+    assert cli.main(["tfresnet", "bench", *argv, f"--output={output}"]) == 2
     assert re.search(message, capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())  # refused before anything is measured or written
 
 
 def test_a_custom_spec_is_benchmarked_like_a_table_name():

@@ -94,9 +94,17 @@ class BenchConfig:
         for name in ("repeats", "steps_per_execution", "matmul_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if not self.models or not self.precisions:
+            raise ValueError("Give at least one model and one precision to measure.")
         for name in self.models:
-            if name != KERAS_BASELINE:
-                models.resolve_spec(name)  # raises with the allowed names
+            if name != KERAS_BASELINE:  # refused now, not after the host and matmul benchmarks
+                spec = models.resolve_spec(name)  # raises with the allowed names
+                size = case_for(name, self).image_size
+                if size < spec.min_input_size:
+                    raise ValueError(
+                        f"image_size {size} is too small for {name}: it downsamples by "
+                        f"{spec.min_input_size}, so give at least {spec.min_input_size}."
+                    )
 
 
 def case_for(name, config):

@@ -53,6 +53,10 @@ def main(argv=None):
     except (flags.Error, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 -- one line, as the tfresnet commands print
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"error: {type(err).__name__}: {first}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,10 +1,11 @@
 """`tfresnet bench`: throughput, FLOP rate and memory (`bench.run(BenchConfig(...))`)."""
 
 import dataclasses
+import os
 
 from absl import flags
 
-from tfresnet import bench
+from tfresnet import bench, files
 from tfresnet.cli import native_logs
 
 QUICK_MODELS = ("resnet8",)  # --quick without --models
@@ -58,7 +59,9 @@ def config_from_flags(fv):
 def run(fv, args):
     """Run the benchmark the flags describe; print JSON lines (and --output) and the table."""
     config = config_from_flags(fv)
-    out = open(fv.output, "w") if fv.output else None  # noqa: SIM115
+    # Lines go to a temporary name as they come; --output appears whole, at the end.
+    temp = files.temp_name(fv.output) if fv.output else None
+    out = open(temp, "w") if temp else None  # noqa: SIM115
     try:
 
         def emit(line):
@@ -71,8 +74,13 @@ def run(fv, args):
         level = None if fv.verbose_logs else native_logs.level_in_effect()
         with native_logs.filtered_stderr(level):
             records = bench.run(config, emit)
-    finally:
+    except BaseException:
         if out:
             out.close()
+            files.remove(temp)
+        raise
+    if out:
+        out.close()
+        os.replace(temp, fv.output)
     print("\n" + bench.markdown_table(records))
     return 0
