@@ -72,6 +72,7 @@ CASES = [
     ("steps per execution 0", [*TRAIN, "--steps_per_execution=0"], 2, "steps_per_execution"),
     ("resume and overwrite", [*TRAIN, "--resume", "--overwrite"], 2, "at most one of resume"),
     ("negative validation size", [*TRAIN, "--validation_size=-1"], 2, "validation_size must"),
+    ("negative seed", [*TRAIN, "--seed=-1"], 2, "seed must be between 0 and 2**32 - 1; got -1"),
     ("negative learning rate", [*TRAIN, "--learning_rate=-0.1"], 2, "learning_rate must be"),
     ("NaN weight decay", [*TRAIN, "--weight_decay=nan"], 2, "weight_decay must be a number"),
     ("infinite budget", [*BASE, "--budget=inf"], 2, "budget must be > 0"),
@@ -99,6 +100,12 @@ CASES = [
     ("evaluate: not .keras", ["evaluate", "--model_path={tmp}/one/a/0.png"], 2, "not a .keras"),
     ("evaluate: batch 0", ["evaluate", "--model_path={keras}", "--batch_size=0"], 2, ">= 1"),
     (
+        "evaluate: image size -3",
+        ["evaluate", "--model_path={keras}", "--image_size=-3"],
+        2,
+        "image_size",
+    ),
+    (
         "evaluate: shape mismatch",
         ["evaluate", "--model_path={keras}", "--dataset={tmp}/two", "--image_size=16"],
         2,
@@ -111,6 +118,12 @@ CASES = [
         ["export", "--model={cut_keras}", "--export_dir={tmp}/e"],
         2,
         "not a readable",
+    ),
+    (
+        "export: no class names file",
+        ["export", "--model={keras}", "--export_dir={tmp}/e", "--class_names={tmp}/no.txt"],
+        2,
+        "--class_names file",
     ),
     (
         "export: top_k 0",

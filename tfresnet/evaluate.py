@@ -69,6 +69,8 @@ def evaluate(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be >= 1; got {image_size}.")
     path = resolve_model_path(model_path)
     run = run_config_of(model_path)
     dataset = dataset or run.get("dataset") or data_lib.EMBEDDED

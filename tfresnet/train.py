@@ -91,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"steps_per_execution must be >= 1; got {self.steps_per_execution}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be >= 1; got {self.image_size}.")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be between 0 and 2**32 - 1; got {self.seed}.")
         if self.learning_rate is not None and not 0 < self.learning_rate < math.inf:
             raise ValueError(f"learning_rate must be a number > 0; got {self.learning_rate}.")
         if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:

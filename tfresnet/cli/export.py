@@ -3,6 +3,8 @@
 Calls `export.export_for_serving`.
 """
 
+import os
+
 from absl import flags
 
 from tfresnet import evaluate, export, images
@@ -43,6 +45,11 @@ def run(fv, args):
     model = evaluate.load_model_file(evaluate.resolve_model_path(fv.model_path))
     class_names = None
     if fv.class_names:
+        if not os.path.isfile(fv.class_names):
+            raise ValueError(
+                f"--class_names file {fv.class_names!r} does not exist (give a text file, one "
+                "class name per line)."
+            )
         with open(fv.class_names) as f:
             class_names = [line.rstrip("\n") for line in f if line.strip()]
     path = export.export_for_serving(
