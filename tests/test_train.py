@@ -142,10 +142,23 @@ def test_bad_config_values_are_rejected(tmp_path, kwargs, message):
 def test_a_start_refused_while_building_leaves_nothing_in_the_way(tmp_path):
     """The model is built after config.json is written; a refusal there must not make the
     corrected command a "different run"."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("the user's")  # not ours to remove
     with pytest.raises(ValueError, match="too small"):
         train_lib.train(_config(tmp_path, model="cifar:stage_blocks=1,1,1,1,1", epochs=1))
-    assert os.listdir(tmp_path / "run") == []
+    assert os.listdir(tmp_path / "run") == ["notes.txt"]  # no config.json
     train_lib.check_run_dir(_config(tmp_path, epochs=1))  # the corrected command is not refused
+
+
+def test_a_failure_after_the_run_finished_keeps_it(tmp_path, monkeypatch):
+    def finishes_then_fails(config, **kwargs):  # e.g. gs:// failing to delete backup/
+        (tmp_path / "run" / "results.json").write_text("{}")
+        raise OSError("backup/ could not be removed")
+
+    monkeypatch.setattr(train_lib, "fit_model", finishes_then_fails)
+    with pytest.raises(OSError):
+        train_lib.train(_config(tmp_path, epochs=1))
+    assert sorted(os.listdir(tmp_path / "run")) == ["config.json", "results.json"]
 
 
 def test_batch_larger_than_the_data_is_rejected(tmp_path):

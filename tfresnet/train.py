@@ -208,6 +208,12 @@ def _steps_per_execution(config, steps_per_epoch, replicas, tpu):
     return wanted
 
 
+def _resumable_or_finished(run_dir):
+    """Whether `run_dir` holds a backed-up epoch or a finished run's results."""
+    state = files.join(rundir.backup_dir(run_dir), rundir.STATE)
+    return files.exists(state) or files.exists(files.join(run_dir, "results.json"))
+
+
 def plan_schedule(config, info, strategy) -> Schedule:
     """The run's `Schedule`; raises ValueError for settings that cannot train on this data."""
     recipe = pick_recipe(config, info)
@@ -598,10 +604,10 @@ def train(config, clock: PhaseClock | None = None):
             _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
         except BaseException:
             # A start refused while building (input too small, wrong pretrained file) or ended
-            # before an epoch was backed up leaves nothing to resume: remove its config.json,
-            # which would refuse the corrected command as a different run.
-            state = files.join(rundir.backup_dir(config.run_dir), rundir.STATE)
-            if new_run and not files.exists(state):
-                runlock.clear(config.run_dir)
+            # before an epoch was backed up leaves nothing to resume: remove the config.json it
+            # wrote, which would refuse the corrected command as a different run. Only that file:
+            # the folder may hold other things, and a finished run has no backup/ left.
+            if new_run and not _resumable_or_finished(config.run_dir):
+                files.remove(config_path)
             raise
     return results
