@@ -69,6 +69,11 @@ def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys, tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything is measured or written
 
 
+def test_an_output_that_is_a_directory_is_refused_before_measuring(tmp_path, capsys):
+    assert cli.main(["tfresnet", "bench", "--quick", f"--output={tmp_path}"]) == 2
+    assert "is a directory; give a file name" in capsys.readouterr().err
+
+
 def test_a_custom_spec_is_benchmarked_like_a_table_name():
     spec = "resnet20:width_multiplier=2"
     config = bench.BenchConfig(models=(spec,))

@@ -136,7 +136,7 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
         TuneConfig(_train(), tuner="sgd")
     with pytest.raises(ValueError, match="epochs"):
         TuneConfig(_train(steps=4), tuner="hyperband")
-    with pytest.raises(ValueError, match="a trial logs accuracy, loss, top5_accuracy, each"):
+    with pytest.raises(ValueError, match="a trial logs accuracy, loss, top5_accuracy, val_acc"):
         TuneConfig(_train(), objective="val_f1:max")  # not a metric a trial logs
     with pytest.raises(ValueError, match="val_loss:max or val_loss:min"):
         TuneConfig(_train(), objective="val_loss:up")
@@ -147,6 +147,9 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
     assert tuning.make_objective("val_accuracy:min").direction == "min"
     assert tuning.make_objective("val_top5_accuracy").direction == "max"
     assert tuning.make_objective("val_loss").direction == "min"
+    assert tuning.make_objective("weight_decay_loss").direction == "min"
+    with pytest.raises(ValueError, match="a trial logs"):
+        tuning.make_objective("val_weight_decay_loss")  # no validation counterpart
     config = TuneConfig(_train(), tuner="grid")
     assert config.space == tuning.PAPER_GRID
     assert config.directory == os.path.join("runs", "tune-grid-digits")
@@ -403,9 +406,18 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
     assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
 
 
-def test_a_depth_the_data_cannot_take_is_refused_before_the_search_is_saved(tmp_path, fake_fit):
+def test_a_depth_the_data_cannot_take_is_refused_before_the_search_is_saved(
+    tmp_path, fake_fit, monkeypatch
+):
     with pytest.raises(ValueError, match=r"6n\+2"):  # the family (cifar) comes from the data
         tuning.search(_tune(tmp_path, SearchSpace(depth=7, shortcut="A", **FIXED)))
+    assert not (tmp_path / "search" / "search.json").exists()
+    with monkeypatch.context() as chief:  # a distributed chief: no data, so no family yet
+        chief.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+        chief.setenv("KERASTUNER_TUNER_ID", "chief")
+        chief.setattr(train_lib, "load_run_data", lambda config: pytest.fail("loaded data"))
+        with pytest.raises(ValueError, match=r"6n\+2"):  # 7 is no family's depth
+            tuning.search(_tune(tmp_path, SearchSpace(depth=7, shortcut="A", **FIXED)))
     assert not (tmp_path / "search" / "search.json").exists()
     # So the corrected command is not refused as "a different search".
     space = SearchSpace(depth=8, shortcut="A", **FIXED)

@@ -192,7 +192,7 @@ class TuneConfig:
     space: SearchSpace | None = None  # None: default_space(tuner)
     directory: str | None = None  # None: runs/tune-<tuner>-<dataset>
     max_trials: int | None = None  # None: the whole grid (grid), 10 (random, bayesian)
-    objective: str = "val_accuracy"  # one of OBJECTIVE_METRICS, val_ or not; "name:min|max"
+    objective: str = "val_accuracy"  # one of OBJECTIVE_METRICS, or "name:min|max"
     hyperband_factor: int = 3  # Hyperband keeps 1/factor of the trials each round
     hyperband_iterations: int = 1
     bayesian_initial_points: int | None = None  # None: KerasTuner's (3 x dimensions)
@@ -606,7 +606,8 @@ def build_tuner(config, hypermodel):
 
 
 # What `train.fit_model` logs each epoch, so what a trial can be selected on.
-OBJECTIVE_METRICS = ("accuracy", "loss", "top5_accuracy")
+_EPOCH_METRICS = ("accuracy", "loss", "top5_accuracy")  # and each with val_
+OBJECTIVE_METRICS = (*_EPOCH_METRICS, *(f"val_{m}" for m in _EPOCH_METRICS), "weight_decay_loss")
 
 
 def make_objective(text):
@@ -616,11 +617,8 @@ def make_objective(text):
     and so starts TensorFlow before a mirrored strategy could split the CPU.
     """
     name, _, direction = text.partition(":")
-    if name.removeprefix("val_") not in OBJECTIVE_METRICS:
-        raise ValueError(
-            f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}, each also with "
-            "val_ (on the validation split)."
-        )
+    if name not in OBJECTIVE_METRICS:
+        raise ValueError(f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}.")
     if not direction:
         if name.endswith(("loss", "error")):
             direction = "min"
@@ -672,6 +670,23 @@ def check_search_dir(config):
         files.write_json(path, config.identity())
 
 
+def _check_depths(space, hypermodel):
+    """Refuse depths the family cannot take before search.json is written. The chief of a
+    distributed search loads no data until the end: without a family given it refuses depths
+    that no family takes."""
+    if space.family or not _is_chief():
+        space.depths(hypermodel.family)
+        return
+    refusals = []
+    for family in FAMILIES:
+        try:
+            space.depths(family)
+            return
+        except ValueError as err:
+            refusals.append(err)
+    raise refusals[0]
+
+
 def _refuse_if_training(directory, trial_name):
     """`RunDirInUse` if another process trains this trial: --overwrite would delete it."""
     try:
@@ -714,8 +729,7 @@ def search(config, *, strategy=None, data=None, verbose=None):
                 "search), or use another --directory."
             )
             _hold(stack, runlock.exclusive(config.directory), refusal)
-        if not _is_chief():  # the chief loads no data until the end
-            config.space.depths(hypermodel.family)  # a bad depth, refused before search.json
+        _check_depths(config.space, hypermodel)
         check_search_dir(config)
         tuner = build_tuner(config, hypermodel)
         tuner.search(verbose=config.train.verbose if verbose is None else verbose)

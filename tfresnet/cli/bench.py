@@ -59,6 +59,8 @@ def config_from_flags(fv):
 def run(fv, args):
     """Run the benchmark the flags describe; print JSON lines (and --output) and the table."""
     config = config_from_flags(fv)
+    if fv.output and os.path.isdir(fv.output):
+        raise ValueError(f"--output {fv.output!r} is a directory; give a file name.")
     # Lines go to a temporary name as they come; --output appears whole, at the end.
     temp = files.temp_name(fv.output) if fv.output else None
     out = open(temp, "w") if temp else None  # noqa: SIM115
@@ -74,13 +76,13 @@ def run(fv, args):
         level = None if fv.verbose_logs else native_logs.level_in_effect()
         with native_logs.filtered_stderr(level):
             records = bench.run(config, emit)
+        if out:
+            out.close()
+            os.replace(temp, fv.output)
     except BaseException:
         if out:
             out.close()
             files.remove(temp)
         raise
-    if out:
-        out.close()
-        os.replace(temp, fv.output)
     print("\n" + bench.markdown_table(records))
     return 0
