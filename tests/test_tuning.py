@@ -172,6 +172,7 @@ def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
         weight_decay=None,
     )
     assert config.train.validation_size == 0.1 and config.tuner == "grid"
+    assert config.train.shortcut is None and config.train.preact is False  # the space's lists
     assert "model" not in fv and "resume" not in fv and "run_dir" not in fv
     fv.unparse_flags()
     fv(["tune", "--learning_rate=0.1,2e-1", "--weight_decay=0"])

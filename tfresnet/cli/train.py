@@ -163,10 +163,13 @@ def keras_verbose(value, stream=None):
     return 1 if (stream or sys.stdout).isatty() else 2
 
 
-def config_from_flags(fv):
-    """The `TrainConfig` of the flags `fv` defines (the others keep the dataclass defaults)."""
+def config_from_flags(fv, skip=()):
+    """The `TrainConfig` of the flags `fv` defines (the others, and `skip`, keep the dataclass
+    defaults)."""
     values = {
-        f.name: fv[f.name].value for f in dataclasses.fields(train_lib.TrainConfig) if f.name in fv
+        f.name: fv[f.name].value
+        for f in dataclasses.fields(train_lib.TrainConfig)
+        if f.name in fv and f.name not in skip
     }
     values["verbose"] = keras_verbose(values["verbose"])
     return train_lib.TrainConfig(**values)

@@ -103,7 +103,7 @@ def space_from_flags(fv):
 
 def config_from_flags(fv):
     return tuning.TuneConfig(
-        train_cli.config_from_flags(fv),
+        train_cli.config_from_flags(fv, skip=DIMENSIONS),  # lists here: the space's
         tuner=fv.tuner,
         space=space_from_flags(fv),
         directory=fv.directory,
