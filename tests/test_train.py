@@ -111,6 +111,9 @@ def test_run_directory_guards(tmp_path):
         train_lib.train(_config(tmp_path, epochs=2))
     with pytest.raises(TrainingError, match="no run to continue"):
         train_lib.train(_config(tmp_path, run_dir=str(tmp_path / "other"), resume=True))
+    with pytest.raises(ValueError, match="too small"):  # refused before --overwrite deletes
+        train_lib.train(_config(tmp_path, model="cifar:stage_blocks=1,1,1,1,1", overwrite=True))
+    assert (tmp_path / "run" / "results.json").exists()
     results = train_lib.train(_config(tmp_path, epochs=2, overwrite=True))
     assert results["schedule"]["epochs"] == 2
 

@@ -356,7 +356,9 @@ def feature_strides(name):
     return resolve_spec(name).feature_strides
 
 
-def _check_input_shape(input_shape, spec, name):
+def check_input_shape(input_shape: tuple, spec: ResNetSpec, name: str) -> None:
+    """ValueError unless `spec`'s net takes (height, width, channels) `input_shape`: every
+    stage must keep at least one pixel."""
     if len(input_shape) != 3 or any(d is not None and int(d) < 1 for d in input_shape):
         raise ValueError(
             f"input_shape must be (height, width, channels) with positive sizes; "
@@ -441,7 +443,7 @@ def _features(
             )
         input_shape = tensor_shape
     input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
-    _check_input_shape(input_shape, spec, label)
+    check_input_shape(input_shape, spec, label)
     if not 0 <= weight_decay < math.inf:
         raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay}.")
 

@@ -217,6 +217,8 @@ def _resumable_or_finished(run_dir):
 def plan_schedule(config, info, strategy) -> Schedule:
     """The run's `Schedule`; raises ValueError for settings that cannot train on this data."""
     recipe = pick_recipe(config, info)
+    # Before anything is written (and before --overwrite deletes the old run), not at the build.
+    models.check_input_shape(info.image_shape, models.resolve_spec(config.model), config.model)
     batch_size = config.batch_size or recipe.batch_size
     distribute.per_replica_batch_size(batch_size, strategy)
     replicas = strategy.num_replicas_in_sync
