@@ -1,5 +1,6 @@
 """`tfresnet bench`: throughput, FLOP rate and memory (`bench.run(BenchConfig(...))`)."""
 
+import contextlib
 import dataclasses
 import os
 
@@ -61,28 +62,26 @@ def run(fv, args):
     config = config_from_flags(fv)
     if fv.output and os.path.isdir(fv.output):
         raise ValueError(f"--output {fv.output!r} is a directory; give a file name.")
-    # Lines go to a temporary name as they come; --output appears whole, at the end.
-    temp = files.temp_name(fv.output) if fv.output else None
-    out = open(temp, "w") if temp else None  # noqa: SIM115
-    try:
+    records = []
 
-        def emit(line):
-            print(line, flush=True)
-            if out:
-                out.write(line + "\n")
-                out.flush()
+    def measure(target=None):
+        """Print each JSON line as it comes, and write it to `target` when given."""
+        with open(target, "w") if target else contextlib.nullcontext() as out:
 
-        # Each model runs in a fresh process, whose TensorFlow prints its start-up notices again.
-        level = None if fv.verbose_logs else native_logs.level_in_effect()
-        with native_logs.filtered_stderr(level):
-            records = bench.run(config, emit)
-        if out:
-            out.close()
-            os.replace(temp, fv.output)
-    except BaseException:
-        if out:
-            out.close()
-            files.remove(temp)
-        raise
+            def emit(line):
+                print(line, flush=True)
+                if out:
+                    out.write(line + "\n")
+                    out.flush()
+
+            # Each model runs in a fresh process, whose TensorFlow prints its notices again.
+            level = None if fv.verbose_logs else native_logs.level_in_effect()
+            with native_logs.filtered_stderr(level):
+                records.extend(bench.run(config, emit))
+
+    if fv.output:  # lines go to a temporary name as they come; --output appears whole
+        files.write_atomically(fv.output, measure)
+    else:
+        measure()
     print("\n" + bench.markdown_table(records))
     return 0
