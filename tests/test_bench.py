@@ -59,7 +59,7 @@ def test_bn_flag_picks_the_fused_layer_or_keras_own():
         (["--models=resnet7"], "Unknown model name|depth must be 6n\\+2"),
         (["--bn=torch"], "bn"),
         (["--models="], "at least one model and one precision"),
-        (["--quick", "--image_size=2"], "image_size 2 is too small for resnet8: .* at least 4"),
+        (["--quick", "--image_size=2"], "Input 2x2 is too small for resnet8: .* at least 4"),
     ],
 )
 def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys, tmp_path):

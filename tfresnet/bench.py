@@ -98,13 +98,8 @@ class BenchConfig:
             raise ValueError("Give at least one model and one precision to measure.")
         for name in self.models:
             if name != KERAS_BASELINE:  # refused now, not after the host and matmul benchmarks
-                spec = models.resolve_spec(name)  # raises with the allowed names
                 size = case_for(name, self).image_size
-                if size < spec.min_input_size:
-                    raise ValueError(
-                        f"image_size {size} is too small for {name}: it downsamples by "
-                        f"{spec.min_input_size}, so give at least {spec.min_input_size}."
-                    )
+                models.check_input_shape((size, size, 3), models.resolve_spec(name), name)
 
 
 def case_for(name, config):
