@@ -111,8 +111,12 @@ def test_run_directory_guards(tmp_path):
         train_lib.train(_config(tmp_path, epochs=2))
     with pytest.raises(TrainingError, match="no run to continue"):
         train_lib.train(_config(tmp_path, run_dir=str(tmp_path / "other"), resume=True))
-    with pytest.raises(ValueError, match="too small"):  # refused before --overwrite deletes
+    # Refused before --overwrite deletes: at the plan (input too small), at the build.
+    with pytest.raises(ValueError, match="too small"):
         train_lib.train(_config(tmp_path, model="cifar:stage_blocks=1,1,1,1,1", overwrite=True))
+    (tmp_path / "not.h5").write_text("not weights")
+    with pytest.raises(ValueError, match="pretrained"):
+        train_lib.train(_config(tmp_path, pretrained=str(tmp_path / "not.h5"), overwrite=True))
     assert (tmp_path / "run" / "results.json").exists()
     results = train_lib.train(_config(tmp_path, epochs=2, overwrite=True))
     assert results["schedule"]["epochs"] == 2
@@ -142,15 +146,21 @@ def test_bad_config_values_are_rejected(tmp_path, kwargs, message):
         _config(tmp_path, **kwargs)
 
 
-def test_a_start_refused_while_building_leaves_nothing_in_the_way(tmp_path):
-    """The model is built after config.json is written; a refusal there must not make the
-    corrected command a "different run"."""
+def test_a_start_that_ends_before_a_backup_leaves_nothing_in_the_way(tmp_path, monkeypatch):
+    """config.json is written before training; a start that ends before an epoch is backed
+    up must not make the corrected command a "different run"."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("the user's")  # not ours to remove
-    with pytest.raises(ValueError, match="too small"):
-        train_lib.train(_config(tmp_path, model="cifar:stage_blocks=1,1,1,1,1", epochs=1))
+
+    def refused(config, **kwargs):
+        assert (tmp_path / "run" / "config.json").exists()
+        raise ValueError("a backup from another network")
+
+    monkeypatch.setattr(train_lib, "fit_model", refused)
+    with pytest.raises(ValueError, match="another network"):
+        train_lib.train(_config(tmp_path, epochs=1))
     assert os.listdir(tmp_path / "run") == ["notes.txt"]  # no config.json
-    train_lib.check_run_dir(_config(tmp_path, epochs=1))  # the corrected command is not refused
+    train_lib.check_run_dir(_config(tmp_path, epochs=2))  # the corrected command is not refused
 
 
 def test_a_failure_after_the_run_finished_keeps_it(tmp_path, monkeypatch):

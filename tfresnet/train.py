@@ -595,20 +595,25 @@ def train(config, clock: PhaseClock | None = None):
         return fit_model(config, strategy=strategy, data=data, clock=clock)[1]
     files.makedirs(config.run_dir)
     with runlock.exclusive(config.run_dir):  # from the config on; fit_model holds it again
+        clock.mark("data_s")
+        # Built before --overwrite deletes the old run and before config.json is written: a
+        # wrong --pretrained file is refused while there is still something to keep.
+        with precision.policy_scope(config.precision, strategy):
+            model = make_model(config, data.info, strategy)
+        clock.mark("model_s")
         if config.overwrite:
             runlock.clear(config.run_dir)  # the directory stays, and with it the lock
         config_path = files.join(config.run_dir, "config.json")
         new_run = not files.exists(config_path)
         if new_run:
             files.write_json(config_path, dataclasses.asdict(config))
-        clock.mark("data_s")
         try:
-            _, results = fit_model(config, strategy=strategy, data=data, clock=clock)
+            _, results = fit_model(config, strategy=strategy, data=data, model=model, clock=clock)
         except BaseException:
-            # A start refused while building (input too small, wrong pretrained file) or ended
-            # before an epoch was backed up leaves nothing to resume: remove the config.json it
-            # wrote, which would refuse the corrected command as a different run. Only that file:
-            # the folder may hold other things, and a finished run has no backup/ left.
+            # A start that ended before an epoch was backed up (diverged in its first epoch,
+            # interrupted) leaves nothing to resume: remove the config.json it wrote, which
+            # would refuse the corrected command as a different run. Only that file: the
+            # folder may hold other things; a finished run has no backup/.
             if new_run and not _resumable_or_finished(config.run_dir):
                 files.remove(config_path)
             raise
