@@ -255,6 +255,20 @@ def test_legacy_keras_backup_still_resumes(tmp_path):
     assert results["curves"]["epoch"] == [1, 2] and _epochs_in_history(run) == [0, 1]
 
 
+def test_a_run_directory_says_whether_it_is_finished_or_can_be_resumed(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "backup").mkdir()  # a start killed before its first epoch was committed
+    assert not rundir.resumable(str(run)) and not rundir.finished(str(run))
+    (run / "backup" / rundir.STATE).write_text('{"epoch": 1}')
+    assert rundir.resumable(str(run)) and not rundir.finished(str(run))
+    (run / "backup" / rundir.STATE).unlink()
+    (run / "backup" / rundir.LEGACY_METADATA).write_text('{"epoch": 1}')
+    assert rundir.resumable(str(run))
+    (run / rundir.RESULTS).write_text("{}")  # finished: a leftover backup is not resumed
+    assert rundir.finished(str(run)) and not rundir.resumable(str(run))
+
+
 class _StopAt(keras.callbacks.Callback):
     """Requests a stop (as the CLI's SIGTERM handler does) at one global step."""
 

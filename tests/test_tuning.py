@@ -391,6 +391,19 @@ def test_a_grid_stopped_between_trials_continues_where_it_stopped(tmp_path, fake
     assert len(results["trials"]) == 4 and results["counts"] == {"COMPLETED": 4}
 
 
+def test_a_trials_run_directory_is_kept_only_to_resume_it(tmp_path):
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "state.json").write_text('{"epoch": 1}')
+    tuning._clear_unresumable(str(run))  # an interrupted trial: continued from its backup
+    assert (run / "backup" / "state.json").exists()
+    (run / "results.json").write_text("{}")
+    tuning._clear_unresumable(str(run))  # a finished run (the trial is run again): cleared
+    assert os.listdir(run) == []
+    tuning._clear_unresumable(str(tmp_path / "none"))  # nothing there yet
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit):
     space = SearchSpace(depth=8, shortcut="A", **FIXED)
     tuning.search(_tune(tmp_path, space, tuner="grid"))

@@ -29,6 +29,7 @@ import tensorflow as tf
 from tfresnet import files, machine
 
 STATE = "state.json"
+RESULTS = "results.json"
 # Set it (e.g. from a SIGTERM handler): training backs up after its current call (a few steps)
 # and stops.
 STOP_REQUESTED = threading.Event()
@@ -74,6 +75,20 @@ class RunState:
 
 def backup_dir(run_dir: str) -> str:
     return files.join(run_dir, "backup")
+
+
+def finished(run_dir: str) -> bool:
+    """Whether `run_dir` holds a finished run: training wrote its results.json last."""
+    return files.exists(files.join(run_dir, RESULTS))
+
+
+def resumable(run_dir: str) -> bool:
+    """Whether `run_dir` holds an unfinished run with a committed backup to continue from."""
+    folder = backup_dir(run_dir)
+    committed = files.exists(files.join(folder, STATE)) or files.exists(
+        files.join(folder, LEGACY_METADATA)
+    )
+    return committed and not finished(run_dir)
 
 
 def load_state(run_dir: str) -> RunState:

@@ -159,7 +159,7 @@ def check_run_dir(config):
                 f"{', '.join(differs)}). Use --resume to continue it, --overwrite to replace it, "
                 f"or another --run_dir."
             )
-    if files.exists(files.join(config.run_dir, "results.json")):
+    if rundir.finished(config.run_dir):
         raise TrainingError(
             f"Run directory {config.run_dir!r} holds a finished run (results.json). Use "
             "--overwrite to train it again, or another --run_dir."
@@ -206,12 +206,6 @@ def _steps_per_execution(config, steps_per_epoch, replicas, tpu):
             "unset to pick one."
         )
     return wanted
-
-
-def _resumable_or_finished(run_dir):
-    """Whether `run_dir` holds a backed-up epoch or a finished run's results."""
-    state = files.join(rundir.backup_dir(run_dir), rundir.STATE)
-    return files.exists(state) or files.exists(files.join(run_dir, "results.json"))
 
 
 def plan_schedule(config, info, strategy) -> Schedule:
@@ -527,7 +521,7 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
         results["export"] = _export_once(config, model, data.info, out)
         clock.mark("export_s")
     results["timings"] = clock.summary()
-    files.write_json(files.join(out, "results.json"), results)
+    files.write_json(files.join(out, rundir.RESULTS), results)
     files.remove(rundir.backup_dir(out))  # only now: everything it could redo is written
     return results
 
@@ -614,7 +608,9 @@ def train(config, clock: PhaseClock | None = None):
             # interrupted) leaves nothing to resume: remove the config.json it wrote, which
             # would refuse the corrected command as a different run. Only that file: the
             # folder may hold other things; a finished run has no backup/.
-            if new_run and not _resumable_or_finished(config.run_dir):
+            if new_run and not (
+                rundir.resumable(config.run_dir) or rundir.finished(config.run_dir)
+            ):
                 files.remove(config_path)
             raise
     return results

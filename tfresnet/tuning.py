@@ -504,13 +504,8 @@ def _hold(stack, lock, refusal):
 
 
 def _clear_unresumable(run_dir):
-    """Keep a trial's run directory only to continue an interrupted run (its backup/)."""
-    if not files.exists(run_dir):
-        return
-    if not (
-        files.exists(files.join(run_dir, "backup"))
-        and not files.exists(files.join(run_dir, "results.json"))
-    ):
+    """Keep a trial's run directory only to continue an interrupted run (its backup)."""
+    if files.exists(run_dir) and not rundir.resumable(run_dir):
         runlock.clear(run_dir)  # the directory stays, and with it the lock
 
 
@@ -743,7 +738,7 @@ def trial_rows(tuner, hypermodel):
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         trial_dir = tuner.get_trial_dir(trial_id)
-        results = _read_json(os.path.join(trial_dir, "run", "results.json"))
+        results = _read_json(os.path.join(trial_dir, "run", rundir.RESULTS))
         attempts = _read_jsonl(os.path.join(trial_dir, "attempts.jsonl"))
         values = trial.hyperparameters.values
         config = hypermodel.trial_config(values)
