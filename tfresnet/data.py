@@ -246,9 +246,10 @@ def _tfds_builder(name, data_dir, download):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as err:  # tfds raises DatasetNotFoundError and friends
+        says = str(err).splitlines()[0].rstrip(".")
         raise DataError(
             f"Unknown data set {name!r}: not '{EMBEDDED}', not a folder, and tensorflow-datasets "
-            f"says: {str(err).splitlines()[0]}. Try cifar10, cifar100, imagenet2012, imagenette, "
+            f"says: {says}. Try cifar10, cifar100, imagenet2012, imagenette, "
             "any tfds image-classification name, or a directory of class folders."
         ) from err
     if not builder.is_prepared():
