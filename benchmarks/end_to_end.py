@@ -322,6 +322,19 @@ def summary(pairs):
     return out
 
 
+def machine_context() -> dict:
+    """Where and when a benchmark ran, for its JSON records: host, cores, start (UTC).
+
+    The CPU's model comes from the measured runs' own records: importing tfresnet here would
+    load TensorFlow into this driver, whose size every child's peak memory starts from.
+    """
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
 def append_json(path, records):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as f:
@@ -363,9 +376,7 @@ def main(argv=None):
         "precision": args.precision,
         "seed": args.seed,
         "data": args.data_dir or "fashion_mnist",
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        **machine_context(),
     }
     order = ("torch", "tfresnet") if args.torch_first else ("tfresnet", "torch")
     runners = {"tfresnet": run_tfresnet, "torch": run_peer}

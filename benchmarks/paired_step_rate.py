@@ -20,17 +20,15 @@ pair's number, and one summary line. `--dry_run` prints the commands.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 
-from end_to_end import append_json
+from end_to_end import append_json, machine_context
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "torch_resnet_bench.py")
@@ -202,11 +200,7 @@ def main(argv=None):
             print(shlex.join(tfresnet_command(args, model, "TMP/bench.jsonl")))
             print(shlex.join(peer_command(args, model)))
         return []
-    context = {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
+    context = machine_context()
     pairs = []
     for i in range(1, args.pairs + 1):
         records = []

@@ -21,7 +21,7 @@ import shlex
 import statistics
 import tempfile
 
-from end_to_end import append_json, default_tfresnet, run_main, train_once
+from end_to_end import append_json, default_tfresnet, machine_context, run_main, train_once
 
 BATCH = 128
 
@@ -43,7 +43,7 @@ def train_command(args, run_dir, side):
 
 
 def measure(args, side):
-    """{images_per_s, wall_s, load1} of one run of setting `side` ("a" or "b")."""
+    """{images_per_s, wall_s, load1, hardware} of one run of setting `side` ("a" or "b")."""
     run_dir = tempfile.mkdtemp(prefix=f"train-ab-{side}-")
     command = train_command(args, run_dir, side)
     result, results = train_once(command, run_dir, label=side, echo=args.verbose)
@@ -54,6 +54,7 @@ def measure(args, side):
         "images_per_s": steps * BATCH / timings["train_s"],
         "wall_s": result["wall_s"],
         "load1": round(os.getloadavg()[0], 2),
+        "hardware": results["segments"][-1].get("hardware"),
     }
 
 
@@ -62,12 +63,12 @@ def speedup(pair):
     return pair["b"]["images_per_s"] / pair["a"]["images_per_s"]
 
 
-def records(args, pairs):
+def records(args, pairs, context):
     """One JSON record per pair: the settings (a's and b's flags as `a_flags`, `b_flags`, since
-    `a` and `b` hold the measurements) and both measurements."""
+    `a` and `b` hold the measurements), where and when it ran, and both measurements."""
     settings = {k: v for k, v in vars(args).items() if k not in ("a", "b")}
     return [
-        {"pair": i, **settings, "a_flags": args.a, "b_flags": args.b, **pair}
+        {"pair": i, **settings, "a_flags": args.a, "b_flags": args.b, **context, **pair}
         for i, pair in enumerate(pairs, 1)
     ]
 
@@ -103,6 +104,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    context = machine_context()
     pairs = []
     for i in range(args.pairs):
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
@@ -119,7 +121,7 @@ def main(argv=None):
     )
     print(format_table(pairs, args.a, args.b))
     if args.json_out:
-        append_json(args.json_out, records(args, pairs))
+        append_json(args.json_out, records(args, pairs, context))
     return pairs
 
 

@@ -6,6 +6,7 @@ The peer's tests need torch (`pip install -e '.[bench]'`) and skip without it.""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,8 +231,10 @@ def test_train_ab_commands_and_table(train_ab):
     table = train_ab.format_table(pairs, "--sync_bn", "--nosync_bn").splitlines()
     assert table[0] == "| pair | a: `--sync_bn` img/s | b: `--nosync_bn` img/s | b / a |"
     assert table[2] == "| 1 | 400 | 500 | 1.250x |" and table[-1].endswith("**1.100x** |")
-    record = train_ab.records(args, pairs)[1]
+    record = train_ab.records(args, pairs, train_ab.machine_context())[1]
     assert (record["a_flags"], record["b_flags"]) == ("--sync_bn", "--nosync_bn")
+    assert record["cpus"] == os.cpu_count()
+    assert record["started"].endswith("+00:00")  # UTC
     assert record["pair"] == 2 and record["b"] == {"images_per_s": 550.0}
     assert record["flags"] == "--strategy=mirrored --num_replicas=2"
     with pytest.raises(SystemExit):
