@@ -12,11 +12,13 @@ Each pair trains ResNet-20 on Fashion-MNIST for one epoch (468 steps at batch 12
 `--flags --a` and once with `--flags --b`, one right after the other (the order alternates from
 pair to pair), and reads the steady training seconds from each run's results.json
 (`timings.train_s`: the first call, evaluation and writes excluded). It prints each pair's
-images/s and the median of b's rate over a's. Run nothing else meanwhile.
+images/s and the median of b's rate over a's. Run nothing else meanwhile. Words of the form
+NAME=value in a setting are environment variables of its runs (`--a=TF_NUM_INTEROP_THREADS=1`).
 """
 
 import argparse
 import os
+import re
 import shlex
 import statistics
 import tempfile
@@ -26,9 +28,27 @@ from end_to_end import append_json, default_tfresnet, machine_context, run_main,
 BATCH = 128
 
 
+def split_setting(text):
+    """(environment, flags) of a setting such as "TF_ENABLE_ONEDNN_OPTS=0 --bn=keras": words
+    of the form NAME=value are environment variables for the run, the rest its flags."""
+    words = shlex.split(text)
+    env = [w for w in words if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w)]
+    return env, [w for w in words if w not in env]
+
+
+def command_of(args, side, subcommand, *fixed):
+    """The command of one run of setting `side`: `tfresnet <subcommand> <fixed> --flags --side`,
+    under `env` when the settings set environment variables."""
+    env, flags = split_setting(args.flags)
+    side_env, side_flags = split_setting(getattr(args, side))
+    prefix = ["env", *env, *side_env] if env or side_env else []
+    return [*prefix, *shlex.split(args.tfresnet), subcommand, *fixed, *flags, *side_flags]
+
+
 def train_command(args, run_dir, side):
-    return [
-        *shlex.split(args.tfresnet),
+    return command_of(
+        args,
+        side,
         "train",
         f"--dataset={args.dataset}",
         f"--model={args.model}",
@@ -37,9 +57,7 @@ def train_command(args, run_dir, side):
         "--noexport",
         f"--run_dir={run_dir}",
         "--overwrite",
-        *shlex.split(args.flags),
-        *shlex.split(getattr(args, side)),
-    ]
+    )
 
 
 def measure(args, side):
@@ -58,9 +76,9 @@ def measure(args, side):
     }
 
 
-def speedup(pair):
-    """b's steady training rate over a's."""
-    return pair["b"]["images_per_s"] / pair["a"]["images_per_s"]
+def speedup(pair, key="images_per_s"):
+    """b's rate over a's (by default the steady training rate)."""
+    return pair["b"][key] / pair["a"][key]
 
 
 def records(args, pairs, context):
@@ -73,23 +91,38 @@ def records(args, pairs, context):
     ]
 
 
-def format_table(pairs, a, b):
-    lines = [f"| pair | a: `{a}` img/s | b: `{b}` img/s | b / a |", "|---:|---:|---:|---:|"]
+def format_table(pairs, a, b, key="images_per_s", unit="img/s"):
+    """Each pair's `key` for a and b, b over a, and the median ratio, as a markdown table."""
+    lines = [f"| pair | a: `{a}` {unit} | b: `{b}` {unit} | b / a |", "|---:|---:|---:|---:|"]
     for i, pair in enumerate(pairs, 1):
         lines.append(
-            f"| {i} | {pair['a']['images_per_s']:.0f} | {pair['b']['images_per_s']:.0f} "
-            f"| {speedup(pair):.3f}x |"
+            f"| {i} | {pair['a'][key]:.0f} | {pair['b'][key]:.0f} | {speedup(pair, key):.3f}x |"
         )
-    median = statistics.median(speedup(pair) for pair in pairs)
+    median = statistics.median(speedup(pair, key) for pair in pairs)
     lines.append(f"| median | | | **{median:.3f}x** |")
     return "\n".join(lines)
 
 
+def run_pairs(args, measure):
+    """`args.pairs` pairs of `measure(args, side)`, a then b, then b then a, and so on."""
+    pairs = []
+    for i in range(args.pairs):
+        order = ("a", "b") if i % 2 == 0 else ("b", "a")
+        pair = {side: measure(args, side) for side in order}
+        print(
+            f"pair {i + 1}/{args.pairs}: a {pair['a']['images_per_s']:.0f} img/s, "
+            f"b {pair['b']['images_per_s']:.0f} img/s",
+            flush=True,
+        )
+        pairs.append(pair)
+    return pairs
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", required=True, help="flags of setting a, e.g. --sync_bn")
-    p.add_argument("--b", required=True, help="flags of setting b, e.g. --nosync_bn")
-    p.add_argument("--flags", default="", help="flags of both, e.g. --strategy=mirrored")
+    p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
+    p.add_argument("--b", required=True, help="setting b, e.g. --nosync_bn; may be empty")
+    p.add_argument("--flags", default="", help="flags (and environment) of both")
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--dataset", default="fashion_mnist")
@@ -105,16 +138,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     context = machine_context()
-    pairs = []
-    for i in range(args.pairs):
-        order = ("a", "b") if i % 2 == 0 else ("b", "a")
-        pair = {side: measure(args, side) for side in order}
-        print(
-            f"pair {i + 1}/{args.pairs}: a {pair['a']['images_per_s']:.0f} img/s, "
-            f"b {pair['b']['images_per_s']:.0f} img/s",
-            flush=True,
-        )
-        pairs.append(pair)
+    pairs = run_pairs(args, measure)
     print(
         f"\n{args.model} on {args.dataset}, one epoch at batch {BATCH}, flags "
         f"{args.flags or '(none)'}, {os.cpu_count()} CPUs:\n"

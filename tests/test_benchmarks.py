@@ -56,6 +56,11 @@ def train_ab():
 
 
 @pytest.fixture(scope="module")
+def bench_ab():
+    return _load(BENCHMARKS / "bench_ab.py")
+
+
+@pytest.fixture(scope="module")
 def paired():
     return _load(BENCHMARKS / "paired_step_rate.py")
 
@@ -239,6 +244,55 @@ def test_train_ab_commands_and_table(train_ab):
     assert record["flags"] == "--strategy=mirrored --num_replicas=2"
     with pytest.raises(SystemExit):
         train_ab.parse_args(["--a=--sync_bn"])  # b is required
+
+
+def test_a_setting_may_set_the_environment_of_its_runs(train_ab):
+    args = train_ab.parse_args(
+        ["--a=TF_NUM_INTEROP_THREADS=1 --seed=2", "--b=", "--flags=X=y --precision=float32",
+         "--tfresnet=tfresnet"]
+    )  # fmt: skip
+    a = train_ab.train_command(args, "/tmp/r", "a")
+    b = train_ab.train_command(args, "/tmp/r", "b")
+    assert a[:5] == ["env", "X=y", "TF_NUM_INTEROP_THREADS=1", "tfresnet", "train"]
+    assert a[-2:] == ["--precision=float32", "--seed=2"]
+    assert b[:4] == ["env", "X=y", "tfresnet", "train"] and b[-1] == "--precision=float32"
+    assert train_ab.split_setting("--a=b=c A1=2") == (["A1=2"], ["--a=b=c"])
+
+
+def test_bench_ab_commands_and_refusals(bench_ab):
+    one = "--flags=--models=resnet20 --precisions=float32"
+    args = bench_ab.parse_args(["--a=--bn=keras", "--b=", one, "--tfresnet=tfresnet"])
+    a = bench_ab.bench_command(args, "/tmp/o.jsonl", "a")
+    assert a[:2] == ["tfresnet", "bench"] and "--output=/tmp/o.jsonl" in a
+    assert a[-3:] == ["--models=resnet20", "--precisions=float32", "--bn=keras"]
+    assert bench_ab.bench_command(args, "/tmp/o.jsonl", "b")[-1] == "--precisions=float32"
+    for bad in (
+        ["--a=", "--b=", "--flags=--models=resnet20,resnet56 --precisions=float32"],
+        ["--a=", "--b=", "--flags=--models=resnet20"],
+        ["--a=--precisions=mixed_bfloat16", "--b=", one],
+        ["--a=", "--b=", one, "--pairs=0"],
+    ):
+        with pytest.raises(SystemExit):
+            bench_ab.parse_args(bad)
+
+
+@pytest.mark.slow
+def test_bench_ab_runs_pairs_of_quick_benchmarks(tmp_path):
+    out = tmp_path / "ab.jsonl"
+    command = [
+        sys.executable, str(BENCHMARKS / "bench_ab.py"), "--a=--bn=keras", "--b=--bn=fused",
+        "--flags=--quick --models=cifar_resnet8 --precisions=float32", "--pairs=1",
+        f"--json_out={out}",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("| median |") == 3
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["a_flags"], record["b_flags"]) == ("--bn=keras", "--bn=fused")
+    assert record["a"]["record"]["bn"] == "keras" and record["b"]["record"]["bn"] == "fused"
+    for side in "ab":
+        assert record[side]["images_per_s"] > 0 and record[side]["infer_images_per_s"] > 0
+        assert record[side]["onednn_opts"] == "default"
 
 
 @pytest.mark.slow

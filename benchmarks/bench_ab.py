@@ -1,0 +1,124 @@
+"""A paired A/B of two `tfresnet bench` settings: training and inference rates of one model.
+
+From the repository root, in an environment with tfresnet installed, e.g. what TF's fused
+BatchNorm gains over Keras' own, what XLA costs on a CPU, and what oneDNN is worth:
+
+    python benchmarks/bench_ab.py --a=--bn=keras --b=--bn=fused \\
+        --flags="--models=resnet20 --precisions=float32" --pairs=3
+    python benchmarks/bench_ab.py --a=--nojit_compile --b=--jit_compile \\
+        --flags="--models=resnet20 --precisions=float32" --pairs=3
+    python benchmarks/bench_ab.py --a= --b=TF_ENABLE_ONEDNN_OPTS=0 \\
+        --flags="--models=resnet20 --precisions=mixed_bfloat16" --pairs=3
+
+Each pair runs `tfresnet bench` (no input-pipeline timing, a small matmul) once with
+`--flags --a` and once with `--flags --b`, one right after the other, the order alternating
+from pair to pair, and reads the model's record: training images/s (wall and per CPU-second,
+the figure that a busy machine disturbs least) and inference images/s. It prints each table
+with the median of b over a. Words of the form NAME=value in a setting are environment
+variables of its runs. `--flags` names one model and one precision. Run nothing else meanwhile.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+from end_to_end import append_json, default_tfresnet, failed, machine_context, run_main, run_process
+from train_ab import command_of, format_table, records, run_pairs, split_setting
+
+KEYS = (
+    ("images_per_s", "training img/s"),
+    ("images_per_cpu_s", "training img/CPU-s"),
+    ("infer_images_per_s", "inference img/s"),
+)
+
+
+def bench_command(args, output, side):
+    return command_of(
+        args, side, "bench", "--nopipeline", "--matmul_size=512", f"--output={output}"
+    )
+
+
+def read_records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def measure(args, side):
+    """{images_per_s, images_per_cpu_s, infer_images_per_s, wall_s, load1, hardware,
+    onednn_opts, record} of one `tfresnet bench` run of setting `side`."""
+    fd, output = tempfile.mkstemp(prefix=f"bench-ab-{side}-", suffix=".jsonl")
+    os.close(fd)
+    command = bench_command(args, output, side)
+    try:
+        result = run_process(command, label=side, echo=args.verbose)
+        if result["returncode"] != 0:
+            raise failed("tfresnet bench", command, result)
+        found = read_records(output)
+    finally:
+        os.remove(output)
+    [model] = [r for r in found if r["kind"] == "model"]
+    [host] = [r for r in found if r["kind"] == "host"]
+    return {
+        "images_per_s": model["train_img_s"],
+        "images_per_cpu_s": model["train_img_cpu_s"],
+        "infer_images_per_s": model["infer_img_s"],
+        "wall_s": result["wall_s"],
+        "load1": round(os.getloadavg()[0], 2),
+        "hardware": host["cpu"],
+        "onednn_opts": host["onednn_opts"],
+        "record": model,
+    }
+
+
+EXAMPLE = {"models": "resnet20", "precisions": "float32"}
+
+
+def one_case(flags):
+    """The error, if `flags` do not name exactly one model and one precision, else None."""
+    _, words = split_setting(flags)
+    for name in ("models", "precisions"):
+        given = [w.split("=", 1)[1] for w in words if w.startswith(f"--{name}=")]
+        if len(given) != 1 or not given[0] or "," in given[0]:
+            return f"--flags must name exactly one --{name}= (e.g. --{name}={EXAMPLE[name]})"
+    return None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
+    p.add_argument("--b", required=True, help="setting b; may be empty (the defaults)")
+    p.add_argument("--flags", required=True, help="one model and one precision, e.g. "
+                   "'--models=resnet20 --precisions=float32'")  # fmt: skip
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
+    p.add_argument("--json_out", default=None, help="append JSON lines here")
+    p.add_argument("--verbose", action="store_true", help="echo the runs' output")
+    args = p.parse_args(argv)
+    if args.pairs < 1:
+        p.error("--pairs must be >= 1")
+    for name in ("a", "b"):
+        _, words = split_setting(getattr(args, name))
+        if any(w.startswith(("--models", "--precisions")) for w in words):
+            p.error(f"--{name} must not change the model or precision; give them in --flags")
+    error = one_case(args.flags)
+    if error:
+        p.error(error)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    context = machine_context()
+    pairs = run_pairs(args, measure)
+    print(f"\n`tfresnet bench {args.flags}`, {os.cpu_count()} CPUs:")
+    for key, unit in KEYS:
+        print(f"\n{unit}:\n")
+        print(format_table(pairs, args.a, args.b, key=key, unit=unit))
+    if args.json_out:
+        append_json(args.json_out, records(args, pairs, context))
+    return pairs
+
+
+if __name__ == "__main__":
+    run_main(main)
