@@ -18,13 +18,20 @@ with the median of b over a. Words of the form NAME=value in a setting are envir
 variables of its runs. `--flags` names one model and one precision. Run nothing else meanwhile.
 """
 
-import argparse
 import json
 import os
 import tempfile
 
-from end_to_end import append_json, default_tfresnet, failed, machine_context, run_main, run_process
-from train_ab import command_of, format_table, records, run_pairs, split_setting
+from end_to_end import append_json, failed, machine_context, run_main, run_process
+from train_ab import (
+    ab_parser,
+    command_of,
+    format_table,
+    parse_pairs,
+    records,
+    run_pairs,
+    split_setting,
+)
 
 KEYS = (
     ("images_per_s", "training img/s"),
@@ -85,18 +92,12 @@ def one_case(flags):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
-    p.add_argument("--b", required=True, help="setting b; may be empty (the defaults)")
-    p.add_argument("--flags", required=True, help="one model and one precision, e.g. "
-                   "'--models=resnet20 --precisions=float32'")  # fmt: skip
-    p.add_argument("--pairs", type=int, default=3)
-    p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
-    p.add_argument("--json_out", default=None, help="append JSON lines here")
-    p.add_argument("--verbose", action="store_true", help="echo the runs' output")
-    args = p.parse_args(argv)
-    if args.pairs < 1:
-        p.error("--pairs must be >= 1")
+    p = ab_parser(
+        __doc__,
+        flags_help="one model and one precision: '--models=resnet20 --precisions=float32'",
+        flags_required=True,
+    )
+    args = parse_pairs(p, argv)
     for name in ("a", "b"):
         _, words = split_setting(getattr(args, name))
         if any(w.startswith(("--models", "--precisions")) for w in words):

@@ -119,16 +119,27 @@ def run_pairs(args, measure):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
-    p.add_argument("--b", required=True, help="setting b, e.g. --nosync_bn; may be empty")
-    p.add_argument("--flags", default="", help="flags (and environment) of both")
-    p.add_argument("--pairs", type=int, default=3)
+    p = ab_parser(__doc__, flags_help="flags (and environment) of both")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--dataset", default="fashion_mnist")
+    return parse_pairs(p, argv)
+
+
+def ab_parser(doc, flags_help, flags_required=False):
+    """The arguments of every A/B driver: the two settings, what both share, pairs, output."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
+    p.add_argument("--b", required=True, help="setting b; may be empty (the defaults)")
+    p.add_argument("--flags", default="", required=flags_required, help=flags_help)
+    p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
     p.add_argument("--json_out", default=None, help="append JSON lines here")
     p.add_argument("--verbose", action="store_true", help="echo the runs' output")
+    return p
+
+
+def parse_pairs(p, argv):
+    """`p`'s arguments; at least one pair."""
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be >= 1")

@@ -218,13 +218,16 @@ def test_breakdown_gives_each_phase_and_the_goals_figures(end_to_end):
     assert end_to_end.breakdown([{"tfresnet": {"wall_s": 1.0}, "torch": {}}]) == {}
 
 
+def _train_ab_commands(train_ab, a, b, flags):
+    """(args, a's command, b's command) of train_ab run with these settings."""
+    args = train_ab.parse_args([f"--a={a}", f"--b={b}", f"--flags={flags}", "--tfresnet=tfresnet"])
+    return args, *(train_ab.train_command(args, "/tmp/r", side) for side in "ab")
+
+
 def test_train_ab_commands_and_table(train_ab):
-    args = train_ab.parse_args(
-        ["--a=--sync_bn", "--b=--nosync_bn", "--flags=--strategy=mirrored --num_replicas=2",
-         "--tfresnet=tfresnet"]
-    )  # fmt: skip
-    a = train_ab.train_command(args, "/tmp/r", "a")
-    b = train_ab.train_command(args, "/tmp/r", "b")
+    args, a, b = _train_ab_commands(
+        train_ab, "--sync_bn", "--nosync_bn", "--strategy=mirrored --num_replicas=2"
+    )
     assert a[:2] == ["tfresnet", "train"] and "--strategy=mirrored" in a and "--epochs=1" in a
     assert "--num_replicas=2" in b and set(a) ^ set(b) == {"--sync_bn", "--nosync_bn"}
     pairs = [
@@ -247,12 +250,9 @@ def test_train_ab_commands_and_table(train_ab):
 
 
 def test_a_setting_may_set_the_environment_of_its_runs(train_ab):
-    args = train_ab.parse_args(
-        ["--a=TF_NUM_INTEROP_THREADS=1 --seed=2", "--b=", "--flags=X=y --precision=float32",
-         "--tfresnet=tfresnet"]
-    )  # fmt: skip
-    a = train_ab.train_command(args, "/tmp/r", "a")
-    b = train_ab.train_command(args, "/tmp/r", "b")
+    _, a, b = _train_ab_commands(
+        train_ab, "TF_NUM_INTEROP_THREADS=1 --seed=2", "", "X=y --precision=float32"
+    )
     assert a[:5] == ["env", "X=y", "TF_NUM_INTEROP_THREADS=1", "tfresnet", "train"]
     assert a[-2:] == ["--precision=float32", "--seed=2"]
     assert b[:4] == ["env", "X=y", "tfresnet", "train"] and b[-1] == "--precision=float32"
