@@ -42,6 +42,13 @@ def test_models_command_prints_the_table(capsys):
     assert cli.main(["tfresnet", "models", "--names=resnet20,resnet18"]) == 0
     out = capsys.readouterr().out
     assert "| resnet20 | 20 | A | 269,722 |" in out and "| resnet18 | 18 | B | 11,689,512 |" in out
+    # Spec strings, whose commas --names would split, come as arguments.
+    assert cli.main(["tfresnet", "models", "--names=plain8", "cifar:stage_blocks=1,1,1"]) == 0
+    out = capsys.readouterr().out
+    assert "| plain8 | 8 | none | 75,290 |" in out
+    assert "| cifar:stage_blocks=1,1,1 | 8 | A | 75,290 |" in out
+    assert cli.main(["tfresnet", "models", "cifar:stage_blocks=1,x"]) == 2
+    assert "stage_blocks='1,x' in model spec" in capsys.readouterr().err
 
 
 def test_command_help_lists_flags(capsys):

@@ -710,10 +710,11 @@ def count_flops(model):
 
 
 def model_table(names=None, input_size=None):
-    """Rows (name, layers, shortcut, params, multiply-adds) for the named networks."""
+    """Rows (name, layers, shortcut, params, multiply-adds) for the named networks (model
+    names or spec strings, as `build_model` takes them)."""
     rows = []
     for name in names or listed_names():
-        spec = get_spec(name)
+        spec = resolve_spec(name)
         size = input_size or spec.default_input_shape[0]
         stride = "v1" if spec.family == "imagenet" else "v1.5"
         model = build_model(name, input_shape=(size, size, 3), stride_placement=stride)

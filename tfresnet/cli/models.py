@@ -1,8 +1,14 @@
-"""`tfresnet models`: the model table (`models.model_table`, `models.format_table`)."""
+"""`tfresnet models [MODEL ...]`: the model table (`models.model_table`, `models.format_table`).
+
+Models are names (`--names=resnet20,plain56`) or, as arguments, names and spec strings, whose
+commas `--names` would split: `tfresnet models "cifar:stage_blocks=2,2,2;width_multiplier=2"`.
+"""
 
 from absl import flags
 
 from tfresnet import models
+
+TAKES_ARGUMENTS = True
 
 
 def define_flags(fv):
@@ -10,7 +16,7 @@ def define_flags(fv):
 
 
 def run(fv, args):
-    print(models.format_table(models.model_table(fv.names or None)))
+    print(models.format_table(models.model_table([*(fv.names or ()), *args] or None)))
     print(
         "\nCIFAR nets at 32x32x3 with 10 classes; ImageNet nets at 224x224x3 with 1000 classes "
         "and v1 (paper) bottleneck strides; params are trainable weights."
