@@ -260,13 +260,33 @@ def test_a_run_directory_says_whether_it_is_finished_or_can_be_resumed(tmp_path)
     run.mkdir()
     (run / "backup").mkdir()  # a start killed before its first epoch was committed
     assert not rundir.resumable(str(run)) and not rundir.finished(str(run))
-    (run / "backup" / rundir.STATE).write_text('{"epoch": 1}')
+    (run / "backup" / rundir.STATE).write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"')
+    assert not rundir.resumable(str(run))  # half a file: training would start from epoch 1
+    (run / "backup" / rundir.STATE).write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
     assert rundir.resumable(str(run)) and not rundir.finished(str(run))
     (run / "backup" / rundir.STATE).unlink()
     (run / "backup" / rundir.LEGACY_METADATA).write_text('{"epoch": 1}')
+    assert not rundir.resumable(str(run))  # its epoch has no row in history.csv
+    (run / "history.csv").write_text("epoch,loss\n0,1.5\n")
     assert rundir.resumable(str(run))
     (run / rundir.RESULTS).write_text("{}")  # finished: a leftover backup is not resumed
     assert rundir.finished(str(run)) and not rundir.resumable(str(run))
+
+
+def test_under_overwrite_a_worker_ignores_a_backup_the_chief_has_not_cleared_yet(
+    tmp_path, monkeypatch
+):
+    config = _config(tmp_path)
+    _kill_at_history_of_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(config)
+    monkeypatch.undo()
+    assert rundir.resumable(str(tmp_path / "run"))
+    keras.backend.clear_session()
+    # What a non-chief worker runs: fit_model, with no clear of its own before it.
+    _, results = train_lib.fit_model(dataclasses.replace(config, overwrite=True))
+    assert [s["first_epoch"] for s in results["segments"]] == [1]  # not resumed at epoch 2
+    assert results["curves"]["epoch"] == list(range(1, EPOCHS + 1))
 
 
 class _StopAt(keras.callbacks.Callback):

@@ -115,11 +115,33 @@ def test_run_directory_guards(tmp_path):
     with pytest.raises(ValueError, match="too small"):
         train_lib.train(_config(tmp_path, model="cifar:stage_blocks=1,1,1,1,1", overwrite=True))
     (tmp_path / "not.h5").write_text("not weights")
-    with pytest.raises(ValueError, match="pretrained"):
+    with pytest.raises(ValueError, match="pretrained"):  # RGB weights, 1-channel digits
         train_lib.train(_config(tmp_path, pretrained=str(tmp_path / "not.h5"), overwrite=True))
     assert (tmp_path / "run" / "results.json").exists()
     results = train_lib.train(_config(tmp_path, epochs=2, overwrite=True))
     assert results["schedule"]["epochs"] == 2
+
+
+def test_overwrite_keeps_the_old_run_when_the_pretrained_file_does_not_fit(tmp_path):
+    from PIL import Image
+
+    for cls, value in (("a", 30), ("b", 220)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (value, 40 * i, 255 - value)).save(
+                tmp_path / "imgs" / cls / f"{i}.png"
+            )
+    config = _config(
+        tmp_path, dataset=str(tmp_path / "imgs"), epochs=1, batch_size=4, validation_size=0
+    )
+    train_lib.train(config)
+    (tmp_path / "wrong.h5").write_text("a ResNet-50's weights, say")
+    wrong = dataclasses.replace(config, pretrained=str(tmp_path / "wrong.h5"), overwrite=True)
+    with pytest.raises(ValueError, match="blocks per stage; a .h5 file loads only into"):
+        train_lib.train(wrong)
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        "checkpoints", "config.json", "history.csv", "logs", "model.keras", "results.json"
+    ]  # fmt: skip
 
 
 def test_divergence_is_reported_clearly(tmp_path):

@@ -394,7 +394,11 @@ def test_a_grid_stopped_between_trials_continues_where_it_stopped(tmp_path, fake
 def test_a_trials_run_directory_is_kept_only_to_resume_it(tmp_path):
     run = tmp_path / "run"
     (run / "backup").mkdir(parents=True)
-    (run / "backup" / "state.json").write_text('{"epoch": 1}')
+    (run / "backup" / "epoch-1.weights.h5.tmp").write_text("")  # killed before a commit
+    tuning._clear_unresumable(str(run))
+    assert os.listdir(run) == []
+    (run / "backup").mkdir()
+    (run / "backup" / "state.json").write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
     tuning._clear_unresumable(str(run))  # an interrupted trial: continued from its backup
     assert (run / "backup" / "state.json").exists()
     (run / "results.json").write_text("{}")

@@ -83,12 +83,9 @@ def finished(run_dir: str) -> bool:
 
 
 def resumable(run_dir: str) -> bool:
-    """Whether `run_dir` holds an unfinished run with a committed backup to continue from."""
-    folder = backup_dir(run_dir)
-    committed = files.exists(files.join(folder, STATE)) or files.exists(
-        files.join(folder, LEGACY_METADATA)
-    )
-    return committed and not finished(run_dir)
+    """Whether `run_dir` holds an unfinished run with a backup that training would continue
+    from (`load_state` reads it: an unreadable one is not)."""
+    return not finished(run_dir) and load_state(run_dir).weights is not None
 
 
 def load_state(run_dir: str) -> RunState:

@@ -303,8 +303,9 @@ def resolved_weight_decay(config, recipe):
 def make_model(config, info, strategy):
     """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope.
 
-    `fit_model` calls it; the tuner calls it from `HyperModel.build` and hands the model back
-    to `fit_model`, so both build the same network the same way.
+    `fit_model` calls it unless given a model; `train` calls it first (before --overwrite
+    deletes anything) and the tuner from `HyperModel.build`, and both hand the model to
+    `fit_model`, so every path builds the same network the same way.
     """
     recipe = pick_recipe(config, info)
     kwargs = dict(
@@ -360,8 +361,8 @@ def fit_model(
     Returns `(model, results)`; `results` is what `results.json` holds. Writes into
     `config.run_dir` (only the chief, under multi-worker) and continues from the backup there,
     if any. `strategy` and `data` may be passed in by callers that already made them (the tuner
-    reuses both across trials), and `model` by a caller that built it with `make_model` (the
-    tuner's `HyperModel.build`). With `evaluate_test=False` the test split is never touched
+    reuses both across trials), and `model` by a caller that built it with `make_model` (`train`,
+    the tuner's `HyperModel.build`). With `evaluate_test=False` the test split is never touched
     (the tuner selects on validation only; `final.test_error` is then None). The dtype policy is
     set for the run and restored afterwards; seeds are the caller's (`train` sets them).
     `clock` (a `PhaseClock`) collects where the time goes; `results["timings"]` reports it.
@@ -386,7 +387,8 @@ def fit_model(
                     depth=models.resolve_spec(config.model).depth,
                     learning_rate=schedule.learning_rate,
                 )
-                saved = rundir.load_state(config.run_dir)
+                # --overwrite starts afresh on every worker, whenever the chief's clear lands.
+                saved = rundir.RunState() if config.overwrite else rundir.load_state(config.run_dir)
                 # A mid-epoch backup made under another steps_per_execution: the rest of its
                 # epoch must be whole executions too (Keras runs whole ones).
                 steps_per_execution = math.gcd(schedule.steps_per_execution, saved.batch)
