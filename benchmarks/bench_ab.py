@@ -20,6 +20,7 @@ variables of its runs. `--flags` names one model and one precision. Run nothing 
 
 import json
 import os
+import shlex
 import tempfile
 
 from end_to_end import append_json, failed, machine_context, run_main, run_process
@@ -64,8 +65,14 @@ def measure(args, side):
         found = read_records(output)
     finally:
         os.remove(output)
-    [model] = [r for r in found if r["kind"] == "model"]
-    [host] = [r for r in found if r["kind"] == "host"]
+    cases = [r for r in found if r["kind"] == "model"]
+    hosts = [r for r in found if r["kind"] == "host"]
+    if len(cases) != 1 or len(hosts) != 1:
+        raise RuntimeError(
+            f"{shlex.join(command)} wrote {len(cases)} model records, not one (a setting that "
+            "names --models, --precisions or --output?)"
+        )
+    [model], [host] = cases, hosts
     return {
         "images_per_s": model["train_img_s"],
         "images_per_cpu_s": model["train_img_cpu_s"],
@@ -100,8 +107,8 @@ def parse_args(argv=None):
     args = parse_pairs(p, argv)
     for name in ("a", "b"):
         _, words = split_setting(getattr(args, name))
-        if any(w.startswith(("--models", "--precisions")) for w in words):
-            p.error(f"--{name} must not change the model or precision; give them in --flags")
+        if any(w.startswith(("--models", "--precisions", "--output")) for w in words):
+            p.error(f"--{name} must not set --models, --precisions or --output")
     error = one_case(args.flags)
     if error:
         p.error(error)

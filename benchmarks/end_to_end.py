@@ -331,7 +331,8 @@ def machine_context() -> dict:
     return {
         "host": platform.node(),
         "cpus": os.cpu_count(),
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        # datetime.UTC is 3.11+; setup.py allows 3.10.
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
     }
 
 

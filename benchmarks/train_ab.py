@@ -93,7 +93,8 @@ def records(args, pairs, context):
 
 def format_table(pairs, a, b, key="images_per_s", unit="img/s"):
     """Each pair's `key` for a and b, b over a, and the median ratio, as a markdown table."""
-    lines = [f"| pair | a: `{a}` {unit} | b: `{b}` {unit} | b / a |", "|---:|---:|---:|---:|"]
+    a, b = (f"`{x}`" if x.strip() else "(defaults)" for x in (a, b))
+    lines = [f"| pair | a: {a} {unit} | b: {b} {unit} | b / a |", "|---:|---:|---:|---:|"]
     for i, pair in enumerate(pairs, 1):
         lines.append(
             f"| {i} | {pair['a'][key]:.0f} | {pair['b'][key]:.0f} | {speedup(pair, key):.3f}x |"

@@ -239,6 +239,8 @@ def test_train_ab_commands_and_table(train_ab):
     table = train_ab.format_table(pairs, "--sync_bn", "--nosync_bn").splitlines()
     assert table[0] == "| pair | a: `--sync_bn` img/s | b: `--nosync_bn` img/s | b / a |"
     assert table[2] == "| 1 | 400 | 500 | 1.250x |" and table[-1].endswith("**1.100x** |")
+    header = train_ab.format_table(pairs, "TF_X=0", " ").splitlines()[0]
+    assert header == "| pair | a: `TF_X=0` img/s | b: (defaults) img/s | b / a |"
     record = train_ab.records(args, pairs, train_ab.machine_context())[1]
     assert (record["a_flags"], record["b_flags"]) == ("--sync_bn", "--nosync_bn")
     assert record["cpus"] == os.cpu_count()
@@ -270,6 +272,7 @@ def test_bench_ab_commands_and_refusals(bench_ab):
         ["--a=", "--b=", "--flags=--models=resnet20,resnet56 --precisions=float32"],
         ["--a=", "--b=", "--flags=--models=resnet20"],
         ["--a=--precisions=mixed_bfloat16", "--b=", one],
+        ["--a=", "--b=--output=/tmp/x.jsonl", one],
         ["--a=", "--b=", one, "--pairs=0"],
     ):
         with pytest.raises(SystemExit):
@@ -292,7 +295,7 @@ def test_bench_ab_runs_pairs_of_quick_benchmarks(tmp_path):
     assert record["a"]["record"]["bn"] == "keras" and record["b"]["record"]["bn"] == "fused"
     for side in "ab":
         assert record[side]["images_per_s"] > 0 and record[side]["infer_images_per_s"] > 0
-        assert record[side]["onednn_opts"] == "default"
+        assert record[side]["onednn_opts"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
 
 
 @pytest.mark.slow
