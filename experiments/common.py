@@ -125,9 +125,19 @@ class Settings:
         )
 
 
-def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,), default_seeds=1):
-    """The Settings the flags describe; `--seeds` left unset means the experiment's default."""
+TRAINING_FLAGS = ("dataset", "budget", "epochs", "batch_size", "precision")
+
+
+def settings_from_flags(default_depths, smoke_depths=(SMOKE_DEPTH,), default_seeds=1, trains=True):
+    """The Settings the flags describe; `--seeds` left unset means the experiment's default.
+    An experiment that trains nothing (`trains=False`) refuses the training flags."""
     f = flags.FLAGS
+    given = [name for name in TRAINING_FLAGS if f[name].present]
+    if given and not trains:
+        raise ValueError(
+            f"This experiment trains nothing, so --{', --'.join(given)} would be ignored; "
+            "it takes --depths, --seeds, --smoke and --results_dir."
+        )
     smoke = f.smoke
     if f.depths and not all(d.strip().isdigit() for d in f.depths):
         raise ValueError(f"--depths takes whole numbers such as 20,56; got {','.join(f.depths)!r}.")

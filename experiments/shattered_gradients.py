@@ -29,7 +29,7 @@ Writes `results/shattered_gradients/<tag>.md` (table, command, hardware, wall ti
 `<tag>.json` (every number behind them) and `<tag>.png` (left: correlation against depth, log
 scale, beside 1/2^L and 1/sqrt(L) scaled to meet the shallowest nets; middle and right: f'(t)
 along one line). Flags: experiments/common.py (--depths, --seeds, --smoke, --results_dir; the
-training flags do not apply).
+training flags are refused).
 """
 
 import dataclasses
@@ -356,7 +356,7 @@ def run(settings, probe=None):
 
 def main(argv):
     del argv
-    common.run_and_print(run, DEPTHS, smoke_depths=SMOKE_DEPTHS, default_seeds=SEEDS)
+    common.run_and_print(run, DEPTHS, smoke_depths=SMOKE_DEPTHS, default_seeds=SEEDS, trains=False)
 
 
 if __name__ == "__main__":

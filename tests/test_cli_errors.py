@@ -275,7 +275,8 @@ def markdown(values):
         "Every case is run by `tests/test_cli_errors.py`; this page is its output "
         "(`python tests/test_cli_errors.py > docs/errors.md`). Status 2: fix the command; "
         "1: the run cannot go on; 130: interrupted (run it again to resume); 138: retryable "
-        "(a peer worker was lost, or another process is training in the run directory). "
+        "(a peer worker was lost, or another process is training in the run directory); 143: "
+        "stopped by SIGTERM after a backup (run it again to resume). "
         "`--traceback` adds the Python traceback. Paths below "
         "are from the scratch folder the test makes.",
         "",

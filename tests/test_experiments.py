@@ -262,14 +262,16 @@ def test_main_reads_the_flags(settings, degradation_result, capsys):
         (["--budget=0.1", "--epochs=3"], "Give at most one of --budget and --epochs."),
         (["--depths=20,abc"], "--depths takes whole numbers such as 20,56; got '20,abc'."),
         (["--depths=21"], "6n\\+2"),
+        (["--precision=mixed_bfloat16"], "trains nothing, so --precision would be ignored"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_status_2(tmp_path, capsys, flag_args, message):
-    argv = ["depth", *flag_args, f"--results_dir={tmp_path}"]
+    experiment = shattered_gradients if "--precision" in flag_args[0] else depth
+    argv = ["experiment", *flag_args, f"--results_dir={tmp_path}"]
     flags.FLAGS(argv)
     try:
         with pytest.raises(SystemExit) as exit_info:
-            depth.main(argv)
+            experiment.main(argv)
     finally:
         flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 2
