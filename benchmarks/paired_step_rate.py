@@ -17,6 +17,16 @@ shared VM, so compare medians. `tfresnet bench` measures each model in a fresh p
 tfresnet/bench.py for what it times); the peer trains and runs the same networks in PyTorch
 (SGD, autocast bf16, channels_last). With --json_out it appends every record of both, with the
 pair's number, and one summary line. `--dry_run` prints the commands.
+
+`--summarize` prints the same table from recorded runs instead, one argument a pair: a file of
+both sides' lines (what --json_out wrote for one pair), or BENCH+PEER, a `tfresnet bench
+--output` file and the peer's output from right after it. The ratio tables of
+docs/performance.md come from:
+
+    python benchmarks/paired_step_rate.py --summarize \
+        docs/bench/2026-11-25-1808-full.jsonl+docs/bench/2026-11-25-1828-torch.jsonl \
+        docs/bench/2026-11-25-1849-paired.jsonl docs/bench/2026-11-25-1911-cifar-paired.jsonl \
+        docs/bench/2026-11-25-1916-cifar-paired.jsonl
 """
 
 import argparse
@@ -147,6 +157,26 @@ def summary(pairs):
     return rows
 
 
+def recorded_pair(spec):
+    """One pair's records from `spec`: a file with both sides' lines, or BENCH+PEER files."""
+    ours, _, peer = spec.partition("+")
+    try:
+        with open(ours) as f:
+            records = json_records(f.read())
+        if peer:
+            with open(peer) as f:
+                text = f.read()
+            cases = [r for r in records if r.get("kind") == "model"]
+            precisions = sorted({r["precision"] for r in cases})
+            for model in dict.fromkeys(r["model"] for r in cases):
+                records += peer_records(text, model, precisions)
+    except OSError as err:
+        raise RuntimeError(f"--summarize: cannot read {err.filename}: {err.strerror}") from None
+    if not matched(records):
+        raise RuntimeError(f"--summarize: {spec} holds no model measured by both")
+    return records
+
+
 def format_table(pairs):
     """Markdown: per model and precision, median images/s of both, each pair's ratio, median."""
     lines = [
@@ -179,6 +209,9 @@ def parse_args(argv=None):
     p.add_argument("--peer", default=PEER, help="peer script: `PEER MODEL` prints JSON lines")
     p.add_argument("--json_out", default=None, help="append JSON lines here")
     p.add_argument("--dry_run", action="store_true", help="print the commands and stop")
+    p.add_argument(
+        "--summarize", nargs="+", metavar="PAIR", help="tabulate recorded pairs, run nothing"
+    )
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.precisions = [x for x in args.precisions.split(",") if x]
@@ -195,6 +228,11 @@ def parse_args(argv=None):
 def main(argv=None):
     """Run the pairs; print each ratio as it comes, then the table. Returns the pairs' records."""
     args = parse_args(argv)
+    if args.summarize:
+        pairs = [recorded_pair(spec) for spec in args.summarize]
+        print(f"tfresnet / PyTorch images per second, {len(pairs)} recorded pairs:\n")
+        print(format_table(pairs))
+        return pairs
     if args.dry_run:
         for model in args.models:
             print(shlex.join(tfresnet_command(args, model, "TMP/bench.jsonl")))

@@ -342,8 +342,8 @@ def test_torchvision_peer_prints_one_line_of_rates():
 # --- paired_step_rate.py --------------------------------------------------------------------
 
 RECORDED = Path(__file__).resolve().parent.parent / "docs" / "bench"
-# The three paired runs behind docs/performance.md's ratio table (then `tfresnet bench
-# --peer_script`): one full run and two of the CIFAR nets, each a pair.
+# The three paired runs behind docs/performance.md's ratio table (made with a `tfresnet bench`
+# flag of the time): one full run and two of the CIFAR nets, each a pair.
 RECORDED_PAIRS = (
     "2026-11-25-1849-paired.jsonl",
     "2026-11-25-1911-cifar-paired.jsonl",
@@ -375,6 +375,27 @@ def test_paired_table_gives_the_recorded_runs_ratios_and_medians(paired):
         "| resnet20 | float32 | 636.3 | 596.9 | 1.05, 1.02, 1.22 | **1.05x** "
         "| 2265.9 | 2017.6 | 1.12, 1.04, 1.19 | **1.12x** |"
     )
+
+
+def test_summarize_tabulates_the_recorded_runs_of_the_docs(paired, capsys, tmp_path):
+    """The docstring's --summarize command: the 18:08 bench with its PyTorch run as a pair."""
+    full = f"{RECORDED / '2026-11-25-1808-full.jsonl'}+{RECORDED / '2026-11-25-1828-torch.jsonl'}"
+    pairs = paired.main(["--summarize", full, *(str(RECORDED / n) for n in RECORDED_PAIRS)])
+    assert len(pairs) == 4
+    rows = {(r["model"], r["precision"]): r for r in paired.summary(pairs)}
+    resnet56 = rows["resnet56", "mixed_bfloat16"]
+    assert resnet56["train_ratios"] == [0.905, 1.192, 1.086, 0.999]  # 313.9 / 346.7: disturbed
+    assert (resnet56["train_ratio"], resnet56["infer_ratio"]) == (1.043, 1.084)
+    assert rows["resnet50", "mixed_bfloat16"]["infer_ratios"] == [1.436, 1.19]
+    printed = capsys.readouterr().out
+    assert printed.startswith("tfresnet / PyTorch images per second, 4 recorded pairs:")
+    assert "| resnet20 | float32 | 649.2 | 602.3 | 1.11, 1.05, 1.02, 1.22 | **1.08x** |" in printed
+    for bad, message in (
+        (str(tmp_path / "none.jsonl"), "cannot read"),
+        (str(RECORDED / "end_to_end.jsonl"), "holds no model measured by both"),
+    ):
+        with pytest.raises(RuntimeError, match=message):
+            paired.main(["--summarize", bad])
 
 
 def test_peer_lines_are_read_with_keras_precision_names(paired):
