@@ -218,6 +218,15 @@ def test_stderr_filter_passes_everything_but_native_log_lines(capfd):
     assert err == "".join(NATIVE_SAMPLE[i] for i in (5, 8, 9, 10)) + "after\n"
 
 
+def test_backend_bench_module_hides_native_lines_too():
+    env = {k: v for k, v in os.environ.items() if k not in native_logs.ENVIRONMENT}
+    command = [sys.executable, "-m", "tfresnet.cli.backend_bench", "--model=resnet_7"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: Unknown model name 'resnet_7'")
+    assert done.stderr.count("\n") == 1, done.stderr  # the error alone: no TensorFlow lines
+
+
 def test_log_environment_defaults_keep_what_the_user_set():
     env = {}
     assert native_logs.configure(["tfresnet", "train"], env) == 3

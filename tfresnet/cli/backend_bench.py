@@ -1,7 +1,8 @@
 """`python -m tfresnet.cli.backend_bench [flags]`: `backend_bench.run(BackendBenchConfig(...))`.
 
 Not a `tfresnet` subcommand: it runs under JAX and PyTorch too, in environments without
-TensorFlow, which the other commands import.
+TensorFlow, which the other commands import. Under TensorFlow its native log lines are hidden
+as the `tfresnet` commands hide them (`--verbose_logs` shows them).
 
     KERAS_BACKEND=jax python -m tfresnet.cli.backend_bench --model=resnet50 --batch_size=256
 """
@@ -11,11 +12,13 @@ import sys
 
 from absl import flags
 
-from tfresnet import backend_bench
+from tfresnet.cli import native_logs
 
 
 def define_flags(fv):
     """Defaults from `backend_bench.BackendBenchConfig`."""
+    from tfresnet import backend_bench  # Keras, and its backend: after the log set-up
+
     d = {f.name: f.default for f in dataclasses.fields(backend_bench.BackendBenchConfig)}
     flags.DEFINE_string("model", d["model"], "Model name or spec string.", flag_values=fv)
     flags.DEFINE_integer("image_size", d["image_size"], "Input height and width.", flag_values=fv)
@@ -35,9 +38,12 @@ def define_flags(fv):
     flags.DEFINE_integer(
         "steps_per_execution", d["steps_per_execution"], "Steps per call.", flag_values=fv
     )
+    native_logs.define_flag(fv)
 
 
 def config_from_flags(fv):
+    from tfresnet import backend_bench
+
     fields = dataclasses.fields(backend_bench.BackendBenchConfig)
     return backend_bench.BackendBenchConfig(**{f.name: fv[f.name].value for f in fields})
 
@@ -49,6 +55,8 @@ def main(argv=None):
     define_flags(fv)
     try:
         fv(["tfresnet.cli.backend_bench", *argv])
+        from tfresnet import backend_bench
+
         backend_bench.run(config_from_flags(fv))
     except (flags.Error, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -61,4 +69,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    level = native_logs.configure([sys.argv[0], "backend_bench", *sys.argv[1:]])
+    with native_logs.filtered_stderr(level):
+        from tfresnet import backend_bench  # noqa: F401 -- loads Keras with its lines filtered
     sys.exit(main())
