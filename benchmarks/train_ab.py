@@ -93,7 +93,7 @@ def records(args, pairs, context):
 
 def format_table(pairs, a, b, key="images_per_s", unit="img/s"):
     """Each pair's `key` for a and b, b over a, and the median ratio, as a markdown table."""
-    a, b = (f"`{x}`" if x.strip() else "(defaults)" for x in (a, b))
+    a, b = label(a), label(b)
     lines = [f"| pair | a: {a} {unit} | b: {b} {unit} | b / a |", "|---:|---:|---:|---:|"]
     for i, pair in enumerate(pairs, 1):
         lines.append(
@@ -102,6 +102,11 @@ def format_table(pairs, a, b, key="images_per_s", unit="img/s"):
     median = statistics.median(speedup(pair, key) for pair in pairs)
     lines.append(f"| median | | | **{median:.3f}x** |")
     return "\n".join(lines)
+
+
+def label(setting):
+    """A setting as a table shows it: in code quotes, or "(defaults)" when empty."""
+    return f"`{setting}`" if setting.strip() else "(defaults)"
 
 
 def run_pairs(args, measure):

@@ -7,6 +7,8 @@ The peer's tests need torch (`pip install -e '.[bench]'`) and skip without it.""
 import importlib.util
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -277,6 +279,39 @@ def test_bench_ab_commands_and_refusals(bench_ab):
     ):
         with pytest.raises(SystemExit):
             bench_ab.parse_args(bad)
+
+
+def test_ab_table_gives_each_comparisons_medians(tmp_path):
+    ab_table = _load(BENCHMARKS / "ab_table.py")
+    rows = ab_table.format_table(ab_table.read_records([RECORDED / "train_ab.jsonl"])).splitlines()
+    assert rows[2] == (  # the committed steps_per_execution A/B: 1180/1185/1125 -> 1151/1219/1211
+        "| `--precision=mixed_bfloat16` | (not recorded) | (not recorded) | 3 | training img/s "
+        "| 1179.8 | 1211.3 | 1.029x |"
+    )
+    pair = {"flags": "--models=m", "a_flags": "", "b_flags": "X=1"}
+    records = [
+        {**pair, "a": {"images_per_s": 100.0, "infer_images_per_s": 10.0},
+         "b": {"images_per_s": 50.0, "infer_images_per_s": 40.0}},
+        {**pair, "a": {"images_per_s": 100.0, "infer_images_per_s": 10.0},
+         "b": {"images_per_s": 70.0, "infer_images_per_s": 20.0}},
+    ]  # fmt: skip
+    rows = ab_table.format_table(records).splitlines()
+    assert rows[2:] == [
+        "| `--models=m` | (defaults) | `X=1` | 2 | training img/s | 100.0 | 60.0 | 0.600x |",
+        "| `--models=m` | (defaults) | `X=1` | 2 | inference img/s | 10.0 | 30.0 | 3.000x |",
+    ]
+
+
+def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
+    script = (BENCHMARKS / "knobs.sh").read_text().replace("\\\n", " ")
+    variables = dict(re.findall(r'^(R20_\w+)="([^"]*)"$', script, re.M))
+    lines = [line for line in script.splitlines() if line.startswith("ab ")]
+    assert len(lines) == 7
+    for line in lines:
+        for name, value in variables.items():
+            line = line.replace(f"${name}", value)
+        args = bench_ab.parse_args([*shlex.split(line.split("#")[0])[1:], "--tfresnet=tfresnet"])
+        assert bench_ab.bench_command(args, "/tmp/o", "b")[-1] not in ("", None)
 
 
 @pytest.mark.slow

@@ -1,0 +1,72 @@
+"""The medians of recorded A/B pairs: `python benchmarks/ab_table.py FILE.jsonl [...]`.
+
+Reads the JSON lines that `train_ab.py` and `bench_ab.py` append with --json_out (one line a
+pair), groups them by comparison (the flags both runs shared, a's and b's) and prints one
+markdown row per comparison and rate: the pairs, a's and b's median and the median of b over a.
+Records written before the settings were recorded say "(not recorded)" for a and b.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+
+from train_ab import label, speedup
+
+RATES = (
+    ("images_per_s", "training img/s"),
+    ("images_per_cpu_s", "training img/CPU-s"),
+    ("infer_images_per_s", "inference img/s"),
+)
+UNKNOWN = "(not recorded)"
+
+
+def read_records(paths):
+    records = []
+    for path in paths:
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def comparisons(records):
+    """{(both's flags, a's, b's): [pair records]}, in the order first seen."""
+    groups = {}
+    for record in records:
+        key = (record.get("flags", ""), record.get("a_flags"), record.get("b_flags"))
+        groups.setdefault(key, []).append(record)
+    return groups
+
+
+def format_table(records):
+    lines = [
+        "| both | a | b | pairs | rate | a, median | b, median | b / a, median |",
+        "|---|---|---|---:|---|---:|---:|---:|",
+    ]
+    for (flags, a, b), pairs in comparisons(records).items():
+        settings = [label(flags), *(UNKNOWN if x is None else label(x) for x in (a, b))]
+        for key, unit in RATES:
+            if not all(key in pair["a"] and key in pair["b"] for pair in pairs):
+                continue
+            medians = [statistics.median(pair[side][key] for pair in pairs) for side in "ab"]
+            ratio = statistics.median(speedup(pair, key) for pair in pairs)
+            lines.append(
+                f"| {' | '.join(settings)} | {len(pairs)} | {unit} | {medians[0]:.1f} "
+                f"| {medians[1]:.1f} | {ratio:.3f}x |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="+", help="JSON lines of train_ab.py or bench_ab.py")
+    args = p.parse_args(argv)
+    try:
+        records = read_records(args.files)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(format_table(records))
+
+
+if __name__ == "__main__":
+    main()
