@@ -282,6 +282,7 @@ def test_backend_bench_refuses_bad_settings():
     with pytest.raises(ValueError, match="Unknown model name"):
         backend_bench.BackendBenchConfig(model="resnet_7")
     assert backend_bench_cli.main(["--jit_compile=maybe"]) == 2
+    assert backend_bench_cli.main(["resnet20"]) == 2  # a stray argument, not a model flag
 
 
 def test_backend_bench_cli_ends_any_failure_in_one_line(monkeypatch, capsys):

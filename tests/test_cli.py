@@ -218,6 +218,19 @@ def test_stderr_filter_passes_everything_but_native_log_lines(capfd):
     assert err == "".join(NATIVE_SAMPLE[i] for i in (5, 8, 9, 10)) + "after\n"
 
 
+def test_only_the_training_commands_back_up_on_sigterm(monkeypatch, capsys):
+    """Elsewhere SIGTERM ends the process at once (a stuck model build must not outlive it)."""
+    import signal
+
+    installed = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.append(signum))
+    monkeypatch.setattr(sys, "argv", ["tfresnet", "models", "--names=cifar_resnet8"])
+    with pytest.raises(SystemExit) as done:
+        cli.run()
+    assert done.value.code == 0 and installed == []
+    assert "| cifar_resnet8 | 8 | A |" in capsys.readouterr().out
+
+
 def test_backend_bench_module_hides_native_lines_too():
     env = {k: v for k, v in os.environ.items() if k not in native_logs.ENVIRONMENT}
     command = [sys.executable, "-m", "tfresnet.cli.backend_bench", "--model=resnet_7"]

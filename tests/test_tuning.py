@@ -459,6 +459,31 @@ def test_a_search_directory_in_use_is_refused_before_anything_is_written(tmp_pat
     assert os.listdir(tmp_path / "search") == ["trial_0003"] and fake_fit.calls == []
 
 
+def test_a_stop_request_ends_the_search_and_the_same_command_resumes_it(tmp_path, monkeypatch):
+    """SIGTERM mid-trial: the trial is neither failed nor followed by the next one (which
+    would stop at once too); exit 143, and the rerun finishes the search."""
+    stopped = []
+
+    def fit_model(config, **kwargs):
+        if config.model.endswith("14") and not stopped:
+            stopped.append(config.run_dir)
+            raise tuning.rundir.Preempted(0, 1)  # what the backup-on-stop callback raises
+        with open(os.path.join(config.run_dir, "history.csv"), "w") as f:
+            f.write("epoch,val_accuracy,val_loss\n0,0.6,1.0\n")
+        return None, {}
+
+    monkeypatch.setattr(tuning.train_lib, "fit_model", fit_model)
+    space = SearchSpace(depth=(8, 14, 20), shortcut="A", **FIXED)
+    with pytest.raises(tuning.TrialPreempted) as stop:
+        tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert cli.classify_error(stop.value)[0] == cli.EXIT_PREEMPTED
+    statuses = [status for status, _ in _trial_values(tmp_path / "search").values()]
+    assert statuses == ["COMPLETED", "RUNNING"]  # depth 20 never started
+    keras.backend.clear_session()
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert results["counts"] == {"COMPLETED": 3}
+
+
 def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit, monkeypatch):
     """A tuner restarted under the same id while the old one lives is given the old one's
     trial: it must neither clear that trial's run directory nor end the trial."""

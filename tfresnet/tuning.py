@@ -364,6 +364,8 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         except (train_lib.TrainingError, tf.errors.ResourceExhaustedError) as err:
             # Deterministic failures (divergence, out of memory): record, do not retry.
             raise keras_tuner.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
+        except rundir.Preempted as err:
+            raise TrialPreempted(err.epoch, err.batch) from err
         history = rundir.read_history(os.path.join(config.run_dir, "history.csv"))
         return {k: v[-1] for k, v in history.items() if k != "epoch" and v and math.isfinite(v[-1])}
 
@@ -478,6 +480,12 @@ def _checkpoint_atomically(callback, strategy):
 
     callback._save_model = save_model
     return callback
+
+
+class TrialPreempted(rundir.Preempted, keras_tuner.errors.FatalError):
+    """A stop request (SIGTERM) ended a trial after its backup. Fatal to the search, so that
+    KerasTuner neither records the trial as failed nor goes on to the next one (each would stop
+    at once); the same command resumes the trial from its backup."""
 
 
 class TrialInUse(runlock.RunDirInUse, keras_tuner.errors.FatalError):

@@ -190,7 +190,8 @@ def run():
     modules, is made with their load-time lines filtered out of stderr.
     """
     level = native_logs.configure(sys.argv)
-    _back_up_on_sigterm()
+    if sys.argv[1:2] in (["train"], ["tune"]):  # the others end on SIGTERM, as by default
+        _back_up_on_sigterm()
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         with native_logs.filtered_stderr(level):
             command_modules()

@@ -54,7 +54,12 @@ def main(argv=None):
     fv = flags.FlagValues()
     define_flags(fv)
     try:
-        fv(["tfresnet.cli.backend_bench", *argv])
+        stray = fv(["tfresnet.cli.backend_bench", *argv])[1:]
+        if stray:
+            raise ValueError(
+                f"python -m tfresnet.cli.backend_bench takes flags only (--name=value); got "
+                f"{' '.join(stray)!r}."
+            )
         from tfresnet import backend_bench
 
         backend_bench.run(config_from_flags(fv))
