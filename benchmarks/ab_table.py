@@ -22,11 +22,33 @@ UNKNOWN = "(not recorded)"
 
 
 def read_records(paths):
+    """The pair records of the files; ValueError naming the file and line of a bad one."""
     records = []
     for path in paths:
         with open(path) as f:
-            records += [json.loads(line) for line in f if line.strip()]
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    records.append(checked(line, f"{path}:{number}"))
+    if not records:
+        raise ValueError(f"{', '.join(paths)} holds no A/B pair records")
     return records
+
+
+def checked(line, where):
+    """The pair record on `line`: a JSON object whose a and b hold positive rates."""
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+    sides = [record.get(side) if isinstance(record, dict) else None for side in "ab"]
+    if not all(isinstance(side, dict) for side in sides):
+        raise ValueError(f"{where}: not an A/B pair record (no a and b measurements)")
+    for side in sides:
+        for key, _ in RATES:
+            value = side.get(key, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{where}: {key} must be a positive number; got {value!r}")
+    return record
 
 
 def comparisons(records):
@@ -63,7 +85,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         records = read_records(args.files)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
         sys.exit(f"error: {err}")
     print(format_table(records))
 

@@ -94,9 +94,12 @@ def run_process(command, *, label, echo=True):
     when forked and keeps the larger, so the driver stays small: the standard library only.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
+    try:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+    except OSError as err:
+        raise RuntimeError(f"{label}: cannot run {shlex.join(command)}: {err}") from None
     lines = []
 
     def pump():

@@ -171,9 +171,13 @@ def recorded_pair(spec):
             for model in dict.fromkeys(r["model"] for r in cases):
                 records += peer_records(text, model, precisions)
     except OSError as err:
-        raise RuntimeError(f"--summarize: cannot read {err.filename}: {err.strerror}") from None
+        raise RuntimeError(f"--summarize: cannot read {err.filename!r}: {err.strerror}") from None
+    except (KeyError, TypeError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        raise RuntimeError(
+            f"--summarize: {spec!r} is not bench and peer records: {err!r}"
+        ) from None
     if not matched(records):
-        raise RuntimeError(f"--summarize: {spec} holds no model measured by both")
+        raise RuntimeError(f"--summarize: {spec!r} holds no model measured by both")
     return records
 
 
@@ -230,8 +234,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.summarize:
         pairs = [recorded_pair(spec) for spec in args.summarize]
+        try:
+            table = format_table(pairs)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+            raise RuntimeError(f"--summarize: a record lacks a positive rate: {err!r}") from None
         print(f"tfresnet / PyTorch images per second, {len(pairs)} recorded pairs:\n")
-        print(format_table(pairs))
+        print(table)
         return pairs
     if args.dry_run:
         for model in args.models:

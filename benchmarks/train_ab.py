@@ -145,10 +145,15 @@ def ab_parser(doc, flags_help, flags_required=False):
 
 
 def parse_pairs(p, argv):
-    """`p`'s arguments; at least one pair."""
+    """`p`'s arguments; at least one pair, and settings that split into words."""
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be >= 1")
+    for name in ("a", "b", "flags", "tfresnet"):
+        try:
+            shlex.split(getattr(args, name))
+        except ValueError as err:
+            p.error(f"--{name}={getattr(args, name)!r} does not split into words: {err}")
     return args
 
 

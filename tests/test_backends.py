@@ -285,6 +285,12 @@ def test_backend_bench_refuses_bad_settings():
     assert backend_bench_cli.main(["resnet20"]) == 2  # a stray argument, not a model flag
 
 
+def test_backend_bench_cli_help_lists_its_flags(capsys):
+    assert backend_bench_cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("python -m tfresnet.cli.backend_bench flags:") and "--batch_size" in out
+
+
 def test_backend_bench_cli_ends_any_failure_in_one_line(monkeypatch, capsys):
     def out_of_memory(config):
         raise MemoryError("no room for the batch\n  (details)")

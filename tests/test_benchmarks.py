@@ -302,6 +302,37 @@ def test_ab_table_gives_each_comparisons_medians(tmp_path):
     ]
 
 
+def test_ab_table_refuses_what_is_not_a_pair_record(tmp_path):
+    ab_table = _load(BENCHMARKS / "ab_table.py")
+    pair = '{"a": {"images_per_s": 1.0}, "b": {"images_per_s": 2.0}}'
+    for lines, message in (
+        ([], "holds no A/B pair records"),
+        ([pair, "not json"], ":2: not JSON"),
+        (["[1, 2]"], ":1: not an A/B pair record"),
+        (['{"a": 5, "b": {}}'], ":1: not an A/B pair record"),
+        ([pair.replace("2.0", "0")], ":1: images_per_s must be a positive number; got 0"),
+        ([pair.replace("2.0", '"fast"')], "got 'fast'"),
+    ):
+        path = tmp_path / "ab.jsonl"
+        path.write_text("".join(line + "\n" for line in lines))
+        with pytest.raises(ValueError, match=message):
+            ab_table.read_records([str(path)])
+
+
+def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_run(
+    train_ab, end_to_end
+):
+    for bad in (
+        ["--a='x", "--b="],
+        ["--a=", "--b=", '--flags="'],
+        ["--a=", "--b=", "--tfresnet='"],
+    ):
+        with pytest.raises(SystemExit):
+            train_ab.parse_args(bad)
+    with pytest.raises(RuntimeError, match="t: cannot run /no/such/tfresnet train: "):
+        end_to_end.run_process(["/no/such/tfresnet", "train"], label="t", echo=False)
+
+
 def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
     script = (BENCHMARKS / "knobs.sh").read_text().replace("\\\n", " ")
     variables = dict(re.findall(r'^(R20_\w+)="([^"]*)"$', script, re.M))
@@ -425,9 +456,16 @@ def test_summarize_tabulates_the_recorded_runs_of_the_docs(paired, capsys, tmp_p
     printed = capsys.readouterr().out
     assert printed.startswith("tfresnet / PyTorch images per second, 4 recorded pairs:")
     assert "| resnet20 | float32 | 649.2 | 602.3 | 1.11, 1.05, 1.02, 1.22 | **1.08x** |" in printed
+    (tmp_path / "zero.jsonl").write_text(
+        (RECORDED / "2026-11-25-1849-paired.jsonl")
+        .read_text()
+        .replace('"train_img_s": 292.0', '"train_img_s": 0')
+    )
     for bad, message in (
-        (str(tmp_path / "none.jsonl"), "cannot read"),
+        (str(tmp_path / "none.jsonl"), "cannot read '.*none.jsonl'"),
+        (f"+{RECORDED / 'end_to_end.jsonl'}", "cannot read ''"),
         (str(RECORDED / "end_to_end.jsonl"), "holds no model measured by both"),
+        (str(tmp_path / "zero.jsonl"), "a record lacks a positive rate"),
     ):
         with pytest.raises(RuntimeError, match=message):
             paired.main(["--summarize", bad])

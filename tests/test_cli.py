@@ -43,7 +43,7 @@ def test_models_command_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "| resnet20 | 20 | A | 269,722 |" in out and "| resnet18 | 18 | B | 11,689,512 |" in out
     # Spec strings, whose commas --names would split, come as arguments.
-    assert cli.main(["tfresnet", "models", "--names=plain8", "cifar:stage_blocks=1,1,1"]) == 0
+    assert cli.main(["tfresnet", "models", "--names=plain8", "cifar:stage_blocks=1,1,1\n"]) == 0
     out = capsys.readouterr().out
     assert "| plain8 | 8 | none | 75,290 |" in out
     assert "| cifar:stage_blocks=1,1,1 | 8 | A | 75,290 |" in out

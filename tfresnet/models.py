@@ -710,17 +710,17 @@ def count_flops(model):
 
 
 def model_table(names=None, input_size=None):
-    """Rows (name, layers, shortcut, params, multiply-adds) for the named networks (model
-    names or spec strings, as `build_model` takes them)."""
+    """Rows (name, layers, shortcut, params, multiply-adds) for the named networks: model
+    names, spec strings or specs, as `build_model` takes them."""
     rows = []
     for name in names or listed_names():
         spec = resolve_spec(name)
         size = input_size or spec.default_input_shape[0]
         stride = "v1" if spec.family == "imagenet" else "v1.5"
         model = build_model(name, input_shape=(size, size, 3), stride_placement=stride)
-        rows.append(
-            (name, spec.depth, spec.default_shortcut, count_params(model), count_flops(model))
-        )
+        label = name.strip() if isinstance(name, str) else spec.to_string()
+        row = (label, spec.depth, spec.default_shortcut, count_params(model), count_flops(model))
+        rows.append(row)
         keras.backend.clear_session()
     return rows
 

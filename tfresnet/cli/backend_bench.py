@@ -53,6 +53,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     fv = flags.FlagValues()
     define_flags(fv)
+    if any(arg in ("-h", "--help", "--helpfull") for arg in argv):
+        print(f"python -m tfresnet.cli.backend_bench flags:\n{fv.get_help()}")
+        return 0
     try:
         stray = fv(["tfresnet.cli.backend_bench", *argv])[1:]
         if stray:
