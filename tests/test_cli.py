@@ -231,6 +231,7 @@ def test_only_the_training_commands_back_up_on_sigterm(monkeypatch, capsys):
     assert "| cifar_resnet8 | 8 | A |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # default-suite time; CI's slow step runs it
 def test_backend_bench_module_hides_native_lines_too():
     env = {k: v for k, v in os.environ.items() if k not in native_logs.ENVIRONMENT}
     command = [sys.executable, "-m", "tfresnet.cli.backend_bench", "--model=resnet_7"]

@@ -273,6 +273,7 @@ def test_a_run_directory_says_whether_it_is_finished_or_can_be_resumed(tmp_path)
     assert rundir.finished(str(run)) and not rundir.resumable(str(run))
 
 
+@pytest.mark.slow  # default-suite time; CI's slow step runs it
 def test_under_overwrite_a_worker_ignores_a_backup_the_chief_has_not_cleared_yet(
     tmp_path, monkeypatch
 ):
@@ -301,6 +302,7 @@ class _StopAt(keras.callbacks.Callback):
             rundir.STOP_REQUESTED.set()
 
 
+@pytest.mark.slow  # default-suite time; CI's slow step runs it
 def test_a_stop_request_backs_up_mid_epoch_and_resumes_there(tmp_path, reference):
     config = _config(tmp_path)
     train_lib.check_run_dir(config)

@@ -122,6 +122,7 @@ def test_run_directory_guards(tmp_path):
     assert results["schedule"]["epochs"] == 2
 
 
+@pytest.mark.slow  # default-suite time; CI's slow step runs it
 def test_overwrite_keeps_the_old_run_when_the_pretrained_file_does_not_fit(tmp_path):
     from PIL import Image
 

@@ -517,6 +517,7 @@ def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit, monkey
     assert held_at_end == [True] and another_process_can_lock(run_dir)  # and released after
 
 
+@pytest.mark.slow  # default-suite time; CI's slow step runs it
 def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypatch):
     """The search directory on TF's in-memory file system, an object store without atomic
     rename like gs://: trials, results, the test error and the export all land there, nothing
