@@ -218,17 +218,31 @@ def test_stderr_filter_passes_everything_but_native_log_lines(capfd):
     assert err == "".join(NATIVE_SAMPLE[i] for i in (5, 8, 9, 10)) + "after\n"
 
 
-def test_only_the_training_commands_back_up_on_sigterm(monkeypatch, capsys):
-    """Elsewhere SIGTERM ends the process at once (a stuck model build must not outlive it)."""
+def test_sigterm_backs_up_inside_a_training_loop_and_stops_anywhere_else(monkeypatch):
     import signal
 
-    installed = []
-    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.append(signum))
-    monkeypatch.setattr(sys, "argv", ["tfresnet", "models", "--names=cifar_resnet8"])
-    with pytest.raises(SystemExit) as done:
-        cli.run()
-    assert done.value.code == 0 and installed == []
-    assert "| cifar_resnet8 | 8 | A |" in capsys.readouterr().out
+    from tfresnet import rundir
+
+    handlers = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda signum, handler: handlers.update({signum: handler})
+    )
+    cli._stop_on_sigterm()
+    handler = handlers[signal.SIGTERM]
+    try:
+        with pytest.raises(cli.Terminated):  # loading, evaluating, a model build, a bench
+            handler(signal.SIGTERM, None)
+        assert not rundir.STOP_REQUESTED.is_set()
+        rundir.IN_TRAINING.set()
+        handler(signal.SIGTERM, None)  # in the loop: backed up at the end of the current call
+        assert rundir.STOP_REQUESTED.is_set()
+        with pytest.raises(cli.Terminated):  # a second SIGTERM does not wait
+            handler(signal.SIGTERM, None)
+    finally:
+        rundir.IN_TRAINING.clear()
+        rundir.STOP_REQUESTED.clear()
+    status, message = cli.classify_error(cli.Terminated())
+    assert status == cli.EXIT_PREEMPTED and message.startswith("SIGTERM: stopped;")
 
 
 @pytest.mark.slow  # default-suite time; CI's slow step runs it

@@ -336,6 +336,7 @@ def test_fit_model_leaves_the_process_as_it_found_it(tmp_path):
     limit = sys.getrecursionlimit()
     train_lib.train(_config(tmp_path, precision="mixed_bfloat16", epochs=1, validation_size=0))
     assert keras.mixed_precision.global_policy().name == "float32"
+    assert not train_lib.rundir.IN_TRAINING.is_set()  # a SIGTERM now stops the process itself
     model = models.build_model("resnet56")  # 50 x 56 frames while building, then restored
     assert model.get_layer("stem_conv").compute_dtype == "float32"
     assert sys.getrecursionlimit() == limit

@@ -21,7 +21,6 @@ baseline. Output: JSON lines, then a markdown table. The comparison with PyTorch
 paired with the peer run right after it, is `benchmarks/paired_step_rate.py` (not installed).
 """
 
-import concurrent.futures
 import dataclasses
 import json
 import multiprocessing
@@ -320,10 +319,12 @@ def host_info():
 
 
 def in_fresh_process(fn, *args):
-    """`fn(*args)` in a new Python process (spawned: no inherited TF state, its own peak RSS)."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(fn, *args).result()
+    """`fn(*args)` in a new Python process (spawned: no inherited TF state, its own peak RSS).
+
+    However this call ends (an error, Ctrl-C, SIGTERM), the worker is terminated with it.
+    """
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # __exit__ terminates it
+        return pool.apply(fn, args)
 
 
 def run(config, emit=print):

@@ -33,6 +33,9 @@ RESULTS = "results.json"
 # Set it (e.g. from a SIGTERM handler): training backs up after its current call (a few steps)
 # and stops.
 STOP_REQUESTED = threading.Event()
+# Set while an EpochRecorder's training loop runs, the only place that honours STOP_REQUESTED:
+# a stop request anywhere else has to stop the process itself.
+IN_TRAINING = threading.Event()
 LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
 LEGACY_WEIGHTS = "latest.weights.h5"
 
@@ -285,6 +288,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self._start = time.perf_counter()
         if not any(s is self._segment for s in self.state.segments):
             self.state.segments.append(self._segment)
+        IN_TRAINING.set()  # cleared by the caller of fit when it returns or raises
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -496,6 +496,8 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
             )
             + "Lower --learning_rate, use float32 (--precision), or check the data."
         ) from err
+    finally:
+        rundir.IN_TRAINING.clear()
     return recorder.state
 
 

@@ -11,7 +11,8 @@
 `tfresnet <command> --help` lists a command's flags. Every error is one line on stderr
 (`--traceback` adds the Python traceback) and an exit status: 2 bad input (the message says what
 was wrong and what is allowed), 1 a run that failed, 130 interrupted (run the command again to
-resume), 138 a lost peer worker (retryable: restart every worker with the same command).
+resume), 138 a lost peer worker or a run directory in use (retryable: run the same command
+again), 143 stopped by SIGTERM (training backs up first; the same command resumes).
 
 The output suits terminals and logs alike: TensorFlow's C++ notices are hidden (`--verbose_logs`
 shows them; a TF_CPP_MIN_LOG_LEVEL you set is kept), and Keras' progress bar becomes one line
@@ -128,6 +129,11 @@ def classify_error(err, fv=None):
         return EXIT_INTERRUPTED, "interrupted; run the same command again to resume the run."
     if isinstance(err, Preempted):
         return EXIT_PREEMPTED, f"SIGTERM: {first}."
+    if isinstance(err, Terminated):
+        return EXIT_PREEMPTED, (
+            "SIGTERM: stopped; a training run resumes from its last backup when the same "
+            "command runs again."
+        )
     if isinstance(err, tf.errors.UnavailableError | tf.errors.DeadlineExceededError):
         return EXIT_RETRY, _lost_worker_message(first, fv)
     if isinstance(err, RunDirInUse):  # busy until the other process ends: worth a retry
@@ -166,18 +172,24 @@ def _lost_worker_message(detail, fv):
     )
 
 
-def _back_up_on_sigterm():
-    """On SIGTERM (preemption, a rolling restart), training backs up once its current call
-    (steps_per_execution steps) ends and stops with EXIT_PREEMPTED, inside a cluster's grace
-    period; a second SIGTERM exits at once."""
+class Terminated(BaseException):
+    """SIGTERM where no training loop can back up: the command unwinds at once, its clean-ups
+    running (temporary files, bench's worker process), and exits with EXIT_PREEMPTED."""
+
+
+def _stop_on_sigterm():
+    """On SIGTERM (preemption, a rolling restart): inside a training loop, training backs up
+    once its current call (steps_per_execution steps) ends and stops with EXIT_PREEMPTED,
+    inside a cluster's grace period; anywhere else, or at a second SIGTERM, `Terminated`."""
     import signal
 
     def handler(signum, frame):
         from tfresnet import rundir
 
-        if rundir.STOP_REQUESTED.is_set():
-            raise SystemExit(EXIT_PREEMPTED)
-        rundir.STOP_REQUESTED.set()
+        if rundir.IN_TRAINING.is_set() and not rundir.STOP_REQUESTED.is_set():
+            rundir.STOP_REQUESTED.set()
+        else:
+            raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -190,8 +202,7 @@ def run():
     modules, is made with their load-time lines filtered out of stderr.
     """
     level = native_logs.configure(sys.argv)
-    if sys.argv[1:2] in (["train"], ["tune"]):  # the others end on SIGTERM, as by default
-        _back_up_on_sigterm()
+    _stop_on_sigterm()
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         with native_logs.filtered_stderr(level):
             command_modules()
