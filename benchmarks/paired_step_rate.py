@@ -18,10 +18,10 @@ tfresnet/bench.py for what it times); the peer trains and runs the same networks
 (SGD, autocast bf16, channels_last). With --json_out it appends every record of both, with the
 pair's number, and one summary line. `--dry_run` prints the commands.
 
-`--summarize` prints the same table from recorded runs instead, one argument a pair: a file of
-both sides' lines (what --json_out wrote for one pair), or BENCH+PEER, a `tfresnet bench
---output` file and the peer's output from right after it. The ratio tables of
-docs/performance.md come from:
+`--summarize` prints the same table from recorded runs instead: each argument a file of both
+sides' lines (what --json_out wrote, its pairs told apart by their "pair" field), or BENCH+PEER,
+a `tfresnet bench --output` file and the peer's output from right after it (one pair). The
+ratio tables of docs/performance.md come from:
 
     python benchmarks/paired_step_rate.py --summarize \
         docs/bench/2026-11-25-1808-full.jsonl+docs/bench/2026-11-25-1828-torch.jsonl \
@@ -149,16 +149,17 @@ def summary(pairs):
         for rate in ("train", "infer"):
             key = f"{rate}_img_s"
             ratios = [a[key] / b[key] for a, b in zip(side["tfresnet"], side["peer"], strict=True)]
-            row[f"{rate}_ratios"] = [round(r, 3) for r in ratios]
-            row[f"{rate}_ratio"] = round(statistics.median(ratios), 3)
+            row[f"{rate}_ratios"] = ratios  # unrounded: the table rounds once, as it prints
+            row[f"{rate}_ratio"] = statistics.median(ratios)
             for name, records in side.items():
                 row[f"{name}_{key}"] = statistics.median(r[key] for r in records)
         rows.append(row)
     return rows
 
 
-def recorded_pair(spec):
-    """One pair's records from `spec`: a file with both sides' lines, or BENCH+PEER files."""
+def recorded_pairs(spec):
+    """The pairs' records in `spec`: a file with both sides' lines (one pair, or several told
+    apart by their "pair" field, as --json_out writes them), or BENCH+PEER files (one pair)."""
     ours, _, peer = spec.partition("+")
     try:
         with open(ours) as f:
@@ -176,9 +177,13 @@ def recorded_pair(spec):
         raise RuntimeError(
             f"--summarize: {spec!r} is not bench and peer records: {err!r}"
         ) from None
-    if not matched(records):
+    pairs = {}
+    for record in records:
+        pairs.setdefault(record.get("pair"), []).append(record)
+    found = [pair for pair in pairs.values() if matched(pair)]
+    if not found:
         raise RuntimeError(f"--summarize: {spec!r} holds no model measured by both")
-    return records
+    return found
 
 
 def format_table(pairs):
@@ -233,7 +238,7 @@ def main(argv=None):
     """Run the pairs; print each ratio as it comes, then the table. Returns the pairs' records."""
     args = parse_args(argv)
     if args.summarize:
-        pairs = [recorded_pair(spec) for spec in args.summarize]
+        pairs = [pair for spec in args.summarize for pair in recorded_pairs(spec)]
         try:
             table = format_table(pairs)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:

@@ -462,12 +462,18 @@ def test_a_search_directory_in_use_is_refused_before_anything_is_written(tmp_pat
 def test_a_stop_request_ends_the_search_and_the_same_command_resumes_it(tmp_path, monkeypatch):
     """SIGTERM mid-trial: the trial is neither failed nor followed by the next one (which
     would stop at once too); exit 143, and the rerun finishes the search."""
-    stopped = []
+    stopped, resumed = [], []
+    state = {"epoch": 0, "batch": 1, "weights": "epoch-0-batch-1.weights.h5"}
 
     def fit_model(config, **kwargs):
+        backup = os.path.join(config.run_dir, "backup", "state.json")
         if config.model.endswith("14") and not stopped:
             stopped.append(config.run_dir)
-            raise tuning.rundir.Preempted(0, 1)  # what the backup-on-stop callback raises
+            os.makedirs(os.path.dirname(backup))
+            with open(backup, "w") as f:  # what the recorder commits before raising
+                json.dump(state, f)
+            raise tuning.rundir.Preempted(0, 1)
+        resumed.append(os.path.exists(backup))
         with open(os.path.join(config.run_dir, "history.csv"), "w") as f:
             f.write("epoch,val_accuracy,val_loss\n0,0.6,1.0\n")
         return None, {}
@@ -482,6 +488,7 @@ def test_a_stop_request_ends_the_search_and_the_same_command_resumes_it(tmp_path
     keras.backend.clear_session()
     results = tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert results["counts"] == {"COMPLETED": 3}
+    assert resumed == [False, True, False]  # depth 14 found its backup: it was not cleared
 
 
 def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit, monkeypatch):
