@@ -51,12 +51,17 @@ def checked(line, where):
     return record
 
 
+def comparison(record):
+    """What a pair record compared: (both's flags, a's, b's, train_ab's model and data set)."""
+    fields = ("flags", "a_flags", "b_flags", "model", "dataset")
+    return tuple(record.get(name, "" if name == "flags" else None) for name in fields)
+
+
 def comparisons(records):
-    """{(both's flags, a's, b's): [pair records]}, in the order first seen."""
+    """{comparison: [pair records]}, in the order first seen."""
     groups = {}
     for record in records:
-        key = (record.get("flags", ""), record.get("a_flags"), record.get("b_flags"))
-        groups.setdefault(key, []).append(record)
+        groups.setdefault(comparison(record), []).append(record)
     return groups
 
 
@@ -65,8 +70,13 @@ def format_table(records):
         "| both | a | b | pairs | rate | a, median | b, median | b / a, median |",
         "|---|---|---|---:|---|---:|---:|---:|",
     ]
-    for (flags, a, b), pairs in comparisons(records).items():
-        settings = [label(flags), *(UNKNOWN if x is None else label(x) for x in (a, b))]
+    for (flags, a, b, model, dataset), pairs in comparisons(records).items():
+        both = " ".join(
+            x
+            for x in (flags, model and f"--model={model}", dataset and f"--dataset={dataset}")
+            if x
+        )
+        settings = [label(both), *(UNKNOWN if x is None else label(x) for x in (a, b))]
         for key, unit in RATES:
             if not all(key in pair["a"] and key in pair["b"] for pair in pairs):
                 continue

@@ -23,6 +23,7 @@ import os
 import shlex
 import tempfile
 
+import ab_table
 from end_to_end import append_json, failed, machine_context, run_main, run_process
 from train_ab import (
     ab_parser,
@@ -104,6 +105,11 @@ def parse_args(argv=None):
         flags_help="one model and one precision: '--models=resnet20 --precisions=float32'",
         flags_required=True,
     )
+    p.add_argument(
+        "--skip_recorded",
+        action="store_true",
+        help="do nothing when --json_out already holds --pairs pairs of this comparison",
+    )
     args = parse_pairs(p, argv)
     for name in ("a", "b"):
         _, words = split_setting(getattr(args, name))
@@ -115,8 +121,19 @@ def parse_args(argv=None):
     return args
 
 
+def recorded(args):
+    """How many pairs of this comparison `args.json_out` already holds."""
+    if not args.json_out or not os.path.exists(args.json_out):
+        return 0
+    mine = ab_table.comparison(records(args, [{}], {})[0])
+    return sum(ab_table.comparison(r) == mine for r in ab_table.read_records([args.json_out]))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.skip_recorded and recorded(args) >= args.pairs:
+        print(f"already in {args.json_out}: --a={args.a!r} --b={args.b!r} --flags={args.flags!r}")
+        return []
     context = machine_context()
     pairs = run_pairs(args, measure)
     print(f"\n`tfresnet bench {args.flags}`, {os.cpu_count()} CPUs:")

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-docs/bench/knobs.jsonl}"
-ab() { python benchmarks/bench_ab.py --pairs="${PAIRS:-2}" --json_out="$OUT" "$@"; }
+# --skip_recorded: run again after a kill, it measures only what is not in $OUT yet.
+ab() { python benchmarks/bench_ab.py --pairs="${PAIRS:-2}" --json_out="$OUT" --skip_recorded "$@"; }
 R20_FP32="--models=resnet20 --precisions=float32"
 R20_BF16="--models=resnet20 --precisions=mixed_bfloat16"
 

@@ -287,8 +287,8 @@ def test_ab_table_gives_each_comparisons_medians(tmp_path):
     ab_table = _load(BENCHMARKS / "ab_table.py")
     rows = ab_table.format_table(ab_table.read_records([RECORDED / "train_ab.jsonl"])).splitlines()
     assert rows[2] == (  # the committed steps_per_execution A/B: 1180/1185/1125 -> 1151/1219/1211
-        "| `--precision=mixed_bfloat16` | (not recorded) | (not recorded) | 3 | training img/s "
-        "| 1179.8 | 1211.3 | 1.029x |"
+        "| `--precision=mixed_bfloat16 --model=resnet20 --dataset=fashion_mnist` | (not recorded) "
+        "| (not recorded) | 3 | training img/s | 1179.8 | 1211.3 | 1.029x |"
     )
     pair = {"flags": "--models=m", "a_flags": "", "b_flags": "X=1"}
     records = [
@@ -302,6 +302,19 @@ def test_ab_table_gives_each_comparisons_medians(tmp_path):
         "| `--models=m` | (defaults) | `X=1` | 2 | training img/s | 100.0 | 60.0 | 0.600x |",
         "| `--models=m` | (defaults) | `X=1` | 2 | inference img/s | 10.0 | 30.0 | 3.000x |",
     ]
+
+
+def test_bench_ab_skips_a_comparison_already_recorded(bench_ab, tmp_path, capsys):
+    out = tmp_path / "knobs.jsonl"
+    argv = ["--a=--bn=keras", "--b=", "--flags=--models=resnet20 --precisions=float32",
+            f"--json_out={out}", "--skip_recorded", "--tfresnet=/no/such/tfresnet"]  # fmt: skip
+    done = bench_ab.records(bench_ab.parse_args(argv), [{"a": {}, "b": {}}] * 2, {})
+    out.write_text("".join(json.dumps(r) + "\n" for r in done[:1]))
+    with pytest.raises(RuntimeError, match="cannot run /no/such/tfresnet"):
+        bench_ab.main([*argv, "--pairs=2"])  # one pair of two recorded: measures again
+    out.write_text("".join(json.dumps(r) + "\n" for r in done))
+    assert bench_ab.main([*argv, "--pairs=2"]) == []  # both recorded: nothing to run
+    assert capsys.readouterr().out.startswith(f"already in {out}")
 
 
 def test_ab_table_refuses_what_is_not_a_pair_record(tmp_path):
