@@ -35,12 +35,6 @@ from train_ab import (
     split_setting,
 )
 
-KEYS = (
-    ("images_per_s", "training img/s"),
-    ("images_per_cpu_s", "training img/CPU-s"),
-    ("infer_images_per_s", "inference img/s"),
-)
-
 
 def bench_command(args, output, side):
     return command_of(
@@ -137,7 +131,7 @@ def main(argv=None):
     context = machine_context()
     pairs = run_pairs(args, measure)
     print(f"\n`tfresnet bench {args.flags}`, {os.cpu_count()} CPUs:")
-    for key, unit in KEYS:
+    for key, unit in ab_table.RATES:
         print(f"\n{unit}:\n")
         print(format_table(pairs, args.a, args.b, key=key, unit=unit))
     if args.json_out:
