@@ -367,6 +367,9 @@ def test_a_rerun_continues_the_search_without_repeating_finished_trials(
         [a["outcome"] for a in attempts] for attempts in _attempts(tmp_path / "search").values()
     ]
     assert outcomes == [["completed"], ["KeyboardInterrupt", "completed"], ["completed"]]
+    killed = _attempts(tmp_path / "search")[results["trials"][1]["trial"]]
+    assert results["trials"][1]["time_s"] == pytest.approx(sum(a["seconds"] for a in killed))
+    assert results["trials"][1]["time_s"] > killed[-1]["seconds"]  # the killed attempt counts
     # A third run finds nothing left to do.
     tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert len(fake_fit.calls) == 3

@@ -764,7 +764,7 @@ def trial_rows(tuner, hypermodel):
                 "val_error": (results or {}).get("final", {}).get("val_error"),
                 "test_error": None,
                 "params": (results or {}).get("model", {}).get("params"),
-                "time_s": attempts[-1]["seconds"] if attempts else None,
+                "time_s": sum(a["seconds"] for a in attempts) if attempts else None,
                 "status": trial.status,
                 "score": trial.score,
                 "tuner_ids": [a["tuner_id"] for a in attempts],
