@@ -77,6 +77,7 @@ CASES = [
     ("NaN weight decay", [*TRAIN, "--weight_decay=nan"], 2, "weight_decay must be a number"),
     ("infinite budget", [*BASE, "--budget=inf"], 2, "budget must be > 0"),
     ("huge width multiplier", [*TRAIN, "--model=resnet8:width_multiplier=1e308"], 2, "infinite"),
+    ("net too big for memory", [*TRAIN, "--model=resnet8:width_multiplier=1e5"], 2, "memory"),
     ("validation takes all data", [*TRAIN, "--validation_size=5000"], 2, "leaves no training"),
     ("unknown data set", [*TRAIN, "--dataset=no_such_set"], 2, "Unknown data set 'no_such_set'"),
     ("missing data folder", [*TRAIN, "--dataset={tmp}/none/"], 2, "does not exist"),

@@ -278,6 +278,24 @@ def test_custom_spec_parameter_count():
     assert count_params(build_model(spec)) == stem + sum(blocks) + bns + 128 * 10 + 10
 
 
+def test_min_weights_counts_the_stages_conv_kernels():
+    """The pre-build bound is every stage conv's kernel, by hand, and below the built count."""
+    wide = models.get_spec("resnet8").widened(2)
+    assert wide.min_weights() == 9 * (16 * 32 + 32 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128**2)
+    bottleneck = models.ResNetSpec("imagenet", "bottleneck", (1, 2), stage_filters=(8, 16))
+    stage1 = 8 * 8 + 9 * 8 * 8 + 8 * 32  # 1x1 from the stem's 8, 3x3, 1x1 to 4 * 8
+    stage2 = (32 * 16 + 9 * 16 * 16 + 16 * 64) + (64 * 16 + 9 * 16 * 16 + 16 * 64)
+    assert bottleneck.min_weights() == stage1 + stage2
+    assert models.get_spec("resnet20").min_weights() == 267_264  # of 269,722
+    assert models.get_spec("resnet50").min_weights() <= 25_557_032
+
+
+def test_a_net_too_big_for_memory_is_refused_before_building():
+    message = r"'resnet20:width_multiplier=100000' has at least .* GiB in float32\), more than"
+    with pytest.raises(ValueError, match=message + r" this machine's .* GiB of memory"):
+        build_model("resnet20:width_multiplier=100000")
+
+
 CUSTOM_SPECS = {
     "wide": models.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128)),
     "depths": models.ResNetSpec("cifar", "basic", (1, 2)),

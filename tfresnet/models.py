@@ -23,6 +23,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import re
 import sys
 
@@ -153,6 +154,21 @@ class ResNetSpec:
     @property
     def min_input_size(self):
         return self.feature_strides[f"stage{len(self.stage_blocks)}"]  # total downsampling
+
+    def min_weights(self):
+        """A lower bound on the weight count: the stages' main-path conv kernels alone (no
+        stem, shortcut projections, BatchNorm or head), so it can be computed before building."""
+        bottleneck = self.block == "bottleneck"
+
+        def block(cin, f):  # 1x1-3x3-1x1 (4x expansion) or two 3x3 convs
+            return cin * f + 9 * f * f + 4 * f * f if bottleneck else 9 * (cin * f + f * f)
+
+        total, channels = 0, self.stem_filters
+        for count, filters in zip(self.stage_blocks, self.stage_filters, strict=True):
+            out = 4 * filters if bottleneck else filters
+            total += block(channels, filters) + (count - 1) * block(out, filters)
+            channels = out
+        return total
 
     def widened(self, multiplier):
         """This spec with every stage's filters times `multiplier` (Wide ResNets' k; the stem
@@ -602,6 +618,7 @@ def build_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
     label = _label(name, spec)
+    _check_fits_in_memory(spec, name.strip() if isinstance(name, str) else label)
     with recursion_headroom(50 * spec.depth):
         features = _features(
             spec,
@@ -621,6 +638,19 @@ def build_model(
         )
         return _head(features, preact, include_top, pooling, classifier_activation, num_classes,
                      model_name or label)  # fmt: skip
+
+
+def _check_fits_in_memory(spec, shown):
+    """Refuse, before any layer is made, a network whose float32 weights alone exceed this
+    machine's memory: building it would run for hours or end in an allocator's OOM."""
+    need, have = 4 * spec.min_weights(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ValueError(
+            f"Model {shown!r} has at least {spec.min_weights():,} weights "
+            f"({need / 2**30:.1f} GiB in float32), more than this machine's "
+            f"{have / 2**30:.1f} GiB of memory; use fewer blocks (stage_blocks) or fewer filters "
+            f"(stage_filters, width_multiplier)."
+        )
 
 
 def _head(features, preact, include_top, pooling, classifier_activation, num_classes, name):
