@@ -138,8 +138,18 @@ def last_json_line(output, key):
     return None
 
 
+class Refused(RuntimeError):
+    """A child refused its command line (status 2): the driver's input was bad."""
+
+
 def failed(kind, command, result):
-    tail = "".join(result["output"].splitlines(keepends=True)[-40:])
+    """The error for a child that failed: its one "error:" line when it refused its flags,
+    else its status, command and last lines."""
+    lines = result["output"].splitlines(keepends=True)
+    refusal = [line.strip() for line in lines if line.startswith("error:")]
+    if result["returncode"] == 2 and refusal:
+        return Refused(f"{kind} refused the flags given: {refusal[-1].removeprefix('error: ')}")
+    tail = "".join(lines[-40:])
     return RuntimeError(
         f"{kind} exited with {result['returncode']}: {shlex.join(command)}\n--- last lines ---\n"
         f"{tail}"
@@ -420,6 +430,9 @@ def run_main(main):
     """Run a driver's `main`; a failed run exits with its message, not a traceback."""
     try:
         main()
+    except Refused as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except RuntimeError as err:
         sys.exit(str(err))
 

@@ -346,6 +346,12 @@ def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_
             train_ab.parse_args(bad)
     with pytest.raises(RuntimeError, match="t: cannot run /no/such/tfresnet train: "):
         end_to_end.run_process(["/no/such/tfresnet", "train"], label="t", echo=False)
+    refused = {"returncode": 2, "output": "I0000 a TF line\nerror: Unknown model 'x'.\n"}
+    err = end_to_end.failed("tfresnet bench", ["tfresnet", "bench"], refused)
+    assert isinstance(err, end_to_end.Refused)
+    assert str(err) == "tfresnet bench refused the flags given: Unknown model 'x'."
+    crashed = end_to_end.failed("tfresnet bench", ["tfresnet"], {**refused, "returncode": 1})
+    assert not isinstance(crashed, end_to_end.Refused) and "--- last lines ---" in str(crashed)
 
 
 def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
