@@ -70,6 +70,16 @@ def test_tfds_path_with_mock_data(tmp_path):
         assert x.shape == (8, 32, 32, 3) and y.dtype == tf.int32
 
 
+def test_an_unprepared_tfds_set_is_one_error_without_tfds_warning(tmp_path, caplog):
+    filters = list(logging.getLogger("absl").filters)
+    with pytest.raises(data.DataError, match="'cifar10' is not prepared in"):
+        data.load_data("cifar10", data_dir=str(tmp_path))
+    assert not [r for r in caplog.records if "dataset_info.json" in r.getMessage()]
+    assert logging.getLogger("absl").filters == filters  # the filter was only for the call
+    logging.getLogger("absl").warning("Variant folder x has no dataset_info.json")
+    assert "Variant folder x" in caplog.text  # and other such warnings still show
+
+
 def test_unknown_tfds_name_is_a_clear_error():
     with pytest.raises(data.DataError, match="Unknown data set 'no_such_set'.*cifar10"):
         data.load_data("no_such_set")

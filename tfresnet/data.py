@@ -196,7 +196,7 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
     )
     # Asked only when its folder exists: tfds warns about any data set it does not find.
     prepared = tf.io.gfile.isdir(os.path.join(root, FASHION_MNIST)) and (
-        tfds.builder(FASHION_MNIST, data_dir=data_dir).is_prepared()
+        _is_prepared(tfds.builder(FASHION_MNIST, data_dir=data_dir))
     )
     if prepared or download:
         return _load_tfds(FASHION_MNIST, data_dir, validation_size, image_size, download)
@@ -240,6 +240,23 @@ def _flips(name):
     return "fashion" in base or base.split(":")[0] not in NO_FLIP
 
 
+def _no_variant_folder_warning(record):
+    """False for tfds' "Variant folder ... has no dataset_info.json" (an unprepared data set),
+    True for everything else."""
+    return "has no dataset_info.json" not in record.getMessage()
+
+
+def _is_prepared(builder):
+    """`builder.is_prepared()` without tfds' warning for a data set that is not: the caller
+    says what to do about it in its own error or falls back to another source."""
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_no_variant_folder_warning)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl_logger.removeFilter(_no_variant_folder_warning)
+
+
 def _tfds_builder(name, data_dir, download):
     import tensorflow_datasets as tfds
 
@@ -252,7 +269,7 @@ def _tfds_builder(name, data_dir, download):
             f"says: {says}. Try cifar10, cifar100, imagenet2012, imagenette, "
             "any tfds image-classification name, or a directory of class folders."
         ) from err
-    if not builder.is_prepared():
+    if not _is_prepared(builder):
         if not download:
             manual = (
                 f" ImageNet cannot be downloaded automatically: put the ILSVRC2012 tar files in "
