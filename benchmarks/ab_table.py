@@ -6,11 +6,11 @@ markdown row per comparison and rate: the pairs, a's and b's median and the medi
 Records written before the settings were recorded say "(not recorded)" for a and b.
 """
 
-import argparse
 import json
 import statistics
 import sys
 
+from end_to_end import parser
 from train_ab import label, speedup
 
 RATES = (
@@ -90,7 +90,7 @@ def format_table(records):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("files", nargs="+", help="JSON lines of train_ab.py or bench_ab.py")
     args = p.parse_args(argv)
     try:

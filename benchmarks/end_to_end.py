@@ -356,8 +356,21 @@ def append_json(path, records):
             f.write(json.dumps(record) + "\n")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (what was wrong; --help for the rest)
+    and status 2, as the `tfresnet` command's errors are."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parser(doc):
+    """The drivers' argument parser, described by the first paragraph of `doc`."""
+    return OneLineParser(description=doc.split("\n\n")[0])
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--epochs", type=int, default=3, help="epochs of each run")
     p.add_argument("--pairs", type=int, default=3, help="tfresnet+torch pairs, alternating")
     p.add_argument("--precision", choices=sorted(PEER_PRECISION), default="float32")

@@ -29,7 +29,6 @@ ratio tables of docs/performance.md come from:
         docs/bench/2026-11-25-1916-cifar-paired.jsonl
 """
 
-import argparse
 import json
 import os
 import shlex
@@ -38,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 
-from end_to_end import append_json, machine_context
+from end_to_end import append_json, machine_context, parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "torch_resnet_bench.py")
@@ -207,7 +206,7 @@ def format_table(pairs):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--models", default=",".join(PEER_MODELS), help="comma-separated")
     p.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated")
     p.add_argument("--pairs", type=int, default=3, help="rounds of tfresnet-then-peer per model")

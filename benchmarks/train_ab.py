@@ -16,14 +16,20 @@ images/s and the median of b's rate over a's. Run nothing else meanwhile. Words 
 NAME=value in a setting are environment variables of its runs (`--a=TF_NUM_INTEROP_THREADS=1`).
 """
 
-import argparse
 import os
 import re
 import shlex
 import statistics
 import tempfile
 
-from end_to_end import append_json, default_tfresnet, machine_context, run_main, train_once
+from end_to_end import (
+    append_json,
+    default_tfresnet,
+    machine_context,
+    parser,
+    run_main,
+    train_once,
+)
 
 BATCH = 128
 
@@ -133,7 +139,7 @@ def parse_args(argv=None):
 
 def ab_parser(doc, flags_help, flags_required=False):
     """The arguments of every A/B driver: the two settings, what both share, pairs, output."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p = parser(doc)
     p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
     p.add_argument("--b", required=True, help="setting b; may be empty (the defaults)")
     p.add_argument("--flags", default="", required=flags_required, help=flags_help)

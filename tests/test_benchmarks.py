@@ -346,6 +346,11 @@ def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_
             train_ab.parse_args(bad)
     with pytest.raises(RuntimeError, match="t: cannot run /no/such/tfresnet train: "):
         end_to_end.run_process(["/no/such/tfresnet", "train"], label="t", echo=False)
+    for script, bad in (("ab_table.py", []), ("paired_step_rate.py", ["--pairs=x"])):
+        done = subprocess.run([sys.executable, str(BENCHMARKS / script), *bad],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"{script}: error: ") and "(see --help)" in done.stderr
     refused = {"returncode": 2, "output": "I0000 a TF line\nerror: Unknown model 'x'.\n"}
     err = end_to_end.failed("tfresnet bench", ["tfresnet", "bench"], refused)
     assert isinstance(err, end_to_end.Refused)
