@@ -591,18 +591,7 @@ def train(config, clock: PhaseClock | None = None):
     if not writer:
         clock.mark("data_s")
         return fit_model(config, strategy=strategy, data=data, clock=clock)[1]
-    new_dir = not files.exists(config.run_dir)
     files.makedirs(config.run_dir)
-    try:
-        return _build_and_fit(config, strategy, data, clock)
-    except BaseException:
-        if new_dir and files.exists(config.run_dir) and not files.listdir(config.run_dir):
-            files.remove(config.run_dir)  # a refused start leaves no empty folder behind
-        raise
-
-
-def _build_and_fit(config, strategy, data, clock):
-    """`train`'s part under the run lock: build, clear (--overwrite), save the config, fit."""
     with runlock.exclusive(config.run_dir):  # from the config on; fit_model holds it again
         clock.mark("data_s")
         # Built before --overwrite deletes the old run and before config.json is written: a
