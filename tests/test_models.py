@@ -290,10 +290,16 @@ def test_min_weights_counts_the_stages_conv_kernels():
     assert models.get_spec("resnet50").min_weights() <= 25_557_032
 
 
-def test_a_net_too_big_for_memory_is_refused_before_building():
-    message = r"'resnet20:width_multiplier=100000' has at least .* GiB in float32\), more than"
-    with pytest.raises(ValueError, match=message + r" this machine's .* GiB of memory"):
+def test_a_net_too_big_for_memory_is_refused_before_building(monkeypatch):
+    message = r"'resnet20:width_multiplier=100000' has at least 2.6e15 weights "
+    with pytest.raises(ValueError, match=message + r"\(9,870,530 GiB in float32\), more than"):
         build_model("resnet20:width_multiplier=100000")
+    with pytest.raises(ValueError, match=r"at least 2.6e405 weights \(9.8e396 GiB in float32"):
+        models.backbone("resnet20:width_multiplier=1e200")
+    monkeypatch.setattr(models.os, "sysconf", lambda name: -1 if "PHYS" in name else 4096)
+    assert models._physical_memory() is None  # a platform that cannot say: no refusal
+    monkeypatch.delattr(models.os, "sysconf")  # Windows
+    assert models._physical_memory() is None
 
 
 CUSTOM_SPECS = {

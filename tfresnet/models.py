@@ -618,7 +618,7 @@ def build_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
     label = _label(name, spec)
-    _check_fits_in_memory(spec, name.strip() if isinstance(name, str) else label)
+    _check_fits_in_memory(spec, name, label)
     with recursion_headroom(50 * spec.depth):
         features = _features(
             spec,
@@ -640,14 +640,31 @@ def build_model(
                      model_name or label)  # fmt: skip
 
 
-def _check_fits_in_memory(spec, shown):
+def _physical_memory():
+    """This machine's memory in bytes, or None where the platform does not say (Windows)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
+
+
+def _about(number):
+    """An int as a message shows it: with thousands separators, or as 2.6e15 when longer
+    (a float could overflow)."""
+    digits = str(number)
+    return f"{number:,}" if number < 10**15 else f"{digits[0]}.{digits[1]}e{len(digits) - 1}"
+
+
+def _check_fits_in_memory(spec, name, label):
     """Refuse, before any layer is made, a network whose float32 weights alone exceed this
     machine's memory: building it would run for hours or end in an allocator's OOM."""
-    need, have = 4 * spec.min_weights(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
+    need, have = 4 * spec.min_weights(), _physical_memory()
+    if have is not None and need > have:
+        shown = name.strip() if isinstance(name, str) else label
         raise ValueError(
-            f"Model {shown!r} has at least {spec.min_weights():,} weights "
-            f"({need / 2**30:.1f} GiB in float32), more than this machine's "
+            f"Model {shown!r} has at least {_about(spec.min_weights())} weights "
+            f"({_about(need >> 30)} GiB in float32), more than this machine's "
             f"{have / 2**30:.1f} GiB of memory; use fewer blocks (stage_blocks) or fewer filters "
             f"(stage_filters, width_multiplier)."
         )
@@ -715,6 +732,7 @@ def backbone(name, *, model_name=None, **kwargs):
         )
     spec = resolve_spec(name)
     label = _label(name, spec)
+    _check_fits_in_memory(spec, name, label)
     with recursion_headroom(50 * spec.depth):
         features = _features(spec, label, **{**body, **kwargs})
         outputs = {f"stage{i}": x for i, x in enumerate(features.stages, 1)}
