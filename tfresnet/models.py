@@ -612,13 +612,11 @@ def build_model(
       >>> build_model("resnet20", input_shape=(8, 8, 1), include_top=False).output_shape
       (None, 2, 2, 64)
     """
-    spec = resolve_spec(name)
+    spec, label = _buildable_spec(name)
     _check_head(include_top, pooling, classifier_activation, num_classes)
     num_classes = spec.default_num_classes if num_classes is None else int(num_classes)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
-    label = _label(name, spec)
-    _check_fits_in_memory(spec, name, label)
     with recursion_headroom(50 * spec.depth):
         features = _features(
             spec,
@@ -656,18 +654,23 @@ def _about(number):
     return f"{number:,}" if number < 10**15 else f"{digits[0]}.{digits[1]}e{len(digits) - 1}"
 
 
-def _check_fits_in_memory(spec, name, label):
-    """Refuse, before any layer is made, a network whose float32 weights alone exceed this
+def _buildable_spec(name):
+    """(spec, default model name) of what `build_model` and `backbone` are asked to build;
+    refuses, before any layer is made, a network whose float32 weights alone exceed this
     machine's memory: building it would run for hours or end in an allocator's OOM."""
-    need, have = 4 * spec.min_weights(), _physical_memory()
+    spec = resolve_spec(name)
+    label = _label(name, spec)
+    weights, have = spec.min_weights(), _physical_memory()
+    need = 4 * weights
     if have is not None and need > have:
         shown = name.strip() if isinstance(name, str) else label
         raise ValueError(
-            f"Model {shown!r} has at least {_about(spec.min_weights())} weights "
+            f"Model {shown!r} has at least {_about(weights)} weights "
             f"({_about(need >> 30)} GiB in float32), more than this machine's "
             f"{have / 2**30:.1f} GiB of memory; use fewer blocks (stage_blocks) or fewer filters "
             f"(stage_filters, width_multiplier)."
         )
+    return spec, label
 
 
 def _head(features, preact, include_top, pooling, classifier_activation, num_classes, name):
@@ -730,9 +733,7 @@ def backbone(name, *, model_name=None, **kwargs):
             f"{', '.join(unknown)}; it has no classifier (for a pooled feature vector: "
             f"build_model(..., include_top=False, pooling='avg'))."
         )
-    spec = resolve_spec(name)
-    label = _label(name, spec)
-    _check_fits_in_memory(spec, name, label)
+    spec, label = _buildable_spec(name)
     with recursion_headroom(50 * spec.depth):
         features = _features(spec, label, **{**body, **kwargs})
         outputs = {f"stage{i}": x for i, x in enumerate(features.stages, 1)}
