@@ -108,7 +108,7 @@ def _batch_norm_statistics(model):
 
 
 def test_fine_tuning_recipe(tmp_path):
-    """The README's recipe: trained weights into a headless net, frozen with BN in inference
+    """docs/models.md's recipe: trained weights into a headless net, frozen with BN in inference
     mode while a new head trains, then unfrozen (BN still frozen) at a lower learning rate."""
     shape = (8, 8, 3)
     rng = np.random.default_rng(0)

@@ -250,7 +250,7 @@ def test_model_family_imports_without_tensorflow():
 
 
 def test_import_tfresnet_registers_its_layers():
-    # The README's promise: `.keras` files load in safe mode after `import tfresnet`.
+    # docs/models.md's promise: `.keras` files load in safe mode after `import tfresnet`.
     code = (
         "import keras, tfresnet\n"
         "for name in ('BatchNormalization', 'ZeroPadShortcut'):\n"

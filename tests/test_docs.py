@@ -1,4 +1,5 @@
-"""The docs' relative links: every file and heading they point to is in the repository.
+"""The docs' relative links: every file and heading they point to is in the repository; and the
+README, the page a newcomer reads first, stays short and leads to every docs page.
 
 The results pages link each number to the committed results.json it came from, so a renamed run
 or heading would silently leave a claim without its evidence.
@@ -79,3 +80,24 @@ def test_every_relative_link_in_the_docs_resolves():
         if found:
             broken[path] = found
     assert broken == {}
+
+
+# What a newcomer reads first (issue 31): the README stays a ten-minute page and sends the reader
+# to every docs page; CI (.ci/run) and the checks before a commit run its two commands verbatim.
+README_LINES = 170
+README_COMMANDS = (
+    "pip install -e '.[test]' && tfresnet train",
+    "pip install -e '.[test]' && pytest -q",
+)
+
+
+def test_readme_is_short_runs_as_ci_does_and_links_every_docs_page():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    lines = readme.splitlines()
+    assert len(lines) <= README_LINES, "move the detail into a docs/ page and link it"
+    assert [c for c in README_COMMANDS if c not in lines] == []
+    linked = {os.path.normpath(link.partition("#")[0]) for link in LINK.findall(readme)}
+    pages = {p for p in _tracked() if p.startswith("docs/") and p.endswith(".md")}
+    pages = {p for p in pages if p.count("/") == 1}  # the pages, not committed outputs
+    assert sorted(pages - linked) == []

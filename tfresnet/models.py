@@ -8,7 +8,7 @@ Names: `resnet<d>` / `plain<d>` where d is an ImageNet depth (18, 34, 50, 101, 1
 CIFAR depth 6n+2; `cifar_resnet<d>` / `cifar_plain<d>` force the CIFAR family (50 and 152 are
 both). `python -m tfresnet.models --list` prints the table with parameters and multiply-adds.
 
-Beyond the table (README, "Use in your own model"):
+Beyond the table (docs/models.md, "Use in your own model"):
 
     build_model("resnet50", include_top=False, pooling="avg")  # keras.applications' arguments
     backbone("resnet50")                         # {"stage1": ..., "stage4": ...} features
@@ -604,7 +604,7 @@ def build_model(
     Returns:
       A `keras.Model`. With the top its output "predictions" is float32 (batch, num_classes);
       headless, the last stage's features, pooled or not. Layer names are the same either way,
-      so weights carry over by name (see the README's "Use in your own model").
+      so weights carry over by name (see docs/models.md, "Fine-tuning").
 
     Example:
       >>> build_model("resnet20", input_shape=(8, 8, 1)).output_shape
