@@ -14,6 +14,7 @@ marker file that points at them, written last (see `tfresnet.rundir`).
 import json
 import math
 import os
+import stat
 import uuid
 
 import numpy as np
@@ -65,6 +66,28 @@ def listdir(folder: str) -> list:
 def read_text(path: str) -> str:
     with tf.io.gfile.GFile(str(path), "r") as f:
         return f.read()
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def special_file(path: str) -> str | None:
+    """What kind of special file `path` is ("FIFO (named pipe)", "socket", "character device",
+    "block device"), symlinks followed; None for a regular file, a folder, a missing or remote
+    path. Readers of untrusted folders ask before opening: opening a FIFO blocks until some
+    other process writes to it, and a device can be read forever."""
+    if is_remote(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a dangling link, a NUL in the name
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
 
 
 def temp_name(path: str) -> str:

@@ -4,46 +4,136 @@ An IDX file is a big-endian header (two zero bytes, a type code, the number of d
 uint32 per dimension) followed by the array. MNIST-format folders hold four of them, plain or
 gzipped: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte` and
 `t10k-labels-idx1-ubyte` (`.gz` optional; `-` or `.` before `idx`, as both spellings circulate).
+
+The files are untrusted: the header is read and checked first (a regular file, a known type, no
+dimension of 0, no more data than the file can hold), then exactly the bytes it promises, so
+memory never exceeds the header's promise. A gzip bomb or a header of absurd dimensions is
+refused before anything is allocated for it, and data beyond the promise is refused too.
 """
 
+import dataclasses
 import gzip
+import math
 import os
 import struct
+import zlib
 
 import numpy as np
+
+from tfresnet import files
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _PREFIXES = {"train": "train", "test": "t10k"}
 _KINDS = {"images": "idx3-ubyte", "labels": "idx1-ubyte"}
+# Deflate's best case: a 258-byte match costs at least 2 bits, so a byte of .gz inflates to at
+# most 1032 bytes; a header promising more than that is refused without inflating anything.
+MAX_DEFLATE_RATIO = 1032
+# Labels are class numbers below this, unless the data set says how many classes it has:
+# far above any MNIST-format set (EMNIST's 62), far below a label that would make the model's
+# last layer outgrow memory (a label of 2**31 - 1 asks for 2**31 outputs).
+MAX_CLASSES = 65_536
+IMAGE_CHANNELS = (1, 3)  # grey or RGB: what image folders give and exports decode
+_CHUNK = 1 << 24  # bytes read at a time
 
 
 class IdxError(ValueError):
     """A file or folder that is not valid IDX data."""
 
 
-def read_idx(path: str) -> np.ndarray:
-    """The array stored in the IDX file at `path` (gzipped when it ends in .gz)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:
-        raise IdxError(f"Cannot read IDX file {str(path)!r}: {err}.") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise IdxError(f"{str(path)!r} is not an IDX file (bad magic number).")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise IdxError(f"{str(path)!r} is not an IDX file (header of {ndim} dimensions).")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
+@dataclasses.dataclass(frozen=True)
+class IdxHeader:
+    """What an IDX file's header promises: the array's type and shape, and where it starts."""
+
+    path: str
+    dtype: np.dtype  # big-endian, as stored
+    shape: tuple
+    offset: int  # header bytes before the data
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
+
+
+def _open(path):
+    """The file at `path` for reading (inflating when it ends in .gz); refuses special files,
+    which could block the reader forever."""
+    kind = files.special_file(path)
+    if kind:
+        raise IdxError(f"{path!r} is a {kind}, not a regular file; an IDX file must be one.")
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _parse_header(f, path):
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+        raise IdxError(f"{path!r} is not an IDX file (bad magic number).")
+    ndim = head[3]
+    dims = f.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
+        raise IdxError(f"{path!r} is not an IDX file (header of {ndim} dimensions).")
+    shape = struct.unpack(f">{ndim}I", dims)
+    header = IdxHeader(path, np.dtype(_DTYPES[head[2]]), shape, 4 + 4 * ndim)
+    if 0 in shape:
         raise IdxError(
-            f"{str(path)!r} is truncated or padded: the header says {shape} "
-            f"({expected} bytes of data), the file has {len(raw) - header}."
+            f"{path!r} holds an empty array: its header says shape {shape}; every dimension "
+            "must be at least 1."
         )
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    size = os.stat(path).st_size
+    if not path.endswith(".gz"):
+        if size - header.offset != header.nbytes:
+            raise _size_error(header, size - header.offset)
+    elif header.nbytes > MAX_DEFLATE_RATIO * size:
+        raise IdxError(
+            f"{path!r} cannot hold what its header says: shape {shape} is {header.nbytes:,} "
+            f"bytes, more than a {size:,}-byte .gz file can inflate to ({MAX_DEFLATE_RATIO}x)."
+        )
+    return header
+
+
+def _size_error(header, got):
+    return IdxError(
+        f"{header.path!r} is truncated or padded: the header says {header.shape} "
+        f"({header.nbytes} bytes of data), the file has {got}."
+    )
+
+
+def _read_error(path, err):
+    return IdxError(f"Cannot read IDX file {path!r}: {err}.")
+
+
+def read_header(path: str) -> IdxHeader:
+    """The checked header of the IDX file at `path`; reads only the header's bytes."""
+    path = os.fspath(path)
+    try:
+        with _open(path) as f:
+            return _parse_header(f, path)
+    except (OSError, EOFError, zlib.error) as err:
+        raise _read_error(path, err) from err
+
+
+def read_idx(path: str) -> np.ndarray:
+    """The array stored in the IDX file at `path` (gzipped when it ends in .gz).
+
+    Reads exactly the bytes the header promises into one buffer of that size; a file with
+    fewer or more is an `IdxError`, whatever it would inflate to.
+    """
+    path = os.fspath(path)
+    try:
+        with _open(path) as f:
+            header = _parse_header(f, path)
+            buffer = np.empty(header.nbytes, np.uint8)
+            view, done = memoryview(buffer), 0
+            while done < header.nbytes:
+                got = f.readinto(view[done : done + _CHUNK])
+                if not got:
+                    raise _size_error(header, done)
+                done += got
+            if f.read(1):
+                raise _size_error(header, "more than that")
+    except (OSError, EOFError, zlib.error) as err:
+        raise _read_error(path, err) from err
+    array = buffer.view(header.dtype).reshape(header.shape)
+    return array.astype(header.dtype.newbyteorder("="), copy=False)
 
 
 def find_files(folder: str) -> dict | None:
@@ -67,37 +157,72 @@ def find_files(folder: str) -> dict | None:
     return found
 
 
-def load_folder(folder: str) -> dict:
+def _check_headers(headers, folder):
+    """Refuses, before any data is read, a folder whose files cannot make a data set: images
+    not uint8 (N, H, W) or (N, H, W, 1 or 3), labels not a vector of integers, counts that
+    differ, or train and test images of different shapes."""
+    for split in _PREFIXES:
+        images, labels = headers[split, "images"], headers[split, "labels"]
+        shape = images.shape
+        if images.dtype != np.uint8 or len(shape) not in (3, 4):
+            raise IdxError(
+                f"{images.path!r} must hold uint8 images (N, H, W) or (N, H, W, C); it holds "
+                f"{images.dtype.name} {shape}."
+            )
+        if len(shape) == 4 and shape[3] not in IMAGE_CHANNELS:
+            raise IdxError(
+                f"{images.path!r} holds images of {shape[3]} channels {shape}; allowed: "
+                f"{' or '.join(map(str, IMAGE_CHANNELS))} (grey or RGB)."
+            )
+        if labels.dtype.kind not in "iu" or len(labels.shape) != 1:
+            raise IdxError(
+                f"{labels.path!r} must hold a vector of integer class numbers; it holds "
+                f"{labels.dtype.name} {labels.shape}."
+            )
+        if shape[0] != labels.shape[0]:
+            raise IdxError(
+                f"{split}: {shape[0]} images but {labels.shape[0]} labels in {folder!r}."
+            )
+    train, test = (headers[s, "images"].shape[1:] for s in _PREFIXES)
+    if (train + (1,))[:3] != (test + (1,))[:3]:
+        raise IdxError(
+            f"The train images of {folder!r} are {train} but the test images {test}; both splits "
+            "must have one image shape."
+        )
+
+
+def _check_labels(labels, path, num_classes):
+    """Refuses a label outside 0..num_classes-1 (0..MAX_CLASSES-1 when not given), naming it."""
+    limit = MAX_CLASSES if num_classes is None else num_classes
+    outside = np.flatnonzero((labels < 0) | (labels >= limit))
+    if outside.size:
+        i = int(outside[0])
+        why = f"{limit} classes" if num_classes is not None else f"at most {limit:,} classes"
+        raise IdxError(
+            f"{path!r} holds label {int(labels[i])} at index {i}; labels must be class numbers "
+            f"0..{limit - 1} ({why})."
+        )
+
+
+def load_folder(folder: str, num_classes: int | None = None) -> dict:
     """{"train": (images, labels), "test": (images, labels)} from an MNIST-format folder.
 
-    Images come back as uint8 (N, H, W, 1) (or (N, H, W, C) for 4-D files), labels as int32.
+    Images come back as uint8 (N, H, W, 1) (or (N, H, W, C) for 4-D files), labels as int32,
+    every one in 0..num_classes-1 (the data set's classes when it defines them, else at most
+    MAX_CLASSES). All four headers are checked against each other before any data is read.
     """
-    files = find_files(folder)
-    if files is None:
+    paths = find_files(folder)
+    if paths is None:
         raise IdxError(
             f"{folder!r} does not hold the four MNIST-format files (train-images-idx3-ubyte, "
             "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, .gz "
             "optional)."
         )
+    _check_headers({key: read_header(path) for key, path in paths.items()}, folder)
     splits = {}
     for split in _PREFIXES:
-        images = read_idx(files[split, "images"])
-        labels = read_idx(files[split, "labels"])
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.ndim != 4 or images.dtype != np.uint8 or labels.ndim != 1:
-            raise IdxError(
-                f"{files[split, 'images']!r} must hold uint8 images (N, H, W) and its labels file "
-                f"a vector; got {images.dtype} {images.shape} and {labels.shape}."
-            )
-        if len(images) != len(labels):
-            raise IdxError(f"{split}: {len(images)} images but {len(labels)} labels in {folder!r}.")
-        if not len(images):
-            raise IdxError(f"{files[split, 'images']!r} holds no images.")
-        if labels.dtype.kind not in "iu" or labels.min() < 0:
-            raise IdxError(
-                f"{files[split, 'labels']!r} must hold class numbers (integers >= 0); got "
-                f"{labels.dtype} values from {labels.min()} to {labels.max()}."
-            )
-        splits[split] = (images, labels.astype("int32"))
+        labels = read_idx(paths[split, "labels"])
+        _check_labels(labels, paths[split, "labels"], num_classes)
+        images = read_idx(paths[split, "images"])
+        splits[split] = (images[..., None] if images.ndim == 3 else images, labels.astype("int32"))
     return splits
