@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -363,3 +364,70 @@ def test_padded_evaluation_gives_exactly_the_unpadded_metrics():
     naive = model.evaluate(ones, verbose=0, return_dict=True)
     assert naive["loss"] < expected["loss"] - 1e-3
     keras.backend.clear_session()
+
+
+def test_a_fifo_in_an_image_folder_is_refused_before_anything_is_opened(tmp_path):
+    from test_idx import unblock_later
+
+    for cls in ("a", "b"):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", 40 * i)
+    os.mkfifo(tmp_path / "a" / "pipe.png")
+    unblock_later(tmp_path / "a" / "pipe.png")  # so that a reader that opens it cannot hang
+    with pytest.raises(data.DataError, match=r"a/pipe.png' is a FIFO \(named pipe\), not a reg"):
+        data.load_data(str(tmp_path))
+    os.remove(tmp_path / "a" / "pipe.png")
+    os.mkfifo(tmp_path / "b" / "pipe")  # no image extension: refused all the same
+    with pytest.raises(data.DataError, match="only folders and regular files"):
+        data.load_data(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [("b\nc", "control character U+000A"), ("b\tc", "U+0009"), (b"b\xff", "not valid UTF-8")],
+)
+def test_class_folder_names_are_checked_when_the_data_is_read(tmp_path, name, problem):
+    _png(tmp_path / "a" / "0.png", 5)
+    folder = os.path.join(os.fsencode(tmp_path) if isinstance(name, bytes) else tmp_path, name)
+    os.makedirs(folder)
+    Image.new("RGB", (4, 4)).save(
+        os.path.join(folder, b"0.png" if isinstance(name, bytes) else "0.png")
+    )
+    with pytest.raises(
+        data.DataError, match=f"Bad class name .*: it .*{re.escape(problem)}.*printable"
+    ):
+        data.load_data(str(tmp_path))
+
+
+def test_image_file_names_need_not_be_utf8(tmp_path):
+    for cls in ("a", "b"):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", 40 * i)
+    Image.new("RGB", (10, 12)).save(os.path.join(os.fsencode(tmp_path), b"a", b"\xff.png"))
+    d = data.load_data(str(tmp_path), seed=1)
+    examples = d.info.sizes["train"] + d.info.sizes["test"]
+    read = sum(1 for _ in d.train) + sum(1 for _ in d.test)
+    assert examples == read == 7
+
+
+def test_fashion_mnist_labels_must_be_its_ten_classes(tmp_path, monkeypatch):
+    from test_idx import write_idx, write_mnist_folder
+
+    debian = tmp_path / "debian"
+    write_mnist_folder(debian, classes=10, n_train=30, n_test=10)
+    write_idx(debian / "t10k-labels-idx1-ubyte.gz", np.arange(1, 11, dtype="uint8"))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(debian))
+    with pytest.raises(data.DataError, match=r"holds label 10 at index 9; .* 0\.\.9 \(10 classes"):
+        data.load_data("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+
+
+def test_an_image_size_that_stored_images_cannot_take_is_refused(tmp_path):
+    from test_idx import write_mnist_folder
+
+    with pytest.raises(data.DataError, match="--image_size=16 does not apply to digits: its image"):
+        data.load_data("digits", image_size=16)
+    assert data.load_data("digits", image_size=8).info.image_shape == (8, 8, 1)  # as stored
+    write_mnist_folder(tmp_path / "m", size=7)
+    with pytest.raises(data.ImageSizeError, match="images are 7x7x1 as stored") as err:
+        data.load_data(str(tmp_path / "m"), image_size=8)
+    assert err.value.stored_shape == (7, 7, 1)

@@ -20,12 +20,13 @@ import logging
 import math
 import os
 import pathlib
+import unicodedata
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import distribute, idx
+from tfresnet import distribute, files, idx
 from tfresnet import images as images_lib
 
 EMBEDDED = "digits"
@@ -53,6 +54,51 @@ class DataError(ValueError):
     """A data set that cannot be used as asked, with what to do about it."""
 
 
+class ImageSizeError(DataError):
+    """An `image_size` given for a data set whose images are used at their stored size (the
+    embedded digits, IDX files); `reason` says so without the advice, for callers that know
+    better advice (evaluate knows the model's input)."""
+
+    def __init__(self, name, image_size, stored_shape):
+        self.stored_shape = tuple(stored_shape)
+        self.reason = (
+            f"--image_size={image_size} does not apply to {name}: its images are "
+            f"{describe_shape(stored_shape)} as stored (--image_size resizes image folders and "
+            "tensorflow-datasets sets only)"
+        )
+        super().__init__(f"{self.reason}; leave it out.")
+
+
+def describe_shape(shape) -> str:
+    """(28, 28, 1) as "28x28x1", the way messages show image shapes (None as "?")."""
+    return "x".join("?" if d is None else str(int(d)) for d in shape)
+
+
+def check_class_name(name: str, where: str) -> None:
+    """Refuses a class name that cannot be one: empty, not valid UTF-8, or holding a control
+    character or line break (U+0000-U+001F, U+007F-U+009F, U+2028, U+2029).
+
+    Class names become lines of an export's class_names.txt and strings in the served graph
+    and in JSON; checked where they enter (class folders, --class_names files), so that no run
+    trains for an epoch and then cannot export. `where` names their source in the message.
+    """
+    problem = "it is empty" if not name else None
+    for char in name:
+        category = unicodedata.category(char)
+        if category == "Cs":  # how Python spells the bytes of a name that is not UTF-8
+            problem = "it is not valid UTF-8"
+        elif category in ("Cc", "Zl", "Zp"):
+            problem = f"it holds the control character U+{ord(char):04X}"
+        if problem:
+            break
+    if problem:
+        raise DataError(
+            f"Bad class name {name!r} ({where}): {problem}. Class names may hold any printable "
+            "characters (letters, digits, spaces, punctuation), no control characters or line "
+            "breaks, and must be UTF-8."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """What the model and the pipeline need to know about a data set."""
@@ -66,6 +112,7 @@ class DataInfo:
     pixel_std: np.ndarray
     class_names: tuple = ()
     sizes: dict = dataclasses.field(default_factory=dict)  # split -> number of examples
+    resizable: bool = True  # whether `image_size` sets image_shape (False: used as stored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,12 +155,12 @@ def load_data(
             f"validation_size must be a count or a fraction >= 0; got {validation_size}."
         )
     if name == EMBEDDED:
-        return _load_digits(validation_size, seed)
+        return _load_digits(validation_size, image_size)
     if name == FASHION_MNIST:
         return _load_fashion_mnist(data_dir, validation_size, image_size, download)
     if os.sep in str(name) or os.path.isdir(str(name)):
         if idx.find_files(str(name)) is not None:
-            return _load_idx(str(name), validation_size)
+            return _load_idx(str(name), validation_size, image_size)
         return _load_folder(pathlib.Path(name), validation_size, image_size, seed)
     return _load_tfds(name, data_dir, validation_size, image_size, download)
 
@@ -148,7 +195,7 @@ def _from_arrays(images, labels):
     return tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
 
 
-def _load_digits(validation_size, seed):
+def _load_digits(validation_size, image_size):
     """scikit-learn's 1,797 real 8x8 handwritten digits, split 80/20 by a fixed permutation."""
     from sklearn.datasets import load_digits
 
@@ -163,15 +210,20 @@ def _load_digits(validation_size, seed):
         train=(images[n_test:], labels[n_test:]),
         test=(images[:n_test], labels[:n_test]),
         validation_size=validation_size,
+        image_size=image_size,
         class_names=tuple(str(i) for i in range(10)),
         flip=False,  # a mirrored digit is a different symbol
     )
 
 
-def _load_idx(folder, validation_size, name=None, class_names=None):
-    """An MNIST-format folder (four IDX files): its train and test splits, CIFAR-style."""
+def _load_idx(folder, validation_size, image_size, name=None, class_names=None):
+    """An MNIST-format folder (four IDX files): its train and test splits, CIFAR-style.
+
+    Labels must lie in `class_names` when given (Fashion-MNIST's 10), else in
+    0..idx.MAX_CLASSES-1; the classes are then 0..the largest label.
+    """
     try:
-        splits = idx.load_folder(folder)
+        splits = idx.load_folder(folder, len(class_names) if class_names else None)
     except idx.IdxError as err:
         raise DataError(str(err)) from err
     name = name or folder
@@ -182,6 +234,7 @@ def _load_idx(folder, validation_size, name=None, class_names=None):
         train=splits["train"],
         test=splits["test"],
         validation_size=validation_size,
+        image_size=image_size,
         class_names=class_names or tuple(str(i) for i in range(num_classes)),
         flip=flip,
     )
@@ -201,7 +254,7 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
     if prepared or download:
         return _load_tfds(FASHION_MNIST, data_dir, validation_size, image_size, download)
     if idx.find_files(DEBIAN_FASHION_MNIST) is not None:
-        return _load_idx(DEBIAN_FASHION_MNIST, validation_size, FASHION_MNIST,
+        return _load_idx(DEBIAN_FASHION_MNIST, validation_size, image_size, FASHION_MNIST,
                          FASHION_MNIST_CLASSES)  # fmt: skip
     raise DataError(
         f"Fashion-MNIST is not here: not prepared for tensorflow-datasets in "
@@ -210,9 +263,13 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
     )
 
 
-def _from_arrays_splits(name, *, train, test, validation_size, class_names, flip):
+def _from_arrays_splits(name, *, train, test, validation_size, image_size, class_names, flip):
     """Data from in-memory uint8 (N, H, W, C) splits: the first `validation_size` train examples
-    are held out; CIFAR-style statistics come from the rest."""
+    are held out; CIFAR-style statistics come from the rest. The images are used as stored: an
+    `image_size` other than their size is refused, not ignored."""
+    stored = train[0].shape[1:]
+    if image_size is not None and (image_size, image_size) != stored[:2]:
+        raise ImageSizeError(name, image_size, stored)
     n_val = _holdout_count(validation_size, len(train[1])) if validation_size else 0
     val = (train[0][:n_val], train[1][:n_val])
     train = (train[0][n_val:], train[1][n_val:])
@@ -220,7 +277,8 @@ def _from_arrays_splits(name, *, train, test, validation_size, class_names, flip
     info = DataInfo(
         name=name,
         num_classes=len(class_names),
-        image_shape=tuple(int(d) for d in train[0].shape[1:]),
+        image_shape=tuple(int(d) for d in stored),
+        resizable=False,
         style="cifar",
         flip=flip,
         pixel_mean=mean,
@@ -394,7 +452,10 @@ def _scan_folder(root):
 
     Every file is opened once (its header only): non-images, truncated JPEG/PNG files and
     images over the pixel limit are skipped with one warning naming them. A class folder with
-    no usable image is an error (it would be a class the model can never learn).
+    no usable image is an error (it would be a class the model can never learn), and so are,
+    before any file is opened, a class name `check_class_name` refuses and anything but folders
+    and regular files (a FIFO, socket or device: opening or reading one can block forever,
+    in PIL here as in `tf.io.read_file` and `keras.utils.image_dataset_from_directory`).
     """
     from PIL import Image
 
@@ -406,24 +467,35 @@ def _scan_folder(root):
             f"Folder {str(root)!r} must hold one sub-folder per class (at least 2); found "
             f"{classes or 'none'}."
         )
+    for cls in classes:
+        check_class_name(cls, f"the class folder {str(root / cls)!r}")
+    entries = [
+        (i, path) for i, cls in enumerate(classes) for path in sorted((root / cls).rglob("*"))
+    ]
+    for _, path in entries:
+        kind = files.special_file(str(path))
+        if kind:
+            raise DataError(
+                f"{str(path)!r} is a {kind}, not a regular file: an image folder may hold only "
+                "folders and regular files (reading anything else can block forever); remove it."
+            )
     found, skipped = [], []
-    for label, cls in enumerate(classes):
-        for path in sorted((root / cls).rglob("*")):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                if path.is_file():
-                    skipped.append(f"{path} (not an image extension)")
-                continue
-            try:
-                with Image.open(path) as img:
-                    img.verify()
-                    problem = _readable(path, img)
-                    mode, size = img.mode, img.size
-            except Exception as err:
-                problem = type(err).__name__
-            if problem:
-                skipped.append(f"{path} ({problem})")
-                continue
-            found.append((str(path), label, mode, size))
+    for label, path in entries:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if path.is_file():
+                skipped.append(f"{path} (not an image extension)")
+            continue
+        try:
+            with Image.open(path) as img:
+                img.verify()
+                problem = _readable(path, img)
+                mode, size = img.mode, img.size
+        except Exception as err:
+            problem = type(err).__name__
+        if problem:
+            skipped.append(f"{path} ({problem})")
+            continue
+        found.append((str(path), label, mode, size))
     if skipped:
         log.warning(
             "Skipped %d unreadable or non-image files: %s", len(skipped), "; ".join(skipped)
@@ -481,7 +553,7 @@ def _load_folder(root, validation_size, image_size, seed):
     shape = (size, size, channels)
 
     def to_dataset(items):
-        paths = [f[0] for f in items]
+        paths = [os.fsencode(f[0]) for f in items]  # bytes: a name need not be UTF-8
         labels = np.asarray([f[1] for f in items], "int32")
 
         def read(path, label):

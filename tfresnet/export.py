@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import data as data_lib
 from tfresnet import files, inference
 from tfresnet import images as images_lib
 
@@ -238,9 +239,8 @@ def _check_class_names(class_names, num_classes):
         raise ValueError(
             f"class_names has {len(names)} entries; the model predicts {num_classes} classes."
         )
-    bad = [n for n in names if not n or "\n" in n or "\r" in n]
-    if bad:
-        raise ValueError(f"class names must be non-empty single lines; got {bad[0]!r}.")
+    for name in names:
+        data_lib.check_class_name(name, "class_names")
     return names
 
 
