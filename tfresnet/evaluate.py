@@ -77,13 +77,16 @@ def evaluate(
     data_dir = data_dir or run.get("data_dir")
     image_size = image_size or run.get("image_size")
     model = inference.fold_batch_norm(load_model_file(path))
-    data = data_lib.load_data(dataset, data_dir=data_dir, image_size=image_size)
+    want = tuple(model.input_shape[1:])
+    try:
+        data = data_lib.load_data(dataset, data_dir=data_dir, image_size=image_size)
+    except data_lib.ImageSizeError as err:
+        advice = "leave --image_size out" if want == err.stored_shape else _TRAINED_ON
+        raise data_lib.DataError(
+            f"{err.reason}; the model takes {data_lib.describe_shape(want)} images: {advice}."
+        ) from err
     info = data.info
-    if tuple(model.input_shape[1:]) != tuple(info.image_shape):
-        raise ValueError(
-            f"The model takes {model.input_shape[1:]} images but {info.name} gives "
-            f"{info.image_shape}; pass --image_size or the data set it was trained on."
-        )
+    _check_model_fits(model, info)
     if ten_crop:
         result = _ten_crop_errors(model, data.test, info, batch_size)
     else:
@@ -99,6 +102,38 @@ def evaluate(
             "examples": info.sizes["test"],
         }
     return {**result, "dataset": info.name}
+
+
+_TRAINED_ON = "evaluate it on the data set it was trained on"
+
+
+def _check_model_fits(model, info: data_lib.DataInfo) -> None:
+    """Refuses, before anything is evaluated, data the model cannot take: images of another
+    shape, or another number of classes (labels past the model's outputs would fail inside
+    TensorFlow's loss with an unreadable error). The advice fits the data set: --image_size
+    only where it resizes (folders, tensorflow-datasets sets), never for a channel count."""
+    want, got = tuple(model.input_shape[1:]), tuple(info.image_shape)
+    fits = len(want) == len(got) and all(w in (None, g) for w, g in zip(want, got, strict=True))
+    if not fits:
+        if want[-1:] != got[-1:]:
+            advice = f"; the channels differ and no flag changes them: {_TRAINED_ON}"
+        elif not info.resizable:
+            advice = f", used as stored (--image_size does not resize them): {_TRAINED_ON}"
+        elif want[0] is not None and want[0] == want[1]:
+            advice = f"; pass --image_size={want[0]}, or {_TRAINED_ON}"
+        else:
+            advice = f"; {_TRAINED_ON}"
+        raise data_lib.DataError(
+            f"The model takes {data_lib.describe_shape(want)} images but {info.name}'s are "
+            f"{data_lib.describe_shape(got)}{advice}."
+        )
+    outputs = model.output_shape[-1]
+    if outputs != info.num_classes:
+        raise data_lib.DataError(
+            f"The model has {outputs} outputs (classes) but {info.name} has "
+            f"{info.num_classes} classes; evaluate it on data of its {outputs} classes (the "
+            "data set it was trained on)."
+        )
 
 
 def _ten_crop_errors(model, dataset, info, batch_size):
