@@ -92,8 +92,9 @@ def check_class_name(name: str, where: str) -> None:
         if problem:
             break
     if problem:
+        shown = os.fsencode(name) if "UTF-8" in problem else name  # b'caf\xe9', not 'caf\udce9'
         raise DataError(
-            f"Bad class name {name!r} ({where}): {problem}. Class names may hold any printable "
+            f"Bad class name {shown!r} ({where}): {problem}. Class names may hold any printable "
             "characters (letters, digits, spaces, punctuation), no control characters or line "
             "breaks, and must be UTF-8."
         )
