@@ -35,6 +35,42 @@ def _folder(root, classes, per_class=2, size=(8, 8)):
     return root
 
 
+def _hostile_data(tmp):
+    """MNIST-format folders with one bad file each, and image folders with a FIFO, a class
+    named with a newline or with bytes that are not UTF-8, and 12 classes."""
+    import pathlib
+
+    import numpy as np
+    from test_idx import write_gzip_bomb, write_header, write_idx, write_mnist_folder
+
+    bad = {
+        "idx_zero": ("train-images-idx3-ubyte.gz", lambda p: write_header(p, (12, 0, 7))),
+        "idx_bomb": ("t10k-images-idx3-ubyte.gz", lambda p: write_gzip_bomb(p, (6, 7, 7), 4 << 20)),
+        "idx_huge": (
+            "t10k-images-idx3-ubyte.gz",
+            lambda p: write_header(p, (4_000_000_000, 4_000_000_000, 7)),
+        ),
+        "idx_label": (
+            "train-labels-idx1-ubyte.gz",
+            lambda p: write_idx(p, np.int32([2**31 - 1] * 12)),
+        ),
+        "idx_rgba": (
+            "t10k-images-idx3-ubyte.gz",
+            lambda p: write_idx(p, np.zeros((6, 7, 7, 2), "uint8")),
+        ),
+    }
+    for name, (file, write) in bad.items():
+        folder = pathlib.Path(tmp, name)
+        write_mnist_folder(folder)
+        write(folder / file)
+    os.mkfifo(os.path.join(_folder(os.path.join(tmp, "fifo"), ["a", "b"]), "a", "pipe.png"))
+    _folder(os.path.join(tmp, "newline"), ["a", "b\nc"])
+    latin1 = _folder(os.path.join(tmp, "latin1"), ["a"])
+    os.rename(os.path.join(latin1, "a"), os.path.join(os.fsencode(latin1), b"caf\xe9"))
+    _folder(latin1, ["b"])
+    _folder(os.path.join(tmp, "twelve"), [f"c{i:02d}" for i in range(12)])
+
+
 def _model_file(path):
     from tfresnet import build_model
 
@@ -110,7 +146,7 @@ CASES = [
         "evaluate: shape mismatch",
         ["evaluate", "--model_path={keras}", "--dataset={tmp}/two", "--image_size=16"],
         2,
-        "takes (8, 8, 1) images",
+        "takes 8x8x1 images",
     ),
     ("evaluate: flag missing", ["evaluate"], 2, "--model_path"),
     ("export: no export dir", ["export", "--model_path={keras}"], 2, "--export_dir"),
@@ -146,6 +182,27 @@ CASES = [
     ("tune: empty shortcut list", ["tune", "--shortcut="], 2, "shortcut: give at least one"),
     ("stray argument", [*TRAIN, "extra"], 2, "takes flags only (--name=value); got 'extra'"),
     ("models: unknown name", ["models", "--names=resnet7"], 2, "6n+2"),
+    ("IDX dimension of 0", [*TRAIN, "--dataset={tmp}/idx_zero"], 2, "holds an empty array"),
+    ("IDX gzip bomb", [*TRAIN, "--dataset={tmp}/idx_bomb"], 2, "the file has more than that"),
+    ("IDX header past its file", [*TRAIN, "--dataset={tmp}/idx_huge"], 2, "cannot hold what"),
+    ("IDX label 2**31-1", [*TRAIN, "--dataset={tmp}/idx_label"], 2, "label 2147483647 at index 0"),
+    ("IDX 2-channel images", [*TRAIN, "--dataset={tmp}/idx_rgba"], 2, "images of 2 channels"),
+    ("FIFO in a class folder", [*TRAIN, "--dataset={tmp}/fifo"], 2, "is a FIFO (named pipe)"),
+    ("newline in a class name", [*TRAIN, "--dataset={tmp}/newline"], 2, "character U+000A"),
+    ("class name not UTF-8", [*TRAIN, "--dataset={tmp}/latin1"], 2, "it is not valid UTF-8"),
+    ("image size for digits", [*TRAIN, "--image_size=16"], 2, "does not apply to digits"),
+    (
+        "evaluate: 12 classes, 10-class model",
+        ["evaluate", "--model_path={keras}", "--dataset={tmp}/twelve"],
+        2,
+        "The model has 10 outputs (classes) but",
+    ),
+    (
+        "evaluate: image size for digits",
+        ["evaluate", "--model_path={keras}", "--image_size=16"],
+        2,
+        "the model takes 8x8x1 images: leave --image_size out",
+    ),
 ]
 
 PLACEHOLDERS = {
@@ -179,6 +236,7 @@ def scratch(tmp_path_factory):
         raw = f.read()
     with gzip.open(path, "wb") as f:
         f.write(raw[:-10])
+    _hostile_data(tmp)
     keras_path = _model_file(os.path.join(tmp, "m.keras"))
     cut = os.path.join(tmp, "cut.keras")
     with open(keras_path, "rb") as f:
