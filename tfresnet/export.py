@@ -32,9 +32,8 @@ CONFIG_FILE = "models.config"
 EXTRA_DIR = "assets.extra"  # TF Serving reads warm-up requests from here
 WARMUP_FILE = "tf_serving_warmup_requests"
 CLASS_NAMES_FILE = "class_names.txt"
-_TEMP_PREFIX = ".tmp-"
-_LOCK_FILE = ".models.config.lock"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LOCK_FILE = ".models.config.lock"  # beside models.config: concurrent exports take turns
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a folder name TF Serving accepts
 
 
 def export_for_serving(
@@ -150,7 +149,7 @@ def update_models_config(base_dir, model_name, model_dir):
 
 def _temp_path(directory, stem):
     """A fresh hidden name in `directory`; TF Serving ignores non-integer folder names."""
-    return os.path.join(directory, f"{_TEMP_PREFIX}{stem}{uuid.uuid4().hex}")
+    return os.path.join(directory, f"{files.TEMP_MARK}{stem}{uuid.uuid4().hex}")
 
 
 @contextlib.contextmanager
@@ -163,7 +162,7 @@ def _config_lock(base_dir):
     if fcntl is None or files.is_remote(base_dir):  # object stores have no file locks
         yield
         return
-    with open(os.path.join(base_dir, _LOCK_FILE), "a") as lock:
+    with open(os.path.join(base_dir, LOCK_FILE), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -180,8 +179,8 @@ def _read_models_config(path):
         with tf.io.gfile.GFile(path) as f:
             try:
                 text_format.Parse(f.read(), config)
-            except text_format.ParseError as e:
-                raise ValueError(
+            except (text_format.ParseError, UnicodeDecodeError) as e:
+                raise files.CorruptFile(
                     f"{path} is not a TF Serving ModelServerConfig text proto ({e}); fix or "
                     f"remove it, tfresnet will not overwrite it."
                 ) from e
@@ -223,7 +222,7 @@ def _num_classes(model):
 
 
 def _check_model_name(name):
-    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+    if not isinstance(name, str) or not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise ValueError(
             f"model_name must be letters, digits, '_', '.' or '-' (a folder name TF Serving "
             f"accepts), starting with a letter or digit; got {name!r}."

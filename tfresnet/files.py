@@ -108,8 +108,17 @@ def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(_strict(obj), indent=2, allow_nan=False) + "\n")
 
 
+class CorruptFile(ValueError):
+    """A file we read does not parse: bad input, like a bad flag (the CLI's exit status 2). The
+    message names the file and says what is wrong."""
+
+
 def read_json(path: str):
-    return json.loads(read_text(path))
+    """The JSON document at `path`; `CorruptFile` if it is not one (cut short, not UTF-8)."""
+    try:
+        return json.loads(read_text(path))
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        raise CorruptFile(f"{path} is not readable JSON ({err})") from err
 
 
 def append_line(path: str, line: str) -> None:
