@@ -89,6 +89,7 @@ def export_for_serving(
     model_dir = os.path.join(files.absolute(os.fspath(base_dir)), model_name)
     version = _check_version(model_dir, version)
     final_dir = os.path.join(model_dir, str(version))
+    _read_models_config(os.path.join(os.path.dirname(model_dir), CONFIG_FILE))  # before writing
     created_model_dir = not tf.io.gfile.isdir(model_dir)
     tf.io.gfile.makedirs(model_dir)
     temp_dir = _temp_path(model_dir, f"{version}-")
@@ -98,13 +99,17 @@ def export_for_serving(
         archive = _build_archive(served, mode, top_k, class_names, max_pixels)
         archive.write_out(temp_dir, verbose=False)
         _write_assets_extra(temp_dir, model_name, (height, width, channels), class_names, warmup)
-        _rename_into_place(temp_dir, final_dir)
+        update_models_config(
+            os.path.dirname(model_dir),
+            model_name,
+            model_dir,
+            publish=lambda: _rename_into_place(temp_dir, final_dir),
+        )
     except BaseException:
         files.remove(temp_dir)
         if created_model_dir and not tf.io.gfile.listdir(model_dir):
             files.remove(model_dir)
         raise
-    update_models_config(os.path.dirname(model_dir), model_name, model_dir)
     return final_dir
 
 
@@ -126,11 +131,13 @@ def model_versions(model_dir):
     return sorted(int(n) for n in names if tf.io.gfile.isdir(os.path.join(model_dir, n)))
 
 
-def update_models_config(base_dir, model_name, model_dir):
+def update_models_config(base_dir, model_name, model_dir, publish=None):
     """Add or update `model_name` in `<base_dir>/models.config`, keeping the other models.
 
     The file is TF Serving's text-format `ModelServerConfig`; it is replaced atomically so a
     server polling it (`--model_config_file_poll_wait_seconds`) never reads half a file.
+    `publish` (the export's rename into its version folder) runs once the file has been read:
+    an export refused for an unreadable file leaves no version behind.
     """
     from google.protobuf import text_format
 
@@ -143,6 +150,8 @@ def update_models_config(base_dir, model_name, model_dir):
         entry.name = model_name
         entry.base_path = files.absolute(model_dir)
         entry.model_platform = "tensorflow"
+        if publish is not None:
+            publish()
         files.write_text(path, text_format.MessageToString(config))
     return path
 
