@@ -495,3 +495,13 @@ def test_an_export_refused_for_an_unreadable_models_config_leaves_nothing(
     assert config.read_text() == bad
     assert [n for n in os.listdir(tmp_path) if not n.startswith(".")] == ["models.config"]
     assert not os.path.exists(tmp_path / "cifar_resnet8")  # no version folder, no temp folder
+
+
+def test_an_export_dir_that_cannot_be_a_folder_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty path would have meant the current directory
+    with pytest.raises(ValueError, match="export_dir is empty: give a folder path"):
+        export_for_serving(_tiny_model(), "")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"export_dir '.*notes.txt/e' is under .*a file, not a"):
+        export_for_serving(_tiny_model(), tmp_path / "notes.txt" / "e")
+    assert os.listdir(tmp_path) == ["notes.txt"]

@@ -162,6 +162,10 @@ def test_divergence_is_reported_clearly(tmp_path):
         ({"learning_rate": float("nan")}, "learning_rate must be a number > 0; got nan"),
         ({"weight_decay": float("inf")}, "weight_decay must be a number >= 0; got inf"),
         ({"validation_size": float("nan")}, "validation_size must be a count or a fraction"),
+        ({"epochs": 0}, "epochs must be between 1 and 2,147,483,647; got 0"),
+        ({"epochs": None, "steps": 2**31}, "steps must be between 1 and 2,147,483,647; got 2147"),
+        ({"epochs": None, "budget": 0.0}, "budget must be > 0"),
+        ({"steps": 5}, "at most one of budget, epochs and steps"),
     ],
 )
 def test_bad_config_values_are_rejected(tmp_path, kwargs, message):

@@ -155,6 +155,27 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
     assert config.directory == os.path.join("runs", "tune-grid-digits")
 
 
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--epochs=0", "epochs must be between 1 and 2,147,483,647; got 0."),
+        ("--epochs=10000000000000000000", "epochs must be between 1 and 2,147,483,647; got 1"),
+        ("--steps=-1", "steps must be between 1"),
+        ("--budget=nan", "budget must be > 0"),
+        ("--directory=", "directory is empty: give a folder path (it is made if missing), or"),
+    ],
+)
+def test_tune_flags_are_refused_as_trains_are_before_any_trial(
+    tmp_path, fake_fit, capsys, flag, message
+):
+    argv = ["tfresnet", "tune", "--tuner=grid", "--depth=8", "--shortcut=A", "--verbose=0"]
+    argv += [f"--directory={tmp_path / 'search'}", flag]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert fake_fit.calls == [] and not (tmp_path / "search").exists()
+
+
 def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
     from absl import flags
 

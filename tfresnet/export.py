@@ -86,6 +86,7 @@ def export_for_serving(
     top_k = _check_top_k(top_k, num_classes)
     mode = resize_mode(resize, (height, width))
 
+    files.check_output_dir(os.fspath(base_dir), "export_dir")
     model_dir = os.path.join(files.absolute(os.fspath(base_dir)), model_name)
     version = _check_version(model_dir, version)
     final_dir = os.path.join(model_dir, str(version))

@@ -37,6 +37,24 @@ def join(*parts: str) -> str:
     return os.path.join(*[str(p) for p in parts])
 
 
+def check_output_dir(path: str, name: str, unset: str | None = None) -> None:
+    """ValueError unless `path` can be a folder to write into: not empty, and (locally) neither
+    it nor a folder above it is a file. `name` is the setting, `unset` what leaving it means."""
+    if not str(path):
+        raise ValueError(
+            f"{name} is empty: give a folder path (it is made if missing)"
+            + (f", or leave it unset for {unset}." if unset else ".")
+        )
+    if is_remote(path):
+        return
+    here = os.path.abspath(path)
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        where = "is" if here == os.path.abspath(path) else f"is under {here!r}, which is"
+        raise ValueError(f"{name} {str(path)!r} {where} a file, not a folder; give a folder path.")
+
+
 def exists(path: str) -> bool:
     return tf.io.gfile.exists(str(path))
 

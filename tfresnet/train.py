@@ -111,6 +111,7 @@ class TrainConfig:
                 f"pretrained weights file {self.pretrained!r} does not exist (give a "
                 "keras.applications ResNet .h5 file)."
             )
+        recipes.check_length(self.budget, self.epochs, self.steps)
         if self.resume and self.overwrite:
             raise ValueError("Give at most one of resume and overwrite.")
         if self.run_dir is None:
@@ -136,6 +137,7 @@ def check_run_dir(config):
     `resume` takes the saved config; an identical unfinished run continues; `overwrite` is
     applied later, by `train`, once everything is validated.
     """
+    files.check_output_dir(config.run_dir, "run_dir", unset="runs/<model>-<dataset>")
     path = files.join(config.run_dir, "config.json")
     if config.overwrite or not files.exists(path):
         if config.resume:

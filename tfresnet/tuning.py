@@ -736,6 +736,7 @@ def search(config, *, strategy=None, data=None, verbose=None):
     its run directory (`runlock`): `runlock.RunDirInUse` if the same search runs elsewhere,
     `TrialInUse` if another process trains this tuner's trial; both worth a retry later.
     """
+    files.check_output_dir(config.directory, "directory", unset="runs/tune-<tuner>-<dataset>")
     hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
     with contextlib.ExitStack() as stack:
         if not _is_worker() and distribute.writes_run_dir(hypermodel.strategy):
