@@ -19,7 +19,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-TEMP_MARK = ".tmp-"  # in the names of temporary files and folders; left ones are stale
+TEMP_MARK = ".tmp-"  # starts the names of temporary files and folders; left ones are stale
 
 
 def is_remote(path: str) -> bool:
@@ -181,7 +181,7 @@ def remove_stale_temps(folder: str) -> list:
     folder = str(folder)
     if not tf.io.gfile.isdir(folder):
         return []
-    stale = [join(folder, name) for name in listdir(folder) if TEMP_MARK in name]
+    stale = [join(folder, name) for name in listdir(folder) if name.startswith(TEMP_MARK)]
     for path in stale:
         remove(path)
     return stale
