@@ -10,6 +10,7 @@ and a test checks that every case is in it, so the page cannot drift from what i
 import contextlib
 import gzip
 import io
+import json
 import os
 import shutil
 import sys
@@ -127,7 +128,7 @@ CASES = [
     ("different run", [*TRAIN, "--run_dir={run}"], 1, "holds a different run"),
     ("run dir in use", [*TRAIN, "--run_dir={busy}"], 138, "in use: another process is training"),
     ("unwritable run dir", [*TRAIN, "--run_dir=/sys/tfresnet-run"], 1, "Operation not permitted"),
-    ("run dir under a file", [*TRAIN, "--run_dir={keras}/run"], 1, "is not a directory"),
+    ("run dir under a file", [*TRAIN, "--run_dir={keras}/run"], 2, "which is a file"),
     ("missing pretrained file", [*TRAIN, "--pretrained={tmp}/no.h5"], 2, "no.h5' does not exist"),
     ("TF_CONFIG not JSON", ["TF_CONFIG=nope", *TRAIN], 2, "TF_CONFIG is not valid JSON"),
     ("TF_CONFIG index a string", ["TF_CONFIG=STRING_INDEX", *TRAIN], 2, "must be a JSON integer"),
@@ -203,6 +204,61 @@ CASES = [
         2,
         "the model takes 8x8x1 images: leave --image_size out",
     ),
+    ("empty run dir", [*TRAIN, "--run_dir="], 2, "run_dir is empty: give a folder path"),
+    ("epochs out of range", [*BASE, "--epochs=10000000000000000000"], 2, "between 1 and 2,147"),
+    ("budget beyond any run", [*BASE, "--budget=1e9"], 2, "at most 2,147,483,647 are allowed"),
+    (
+        "overwrite a folder of the user's",
+        [*TRAIN, "--overwrite", "--run_dir={thesis}"],
+        2,
+        "holds files that no tfresnet run wrote (chapter1.tex, figures/); --overwrite deletes",
+    ),
+    ("overwrite a run in training", [*TRAIN, "--overwrite", "--run_dir={busy}"], 138, "in use"),
+    ("truncated run config", [*TRAIN, "--run_dir={cut_config}"], 2, "is not readable JSON"),
+    (
+        "truncated backup record",
+        [*BASE, "--steps=1", "--run_dir={cut_state}"],
+        2,
+        "state.json is not readable JSON",
+    ),
+    (
+        "evaluate: truncated run config",
+        ["evaluate", "--model_path={cut_config}"],
+        2,
+        "names the data set of the run",
+    ),
+    (
+        "predict: corrupt SavedModel",
+        ["predict", "--model={bad_export}", "{tmp}/one/a/0.png"],
+        2,
+        "is not a readable SavedModel",
+    ),
+    (
+        "export: export dir a file",
+        ["export", "--model={keras}", "--export_dir={keras}"],
+        2,
+        "is a file, not a folder",
+    ),
+    (
+        "export: unreadable models.config",
+        ["export", "--model={keras}", "--export_dir={bad_config}"],
+        2,
+        "is not a TF Serving ModelServerConfig",
+    ),
+    ("tune: zero epochs", ["tune", "--epochs=0"], 2, "epochs must be between 1 and 2,147"),
+    ("tune: empty directory", ["tune", "--directory="], 2, "directory is empty"),
+    (
+        "tune: overwrite a folder of the user's",
+        ["tune", "--overwrite", "--epochs=1", "--directory={thesis}"],
+        2,
+        "holds files that no tfresnet run wrote (chapter1.tex, figures/); --overwrite deletes",
+    ),
+    (
+        "tune: truncated search.json",
+        ["tune", "--epochs=1", "--directory={cut_search}"],
+        2,
+        "search.json is not readable JSON",
+    ),
 ]
 
 PLACEHOLDERS = {
@@ -212,6 +268,12 @@ PLACEHOLDERS = {
     "flipped_keras": "<corrupt.keras>",
     "run": "<finished run>",
     "busy": "<run dir in training>",
+    "thesis": "<a folder of the user's>",
+    "cut_config": "<run with a truncated config.json>",
+    "cut_state": "<run with a truncated backup/state.json>",
+    "bad_export": "<export with a corrupt saved_model.pb>",
+    "bad_config": "<folder with an unreadable models.config>",
+    "cut_search": "<search with a truncated search.json>",
 }
 TF_CONFIGS = {
     "STRING_INDEX": '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
@@ -262,7 +324,47 @@ def scratch(tmp_path_factory):
             "flipped_keras": flipped,
             "run": _finished_run(tmp),
             "busy": busy,
+            **_damaged_folders(tmp),
         }
+
+
+def _damaged_folders(tmp):
+    """A folder of the user's, and runs, exports and searches with a file cut short or garbled.
+
+    Made from the finished run, so the commands given them are the ones that made it.
+    """
+    from tfresnet import build_model, export
+
+    paths = {k: os.path.join(tmp, k) for k in ("thesis", "cut_config", "cut_state", "cut_search")}
+    os.makedirs(os.path.join(paths["thesis"], "figures"))
+    with open(os.path.join(paths["thesis"], "chapter1.tex"), "w") as f:
+        f.write("four years of work")
+    finished = os.path.join(tmp, "finished", "config.json")
+    for name in ("cut_config", "cut_state"):
+        with open(finished) as f:
+            config = json.load(f)
+        config["run_dir"] = paths[name]
+        os.makedirs(os.path.join(paths[name], "backup"))
+        with open(os.path.join(paths[name], "config.json"), "w") as f:
+            f.write(json.dumps(config)[: 40 if name == "cut_config" else None])
+    with open(os.path.join(paths["cut_state"], "backup", "state.json"), "w") as f:
+        f.write('{"epoch": 1, "weights": "epoch-1.wei')
+    os.makedirs(paths["cut_search"])
+    with open(os.path.join(paths["cut_search"], "search.json"), "w") as f:
+        f.write('{"train": {"mod')
+    model = build_model("cifar_resnet8", input_shape=(8, 8, 1), num_classes=10)
+    version = export.export_for_serving(
+        model, os.path.join(tmp, "bad_export"), warmup=False, fold_batch_norm=False
+    )
+    with open(os.path.join(version, "saved_model.pb"), "r+b") as f:
+        f.seek(20)
+        f.write(b"\xff" * 40)
+    paths["bad_export"] = os.path.join(tmp, "bad_export")
+    paths["bad_config"] = os.path.join(tmp, "bad_config")
+    os.makedirs(paths["bad_config"])
+    with open(os.path.join(paths["bad_config"], "models.config"), "w") as f:
+        f.write("model_config_list { config { name: ")
+    return paths
 
 
 def run_case(argv, values):
@@ -336,6 +438,14 @@ def markdown(values):
         "1: the run cannot go on; 130: interrupted (run it again to resume); 138: retryable "
         "(a peer worker was lost, or another process is training in the run directory); 143: "
         "stopped by SIGTERM after a backup (run it again to resume). "
+        "A file that does not parse is bad input, status 2, whether you named it (a `.keras` "
+        "model, an export, a data file) or it lies in a folder you pointed at (a run's "
+        "`config.json` or `backup/state.json`, a search's `search.json`, an export folder's "
+        "`models.config`): the message "
+        "names the file, says what is wrong and what to do; tfresnet writes its own files "
+        "whole, so a damaged one was changed by something else, and it is never silently "
+        "trained over. `--overwrite` deletes only the files a run (or a search) writes, and "
+        "refuses a folder that holds anything else. "
         "`--traceback` adds the Python traceback. Paths below "
         "are from the scratch folder the test makes.",
         "",

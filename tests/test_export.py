@@ -473,3 +473,36 @@ def test_export_serves_the_batch_norm_folded_model_with_the_same_outputs(tmp_pat
         served = tf.saved_model.load(path).signatures["serving_default"]
         probabilities = served(images=tf.constant(images))["probabilities"].numpy()
         np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_an_export_refused_for_an_unreadable_models_config_leaves_nothing(
+    tmp_path, monkeypatch, when
+):
+    config = tmp_path / "models.config"
+    bad = "this is not a text proto {"
+    if when == "before":
+        config.write_text(bad)
+    else:  # made unreadable while the SavedModel is written: refused before it is renamed
+        write_assets = export._write_assets_extra
+
+        def damage_then_write(*args):
+            config.write_text(bad)
+            write_assets(*args)
+
+        monkeypatch.setattr(export, "_write_assets_extra", damage_then_write)
+    with pytest.raises(ValueError, match="not a TF Serving ModelServerConfig"):
+        export_for_serving(_tiny_model(), tmp_path, warmup=False)
+    assert config.read_text() == bad
+    assert [n for n in os.listdir(tmp_path) if not n.startswith(".")] == ["models.config"]
+    assert not os.path.exists(tmp_path / "cifar_resnet8")  # no version folder, no temp folder
+
+
+def test_an_export_dir_that_cannot_be_a_folder_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty path would have meant the current directory
+    with pytest.raises(ValueError, match="export_dir is empty: give a folder path"):
+        export_for_serving(_tiny_model(), "")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"export_dir '.*notes.txt/e' is under .*a file, not a"):
+        export_for_serving(_tiny_model(), tmp_path / "notes.txt" / "e")
+    assert os.listdir(tmp_path) == ["notes.txt"]

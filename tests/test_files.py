@@ -60,8 +60,9 @@ def test_a_failed_local_write_leaves_the_old_file_and_no_temp(tmp_path):
 def test_stale_temps_are_removed(tmp_path):
     (tmp_path / f"{files.TEMP_MARK}1234-model.keras").write_text("x")
     (tmp_path / "keep.txt").write_text("y")
+    (tmp_path / "draft.tmp-2.txt").write_text("a user's file: ours all start with the mark")
     assert len(files.remove_stale_temps(str(tmp_path))) == 1
-    assert os.listdir(tmp_path) == ["keep.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["draft.tmp-2.txt", "keep.txt"]
 
 
 def test_models_save_and_load_on_ram():

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet import files, machine, rundir
+from tfresnet import files, machine, models, rundir
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -261,7 +261,8 @@ def test_a_run_directory_says_whether_it_is_finished_or_can_be_resumed(tmp_path)
     (run / "backup").mkdir()  # a start killed before its first epoch was committed
     assert not rundir.resumable(str(run)) and not rundir.finished(str(run))
     (run / "backup" / rundir.STATE).write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"')
-    assert not rundir.resumable(str(run))  # half a file: training would start from epoch 1
+    with pytest.raises(files.CorruptFile, match="state.json is not readable JSON"):
+        rundir.resumable(str(run))  # half a file: neither resumed nor trained over
     (run / "backup" / rundir.STATE).write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
     assert rundir.resumable(str(run)) and not rundir.finished(str(run))
     (run / "backup" / rundir.STATE).unlink()
@@ -447,3 +448,91 @@ def test_the_timer_splits_an_epoch_into_first_step_eval_and_bookkeeping(monkeypa
     timer.committed()
     assert timer.last == 19.0
     assert timer.seconds == {"first_step_s": 3.0, "eval_s": 3.0, "bookkeeping_s": 1.5}
+
+
+def tree_of(folder) -> dict:
+    """{relative path: bytes} of every file under `folder`: to show that nothing changed."""
+    folder = str(folder)
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return out
+
+
+def _touch(folder, *paths):
+    for path in paths:
+        os.makedirs(os.path.dirname(os.path.join(folder, path)), exist_ok=True)
+        with open(os.path.join(folder, path), "w") as f:
+            f.write("x")
+
+
+# Every name a run writes (`rundir.RUN_LAYOUT`), temporary files of killed writes included.
+RUN_FILES = (
+    "config.json", "results.json", "history.csv", "model.keras", ".tmp-0a1b2c3d-history.csv",
+    "checkpoints/last.keras", "checkpoints/best.keras", "checkpoints/.tmp-0a1b2c3d-last.keras",
+    "backup/state.json", "backup/epoch-3.weights.h5", "backup/epoch-3-batch-7.weights.h5",
+    "backup/latest.weights.h5", "backup/training_metadata.json",
+    "logs/train/events.out.tfevents.1700000000.host.1.0.v2",
+    "logs/validation/events.out.tfevents.1700000000.host.1.1.v2",
+    "logs/train/plugins/profile/2024_01_01/host.xplane.pb",
+    "export/models.config", "export/.models.config.lock", "export/resnet20/1/saved_model.pb",
+    "export/resnet20/1/variables/variables.index", "export/resnet20/.tmp-1-0a1b/saved_model.pb",
+)  # fmt: skip
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(tmp_path):
+    run = str(tmp_path / "run")
+    _touch(run, *RUN_FILES)
+    assert rundir.foreign_entries(run) == []
+    inode = os.stat(run).st_ino
+    rundir.clear(run, hint="h")
+    assert os.listdir(run) == [] and os.stat(run).st_ino == inode  # the (locked) folder stays
+    # A user's files, beside a run's or inside its folders, or a file where a run has a folder.
+    theirs = (
+        "thesis.tex", "checkpoints/notes.txt", "backup/state.json.bak", "logs/train/mine.txt",
+        "export/resnet20/latest/saved_model.pb", "export/resnet20/2", "src/main.py",
+    )  # fmt: skip
+    _touch(run, *RUN_FILES, *theirs)
+    before = tree_of(run)
+    with pytest.raises(rundir.ForeignFiles) as refusal:
+        rundir.clear(run, hint="use another --run_dir")
+    assert str(refusal.value) == (
+        f"{run!r} holds files that no tfresnet run wrote (backup/state.json.bak, "
+        "checkpoints/notes.txt, export/resnet20/2, export/resnet20/latest/, logs/train/mine.txt "
+        "and 2 more); use another --run_dir. Nothing was removed."
+    )
+    assert tree_of(run) == before
+    assert rundir.foreign_entries(run) == [
+        "backup/state.json.bak", "checkpoints/notes.txt", "export/resnet20/2",
+        "export/resnet20/latest/", "logs/train/mine.txt", "src/", "thesis.tex",
+    ]  # fmt: skip
+
+
+def test_a_damaged_backup_record_is_refused_not_trained_over(tmp_path):
+    """backup/state.json is written whole, so a damaged one was changed by something else:
+    starting again from epoch 1 would silently throw the run away."""
+    config = _config(tmp_path, epochs=2)
+    run = tmp_path / "run"
+    files.write_json(str(run / "config.json"), dataclasses.asdict(config))
+    _touch(str(run), "backup/epoch-1.weights.h5", "history.csv")
+    for damaged in ('{"epoch": 1, "weights": "epoch-1.weig', '["epoch", 1]', '{"epoch": "one"}'):
+        (run / "backup" / rundir.STATE).write_text(damaged)
+        before = tree_of(run)
+        with pytest.raises(files.CorruptFile) as refusal:
+            train_lib.train(config)
+        message = str(refusal.value)
+        assert message.startswith(str(run / "backup" / rundir.STATE)), message
+        assert "restore it from a copy, or use --overwrite" in message
+        assert tree_of(run) == before
+    (run / "backup" / rundir.STATE).unlink()
+    (run / "backup" / rundir.LEGACY_METADATA).write_text('{"epo')  # a Keras backup, cut short
+    with pytest.raises(files.CorruptFile, match="training_metadata.json is not readable JSON"):
+        rundir.load_state(str(run))
+    # A record that reads, but no weights file of it loads: refused too, not trained over.
+    model = models.build_model("cifar_resnet8", input_shape=(8, 8, 1), num_classes=10)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    state = rundir.RunState(epoch=1, weights="epoch-1.weights.h5")
+    with pytest.raises(files.CorruptFile, match=r"No backup in .*backup loads \(epoch-1.weig"):
+        rundir.restore(model, str(run), state)

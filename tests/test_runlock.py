@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tfresnet import files, runlock
+from tfresnet import files, rundir, runlock
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig
 
@@ -83,13 +83,13 @@ def test_checks_do_not_refuse_each_other_but_a_check_does_refuse_training(tmp_pa
                 pass
 
 
-def test_clear_empties_the_directory_and_keeps_it(tmp_path):
+def test_clearing_a_run_keeps_the_directory_and_its_lock(tmp_path):
     (tmp_path / "backup").mkdir()
     (tmp_path / "backup" / "state.json").write_text("{}")
     (tmp_path / "config.json").write_text("{}")
     inode = os.stat(tmp_path).st_ino
     with runlock.exclusive(str(tmp_path)):
-        runlock.clear(str(tmp_path))
+        rundir.clear(str(tmp_path), hint="")
         assert os.listdir(tmp_path) == [] and os.stat(tmp_path).st_ino == inode
         assert not another_process_can_lock(tmp_path)  # still held: the same directory
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tfresnet import evaluate as evaluate_lib
-from tfresnet import files, models
+from tfresnet import files, models, rundir
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -162,6 +162,10 @@ def test_divergence_is_reported_clearly(tmp_path):
         ({"learning_rate": float("nan")}, "learning_rate must be a number > 0; got nan"),
         ({"weight_decay": float("inf")}, "weight_decay must be a number >= 0; got inf"),
         ({"validation_size": float("nan")}, "validation_size must be a count or a fraction"),
+        ({"epochs": 0}, "epochs must be between 1 and 2,147,483,647; got 0"),
+        ({"epochs": None, "steps": 2**31}, "steps must be between 1 and 2,147,483,647; got 2147"),
+        ({"epochs": None, "budget": 0.0}, "budget must be > 0"),
+        ({"steps": 5}, "at most one of budget, epochs and steps"),
     ],
 )
 def test_bad_config_values_are_rejected(tmp_path, kwargs, message):
@@ -326,6 +330,7 @@ def test_a_custom_spec_trains_exports_and_reloads(tmp_path, monkeypatch):
     assert os.path.basename(run) == "resnet8-width_multiplier-2-digits"
     assert results["model"]["params"] > 3 * 75_290  # twice the width: about 4x the weights
     assert os.path.isdir(os.path.join(run, "export", "resnet8-width_multiplier-2", "1"))
+    assert rundir.foreign_entries(run) == []  # all ours: --overwrite may replace it
     reloaded = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
     assert models.count_params(reloaded) == results["model"]["params"]
 
@@ -360,3 +365,42 @@ def test_one_epoch_of_fashion_mnist_is_under_20_percent_test_error(tmp_path):
     )
     assert results["data"]["sizes"] == {"train": 60_000, "validation": 0, "test": 10_000}
     assert results["final"]["test_error"] < 0.20
+
+
+def test_overwrite_refuses_files_no_run_wrote_and_a_run_in_training(tmp_path, capsys):
+    """--overwrite deletes a run's own files only: a folder of the user's (a thesis) or a run
+    holding a file of theirs is refused whole (exit 2), and so is a run in training (138)."""
+    from test_rundir import tree_of
+    from test_runlock import held_by_another_process
+
+    from tfresnet import cli
+
+    def overwrite(folder):
+        argv = ["train", "--model=cifar_resnet8", "--noexport", "--verbose=0", "--steps=1"]
+        status = cli.main(["tfresnet", *argv, "--overwrite", f"--run_dir={folder}"])
+        return status, capsys.readouterr().err
+
+    thesis = tmp_path / "thesis"
+    (thesis / "figures").mkdir(parents=True)
+    (thesis / "chapter1.tex").write_text("four years of work")
+    (thesis / "figures" / "fig1.pdf").write_text("%PDF")
+    status, err = overwrite(thesis)
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{str(thesis)!r} holds files that no tfresnet run wrote (chapter1.tex, figures/)" in err
+    assert "Nothing was removed" in err
+    assert tree_of(thesis) == {"chapter1.tex": b"four years of work", "figures/fig1.pdf": b"%PDF"}
+
+    run = tmp_path / "run"  # a finished run, and a file of the user's inside its checkpoints/
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "results.json", "checkpoints/last.keras", "checkpoints/mine.txt"):
+        (run / name).write_text("{}")
+    before = tree_of(run)
+    status, err = overwrite(run)
+    assert status == 2 and "(checkpoints/mine.txt)" in err, err
+    assert tree_of(run) == before
+    (run / "checkpoints" / "mine.txt").unlink()
+    before = tree_of(run)
+    with held_by_another_process(run):  # a trainer in it: refused before anything else
+        status, err = overwrite(run)
+    assert status == 138 and "in use: another process is training" in err, err
+    assert tree_of(run) == before

@@ -19,7 +19,7 @@ import keras
 import keras_tuner
 import pytest
 
-from tfresnet import cli, tuning
+from tfresnet import cli, rundir, tuning
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig
 from tfresnet.tuning import SearchSpace, TuneConfig
@@ -155,6 +155,27 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
     assert config.directory == os.path.join("runs", "tune-grid-digits")
 
 
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--epochs=0", "epochs must be between 1 and 2,147,483,647; got 0."),
+        ("--epochs=10000000000000000000", "epochs must be between 1 and 2,147,483,647; got 1"),
+        ("--steps=-1", "steps must be between 1"),
+        ("--budget=nan", "budget must be > 0"),
+        ("--directory=", "directory is empty: give a folder path (it is made if missing), or"),
+    ],
+)
+def test_tune_flags_are_refused_as_trains_are_before_any_trial(
+    tmp_path, fake_fit, capsys, flag, message
+):
+    argv = ["tfresnet", "tune", "--tuner=grid", "--depth=8", "--shortcut=A", "--verbose=0"]
+    argv += [f"--directory={tmp_path / 'search'}", flag]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert fake_fit.calls == [] and not (tmp_path / "search").exists()
+
+
 def test_cli_flags_fill_the_space_and_keep_the_rest_of_the_default():
     from absl import flags
 
@@ -241,6 +262,8 @@ def test_grid_covers_exactly_the_declared_space_and_exports_the_best(tmp_path):
     table = (search_dir / "results.md").read_text()
     assert table.count("| COMPLETED |") == 4 and "(best)" in table
     assert all(len(a) == 1 for a in _attempts(search_dir).values())
+    # Everything the search wrote is listed as ours: --overwrite may start it again.
+    assert rundir.foreign_entries(str(search_dir), rundir.SEARCH_LAYOUT) == []
 
 
 @pytest.mark.slow  # a search in a fresh process
@@ -397,9 +420,13 @@ def test_a_grid_stopped_between_trials_continues_where_it_stopped(tmp_path, fake
 def test_a_trials_run_directory_is_kept_only_to_resume_it(tmp_path):
     run = tmp_path / "run"
     (run / "backup").mkdir(parents=True)
-    (run / "backup" / "epoch-1.weights.h5.tmp").write_text("")  # killed before a commit
+    (run / "backup" / ".tmp-0a1b2c3d-epoch-1.weights.h5").write_text("")  # killed mid-write
     tuning._clear_unresumable(str(run))
     assert os.listdir(run) == []
+    (run / "notes.txt").write_text("not the trial's")  # only what a run writes is removed
+    with pytest.raises(rundir.ForeignFiles, match=r"\(notes\.txt\); move them out of the tri"):
+        tuning._clear_unresumable(str(run))
+    (run / "notes.txt").unlink()
     (run / "backup").mkdir()
     (run / "backup" / "state.json").write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
     tuning._clear_unresumable(str(run))  # an interrupted trial: continued from its backup
@@ -425,6 +452,29 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
     saved["train"]["steps_per_execution"] = 1
     path.write_text(json.dumps(saved))
     assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
+
+
+def test_overwrite_refuses_a_search_directory_holding_files_no_search_wrote(tmp_path, fake_fit):
+    from test_rundir import tree_of
+
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    tuning.search(_tune(tmp_path, space, tuner="grid"))
+    search = tmp_path / "search"
+    trial = next(search.glob("trial_*"))
+    (trial / "run" / "checkpoints").mkdir()
+    for mine in (search / "notes.md", search / "data.json", trial / "run" / "checkpoints" / "m.h5"):
+        mine.write_text('{"mine": 1}')
+        before = tree_of(search)
+        with pytest.raises(rundir.ForeignFiles) as refusal:
+            tuning.search(_tune(tmp_path, space, tuner="grid", overwrite=True))
+        assert f"({mine.relative_to(search)}); --overwrite deletes only what a search" in str(
+            refusal.value
+        )
+        assert tree_of(search) == before and len(fake_fit.calls) == 1
+        mine.unlink()
+    assert (search / "tuner0.json").read_text() == "{}"  # KerasTuner's, so --overwrite's to clear
+    tuning.search(_tune(tmp_path, space, tuner="grid", overwrite=True))
+    assert len(fake_fit.calls) == 2  # started again
 
 
 def test_a_depth_the_data_cannot_take_is_refused_before_the_search_is_saved(

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference
+from tfresnet import files, inference, rundir
 from tfresnet.models import recursion_headroom
 
 
@@ -37,15 +37,19 @@ def load_model_file(model_path: str):
 
 
 def run_config_of(model_path: str) -> dict:
-    """The `config.json` of the run a model belongs to ({} when there is none)."""
+    """The `config.json` of the run a model belongs to ({} when there is none); a damaged one
+    is refused (`files.CorruptFile`) rather than evaluated on a data set it may not name."""
     folder = model_path if tf.io.gfile.isdir(model_path) else os.path.dirname(model_path)
     for candidate in (folder, os.path.dirname(folder)):  # run dir, or run dir/checkpoints
         path = os.path.join(candidate, "config.json")
         if candidate and files.exists(path):
             try:
-                return files.read_json(path)
-            except ValueError:
-                return {}
+                return rundir.read_config(path)
+            except files.CorruptFile as err:
+                raise files.CorruptFile(
+                    f"{err}: it names the data set of the run this model belongs to; restore "
+                    "it from a copy."
+                ) from err
     return {}
 
 

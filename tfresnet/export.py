@@ -33,9 +33,8 @@ CONFIG_FILE = "models.config"
 EXTRA_DIR = "assets.extra"  # TF Serving reads warm-up requests from here
 WARMUP_FILE = "tf_serving_warmup_requests"
 CLASS_NAMES_FILE = "class_names.txt"
-_TEMP_PREFIX = ".tmp-"
-_LOCK_FILE = ".models.config.lock"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LOCK_FILE = ".models.config.lock"  # beside models.config: concurrent exports take turns
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a folder name TF Serving accepts
 
 
 def export_for_serving(
@@ -88,9 +87,11 @@ def export_for_serving(
     top_k = _check_top_k(top_k, num_classes)
     mode = resize_mode(resize, (height, width))
 
+    files.check_output_dir(os.fspath(base_dir), "export_dir")
     model_dir = os.path.join(files.absolute(os.fspath(base_dir)), model_name)
     version = _check_version(model_dir, version)
     final_dir = os.path.join(model_dir, str(version))
+    _read_models_config(os.path.join(os.path.dirname(model_dir), CONFIG_FILE))  # before writing
     created_model_dir = not tf.io.gfile.isdir(model_dir)
     tf.io.gfile.makedirs(model_dir)
     temp_dir = _temp_path(model_dir, f"{version}-")
@@ -100,13 +101,17 @@ def export_for_serving(
         archive = _build_archive(served, mode, top_k, class_names, max_pixels)
         archive.write_out(temp_dir, verbose=False)
         _write_assets_extra(temp_dir, model_name, (height, width, channels), class_names, warmup)
-        _rename_into_place(temp_dir, final_dir)
+        update_models_config(
+            os.path.dirname(model_dir),
+            model_name,
+            model_dir,
+            publish=lambda: _rename_into_place(temp_dir, final_dir),
+        )
     except BaseException:
         files.remove(temp_dir)
         if created_model_dir and not tf.io.gfile.listdir(model_dir):
             files.remove(model_dir)
         raise
-    update_models_config(os.path.dirname(model_dir), model_name, model_dir)
     return final_dir
 
 
@@ -128,11 +133,13 @@ def model_versions(model_dir):
     return sorted(int(n) for n in names if tf.io.gfile.isdir(os.path.join(model_dir, n)))
 
 
-def update_models_config(base_dir, model_name, model_dir):
+def update_models_config(base_dir, model_name, model_dir, publish=None):
     """Add or update `model_name` in `<base_dir>/models.config`, keeping the other models.
 
     The file is TF Serving's text-format `ModelServerConfig`; it is replaced atomically so a
     server polling it (`--model_config_file_poll_wait_seconds`) never reads half a file.
+    `publish` (the export's rename into its version folder) runs once the file has been read:
+    an export refused for an unreadable file leaves no version behind.
     """
     from google.protobuf import text_format
 
@@ -145,13 +152,15 @@ def update_models_config(base_dir, model_name, model_dir):
         entry.name = model_name
         entry.base_path = files.absolute(model_dir)
         entry.model_platform = "tensorflow"
+        if publish is not None:
+            publish()
         files.write_text(path, text_format.MessageToString(config))
     return path
 
 
 def _temp_path(directory, stem):
     """A fresh hidden name in `directory`; TF Serving ignores non-integer folder names."""
-    return os.path.join(directory, f"{_TEMP_PREFIX}{stem}{uuid.uuid4().hex}")
+    return os.path.join(directory, f"{files.TEMP_MARK}{stem}{uuid.uuid4().hex}")
 
 
 @contextlib.contextmanager
@@ -164,7 +173,7 @@ def _config_lock(base_dir):
     if fcntl is None or files.is_remote(base_dir):  # object stores have no file locks
         yield
         return
-    with open(os.path.join(base_dir, _LOCK_FILE), "a") as lock:
+    with open(os.path.join(base_dir, LOCK_FILE), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -181,8 +190,8 @@ def _read_models_config(path):
         with tf.io.gfile.GFile(path) as f:
             try:
                 text_format.Parse(f.read(), config)
-            except text_format.ParseError as e:
-                raise ValueError(
+            except (text_format.ParseError, UnicodeDecodeError) as e:
+                raise files.CorruptFile(
                     f"{path} is not a TF Serving ModelServerConfig text proto ({e}); fix or "
                     f"remove it, tfresnet will not overwrite it."
                 ) from e
@@ -224,7 +233,7 @@ def _num_classes(model):
 
 
 def _check_model_name(name):
-    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+    if not isinstance(name, str) or not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise ValueError(
             f"model_name must be letters, digits, '_', '.' or '-' (a folder name TF Serving "
             f"accepts), starting with a letter or digit; got {name!r}."

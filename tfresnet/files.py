@@ -20,7 +20,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-TEMP_MARK = ".tmp-"  # in the names of temporary files and folders; left ones are stale
+TEMP_MARK = ".tmp-"  # starts the names of temporary files and folders; left ones are stale
 
 
 def is_remote(path: str) -> bool:
@@ -36,6 +36,24 @@ def absolute(path: str) -> str:
 
 def join(*parts: str) -> str:
     return os.path.join(*[str(p) for p in parts])
+
+
+def check_output_dir(path: str, name: str, unset: str | None = None) -> None:
+    """ValueError unless `path` can be a folder to write into: not empty, and (locally) neither
+    it nor a folder above it is a file. `name` is the setting, `unset` what leaving it means."""
+    if not str(path):
+        raise ValueError(
+            f"{name} is empty: give a folder path (it is made if missing)"
+            + (f", or leave it unset for {unset}." if unset else ".")
+        )
+    if is_remote(path):
+        return
+    here = os.path.abspath(path)
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        where = "is" if here == os.path.abspath(path) else f"is under {here!r}, which is"
+        raise ValueError(f"{name} {str(path)!r} {where} a file, not a folder; give a folder path.")
 
 
 def exists(path: str) -> bool:
@@ -131,8 +149,17 @@ def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(_strict(obj), indent=2, allow_nan=False) + "\n")
 
 
+class CorruptFile(ValueError):
+    """A file we read does not parse: bad input, like a bad flag (the CLI's exit status 2). The
+    message names the file and says what is wrong."""
+
+
 def read_json(path: str):
-    return json.loads(read_text(path))
+    """The JSON document at `path`; `CorruptFile` if it is not one (cut short, not UTF-8)."""
+    try:
+        return json.loads(read_text(path))
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        raise CorruptFile(f"{path} is not readable JSON ({err})") from err
 
 
 def append_line(path: str, line: str) -> None:
@@ -177,7 +204,7 @@ def remove_stale_temps(folder: str) -> list:
     folder = str(folder)
     if not tf.io.gfile.isdir(folder):
         return []
-    stale = [join(folder, name) for name in listdir(folder) if TEMP_MARK in name]
+    stale = [join(folder, name) for name in listdir(folder) if name.startswith(TEMP_MARK)]
     for path in stale:
         remove(path)
     return stale

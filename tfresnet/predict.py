@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import export
+from tfresnet import export, files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,15 @@ def find_export_dir(path):
 def load_export(path):
     """Load the newest version under `path` (see `find_export_dir`) as a `ServingExport`."""
     version_dir = find_export_dir(path)
-    saved_model = tf.saved_model.load(version_dir)
+    try:
+        saved_model = tf.saved_model.load(version_dir)
+    except (OSError, tf.errors.OpError) as err:  # cut short, overwritten, flipped bits
+        if isinstance(err, PermissionError):
+            raise
+        raise files.CorruptFile(
+            f"{version_dir} is not a readable SavedModel ({_short_error(err)[:300]}); it may be "
+            "truncated or corrupt: export the model again (tfresnet export)."
+        ) from err
     missing = [s for s in ("serving_default", "serving_bytes") if s not in saved_model.signatures]
     if missing:
         raise ValueError(

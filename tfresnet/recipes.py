@@ -66,24 +66,39 @@ def optimizer(recipe, schedule):
     return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.momentum)
 
 
+# The most iterations (and so epochs) a run may have: far beyond any real schedule (ImageNet's
+# is 600k), and small enough that every step count fits the integers TF and Keras keep them in.
+MAX_STEPS = 2**31 - 1
+
+
+def check_length(budget=None, epochs=None, steps=None):
+    """ValueError unless at most one of `budget`, `epochs`, `steps` is given, within range."""
+    if sum(v is not None for v in (budget, epochs, steps)) > 1:
+        raise ValueError("Give at most one of budget, epochs and steps.")
+    for name, value in (("epochs", epochs), ("steps", steps)):
+        if value is not None and not 1 <= value <= MAX_STEPS:
+            raise ValueError(f"{name} must be between 1 and {MAX_STEPS:,}; got {value}.")
+    if budget is not None and not 0 < budget < math.inf:
+        raise ValueError(f"budget must be > 0 (a fraction of the paper's schedule); got {budget}.")
+
+
 def total_steps(recipe, *, steps_per_epoch, batch_size, budget=None, epochs=None, steps=None):
     """Iterations to train for: explicit `steps`, else `epochs`, else `budget` x the recipe's.
 
     A budget counts the recipe's iterations at its own batch size, so the number of epochs stays
-    the same when the batch changes.
+    the same when the batch changes. At most `MAX_STEPS`, else ValueError.
     """
-    given = [v for v in (budget, epochs, steps) if v is not None]
-    if len(given) > 1:
-        raise ValueError("Give at most one of budget, epochs and steps.")
+    check_length(budget, epochs, steps)
     if steps is not None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1; got {steps}.")
-        return int(steps)
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1; got {epochs}.")
-        return int(epochs) * steps_per_epoch
-    budget = 1.0 if budget is None else budget
-    if not 0 < budget < math.inf:
-        raise ValueError(f"budget must be > 0 (a fraction of the paper's schedule); got {budget}.")
-    return max(1, math.ceil(recipe.total_steps * budget * recipe.batch_size / batch_size))
+        total = int(steps)
+    elif epochs is not None:
+        total = int(epochs) * steps_per_epoch
+    else:
+        budget = 1.0 if budget is None else budget
+        total = max(1, math.ceil(recipe.total_steps * budget * recipe.batch_size / batch_size))
+    if total > MAX_STEPS:
+        raise ValueError(
+            f"That run is {total:,} training steps; at most {MAX_STEPS:,} are allowed. Give a "
+            "smaller --budget or --epochs."
+        )
+    return total

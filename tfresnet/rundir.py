@@ -13,6 +13,9 @@ the older weights are deleted. A kill before `state.json` is replaced redoes tha
 after it keeps it. Every file is written atomically (`tfresnet.files`). The backup stays until
 `results.json` is written, so a kill while evaluating, saving or exporting resumes there without
 training again.
+
+`RUN_LAYOUT` and `SEARCH_LAYOUT` list every name a run (a search) of ours writes; `clear`, the
+one thing behind `--overwrite`, removes only those and refuses a folder that holds anything else.
 """
 
 import csv
@@ -20,13 +23,14 @@ import dataclasses
 import io
 import logging
 import math
+import re
 import threading
 import time
 
 import keras
 import tensorflow as tf
 
-from tfresnet import files, machine
+from tfresnet import export, files, machine
 
 STATE = "state.json"
 RESULTS = "results.json"
@@ -76,6 +80,93 @@ class RunState:
         return dataclasses.asdict(self)
 
 
+class ForeignFiles(ValueError):
+    """`clear` refused: the folder holds entries that no run of ours writes. Nothing removed."""
+
+
+# Every name a run of ours writes, so all that `clear` may remove. Keys are regular expressions
+# over one name; a value says what the entry is: FILE, TREE (a folder whose whole tree a library
+# writes: a SavedModel version, TensorBoard's plugins), a dict (a folder of such entries) or a
+# test of the file's contents. Temporary names (`files.TEMP_MARK` first) are ours everywhere.
+FILE = "file"
+TREE = "tree"
+EXPORT_LAYOUT = {
+    rf"{re.escape(export.CONFIG_FILE)}|{re.escape(export.LOCK_FILE)}": FILE,
+    export.MODEL_NAME_PATTERN: {r"\d+": TREE},  # <model name>/<version>/, a SavedModel
+}
+RUN_LAYOUT = {
+    rf"config\.json|{re.escape(RESULTS)}|history\.csv|model\.keras": FILE,
+    "checkpoints": {r"(last|best)\.keras": FILE},
+    "backup": {
+        rf"{re.escape(STATE)}|epoch-\d+(-batch-\d+)?\.weights\.h5": FILE,
+        rf"{re.escape(LEGACY_WEIGHTS)}|{re.escape(LEGACY_METADATA)}": FILE,
+    },
+    "logs": {"train|validation": {r"events\.out\.tfevents\..+": FILE, "plugins": TREE}},
+    "export": EXPORT_LAYOUT,
+}
+
+
+def _tuner_state(path: str) -> bool:
+    """KerasTuner's state of one tuner, `<KERASTUNER_TUNER_ID>.json`, which holds `{}`."""
+    return tf.io.gfile.stat(path).length <= 16 and files.read_text(path).strip() == "{}"
+
+
+SEARCH_LAYOUT = {  # tfresnet tune's search directory: ours and KerasTuner's
+    r"search\.json|results\.(json|csv|md)|best_export\.json|oracle\.json": FILE,
+    r"trial_\w+": {
+        r"trial\.json|build_config\.json|checkpoint\.weights\.h5|attempts\.jsonl": FILE,
+        "run": RUN_LAYOUT,
+    },
+    "export": EXPORT_LAYOUT,
+    r".+\.json": _tuner_state,
+}
+
+
+def foreign_entries(folder: str, layout: dict = RUN_LAYOUT) -> list:
+    """The paths under `folder` (relative; a folder ends in "/") that `layout` does not list."""
+    found = []
+    for name in sorted(files.listdir(folder)):
+        path = files.join(folder, name)
+        is_dir = tf.io.gfile.isdir(path)
+        kind = None if name.startswith(files.TEMP_MARK) else _kind(layout, name, path, is_dir)
+        if kind is False:
+            found.append(name + ("/" if is_dir else ""))
+        elif isinstance(kind, dict):
+            found += [f"{name}/{sub}" for sub in foreign_entries(path, kind)]
+    return found
+
+
+def _kind(layout, name, path, is_dir):
+    """What `layout` says the entry `name` is (FILE, TREE, a dict, a test); False: not ours."""
+    for pattern, kind in layout.items():
+        folder = kind == TREE or isinstance(kind, dict)
+        if re.fullmatch(pattern, name) and is_dir == folder and (not callable(kind) or kind(path)):
+            return kind
+    return False
+
+
+def check_clearable(folder: str, layout: dict = RUN_LAYOUT, *, hint: str) -> None:
+    """`ForeignFiles` if `folder` holds anything that `layout` does not list (a folder of the
+    user's, given as --run_dir); `hint` says what to do then."""
+    foreign = foreign_entries(folder, layout) if files.exists(folder) else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if foreign[5:] else "")
+        raise ForeignFiles(
+            f"{folder!r} holds files that no tfresnet run wrote ({shown}); {hint}. Nothing was "
+            "removed."
+        )
+
+
+def clear(folder: str, layout: dict = RUN_LAYOUT, *, hint: str) -> None:
+    """Remove what a run (`layout`) of ours wrote in `folder`: what --overwrite deletes, and
+    nothing else. The folder stays, and with it the lock on it (`runlock`). Refused
+    (`check_clearable`), with nothing removed, if the folder holds anything else."""
+    check_clearable(folder, layout, hint=hint)
+    if files.exists(folder):
+        for name in files.listdir(folder):
+            files.remove(files.join(folder, name))
+
+
 def backup_dir(run_dir: str) -> str:
     return files.join(run_dir, "backup")
 
@@ -91,35 +182,57 @@ def resumable(run_dir: str) -> bool:
     return not finished(run_dir) and load_state(run_dir).weights is not None
 
 
+def read_config(path: str) -> dict:
+    """A run's `config.json` (at `path`) as a dict; `files.CorruptFile` if it is not one."""
+    config = files.read_json(path)
+    if not isinstance(config, dict):
+        raise files.CorruptFile(f"{path} is not a run config (a JSON object)")
+    return config
+
+
 def load_state(run_dir: str) -> RunState:
     """The last committed state of `run_dir`, or a fresh one when nothing was committed."""
     folder = backup_dir(run_dir)
     path = files.join(folder, STATE)
     if files.exists(path):
         try:
-            return RunState(**files.read_json(path))
+            state = RunState(**files.read_json(path))
+            if not (isinstance(state.epoch, int) and isinstance(state.batch, int)):
+                raise TypeError(f"epoch {state.epoch!r} and batch {state.batch!r} are no counts")
         except (ValueError, TypeError) as err:
-            log.warning("Ignoring the unreadable backup %s (%s); training from epoch 1.", path, err)
-            return RunState()
+            raise _damaged(path, err) from err
+        return state
     legacy = files.join(folder, LEGACY_METADATA)
     if files.exists(legacy):  # a backup made by Keras' BackupAndRestore
         try:
             epoch = int(files.read_json(legacy)["epoch"])
-        except (ValueError, KeyError, TypeError):
-            return RunState()
+        except (ValueError, KeyError, TypeError) as err:
+            raise _damaged(legacy, err) from err
         history = read_history_rows(files.join(run_dir, "history.csv"))[:epoch]
         if len(history) == epoch:
             return RunState(epoch=epoch, weights=LEGACY_WEIGHTS, history=history)
     return RunState()
 
 
+def _damaged(path: str, err: Exception) -> files.CorruptFile:
+    """The refusal of a backup record that does not read. It is written whole, so something
+    else changed it; training from epoch 1 instead would silently throw the run away."""
+    detail = str(err) if isinstance(err, files.CorruptFile) else f"{path}: {err}"
+    return files.CorruptFile(
+        f"{detail}. This record of the last finished epoch is written whole, so something else "
+        "damaged it: restore it from a copy, or use --overwrite to train the run again from "
+        "epoch 1."
+    )
+
+
 def restore(model, run_dir: str, state: RunState, steps_per_epoch: int | None = None) -> RunState:
     """Load the weights of `state` into `model` (compiled, optimizer built here).
 
     A weights file that does not load (a disk fault, a copy cut short) falls back to the commit
-    before it, and then to a fresh start, saying so. So does a mid-epoch backup that holds a
-    whole epoch of `steps_per_epoch` batches (older versions stopped so at an epoch's last
-    step): its epoch has no history row, so it is trained again. Returns the state restored.
+    before it, saying so; when none loads, `files.CorruptFile` (never a silent fresh start). A
+    mid-epoch backup that holds a whole epoch of `steps_per_epoch` batches (older versions
+    stopped so at an epoch's last step) falls back too: its epoch has no history row, so it is
+    trained again. Returns the state restored.
     """
     if not state.weights:
         return RunState()
@@ -146,23 +259,23 @@ def restore(model, run_dir: str, state: RunState, steps_per_epoch: int | None = 
                 ),
             )
         )
+    failed = []
     for epoch, name, candidate in candidates:
         path = files.join(backup_dir(run_dir), name)
         try:
             model.load_weights(path)
         except (OSError, ValueError) as err:
-            log.warning(
-                "The backup of epoch %d (%s) does not load (%s: %s); trying an earlier one.",
-                epoch,
-                path,
-                type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
-            )
+            failed.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            log.warning("The backup of epoch %d does not load (%s).", epoch, failed[-1])
             continue
         if candidate is not state:
             log.warning("Resuming from epoch %d, the last backup that loads.", epoch)
         return candidate
-    log.warning("No backup of %s loads; training from epoch 1.", run_dir)
+    if failed:
+        raise files.CorruptFile(
+            f"No backup in {backup_dir(run_dir)} loads ({'; '.join(failed)}): restore them from "
+            "a copy, or use --overwrite to train the run again from epoch 1."
+        )
     return RunState()
 
 

@@ -61,12 +61,6 @@ def ensure_free(run_dir: str) -> None:
         os.close(fd)
 
 
-def clear(run_dir: str) -> None:
-    """Remove everything inside `run_dir` but keep the directory, and with it the lock on it."""
-    for name in files.listdir(run_dir):
-        files.remove(files.join(run_dir, name))
-
-
 def _lock(run_dir: str, shared: bool) -> int | None:
     """An fd of `run_dir` holding the lock, or None where the file system has no locks."""
     if fcntl is None or files.is_remote(run_dir):

@@ -34,6 +34,11 @@ DEFAULT_EPOCHS = {"digits": 30}  # the embedded set's default budget: 25-60 s on
 AUTO_STEPS_PER_EXECUTION = {"tpu": 32, "other": 8}
 
 
+OVERWRITE_HINT = (
+    "--overwrite deletes only what a run wrote: move those files away, or use another --run_dir"
+)
+
+
 class TrainingError(RuntimeError):
     """Training could not finish (diverged, or the run directory is in the way)."""
 
@@ -106,6 +111,7 @@ class TrainConfig:
                 f"pretrained weights file {self.pretrained!r} does not exist (give a "
                 "keras.applications ResNet .h5 file)."
             )
+        recipes.check_length(self.budget, self.epochs, self.steps)
         if self.resume and self.overwrite:
             raise ValueError("Give at most one of resume and overwrite.")
         if self.run_dir is None:
@@ -131,16 +137,18 @@ def check_run_dir(config):
     `resume` takes the saved config; an identical unfinished run continues; `overwrite` is
     applied later, by `train`, once everything is validated.
     """
+    files.check_output_dir(config.run_dir, "run_dir", unset="runs/<model>-<dataset>")
     path = files.join(config.run_dir, "config.json")
     if config.overwrite or not files.exists(path):
         if config.resume:
             raise TrainingError(f"--resume: there is no run to continue in {config.run_dir!r}.")
         return config
     try:
-        saved = files.read_json(path)
-    except ValueError as err:
-        raise TrainingError(
-            f"{path} is not readable JSON ({err}); use --overwrite to start the run again."
+        saved = rundir.read_config(path)
+    except files.CorruptFile as err:
+        raise files.CorruptFile(
+            f"{err}: restore it from a copy, or use --overwrite to start the run again, or "
+            "another --run_dir."
         ) from err
     if config.resume:
         kept = {k: getattr(config, k) for k in NON_IDENTITY_FIELDS}
@@ -164,6 +172,7 @@ def check_run_dir(config):
             f"Run directory {config.run_dir!r} holds a finished run (results.json). Use "
             "--overwrite to train it again, or another --run_dir."
         )
+    rundir.load_state(config.run_dir)  # a damaged backup is refused before the data loads
     return config
 
 
@@ -586,6 +595,8 @@ def train(config, clock: PhaseClock | None = None):
     writer = distribute.writes_run_dir(strategy)
     if writer:
         runlock.ensure_free(config.run_dir)  # refused at once, before the data loads
+        if config.overwrite:
+            rundir.check_clearable(config.run_dir, hint=OVERWRITE_HINT)
     data = load_run_data(config)
     plan_schedule(config, data.info, strategy)
     if not writer:
@@ -600,7 +611,7 @@ def train(config, clock: PhaseClock | None = None):
             model = make_model(config, data.info, strategy)
         clock.mark("model_s")
         if config.overwrite:
-            runlock.clear(config.run_dir)  # the directory stays, and with it the lock
+            rundir.clear(config.run_dir, hint=OVERWRITE_HINT)  # the directory stays, locked
         config_path = files.join(config.run_dir, "config.json")
         new_run = not files.exists(config_path)
         if new_run:

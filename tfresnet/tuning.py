@@ -514,7 +514,7 @@ def _hold(stack, lock, refusal):
 def _clear_unresumable(run_dir):
     """Keep a trial's run directory only to continue an interrupted run (its backup)."""
     if files.exists(run_dir) and not rundir.resumable(run_dir):
-        runlock.clear(run_dir)  # the directory stays, and with it the lock
+        rundir.clear(run_dir, hint="move them out of the trial's run directory to run it again")
 
 
 def _append_jsonl(path, record):
@@ -656,11 +656,25 @@ def check_search_dir(config):
         for name in files.listdir(config.directory):
             if name.startswith("trial_"):
                 _refuse_if_training(config.directory, name)
-        runlock.clear(config.directory)  # the directory stays, and with it the chief's lock
+        # The directory stays, and with it the chief's lock.
+        rundir.clear(
+            config.directory,
+            rundir.SEARCH_LAYOUT,
+            hint="--overwrite deletes only what a search wrote: move those files away, or use "
+            "another --directory",
+        )
     if files.exists(path):
-        saved = files.read_json(path)
+        try:
+            saved = files.read_json(path)
+            if not isinstance(saved, dict):
+                raise files.CorruptFile(f"{path} is not a search config (a JSON object)")
+        except files.CorruptFile as err:
+            raise files.CorruptFile(
+                f"{err}: restore it from a copy, or use --overwrite to start the search again, "
+                "or another --directory."
+            ) from err
         # A search saved before a field became a speed setting still lists it under "train".
-        train = saved.get("train") if isinstance(saved, dict) else None
+        train = saved.get("train")
         if isinstance(train, dict):
             saved["train"] = _run_identity(train)
         if saved != config.identity():
@@ -722,6 +736,7 @@ def search(config, *, strategy=None, data=None, verbose=None):
     its run directory (`runlock`): `runlock.RunDirInUse` if the same search runs elsewhere,
     `TrialInUse` if another process trains this tuner's trial; both worth a retry later.
     """
+    files.check_output_dir(config.directory, "directory", unset="runs/tune-<tuner>-<dataset>")
     hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
     with contextlib.ExitStack() as stack:
         if not _is_worker() and distribute.writes_run_dir(hypermodel.strategy):
