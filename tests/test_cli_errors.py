@@ -16,11 +16,11 @@ import sys
 import zipfile
 
 import pytest
+from repo_files import repo_file
 
 from tfresnet import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DOCS = os.path.join(os.path.dirname(HERE), "docs", "errors.md")
 BASE = ["train", "--model=cifar_resnet8", "--noexport", "--verbose=0", "--run_dir={tmp}/r"]
 TRAIN = [*BASE, "--epochs=1"]
 
@@ -261,7 +261,7 @@ def test_a_lost_worker_is_retryable_and_says_where_to_resume(tmp_path):
 
 
 def test_the_docs_list_every_case():
-    with open(DOCS) as f:
+    with open(repo_file("docs/errors.md")) as f:
         page = f.read()
     for what, *_ in CASES:
         assert f"| {what} |" in page, f"docs/errors.md lacks {what!r}: regenerate it (see top)"
