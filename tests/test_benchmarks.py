@@ -360,7 +360,7 @@ def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_
 
 
 def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
-    script = (BENCHMARKS / "knobs.sh").read_text().replace("\\\n", " ")
+    script = repo_file("benchmarks/knobs.sh").read_text().replace("\\\n", " ")
     variables = dict(re.findall(r'^(R20_\w+)="([^"]*)"$', script, re.M))
     lines = [line for line in script.splitlines() if line.startswith("ab ")]
     assert len(lines) == 7
