@@ -22,19 +22,18 @@ import os
 import subprocess
 import sys
 import zlib
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from repo_files import ROOT, repo_file
 
 import tfresnet
 from tfresnet import backend_bench, models
 from tfresnet.cli import backend_bench as backend_bench_cli
 
 # resolve(): under `bazel test` this file is a symlink into the checkout.
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data" / "backends"
+DATA = repo_file("tests/data/backends")
 REFERENCE = DATA / "reference.npz"
 BACKENDS = ("tensorflow", "jax", "torch")
 BACKEND = keras.backend.backend()

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from absl import flags
+from repo_files import repo_file
 from test_idx import write_mnist_folder
 
 from tfresnet import models, recipes
 from tfresnet.cli import bench as bench_cli
 
-# resolve(): under `bazel test` this file is a symlink into the checkout.
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = repo_file("benchmarks")
 PEER = BENCHMARKS / "torch_fashion_mnist_train.py"
 PEER_KEYS = {
     "peer", "epochs", "wall_s", "startup_s", "train_s", "eval_s", "test_error", "train_error",
@@ -360,7 +360,7 @@ def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_
 
 
 def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
-    script = (BENCHMARKS / "knobs.sh").read_text().replace("\\\n", " ")
+    script = repo_file("benchmarks/knobs.sh").read_text().replace("\\\n", " ")
     variables = dict(re.findall(r'^(R20_\w+)="([^"]*)"$', script, re.M))
     lines = [line for line in script.splitlines() if line.startswith("ab ")]
     assert len(lines) == 7
@@ -437,7 +437,7 @@ def test_torchvision_peer_prints_one_line_of_rates():
 
 # --- paired_step_rate.py --------------------------------------------------------------------
 
-RECORDED = Path(__file__).resolve().parent.parent / "docs" / "bench"
+RECORDED = repo_file("docs/bench")
 # The three paired runs behind docs/performance.md's ratio table (made with a `tfresnet bench`
 # flag of the time): one full run and two of the CIFAR nets, each a pair.
 RECORDED_PAIRS = (

@@ -8,9 +8,11 @@ of `bazel build` / `bazel test`.
 import re
 from pathlib import Path
 
-# resolve(): under `bazel test` this file is a symlink in the runfiles tree;
-# the real checkout is where the files to compare against live.
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+# The working tree even under `bazel test`: the files to compare BUILD with are those checked out.
+from repo_files import CHECKOUT as ROOT
+
 BUILD = ROOT / "BUILD"
 
 
@@ -108,4 +110,24 @@ def test_each_test_module_has_its_own_sized_py_test():
             problems.append(f"{module}: py_test {name!r} does not list it in srcs")
         if not re.search(r"\bsize\s*=\s*\"(small|medium|large|enormous)\"", body):
             problems.append(f"{module}: py_test {name!r} has no size")
+        if '":pytest_support"' not in body:
+            problems.append(
+                f"{module}: py_test {name!r} does not depend on :pytest_support (the launcher's "
+                "helpers and the files tests read)"
+            )
     assert not problems, "BUILD py_test problems:\n" + "\n".join(problems)
+
+
+def test_a_file_missing_from_a_bazel_tests_runfiles_names_the_fix(tmp_path, monkeypatch):
+    """A checked-in file that BUILD does not give a test is an error saying where to add it,
+    not a bare path in Bazel's cache (issue 30)."""
+    import repo_files
+
+    monkeypatch.setattr(repo_files, "ROOT", tmp_path)  # a runfiles tree without docs/
+    with pytest.raises(FileNotFoundError, match="^docs/errors.md is in the checkout but not in "):
+        repo_files.repo_file("docs/errors.md")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "errors.md").write_text("x")
+    assert repo_files.repo_file("docs/errors.md").read_text() == "x"
+    # A file the checkout lacks too is the caller's to report.
+    assert repo_files.repo_file("docs/none.md") == tmp_path / "docs" / "none.md"

@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from repo_files import ROOT
 
 from tfresnet import cli
 from tfresnet.cli import native_logs
 from tfresnet.cli import train as train_cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_usage_and_unknown_command(capsys):

@@ -3,20 +3,19 @@
 import contextlib
 import io
 import json
-import os
 
 import pytest
 
 yaml = pytest.importorskip("yaml", reason="the manifest test reads YAML: pip install pyyaml")
 
-from tfresnet import cli, distribute  # noqa: E402
+from repo_files import ROOT, repo_file  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tfresnet import cli, distribute  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def job():
-    with open(os.path.join(ROOT, "deploy", "tfjob.yaml")) as f:
+    with open(repo_file("deploy/tfjob.yaml")) as f:
         return yaml.safe_load(f)
 
 
@@ -60,11 +59,11 @@ def test_the_operators_tf_config_is_what_we_read(job, monkeypatch, index):
 
 
 def test_the_dockerfile_copies_what_exists_and_installs_the_package():
-    with open(os.path.join(ROOT, "deploy", "Dockerfile")) as f:
+    with open(repo_file("deploy/Dockerfile")) as f:
         lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     copies = [line.split()[1:-1] for line in lines if line.startswith("COPY")]
     for sources in copies:
         for source in sources:
-            assert os.path.exists(os.path.join(ROOT, source)), source
+            assert (ROOT / source).exists(), source
     assert any("pip install" in line and line.endswith(" .") for line in lines)
     assert lines[-2:] == ['ENTRYPOINT ["tfresnet"]', 'CMD ["--help"]']

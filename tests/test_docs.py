@@ -10,9 +10,10 @@ import re
 import subprocess
 
 import pytest
+from repo_files import CHECKOUT
 
-# realpath: under `bazel test` this file is a symlink in the runfiles; the docs are in the checkout.
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+# The working tree even under `bazel test`: the docs and git's file list are the checkout's.
+ROOT = str(CHECKOUT)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
