@@ -1,5 +1,6 @@
 """Every experiment script runs end to end in its smoke mode (depth-8 nets, 2 iterations)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -126,6 +127,22 @@ def test_a_copy_killed_midway_leaves_no_run_and_the_next_call_copies_it_whole(
         open(os.path.join(config.run_dir, "history.csv")) as b,
     ):
         assert a.read() == b.read()
+
+
+def test_a_copy_keeps_the_config_the_run_was_trained_with(settings, degradation_result):
+    """A copy found for a command that differs only in a speed setting says, in config.json as
+    in results.json, what the run was trained with, not what the copying command asked for."""
+    source = degradation_result["runs"]["resnet", 8][0]["config"]["run_dir"]
+    config = common.run_config(settings, "recopied", "resnet8", 0)
+    asked = dataclasses.replace(config, steps_per_execution=2)  # not an identity field
+    results, trained = common.train_or_load(asked, settings.results_dir)
+    assert not trained
+    with open(os.path.join(source, "config.json")) as f:
+        trained_with = json.load(f)
+    with open(os.path.join(config.run_dir, "config.json")) as f:
+        copied = json.load(f)
+    assert copied == {**trained_with, "run_dir": config.run_dir}
+    assert copied["steps_per_execution"] == results["config"]["steps_per_execution"] is None
 
 
 def test_a_folder_with_files_but_no_run_is_not_overwritten_by_a_copy(settings, degradation_result):
