@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from absl import flags
 
-from experiments import common, degradation, depth, layer_responses, shattered_gradients, shortcuts
+from experiments import (
+    common,
+    degradation,
+    depth,
+    kernel_norms,
+    layer_responses,
+    shattered_gradients,
+    shortcuts,
+)
 from tfresnet import layers as tfresnet_layers
 from tfresnet import machine, models
 from tfresnet import train as train_lib
@@ -410,3 +418,49 @@ def test_shattered_gradients_flags_default_to_three_inits_and_two_smoke_depths()
         finally:
             flags.FLAGS.unparse_flags()
         assert (settings.seeds, settings.depths) == (seeds, depths)
+
+
+def test_kernel_norms_experiment_reads_the_recorded_decay_term(settings, degradation_result):
+    result = kernel_norms.run(settings)
+    assert result["trained"] == []
+    run = degradation_result["runs"]["resnet", 8][0]
+    [entry] = result["norms"]["resnet", 8]
+    decay = run["schedule"]["weight_decay"]
+    expected = 2 * run["curves"]["weight_decay_loss"][0] / decay
+    assert entry["exact"].all() and entry["high"][0] == pytest.approx(expected)
+    # cifar_resnet8: 3x3 convs out 16 (stem + 2), 32 (2), 64 (2); 10 logits; 2 per channel.
+    assert entry["init"] == 2 * (3 * 16 + 2 * 32 + 2 * 64 + 10)
+    _check_outputs(result, f"ResNet-8, seed 0 | 0.50 | **{expected / 1000:.2f}**")
+
+
+COMMITTED = os.path.join(os.path.dirname(__file__), "..", "experiments", "results")
+
+
+def _committed(run):
+    path = os.path.join(COMMITTED, run)
+    with open(os.path.join(path, "results.json")) as f:
+        results = json.load(f)
+    results["config"]["run_dir"] = path
+    return results
+
+
+def test_kernel_norms_from_the_test_loss_or_a_run_sharing_the_first_epochs():
+    """plain-56 (no recorded term): its test loss bounds ||w||^2 (above: cross-entropy >= 0;
+    below: cross-entropy at most ln 10). ResNet-56 seed 0 borrows its first 7 epochs, and no
+    more, from the whole-schedule run, whose lr is the same until then."""
+    plain = kernel_norms.norms(
+        _committed("degradation/plain56-fashion_mnist-b0.1-bf16-seed0"), COMMITTED, 10
+    )
+    assert not plain["exact"].any() and plain["source"] is None
+    assert plain["high"][0] == pytest.approx(2 * 21.843534469604492 / 1e-4)
+    assert plain["low"][0] == pytest.approx(2 * (21.843534469604492 - np.log(10)) / 1e-4)
+    resnet = kernel_norms.norms(
+        _committed("degradation/resnet56-fashion_mnist-b0.1-bf16-seed0"), COMMITTED, 10
+    )
+    assert resnet["source"].endswith(os.path.join("depth", "resnet56-fashion_mnist-b1-bf16-seed0"))
+    assert resnet["exact"].tolist() == [True] * 7 + [False] * 7
+    assert resnet["high"][0] == pytest.approx(2 * 0.3039 / 1e-4, rel=1e-3)
+    assert resnet["low"][8] == 0 and resnet["high"][8] == pytest.approx(2 * 0.452 / 1e-4, rel=1e-3)
+    # Weight decay alone over epochs 2-7 at lr 0.1: (1 - 0.1 * 1e-4 / 0.1)^(2 * 6 * 468).
+    results = _committed("degradation/plain56-fashion_mnist-b0.1-bf16-seed0")
+    assert kernel_norms.decay_alone(results, 1, 7) == pytest.approx((1 - 1e-4) ** 5616)
