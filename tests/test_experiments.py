@@ -354,7 +354,14 @@ def test_shattered_gradients_plain_nets_decorrelate_faster_than_resnets(tmp_path
         for net in nets:
             assert -1.0 <= net["neighbour_correlation"] <= 1.0
             assert -1.0 <= net["lag1_autocorrelation"] <= 1.0
+            assert -1.0 <= net["distinct_correlation"] <= 1.0
+            assert 0 < net["neighbour_se"] < 0.5 and 0 < net["distinct_se"] < 0.5
             assert len(net["derivative"]) == shattered_gradients.SMOKE_PROBE.points
+    fc = shattered_gradients.SMOKE_FC
+    assert set(result["fully_connected"]) == {
+        (k, d) for k in ("plain", "resnet") for d in fc.depths
+    }
+    assert all(len(m["lag1"]) == fc.inits for m in result["fully_connected"].values())
 
     def mean(kind, depth):
         return np.mean([n["neighbour_correlation"] for n in measured[kind, depth]])
@@ -376,6 +383,13 @@ def test_shattered_gradients_plain_nets_decorrelate_faster_than_resnets(tmp_path
         n["neighbour_correlation"] for n in measured["plain", 20]
     ]
     assert numbers["probe"]["points"] == shattered_gradients.SMOKE_PROBE.points
+    # The floor is each depth's bootstrap standard error of the mean over the seeds.
+    ses = numbers["nets"]["plain20"]["neighbour_se"]
+    assert numbers["noise_floor"]["neighbour"]["plain"][1] == pytest.approx(
+        np.sqrt(np.sum(np.square(ses))) / len(ses)
+    )
+    assert "| ReLU layers (plain) / blocks (ResNet) |" in table
+    assert "plain: distinct-input correlation" in table
 
 
 def test_shattered_gradients_measures():
@@ -464,3 +478,26 @@ def test_kernel_norms_from_the_test_loss_or_a_run_sharing_the_first_epochs():
     # Weight decay alone over epochs 2-7 at lr 0.1: (1 - 0.1 * 1e-4 / 0.1)^(2 * 6 * 468).
     results = _committed("degradation/plain56-fashion_mnist-b0.1-bf16-seed0")
     assert kernel_norms.decay_alone(results, 1, 7) == pytest.approx((1 - 1e-4) ** 5616)
+
+
+def test_block_bootstrap_counts_dependent_neighbours_once():
+    """A series constant over runs of 16 values holds 16 independent values, not 256: the
+    block bootstrap's standard error says so; single-value blocks (an iid bootstrap) do not."""
+    rng = np.random.default_rng(0)
+    runs = [np.repeat(rng.standard_normal(16), 16) for _ in range(4)]  # 4 independent lines
+    true_se = 1 / np.sqrt(4 * 16)
+    blocks = shattered_gradients.block_bootstrap_se(runs, 16, 2000, rng)
+    assert 0.7 * true_se < blocks < 1.3 * true_se
+    assert shattered_gradients.block_bootstrap_se(runs, 1, 2000, rng) < 0.4 * true_se
+    noise = [rng.standard_normal(255) for _ in range(4)]
+    iid = 1 / np.sqrt(4 * 255)
+    assert 0.7 * iid < shattered_gradients.block_bootstrap_se(noise, 16, 2000, rng) < 1.3 * iid
+
+
+@pytest.mark.parametrize("kind", ["plain", "resnet"])
+def test_fully_connected_1d_gradient_is_the_derivative_of_its_output(kind):
+    fc = shattered_gradients.FullyConnected1D(width=32, points=20_001, inits=1)
+    f, gradient = shattered_gradients.fc_gradients(kind, 3, fc, np.random.default_rng(1))
+    numeric = np.gradient(f, fc.span / (fc.points - 1))
+    # Equal except at the few points next to a ReLU's kink.
+    assert np.mean(np.isclose(numeric, gradient, rtol=1e-4, atol=1e-6)) > 0.95
