@@ -266,6 +266,7 @@ PHASES = (
     ("eval_s", "test evaluation after each epoch"),
     ("bookkeeping_s", "epoch-end writes: checkpoints, backup, logs"),
     ("final_eval_s", "final evaluation"),
+    ("train_eval_s", "evaluation pass over the training set"),
     ("save_s", "model.keras"),
     ("export_s", "SavedModel export"),
     ("exit_s", "results.json, clean-up and process exit"),

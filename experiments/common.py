@@ -213,9 +213,12 @@ def _finished_elsewhere(config, results_dir):
 def _copy_finished(source, config):
     """Copy the finished run `source` to `config.run_dir` whole; returns its results.
 
-    The copy is made in a temporary folder beside the run and renamed into place, so a kill
-    leaves no run there (the next call copies again), never a config.json without its results,
-    which would look like a killed training and be trained again from the start.
+    Its config.json is the source's (only run_dir changes), not `config`: the two agree in
+    every field that defines the run, and the settings it was trained with (such as
+    steps_per_execution) stay those its results.json reports. The copy is made in a temporary
+    folder beside the run and renamed into place, so a kill leaves no run there (the next call
+    copies again), never a config.json without its results, which would look like a killed
+    training and be trained again from the start.
     """
     if os.path.isdir(config.run_dir):  # no config.json: no run, at most a killed write's temps
         files.remove_stale_temps(config.run_dir)
@@ -231,12 +234,17 @@ def _copy_finished(source, config):
     for name in COPIED_FILES:
         if name not in FINISHED_FILES and os.path.exists(os.path.join(source, name)):
             shutil.copy2(os.path.join(source, name), os.path.join(temp, name))
-    with open(os.path.join(source, "results.json")) as f:
-        results = json.load(f)
+    saved = {}
+    for name in FINISHED_FILES:
+        with open(os.path.join(source, name)) as f:
+            saved[name] = json.load(f)
+    results = saved["results.json"]
     results["config"]["run_dir"] = config.run_dir
     results["reused_from"] = os.path.relpath(source, config.run_dir)
     files.write_json(os.path.join(temp, "results.json"), results)
-    files.write_json(os.path.join(temp, "config.json"), dataclasses.asdict(config))
+    files.write_json(
+        os.path.join(temp, "config.json"), {**saved["config.json"], "run_dir": config.run_dir}
+    )
     os.rename(temp, config.run_dir)
     return results
 

@@ -1,5 +1,6 @@
 """Every experiment script runs end to end in its smoke mode (depth-8 nets, 2 iterations)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 from absl import flags
 
-from experiments import common, degradation, depth, layer_responses, shattered_gradients, shortcuts
+from experiments import (
+    common,
+    degradation,
+    depth,
+    kernel_norms,
+    layer_responses,
+    shattered_gradients,
+    shortcuts,
+)
 from tfresnet import layers as tfresnet_layers
 from tfresnet import machine, models
 from tfresnet import train as train_lib
@@ -126,6 +135,22 @@ def test_a_copy_killed_midway_leaves_no_run_and_the_next_call_copies_it_whole(
         open(os.path.join(config.run_dir, "history.csv")) as b,
     ):
         assert a.read() == b.read()
+
+
+def test_a_copy_keeps_the_config_the_run_was_trained_with(settings, degradation_result):
+    """A copy found for a command that differs only in a speed setting says, in config.json as
+    in results.json, what the run was trained with, not what the copying command asked for."""
+    source = degradation_result["runs"]["resnet", 8][0]["config"]["run_dir"]
+    config = common.run_config(settings, "recopied", "resnet8", 0)
+    asked = dataclasses.replace(config, steps_per_execution=2)  # not an identity field
+    results, trained = common.train_or_load(asked, settings.results_dir)
+    assert not trained
+    with open(os.path.join(source, "config.json")) as f:
+        trained_with = json.load(f)
+    with open(os.path.join(config.run_dir, "config.json")) as f:
+        copied = json.load(f)
+    assert copied == {**trained_with, "run_dir": config.run_dir}
+    assert copied["steps_per_execution"] == results["config"]["steps_per_execution"] is None
 
 
 def test_a_folder_with_files_but_no_run_is_not_overwritten_by_a_copy(settings, degradation_result):
@@ -329,7 +354,14 @@ def test_shattered_gradients_plain_nets_decorrelate_faster_than_resnets(tmp_path
         for net in nets:
             assert -1.0 <= net["neighbour_correlation"] <= 1.0
             assert -1.0 <= net["lag1_autocorrelation"] <= 1.0
+            assert -1.0 <= net["distinct_correlation"] <= 1.0
+            assert 0 < net["neighbour_se"] < 0.5 and 0 < net["distinct_se"] < 0.5
             assert len(net["derivative"]) == shattered_gradients.SMOKE_PROBE.points
+    fc = shattered_gradients.SMOKE_FC
+    assert set(result["fully_connected"]) == {
+        (k, d) for k in ("plain", "resnet") for d in fc.depths
+    }
+    assert all(len(m["lag1"]) == fc.inits for m in result["fully_connected"].values())
 
     def mean(kind, depth):
         return np.mean([n["neighbour_correlation"] for n in measured[kind, depth]])
@@ -351,6 +383,13 @@ def test_shattered_gradients_plain_nets_decorrelate_faster_than_resnets(tmp_path
         n["neighbour_correlation"] for n in measured["plain", 20]
     ]
     assert numbers["probe"]["points"] == shattered_gradients.SMOKE_PROBE.points
+    # The floor is each depth's bootstrap standard error of the mean over the seeds.
+    ses = numbers["nets"]["plain20"]["neighbour_se"]
+    assert numbers["noise_floor"]["neighbour"]["plain"][1] == pytest.approx(
+        np.sqrt(np.sum(np.square(ses))) / len(ses)
+    )
+    assert "| ReLU layers (plain) / blocks (ResNet) |" in table
+    assert "plain: distinct-input correlation" in table
 
 
 def test_shattered_gradients_measures():
@@ -393,3 +432,72 @@ def test_shattered_gradients_flags_default_to_three_inits_and_two_smoke_depths()
         finally:
             flags.FLAGS.unparse_flags()
         assert (settings.seeds, settings.depths) == (seeds, depths)
+
+
+def test_kernel_norms_experiment_reads_the_recorded_decay_term(settings, degradation_result):
+    result = kernel_norms.run(settings)
+    assert result["trained"] == []
+    run = degradation_result["runs"]["resnet", 8][0]
+    [entry] = result["norms"]["resnet", 8]
+    decay = run["schedule"]["weight_decay"]
+    expected = 2 * run["curves"]["weight_decay_loss"][0] / decay
+    assert entry["exact"].all() and entry["high"][0] == pytest.approx(expected)
+    # cifar_resnet8: 3x3 convs out 16 (stem + 2), 32 (2), 64 (2); 10 logits; 2 per channel.
+    assert entry["init"] == 2 * (3 * 16 + 2 * 32 + 2 * 64 + 10)
+    _check_outputs(result, f"ResNet-8, seed 0 | 0.50 | **{expected / 1000:.2f}**")
+
+
+COMMITTED = os.path.join(os.path.dirname(__file__), "..", "experiments", "results")
+
+
+def _committed(run):
+    path = os.path.join(COMMITTED, run)
+    with open(os.path.join(path, "results.json")) as f:
+        results = json.load(f)
+    results["config"]["run_dir"] = path
+    return results
+
+
+def test_kernel_norms_from_the_test_loss_or_a_run_sharing_the_first_epochs():
+    """plain-56 (no recorded term): its test loss bounds ||w||^2 (above: cross-entropy >= 0;
+    below: cross-entropy at most ln 10). ResNet-56 seed 0 borrows its first 7 epochs, and no
+    more, from the whole-schedule run, whose lr is the same until then."""
+    plain = kernel_norms.norms(
+        _committed("degradation/plain56-fashion_mnist-b0.1-bf16-seed0"), COMMITTED, 10
+    )
+    assert not plain["exact"].any() and plain["source"] is None
+    assert plain["high"][0] == pytest.approx(2 * 21.843534469604492 / 1e-4)
+    assert plain["low"][0] == pytest.approx(2 * (21.843534469604492 - np.log(10)) / 1e-4)
+    resnet = kernel_norms.norms(
+        _committed("degradation/resnet56-fashion_mnist-b0.1-bf16-seed0"), COMMITTED, 10
+    )
+    assert resnet["source"].endswith(os.path.join("depth", "resnet56-fashion_mnist-b1-bf16-seed0"))
+    assert resnet["exact"].tolist() == [True] * 7 + [False] * 7
+    assert resnet["high"][0] == pytest.approx(2 * 0.3039 / 1e-4, rel=1e-3)
+    assert resnet["low"][8] == 0 and resnet["high"][8] == pytest.approx(2 * 0.452 / 1e-4, rel=1e-3)
+    # Weight decay alone over epochs 2-7 at lr 0.1: (1 - 0.1 * 1e-4 / 0.1)^(2 * 6 * 468).
+    results = _committed("degradation/plain56-fashion_mnist-b0.1-bf16-seed0")
+    assert kernel_norms.decay_alone(results, 1, 7) == pytest.approx((1 - 1e-4) ** 5616)
+
+
+def test_block_bootstrap_counts_dependent_neighbours_once():
+    """A series constant over runs of 16 values holds 16 independent values, not 256: the
+    block bootstrap's standard error says so; single-value blocks (an iid bootstrap) do not."""
+    rng = np.random.default_rng(0)
+    runs = [np.repeat(rng.standard_normal(16), 16) for _ in range(4)]  # 4 independent lines
+    true_se = 1 / np.sqrt(4 * 16)
+    blocks = shattered_gradients.block_bootstrap_se(runs, 16, 2000, rng)
+    assert 0.7 * true_se < blocks < 1.3 * true_se
+    assert shattered_gradients.block_bootstrap_se(runs, 1, 2000, rng) < 0.4 * true_se
+    noise = [rng.standard_normal(255) for _ in range(4)]
+    iid = 1 / np.sqrt(4 * 255)
+    assert 0.7 * iid < shattered_gradients.block_bootstrap_se(noise, 16, 2000, rng) < 1.3 * iid
+
+
+@pytest.mark.parametrize("kind", ["plain", "resnet"])
+def test_fully_connected_1d_gradient_is_the_derivative_of_its_output(kind):
+    fc = shattered_gradients.FullyConnected1D(width=32, points=20_001, inits=1)
+    f, gradient = shattered_gradients.fc_gradients(kind, 3, fc, np.random.default_rng(1))
+    numeric = np.gradient(f, fc.span / (fc.points - 1))
+    # Equal except at the few points next to a ReLU's kink.
+    assert np.mean(np.isclose(numeric, gradient, rtol=1e-4, atol=1e-6)) > 0.95

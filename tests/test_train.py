@@ -7,7 +7,9 @@ import types
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from tfresnet import data as data_lib
 from tfresnet import evaluate as evaluate_lib
 from tfresnet import files, models, rundir
 from tfresnet import train as train_lib
@@ -261,6 +263,33 @@ def test_steps_per_execution_is_a_speed_setting_a_resume_may_change(tmp_path):
         train_lib.check_run_dir(dataclasses.replace(config, steps_per_execution=11))
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert int(model.optimizer.iterations.numpy()) == 1438 // 64  # no step past the epoch
+
+
+def test_results_hold_an_unaugmented_inference_pass_over_the_training_images(tmp_path):
+    """fit's training error is a running mean over augmented batches in training mode; the
+    final pass is what model.evaluate gives on the plain training images (the split trained
+    on: the validation images held out), with and without the weight-decay term."""
+    results = train_lib.train(_config(tmp_path, epochs=1))
+    final = json.loads((tmp_path / "run" / "results.json").read_text())["final"]
+    assert final == pytest.approx(results["final"])
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    data = data_lib.load_data("digits", validation_size=100)
+    plain = data.train.map(lambda image, label: (tf.cast(image, tf.float32), label)).batch(64)
+    manual = model.evaluate(plain, verbose=0, return_dict=True)
+    decay = sum(float(loss) for loss in model.losses)
+    assert final["train_error_eval"] == pytest.approx(1 - manual["accuracy"], abs=1e-6)
+    assert final["train_loss_eval"] == pytest.approx(manual["loss"], rel=1e-5)
+    assert final["weight_decay_loss"] == pytest.approx(decay, rel=1e-5) and decay > 0
+    assert final["train_cross_entropy_eval"] == pytest.approx(manual["loss"] - decay, rel=1e-5)
+    assert final["test_cross_entropy"] == pytest.approx(final["test_loss"] - decay, rel=1e-5)
+    assert final["train_error_eval"] != final["train_error"]  # not fit's running figure
+    # The padded, augmented images this run trained on give another number.
+    augmented = data_lib.make_pipeline(
+        data.train, data.info, batch_size=64, training=True, drop_remainder=False
+    )
+    assert model.evaluate(augmented, verbose=0, return_dict=True)["loss"] != pytest.approx(
+        final["train_loss_eval"], rel=1e-3
+    )
 
 
 def test_evaluate_reports_top1_and_top5(tmp_path):

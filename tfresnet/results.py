@@ -2,6 +2,14 @@
 
 The file is strict JSON (no NaN: a value that does not exist is null), so any JSON reader loads
 it. Its time and speed cover every segment of a run that was killed and resumed.
+
+Two training errors, measured differently: `train_error` (and the `train_error` curve) is 1 -
+the `accuracy` that `fit` logs, a running mean over the epoch's augmented mini-batches in
+training mode (batch statistics) while the weights change; `final.train_error_eval` is one pass
+over the training images after the last epoch, unaugmented, in inference mode, as the test error
+is measured: the one to set beside `test_error`. Every loss includes the weight-decay term
+(`weight_decay_loss`, the L2 term at the final weights); the `*_cross_entropy*` fields leave it
+out.
 """
 
 import dataclasses
@@ -34,11 +42,20 @@ def _errors(values):
     return [None if v is None else 1.0 - float(v) for v in values]
 
 
-def summarize(config, model, info, state, test, *, schedule, policy, replicas) -> dict:
+def weight_decay_loss(model) -> float:
+    """The weight-decay (L2) term that Keras adds to every loss the model reports, at its
+    current weights: weight_decay / 2 times the squared norm of every regularised kernel."""
+    return float(sum(float(loss) for loss in model.losses))
+
+
+def summarize(
+    config, model, info, state, test, *, schedule, policy, replicas, train_eval=None
+) -> dict:
     """The results dict of a run whose committed epochs are `state` (a `rundir.RunState`).
 
     `test` is `model.evaluate(..., return_dict=True)` on the test split, or None when the caller
-    never touches it (the tuner). `schedule` is the run's `train.Schedule`.
+    never touches it (the tuner); `train_eval` the same on the unaugmented training split.
+    `schedule` is the run's `train.Schedule`.
     """
     history = rundir.curves(state.history)
     curves = {
@@ -49,21 +66,32 @@ def summarize(config, model, info, state, test, *, schedule, policy, replicas) -
         "test_error": _errors(history.get("test_accuracy", [])),
         "val_error": _errors(history.get("val_accuracy", [])),
     }
-    test = test or {}
+    test, train_eval = test or {}, train_eval or {}
+    decay = weight_decay_loss(model)
 
     def last(key):
         return curves[key][-1] if curves[key] else None
 
-    def error(key):
-        return 1.0 - float(test[key]) if key in test else None
+    def error(metrics, key):
+        return 1.0 - float(metrics[key]) if key in metrics else None
+
+    def loss(metrics, cross_entropy=False):
+        if "loss" not in metrics:
+            return None
+        return float(metrics["loss"]) - (decay if cross_entropy else 0.0)
 
     return {
         "config": dataclasses.asdict(config),
         "final": {
-            "train_error": last("train_error"),
-            "test_error": error("accuracy"),
-            "test_top5_error": error("top5_accuracy"),
-            "test_loss": float(test["loss"]) if "loss" in test else None,
+            "train_error": last("train_error"),  # fit's running figure (augmented, training mode)
+            "train_error_eval": error(train_eval, "accuracy"),
+            "train_loss_eval": loss(train_eval),
+            "train_cross_entropy_eval": loss(train_eval, cross_entropy=True),
+            "test_error": error(test, "accuracy"),
+            "test_top5_error": error(test, "top5_accuracy"),
+            "test_loss": loss(test),
+            "test_cross_entropy": loss(test, cross_entropy=True),
+            "weight_decay_loss": decay,
             "val_error": last("val_error"),
         },
         "curves": curves,

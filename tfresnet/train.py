@@ -285,7 +285,7 @@ class WeightDecayTerm(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["weight_decay_loss"] = float(sum(float(loss) for loss in self.model.losses))
+            logs["weight_decay_loss"] = results_lib.weight_decay_loss(self.model)
 
 
 def pick_recipe(config, info):
@@ -518,12 +518,19 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
         test_ds = _eval_input(data.test, data.info, schedule.batch_size, strategy)
         test = model.evaluate(test_ds, verbose=0, return_dict=True)
     clock.mark("final_eval_s")
+    # fit's `accuracy` is a running mean over augmented batches in training mode while the
+    # weights change; this pass measures the final weights on the training images as the test
+    # images are measured (no augmentation, inference mode). Not cached: it runs once.
+    train_ds = _eval_input(data.train, data.info, schedule.batch_size, strategy, cache=False)
+    train_eval = model.evaluate(train_ds, verbose=0, return_dict=True)
+    clock.mark("train_eval_s")
     results = results_lib.summarize(
         config,
         model,
         data.info,
         state,
         test,
+        train_eval=train_eval,
         schedule=schedule,
         policy=policy,
         replicas=strategy.num_replicas_in_sync,
@@ -539,7 +546,7 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
     return results
 
 
-def _eval_input(split, info, batch_size, strategy):
+def _eval_input(split, info, batch_size, strategy, cache=True):
     """Batches of an evaluation split; under TPUStrategy the last one is padded (XLA needs one
     static batch shape; `data.make_pipeline`'s `static_batches`)."""
     return data_lib.make_pipeline(
@@ -547,6 +554,7 @@ def _eval_input(split, info, batch_size, strategy):
         info,
         batch_size=batch_size,
         training=False,
+        cache=cache,
         static_batches=distribute.is_tpu(strategy),
     )
 

@@ -184,7 +184,9 @@ def run(fv, args):
         f"\n{results['model']['name']} on {results['data']['name']}: "
         f"test error {100 * final['test_error']:.2f}%"
         + (f", top-5 {100 * top5:.2f}%" if top5 is not None else "")
-        + f", train error {100 * final['train_error']:.2f}%, {results['wall_time_s']:.0f} s, "
+        + f", train error {100 * final['train_error_eval']:.2f}% (unaugmented, inference mode; "
+        f"running over the last epoch {100 * final['train_error']:.2f}%), "
+        f"{results['wall_time_s']:.0f} s, "
         f"{results['train_images_per_s'] or 0:.0f} images/s"
     )
     print(f"run directory: {results['config']['run_dir']}")
