@@ -42,7 +42,7 @@ import tensorflow as tf
 from absl import app
 
 from experiments import common
-from tfresnet import files, models
+from tfresnet import files, markdown, models
 
 EXPERIMENT = "shattered_gradients"
 DEPTHS = (8, 14, 20, 32, 44, 56, 110)
@@ -230,7 +230,7 @@ def table(measured, depths):
             for kind, _ in KINDS:
                 row.append(common.mean_std(values(measured, kind, depth, key), 1.0, 3))
         rows.append(row)
-    return common.markdown_table(
+    return markdown.table(
         [
             "depth",
             "ReLU layers / residual blocks",
@@ -240,7 +240,7 @@ def table(measured, depths):
             "ResNet: lag-1 autocorr. of f'(t)",
         ],
         rows,
-        ["---:"] * 6,
+        align="rrrrrr",
     )
 
 
