@@ -1,4 +1,4 @@
-"""The medians of recorded A/B pairs: `python benchmarks/ab_table.py FILE.jsonl [...]`.
+"""The medians of recorded A/B pairs: `python -m benchmarks.ab_table FILE.jsonl [...]`.
 
 Reads the JSON lines that `train_ab.py` and `bench_ab.py` append with --json_out (one line a
 pair), groups them by comparison (the flags both runs shared, a's and b's) and prints one
@@ -10,8 +10,9 @@ import json
 import statistics
 import sys
 
-from end_to_end import parser
-from train_ab import label, speedup
+from benchmarks.end_to_end import parser
+from benchmarks.train_ab import label, speedup
+from tfresnet import markdown
 
 RATES = (
     ("images_per_s", "training img/s"),
@@ -66,10 +67,8 @@ def comparisons(records):
 
 
 def format_table(records):
-    lines = [
-        "| both | a | b | pairs | rate | a, median | b, median | b / a, median |",
-        "|---|---|---|---:|---|---:|---:|---:|",
-    ]
+    header = ["both", "a", "b", "pairs", "rate", "a, median", "b, median", "b / a, median"]
+    rows = []
     for (flags, a, b, model, dataset), pairs in comparisons(records).items():
         both = " ".join(
             x
@@ -82,11 +81,11 @@ def format_table(records):
                 continue
             medians = [statistics.median(pair[side][key] for pair in pairs) for side in "ab"]
             ratio = statistics.median(speedup(pair, key) for pair in pairs)
-            lines.append(
-                f"| {' | '.join(settings)} | {len(pairs)} | {unit} | {medians[0]:.1f} "
-                f"| {medians[1]:.1f} | {ratio:.3f}x |"
+            rows.append(
+                [*settings, len(pairs), unit, f"{medians[0]:.1f}", f"{medians[1]:.1f}"]
+                + [f"{ratio:.3f}x"]
             )
-    return "\n".join(lines)
+    return markdown.table(header, rows, align="lllrlrrr")
 
 
 def main(argv=None):

@@ -1,16 +1,16 @@
-"""A paired A/B of two `tfresnet bench` settings: training and inference rates of one model.
+"""A paired A/B of two `benchmarks.bench` settings: training and inference rates of one model.
 
 From the repository root, in an environment with tfresnet installed, e.g. what TF's fused
 BatchNorm gains over Keras' own, what XLA costs on a CPU, and what oneDNN is worth:
 
-    python benchmarks/bench_ab.py --a=--bn=keras --b=--bn=fused \\
+    python -m benchmarks.bench_ab --a=--bn=keras --b=--bn=fused \\
         --flags="--models=resnet20 --precisions=float32" --pairs=3
-    python benchmarks/bench_ab.py --a=--nojit_compile --b=--jit_compile \\
+    python -m benchmarks.bench_ab --a=--nojit_compile --b=--jit_compile \\
         --flags="--models=resnet20 --precisions=float32" --pairs=3
-    python benchmarks/bench_ab.py --a= --b=TF_ENABLE_ONEDNN_OPTS=0 \\
+    python -m benchmarks.bench_ab --a= --b=TF_ENABLE_ONEDNN_OPTS=0 \\
         --flags="--models=resnet20 --precisions=mixed_bfloat16" --pairs=3
 
-Each pair runs `tfresnet bench` (no input-pipeline timing, a small matmul) once with
+Each pair runs `python -m benchmarks.bench` (no input-pipeline timing, a small matmul) once with
 `--flags --a` and once with `--flags --b`, one right after the other, the order alternating
 from pair to pair, and reads the model's record: training images/s (wall and per CPU-second,
 the figure that a busy machine disturbs least) and inference images/s. It prints each table
@@ -21,11 +21,12 @@ variables of its runs. `--flags` names one model and one precision. Run nothing 
 import json
 import os
 import shlex
+import sys
 import tempfile
 
-import ab_table
-from end_to_end import append_json, failed, machine_context, run_main, run_process
-from train_ab import (
+from benchmarks import ab_table
+from benchmarks.end_to_end import append_json, failed, machine_context, run_main, run_process
+from benchmarks.train_ab import (
     ab_parser,
     command_of,
     format_table,
@@ -35,11 +36,11 @@ from train_ab import (
     split_setting,
 )
 
+BENCH = f"{shlex.quote(sys.executable)} -m benchmarks.bench"
+
 
 def bench_command(args, output, side):
-    return command_of(
-        args, side, "bench", "--nopipeline", "--matmul_size=512", f"--output={output}"
-    )
+    return command_of(args, side, "--nopipeline", "--matmul_size=512", f"--output={output}")
 
 
 def read_records(path):
@@ -49,14 +50,14 @@ def read_records(path):
 
 def measure(args, side):
     """{images_per_s, images_per_cpu_s, infer_images_per_s, wall_s, load1, hardware,
-    onednn_opts, record} of one `tfresnet bench` run of setting `side`."""
+    onednn_opts, record} of one `benchmarks.bench` run of setting `side`."""
     fd, output = tempfile.mkstemp(prefix=f"bench-ab-{side}-", suffix=".jsonl")
     os.close(fd)
     command = bench_command(args, output, side)
     try:
         result = run_process(command, label=side, echo=args.verbose)
         if result["returncode"] != 0:
-            raise failed("tfresnet bench", command, result)
+            raise failed("benchmarks.bench", command, result)
         found = read_records(output)
     finally:
         os.remove(output)
@@ -97,6 +98,7 @@ def parse_args(argv=None):
     p = ab_parser(
         __doc__,
         flags_help="one model and one precision: '--models=resnet20 --precisions=float32'",
+        program=BENCH,
         flags_required=True,
     )
     p.add_argument(
@@ -130,7 +132,7 @@ def main(argv=None):
         return []
     context = machine_context()
     pairs = run_pairs(args, measure)
-    print(f"\n`tfresnet bench {args.flags}`, {os.cpu_count()} CPUs:")
+    print(f"\n`python -m benchmarks.bench {args.flags}`, {os.cpu_count()} CPUs:")
     for key, unit in ab_table.RATES:
         print(f"\n{unit}:\n")
         print(format_table(pairs, args.a, args.b, key=key, unit=unit))

@@ -1,26 +1,27 @@
-"""End to end against PyTorch: `tfresnet train` and the PyTorch peer trainer as whole processes.
+"""End to end against PyTorch: tfresnet's training and the PyTorch peer trainer as whole processes.
 
 The one command (from the repository root, in an environment with tfresnet and torch installed,
 e.g. `pip install -e '.[bench]'`, and Debian's `dataset-fashion-mnist`):
 
-    python benchmarks/end_to_end.py --epochs=3 --pairs=3 --precision=mixed_bfloat16 \\
+    python -m benchmarks.end_to_end --epochs=3 --pairs=3 --precision=mixed_bfloat16 \\
         --json_out=docs/bench/end_to_end.jsonl
 
 Each pair runs, one after the other (so both see the same machine load; --torch_first swaps the
 order within a pair):
 
-    tfresnet train --dataset=fashion_mnist --model=resnet20 --epochs=N --run_dir=<tmp>
-        --overwrite --verbose=2 [--precision=P] --seed=S
-    python benchmarks/torch_fashion_mnist_train.py --epochs=N [--precision=bf16] --seed=S
+    python -m benchmarks.timed_train --dataset=fashion_mnist --model=resnet20 --epochs=N
+        --run_dir=<tmp> --overwrite --verbose=2 [--precision=P] --seed=S
+    python -m benchmarks.torch_fashion_mnist_train --epochs=N [--precision=bf16] --seed=S
 
 and measures, per process: the wall time from spawn to exit (time.perf_counter around it: Python
 start-up, imports, data loading, training, per-epoch testing, saving and tfresnet's export all
 count), the peak resident memory of that process (its own rusage from os.wait4), the final test
 error (tfresnet: results.json `final.test_error`; the peer: its JSON line) and the 1-minute load
-average just before it starts. It prints a table per pair with the ratio torch wall / tfresnet
-wall (above 1: tfresnet is faster), the medians, and where tfresnet's time went (the phases
-that its results.json reports under "timings": start-up, data, model, first step, steady
-training, evaluation, epoch-end writes, save, export; what is left of the wall time is exit).
+average just before it starts. The first is `tfresnet train` with a Keras callback that marks
+its phases (benchmarks/timed_train.py). It prints a table per pair with the ratio torch wall /
+tfresnet wall (above 1: tfresnet is faster), the medians, and where tfresnet's time went (the
+phases that timed_train prints: start-up, set-up, first step, steady training, evaluation,
+epoch-end writes, the finish; what is left of the wall time is exit).
 With --json_out it appends one JSON line per process and one summary line. Run nothing else
 meanwhile: the comparison is only as fair as the machine is quiet. --data_dir=FOLDER uses an
 MNIST-format folder for both (tfresnet reads it as `--dataset=FOLDER`; name it "...fashion..."
@@ -41,24 +42,16 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PEER = os.path.join(HERE, "torch_fashion_mnist_train.py")
+PEER = "benchmarks.torch_fashion_mnist_train"
 PEER_PRECISION = {"float32": "fp32", "mixed_bfloat16": "bf16"}
-
-
-def default_tfresnet():
-    """The `tfresnet` command of this interpreter's environment, else the one on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "tfresnet")
-    if os.path.exists(beside):
-        return beside
-    return shutil.which("tfresnet") or f"{sys.executable} -m tfresnet.cli"
+# tfresnet's side: `tfresnet train`, its phases marked (run from the repository root, as this).
+TIMED_TRAIN = f"{shlex.quote(sys.executable)} -m benchmarks.timed_train"
 
 
 def tfresnet_command(args, run_dir):
     dataset = args.data_dir or "fashion_mnist"
     return [
         *shlex.split(args.tfresnet),
-        "train",
         f"--dataset={dataset}",
         "--model=resnet20",
         f"--epochs={args.epochs}",
@@ -74,6 +67,7 @@ def tfresnet_command(args, run_dir):
 def peer_command(args):
     command = [
         *shlex.split(args.torch_python),
+        "-m",
         PEER,
         f"--epochs={args.epochs}",
         f"--precision={PEER_PRECISION[args.precision]}",
@@ -157,15 +151,16 @@ def failed(kind, command, result):
 
 
 def train_once(command, run_dir, *, label, echo=True, keep=False):
-    """Run a `tfresnet train` command whose run directory is `run_dir` (then removed unless
-    `keep`): (run_process's result, the run's results.json)."""
+    """Run a timed_train command whose run directory is `run_dir` (then removed unless `keep`):
+    (run_process's result, the run's results.json, the phases it printed)."""
     try:
         result = run_process(command, label=label, echo=echo)
         path = os.path.join(run_dir, "results.json")
-        if result["returncode"] != 0 or not os.path.exists(path):
+        phases = last_json_line(result["output"], "phases")
+        if result["returncode"] != 0 or not os.path.exists(path) or phases is None:
             raise failed("tfresnet train", command, result)
         with open(path) as f:
-            return result, json.load(f)
+            return result, json.load(f), phases["phases"]
     finally:
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -175,7 +170,9 @@ def run_tfresnet(args, echo=True):
     run_dir = tempfile.mkdtemp(prefix="e2e-tfresnet-", dir=args.work_dir)
     load = os.getloadavg()[0]
     command = tfresnet_command(args, run_dir)
-    result, results = train_once(command, run_dir, label="tfresnet", echo=echo, keep=args.keep_runs)
+    result, results, phases = train_once(
+        command, run_dir, label="tfresnet", echo=echo, keep=args.keep_runs
+    )
     return {
         "kind": "tfresnet",
         "load1": round(load, 2),
@@ -187,7 +184,7 @@ def run_tfresnet(args, echo=True):
         "fit_s": results.get("wall_time_s"),
         "precision": results.get("precision"),
         "epochs": results["schedule"]["epochs"],
-        "timings": results.get("timings"),
+        "timings": phases,
         "run_dir": run_dir if args.keep_runs else None,
     }
 
@@ -221,22 +218,24 @@ def ratio(pair):
 
 def format_table(pairs):
     """Markdown: one row per pair, both processes side by side, then the medians."""
-    lines = [
-        "| pair | load | tfresnet wall s | img/s | test err | peak MB "
-        "| load | torch wall s | img/s | test err | peak MB | torch/tfresnet wall |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    from tfresnet import markdown  # not at the top: see run_process (the driver stays small)
+
+    side = ["load", "{} wall s", "img/s", "test err", "peak MB"]
+    header = ["pair", *(c.format(name) for name in ("tfresnet", "torch") for c in side)]
 
     def cells(r):
-        return (
-            f"{r['load1']:.2f} | {r['wall_s']:.1f} | {_num(r['images_per_s'], '.0f')} | "
-            f"{_num(r['test_error'], '.2%')} | {r['peak_rss_mb']:.0f}"
-        )
+        return [
+            f"{r['load1']:.2f}",
+            f"{r['wall_s']:.1f}",
+            _num(r["images_per_s"], ".0f"),
+            _num(r["test_error"], ".2%"),
+            f"{r['peak_rss_mb']:.0f}",
+        ]
 
-    for i, pair in enumerate(pairs, 1):
-        lines.append(
-            f"| {i} | {cells(pair['tfresnet'])} | {cells(pair['torch'])} | {ratio(pair):.2f}x |"
-        )
+    rows = [
+        [i, *cells(pair["tfresnet"]), *cells(pair["torch"]), f"{ratio(pair):.2f}x"]
+        for i, pair in enumerate(pairs, 1)
+    ]
     if pairs:
         m = summary(pairs)
         med = {
@@ -249,27 +248,29 @@ def format_table(pairs):
             }
             for side in ("tfresnet", "torch")
         }
-        lines.append(
-            f"| median | {cells(med['tfresnet'])} | {cells(med['torch'])} | "
-            f"{m['ratio_torch_over_tfresnet']:.2f}x |"
+        rows.append(
+            [
+                "median",
+                *cells(med["tfresnet"]),
+                *cells(med["torch"]),
+                f"{m['ratio_torch_over_tfresnet']:.2f}x",
+            ]
         )
-    return "\n".join(lines)
+    return markdown.table([*header, "torch/tfresnet wall"], rows, align="r" * 12)
 
 
-# tfresnet's phases (results.json "timings"), in the order they happen, as the breakdown names them.
+# tfresnet's phases (timed_train's), in the order they happen, as the breakdown names them.
 PHASES = (
     ("startup_s", "start-up: interpreter, imports, flags"),
-    ("data_s", "data: read and prepare the data set"),
-    ("model_s", "model: build, compile, restore"),
-    ("first_step_s", "first training step (tracing)"),
+    ("setup_s", "set-up: data, model, compile, restore"),
+    ("first_step_s", "first training call (tracing)"),
     ("train_s", "steady training"),
-    ("eval_s", "test evaluation after each epoch"),
+    ("eval_s", "evaluation after each epoch"),
     ("bookkeeping_s", "epoch-end writes: checkpoints, backup, logs"),
-    ("final_eval_s", "final evaluation"),
     ("train_eval_s", "evaluation pass over the training set"),
-    ("save_s", "model.keras"),
-    ("export_s", "SavedModel export"),
-    ("exit_s", "results.json, clean-up and process exit"),
+    ("final_eval_s", "final test evaluation (runs only without a test curve)"),
+    ("finish_s", "model.keras, SavedModel export, results.json"),
+    ("exit_s", "clean-up and process exit"),
 )
 
 
@@ -292,7 +293,7 @@ def breakdown(pairs):
     out = {key: statistics.median(values) for key, values in phases.items()}
     out["wall_s"] = statistics.median(run["wall_s"] for run in runs)
     out["to_first_step_s"] = statistics.median(
-        sum(run["timings"].get(k, 0.0) for k in ("startup_s", "data_s", "model_s", "first_step_s"))
+        sum(run["timings"].get(k, 0.0) for k in ("startup_s", "setup_s", "first_step_s"))
         for run in runs
     )
     out["bookkeeping_per_epoch"] = statistics.median(
@@ -305,13 +306,14 @@ def breakdown(pairs):
 
 def format_breakdown(pairs):
     """Markdown: where tfresnet's wall time went (medians over the pairs), phase by phase."""
+    from tfresnet import markdown  # not at the top: see run_process (the driver stays small)
+
     b = breakdown(pairs)
     if not b:
         return ""
-    lines = ["| phase | seconds | share of wall time |", "|---|---:|---:|"]
-    for key, name in PHASES:
-        lines.append(f"| {name} | {b[key]:.1f} | {b[key] / b['wall_s']:.1%} |")
-    lines.append(f"| **whole process** | **{b['wall_s']:.1f}** | 100% |")
+    rows = [(name, f"{b[key]:.1f}", f"{b[key] / b['wall_s']:.1%}") for key, name in PHASES]
+    rows.append(("**whole process**", f"**{b['wall_s']:.1f}**", "100%"))
+    lines = [markdown.table(["phase", "seconds", "share of wall time"], rows, align="lrr")]
     lines.append("")
     lines.append(
         f"Start-up to the end of the first training step: {b['to_first_step_s']:.1f} s. "
@@ -377,7 +379,7 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=sorted(PEER_PRECISION), default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data_dir", default=None, help="MNIST-format folder; default Fashion-MNIST")
-    p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
+    p.add_argument("--tfresnet", default=TIMED_TRAIN, help="runs tfresnet train, timed")
     p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch")
     p.add_argument("--tfresnet_args", default="", help="extra flags for tfresnet train")
     p.add_argument("--peer_args", default="", help="extra flags for the peer (e.g. --compile)")

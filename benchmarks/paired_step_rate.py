@@ -1,29 +1,29 @@
-"""Step rate against PyTorch: `tfresnet bench` and the PyTorch peer, paired model by model.
+"""Step rate against PyTorch: benchmarks/bench.py and the PyTorch peer, paired model by model.
 
 The one command (from the repository root, in an environment with tfresnet and torch installed,
 e.g. `pip install -e '.[bench]'`):
 
-    python benchmarks/paired_step_rate.py --pairs=3 --json_out=docs/bench/paired.jsonl
-    python benchmarks/paired_step_rate.py --models=resnet20,resnet56 --precisions=float32
+    python -m benchmarks.paired_step_rate --pairs=3 --json_out=docs/bench/paired.jsonl
+    python -m benchmarks.paired_step_rate --models=resnet20,resnet56 --precisions=float32
 
 In each pair, for each model M, one right after the other (so both see the same machine load):
 
-    tfresnet bench --models=M --precisions=P --nopipeline --output=<tmp>
-    python benchmarks/torch_resnet_bench.py M
+    python -m benchmarks.bench --models=M --precisions=P --nopipeline --output=<tmp>
+    python -m benchmarks.torch_resnet_bench M
 
 then the tfresnet/PyTorch ratios of training and inference images/s per model and precision
 (above 1: tfresnet is faster), each pair's and their median: single runs move by 10-15% on a
-shared VM, so compare medians. `tfresnet bench` measures each model in a fresh process (see
-tfresnet/bench.py for what it times); the peer trains and runs the same networks in PyTorch
+shared VM, so compare medians. The bench measures each model in a fresh process (see
+benchmarks/bench.py for what it times); the peer trains and runs the same networks in PyTorch
 (SGD, autocast bf16, channels_last). With --json_out it appends every record of both, with the
 pair's number, and one summary line. `--dry_run` prints the commands.
 
 `--summarize` prints the same table from recorded runs instead: each argument a file of both
 sides' lines (what --json_out wrote, its pairs told apart by their "pair" field), or BENCH+PEER,
-a `tfresnet bench --output` file and the peer's output from right after it (one pair). The
-ratio tables of docs/performance.md come from:
+a bench `--output` file and the peer's output from right after it (one pair). The ratio tables
+of docs/performance.md come from:
 
-    python benchmarks/paired_step_rate.py --summarize \
+    python -m benchmarks.paired_step_rate --summarize \
         docs/bench/2026-11-25-1808-full.jsonl+docs/bench/2026-11-25-1828-torch.jsonl \
         docs/bench/2026-11-25-1849-paired.jsonl docs/bench/2026-11-25-1911-cifar-paired.jsonl \
         docs/bench/2026-11-25-1916-cifar-paired.jsonl
@@ -37,19 +37,18 @@ import subprocess
 import sys
 import tempfile
 
-from end_to_end import append_json, machine_context, parser
+from benchmarks.end_to_end import append_json, machine_context, parser
+from tfresnet import markdown
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PEER = os.path.join(HERE, "torch_resnet_bench.py")
+PEER = "-m benchmarks.torch_resnet_bench"
 PEER_MODELS = ("resnet20", "resnet56", "resnet50")  # torch_resnet_bench.CONFIGS
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # the peer's names -> Keras policies
 
 
 def tfresnet_command(args, model, output):
-    """`tfresnet bench` for one model, its JSON lines written to `output`."""
+    """The bench of one model, its JSON lines written to `output`."""
     return [
         *shlex.split(args.tfresnet),
-        "bench",
         f"--models={model}",
         f"--precisions={','.join(args.precisions)}",
         "--nopipeline",
@@ -59,7 +58,7 @@ def tfresnet_command(args, model, output):
 
 
 def peer_command(args, model):
-    return [*shlex.split(args.torch_python), args.peer, model]
+    return [*shlex.split(args.torch_python), *shlex.split(args.peer), model]
 
 
 def json_records(text):
@@ -101,15 +100,15 @@ def run_command(command, what, timeout=3 * 3600):
 
 
 def run_tfresnet(args, model):
-    """`tfresnet bench` records of one model: host, matmul peaks, one per precision."""
+    """The bench's records of one model: host, matmul peaks, one per precision."""
     with tempfile.TemporaryDirectory(prefix="paired-step-rate-") as folder:
         output = os.path.join(folder, "bench.jsonl")
         command = tfresnet_command(args, model, output)
-        run_command(command, "tfresnet bench")
+        run_command(command, "benchmarks.bench")
         with open(output) as f:
             records = json_records(f.read())
     if not any(r.get("kind") == "model" for r in records):
-        raise RuntimeError(f"tfresnet bench wrote no model record: {shlex.join(command)}")
+        raise RuntimeError(f"benchmarks.bench wrote no model record: {shlex.join(command)}")
     return records
 
 
@@ -135,7 +134,7 @@ def matched(records):
 def summary(pairs):
     """Per model and precision: each pair's ratio of images/s, their median, the median rates.
 
-    `pairs`: one list of records per pair (tfresnet bench's "model" records, "peer" records).
+    `pairs`: one list of records per pair (the bench's "model" records, "peer" records).
     """
     sides = {}
     for records in pairs:
@@ -187,11 +186,10 @@ def recorded_pairs(spec):
 
 def format_table(pairs):
     """Markdown: per model and precision, median images/s of both, each pair's ratio, median."""
-    lines = [
-        "| model | precision | tfresnet train img/s | PyTorch train img/s | train ratios | median "
-        "| tfresnet infer img/s | PyTorch infer img/s | infer ratios | median |",
-        "|---|---|---:|---:|---|---:|---:|---:|---|---:|",
-    ]
+    header = ["model", "precision"]
+    for rate in ("train", "infer"):
+        header += [f"tfresnet {rate} img/s", f"PyTorch {rate} img/s", f"{rate} ratios", "median"]
+    rows = []
     for row in summary(pairs):
         cells = [row["model"], row["precision"]]
         for rate in ("train", "infer"):
@@ -201,8 +199,8 @@ def format_table(pairs):
                 ", ".join(f"{r:.2f}" for r in row[f"{rate}_ratios"]),
                 f"**{row[f'{rate}_ratio']:.2f}x**",
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown.table(header, rows, align="llrrlrrrlr")
 
 
 def parse_args(argv=None):
@@ -211,10 +209,10 @@ def parse_args(argv=None):
     p.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated")
     p.add_argument("--pairs", type=int, default=3, help="rounds of tfresnet-then-peer per model")
     python = shlex.quote(sys.executable)
-    p.add_argument("--tfresnet", default=f"{python} -m tfresnet.cli", help="the command")
-    p.add_argument("--tfresnet_args", default="", help="extra flags for tfresnet bench")
+    p.add_argument("--tfresnet", default=f"{python} -m benchmarks.bench", help="the bench")
+    p.add_argument("--tfresnet_args", default="", help="extra flags for the bench")
     p.add_argument("--torch_python", default=python, help="interpreter with torch")
-    p.add_argument("--peer", default=PEER, help="peer script: `PEER MODEL` prints JSON lines")
+    p.add_argument("--peer", default=PEER, help="peer: `PYTHON PEER MODEL` prints JSON lines")
     p.add_argument("--json_out", default=None, help="append JSON lines here")
     p.add_argument("--dry_run", action="store_true", help="print the commands and stop")
     p.add_argument(

@@ -4,12 +4,8 @@ The end-to-end yardstick for `tfresnet train --dataset=fashion_mnist --model=res
 network, recipe and data in plain PyTorch + numpy (no TensorFlow, no tfresnet import), run as a
 whole process so that start-up, data loading, training and per-epoch testing all count.
 
-Matched to tfresnet (tfresnet/blocks.py, models.py, layers.py, recipes.py, data.py):
-- CIFAR ResNet-20 (6n+2, n=3; 16/32/64 filters), option-A shortcuts: identity, or stride-2
-  subsampling + zero channels appended after the input's where dimensions grow; no conv biases.
-- BN after every conv: momentum 0.1 in torch's convention (Keras 0.9), epsilon 1e-5.
-- Keras' he_normal for convs and the classifier: a normal truncated at 2 sigma, fan_in,
-  std sqrt(2 / fan_in) / 0.8796; classifier bias and BN beta 0, BN gamma 1.
+Matched to tfresnet (tfresnet/recipes.py, data.py; the network is benchmarks/torch_resnet.py's
+CIFAR ResNet-20, matched to tfresnet's blocks, layers and initialisation there):
 - SGD momentum 0.9, weight decay 1e-4 on conv and linear weights only (not BN, not biases),
   batch 128 (drop_last), lr 0.1 x batch/128, divided by 10 at 50% and 75% of
   epochs * floor(n_train / batch) iterations, rounded as tfresnet.recipes.paper_schedule does
@@ -19,11 +15,10 @@ Matched to tfresnet (tfresnet/blocks.py, models.py, layers.py, recipes.py, data.
 
 Done the PyTorch way rather than copied: channels_last, the whole set as one uint8 tensor, crops
 and flips for a whole batch by one gather over an index grid, a full reshuffle each epoch, no
-DataLoader workers, torch's own SGD (velocity in gradient units), 3x3/2 convs with padding=1
-(TF's "same" pads only bottom/right there), torch's unbiased running variance.
+DataLoader workers, torch's own SGD (velocity in gradient units).
 
-    python benchmarks/torch_fashion_mnist_train.py --epochs=3 [--precision=bf16] [--compile]
-    python benchmarks/torch_fashion_mnist_train.py --epochs=1 --limit_train=512 --limit_test=256
+    python -m benchmarks.torch_fashion_mnist_train --epochs=3 [--precision=bf16] [--compile]
+    python -m benchmarks.torch_fashion_mnist_train --epochs=1 --limit_train=512 --limit_test=256
 
 Data: Debian's IDX files (`apt-get install -y dataset-fashion-mnist`), or --data_dir with the
 four MNIST-format files. One line per epoch, then one JSON line:
@@ -48,30 +43,19 @@ import struct  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.phases import process_age  # noqa: E402
+from benchmarks.torch_resnet import cifar_resnet  # noqa: E402
+
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras)
 PAPER_STEPS, PAPER_BOUNDARIES = 64_000, (32_000, 48_000)  # tfresnet's cifar recipe
 WARMUP_STEPS, WARMUP_MIN_DEPTH = 400, 110
 
 
-def interpreter_age():
-    """Seconds since this process started (from /proc), or 0.0 where that is unknown."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 # The process's age at START: the interpreter's own start-up (the imports above are timed twice
-# if read from /proc now, so take them out again).
-AGE_AT_START = max(0.0, interpreter_age() - (time.perf_counter() - START))
+# if read from /proc now, so take them out again); 0 where /proc is missing.
+AGE_AT_START = max(0.0, (process_age() or 0.0) - (time.perf_counter() - START))
 
 
 def elapsed():
@@ -152,59 +136,7 @@ def random_crop_flip(images, pad, flip, generator):
     return crop_and_flip(images, top, left, mirror, pad)
 
 
-# --- model ----------------------------------------------------------------------------------
-
-
-class BasicBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN + option-A shortcut, ReLU."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
-        self.stride, self.extra = stride, cout - cin
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        if self.extra:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))  # zero channels after the input's
-        return F.relu(y + x)
-
-
-def cifar_resnet(depth, in_channels, num_classes):
-    """The paper's CIFAR ResNet with 6n+2 layers."""
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"depth must be 6n+2 (8, 14, 20, ...); got {depth}.")
-    n = (depth - 2) // 6
-    layers = [
-        nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False),
-        nn.BatchNorm2d(16, eps=1e-5, momentum=0.1),
-        nn.ReLU(inplace=True),
-    ]
-    cin = 16
-    for stage, cout in enumerate((16, 32, 64)):
-        for block in range(n):
-            layers.append(BasicBlock(cin, cout, 2 if stage and not block else 1))
-            cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
-    model = nn.Sequential(*layers)
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            keras_he_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
-
-
-def keras_he_normal_(weight):
-    """Keras' he_normal: truncated normal (2 sigma), fan_in, std sqrt(2/fan_in)/0.8796."""
-    std = math.sqrt(2.0 / weight[0].numel()) / TRUNCATED_NORMAL_STD
-    with torch.no_grad():
-        nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+# --- model and schedule ----------------------------------------------------------------------
 
 
 def param_groups(model, weight_decay):

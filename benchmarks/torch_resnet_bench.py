@@ -3,17 +3,18 @@
 A measuring stick, not part of the installed package. It builds the CIFAR
 ResNet-20/56 (option A shortcuts, as in He et al. 2015 and the widely used
 PyTorch reproductions) and ImageNet ResNet-50 (bottleneck, projection
-shortcuts, stride on the 3x3 conv as in torchvision) in PyTorch, trains them
-with SGD on random data, and prints one JSON line per configuration:
+shortcuts, stride on the 3x3 conv as in torchvision) of
+benchmarks/torch_resnet.py, trains them with SGD on random data, and prints
+one JSON line per configuration:
 
     {"peer": "torch", "model": "resnet20", "precision": "bf16",
      "batch": 128, "train_img_s": ..., "infer_img_s": ...}
 
 Install once, from the repository root (setup.py's "bench" extra: torch 2.13):
     pip install -e '.[bench]'
-Run:
-    python benchmarks/torch_resnet_bench.py            # all configs
-    python benchmarks/torch_resnet_bench.py resnet20   # one model
+Run, from the repository root:
+    python -m benchmarks.torch_resnet_bench            # all configs
+    python -m benchmarks.torch_resnet_bench resnet20   # one model
 
 Run it right after the project's own benchmark of the same model and compare
 ratios (absolute numbers drift between runs): benchmarks/paired_step_rate.py
@@ -25,78 +26,11 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks.torch_resnet import cifar_resnet, resnet50
+
 torch.set_num_threads(torch.get_num_threads())
-
-
-class Basic(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.pad = cout - cin if (stride != 1 or cin != cout) else 0
-
-    def forward(self, x):
-        y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-        s = x
-        if self.pad:
-            s = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return F.relu(y + s)
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, cin, width, stride):
-        super().__init__()
-        cout = width * 4
-        self.c1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(width)
-        self.c2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(width)
-        self.c3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.b3 = nn.BatchNorm2d(cout)
-        self.proj = None
-        if stride != 1 or cin != cout:
-            self.proj = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        y = F.relu(self.b1(self.c1(x)))
-        y = F.relu(self.b2(self.c2(y)))
-        y = self.b3(self.c3(y))
-        return F.relu(y + (self.proj(x) if self.proj is not None else x))
-
-
-def cifar_resnet(depth, classes=10):
-    n = (depth - 2) // 6
-    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    cin = 16
-    for i, c in enumerate((16, 32, 64)):
-        for j in range(n):
-            layers.append(Basic(cin, c, 2 if (i > 0 and j == 0) else 1))
-            cin = c
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes)]
-    return nn.Sequential(*layers)
-
-
-def resnet50(classes=1000):
-    layers = [
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(3, 2, 1),
-    ]
-    cin = 64
-    for i, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True)):
-        for j in range(blocks):
-            layers.append(Bottleneck(cin, width, 2 if (i > 0 and j == 0) else 1))
-            cin = width * 4
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, classes)]
-    return nn.Sequential(*layers)
 
 
 CONFIGS = {

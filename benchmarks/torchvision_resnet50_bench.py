@@ -1,8 +1,8 @@
-"""Peer of `tfresnet.backend_bench`: torchvision's ResNet-50 in PyTorch, on the same device.
+"""Peer of `benchmarks.backend_bench`: torchvision's ResNet-50 in PyTorch, on the same device.
 
-    python benchmarks/torchvision_resnet50_bench.py                 # 224 px, bf16, batch 256
-    python benchmarks/torchvision_resnet50_bench.py --compile       # with torch.compile
-    python benchmarks/torchvision_resnet50_bench.py --image_size=32 --batch_size=2 --steps=1 \
+    python -m benchmarks.torchvision_resnet50_bench                 # 224 px, bf16, batch 256
+    python -m benchmarks.torchvision_resnet50_bench --compile       # with torch.compile
+    python -m benchmarks.torchvision_resnet50_bench --image_size=32 --batch_size=2 --steps=1 \
         --repeats=1 --warmup=1 --precision=fp32 --device=cpu        # a smoke run (the tests')
 
 The way PyTorch users train it fast: channels_last memory format, autocast to bfloat16 (weights
@@ -10,25 +10,25 @@ and BN statistics stay float32), SGD momentum 0.9 with weight decay 1e-4, option
 torch.compile. One random batch stays on the device (the peer's best case: tfresnet's run copies
 each batch from host memory). The first steps (and compilation) are excluded; each timed round of
 `steps` gives a rate and the median is reported. Prints one JSON line with the keys of
-`tfresnet.backend_bench` for the rates (`train_img_s`, `infer_img_s`) and the precision as the
+`benchmarks.backend_bench` for the rates (`train_img_s`, `infer_img_s`) and the precision as the
 other peers spell it ("bf16" / "fp32"), as benchmarks/torch_resnet_bench.py prints them.
 
 torchvision's model is ResNet-50 v1.5 (stride on the 3x3), tfresnet's default. Where torchvision
 does not import (not installed, or a wheel built for another torch), the same network from
-benchmarks/torch_resnet_bench.py stands in, and the line's "impl" says so. Install:
+benchmarks/torch_resnet.py stands in, and the line's "impl" says so. Install:
 `pip install -e '.[bench]'` (torch), plus the torchvision release that matches it.
 """
 
 import argparse
-import importlib.util
 import json
-import pathlib
 import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks import torch_resnet
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
 CLASSES = 1000
@@ -41,12 +41,8 @@ def resnet50():
 
         return torchvision.models.resnet50(weights=None), f"torchvision {torchvision.__version__}"
     except (ImportError, RuntimeError) as err:  # RuntimeError: built for another torch
-        path = pathlib.Path(__file__).with_name("torch_resnet_bench.py")
-        spec = importlib.util.spec_from_file_location("torch_resnet_bench", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return module.resnet50(CLASSES), f"torch_resnet_bench (torchvision: {reason})"
+        return torch_resnet.resnet50(CLASSES), f"torch_resnet (torchvision: {reason})"
 
 
 def synchronize(device):

@@ -3,15 +3,16 @@
 From the repository root, in an environment with tfresnet installed, e.g. what synchronised
 BatchNorm costs under MirroredStrategy, and what several steps per execution save:
 
-    python benchmarks/train_ab.py --a=--sync_bn --b=--nosync_bn \\
+    python -m benchmarks.train_ab --a=--sync_bn --b=--nosync_bn \\
         --flags="--strategy=mirrored --num_replicas=2" --pairs=2
-    python benchmarks/train_ab.py --a=--steps_per_execution=1 --b=--steps_per_execution=6 \\
+    python -m benchmarks.train_ab --a=--steps_per_execution=1 --b=--steps_per_execution=6 \\
         --flags=--precision=mixed_bfloat16 --pairs=3
 
 Each pair trains ResNet-20 on Fashion-MNIST for one epoch (468 steps at batch 128) once with
 `--flags --a` and once with `--flags --b`, one right after the other (the order alternates from
-pair to pair), and reads the steady training seconds from each run's results.json
-(`timings.train_s`: the first call, evaluation and writes excluded). It prints each pair's
+pair to pair), through benchmarks/timed_train.py (`tfresnet train`, its phases marked), and reads
+the steady training seconds from the phases each run prints (`train_s`: the first call,
+evaluation and writes excluded). It prints each pair's
 images/s and the median of b's rate over a's. Run nothing else meanwhile. Words of the form
 NAME=value in a setting are environment variables of its runs (`--a=TF_NUM_INTEROP_THREADS=1`).
 """
@@ -22,14 +23,15 @@ import shlex
 import statistics
 import tempfile
 
-from end_to_end import (
+from benchmarks.end_to_end import (
+    TIMED_TRAIN,
     append_json,
-    default_tfresnet,
     machine_context,
     parser,
     run_main,
     train_once,
 )
+from tfresnet import markdown
 
 BATCH = 128
 
@@ -42,20 +44,19 @@ def split_setting(text):
     return env, [w for w in words if w not in env]
 
 
-def command_of(args, side, subcommand, *fixed):
-    """The command of one run of setting `side`: `tfresnet <subcommand> <fixed> --flags --side`,
-    under `env` when the settings set environment variables."""
+def command_of(args, side, *fixed):
+    """The command of one run of setting `side`: `<--tfresnet> <fixed> --flags --side`, under
+    `env` when the settings set environment variables."""
     env, flags = split_setting(args.flags)
     side_env, side_flags = split_setting(getattr(args, side))
     prefix = ["env", *env, *side_env] if env or side_env else []
-    return [*prefix, *shlex.split(args.tfresnet), subcommand, *fixed, *flags, *side_flags]
+    return [*prefix, *shlex.split(args.tfresnet), *fixed, *flags, *side_flags]
 
 
 def train_command(args, run_dir, side):
     return command_of(
         args,
         side,
-        "train",
         f"--dataset={args.dataset}",
         f"--model={args.model}",
         "--epochs=1",
@@ -70,12 +71,12 @@ def measure(args, side):
     """{images_per_s, wall_s, load1, hardware} of one run of setting `side` ("a" or "b")."""
     run_dir = tempfile.mkdtemp(prefix=f"train-ab-{side}-")
     command = train_command(args, run_dir, side)
-    result, results = train_once(command, run_dir, label=side, echo=args.verbose)
-    timings, schedule = results["timings"], results["schedule"]
+    result, results, phases = train_once(command, run_dir, label=side, echo=args.verbose)
+    schedule = results["schedule"]
     # The first call (tracing) is timed apart: it ran steps_per_execution steps.
     steps = schedule["steps"] - schedule.get("steps_per_execution", 1)
     return {
-        "images_per_s": steps * BATCH / timings["train_s"],
+        "images_per_s": steps * BATCH / phases["train_s"],
         "wall_s": result["wall_s"],
         "load1": round(os.getloadavg()[0], 2),
         "hardware": results["segments"][-1].get("hardware"),
@@ -99,15 +100,14 @@ def records(args, pairs, context):
 
 def format_table(pairs, a, b, key="images_per_s", unit="img/s"):
     """Each pair's `key` for a and b, b over a, and the median ratio, as a markdown table."""
-    a, b = label(a), label(b)
-    lines = [f"| pair | a: {a} {unit} | b: {b} {unit} | b / a |", "|---:|---:|---:|---:|"]
-    for i, pair in enumerate(pairs, 1):
-        lines.append(
-            f"| {i} | {pair['a'][key]:.0f} | {pair['b'][key]:.0f} | {speedup(pair, key):.3f}x |"
-        )
+    header = ["pair", f"a: {label(a)} {unit}", f"b: {label(b)} {unit}", "b / a"]
+    rows = [
+        (i, f"{pair['a'][key]:.0f}", f"{pair['b'][key]:.0f}", f"{speedup(pair, key):.3f}x")
+        for i, pair in enumerate(pairs, 1)
+    ]
     median = statistics.median(speedup(pair, key) for pair in pairs)
-    lines.append(f"| median | | | **{median:.3f}x** |")
-    return "\n".join(lines)
+    rows.append(("median", "", "", f"**{median:.3f}x**"))
+    return markdown.table(header, rows, align="rrrr")
 
 
 def label(setting):
@@ -131,20 +131,21 @@ def run_pairs(args, measure):
 
 
 def parse_args(argv=None):
-    p = ab_parser(__doc__, flags_help="flags (and environment) of both")
+    p = ab_parser(__doc__, flags_help="flags (and environment) of both", program=TIMED_TRAIN)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--dataset", default="fashion_mnist")
     return parse_pairs(p, argv)
 
 
-def ab_parser(doc, flags_help, flags_required=False):
-    """The arguments of every A/B driver: the two settings, what both share, pairs, output."""
+def ab_parser(doc, flags_help, program, flags_required=False):
+    """The arguments of every A/B driver: the two settings, what both share, pairs, output;
+    `program` is the default command that measures a setting (--tfresnet)."""
     p = parser(doc)
     p.add_argument("--a", required=True, help="setting a: flags and NAME=value environment")
     p.add_argument("--b", required=True, help="setting b; may be empty (the defaults)")
     p.add_argument("--flags", default="", required=flags_required, help=flags_help)
     p.add_argument("--pairs", type=int, default=3)
-    p.add_argument("--tfresnet", default=default_tfresnet(), help="the tfresnet command")
+    p.add_argument("--tfresnet", default=program, help="the command that measures a setting")
     p.add_argument("--json_out", default=None, help="append JSON lines here")
     p.add_argument("--verbose", action="store_true", help="echo the runs' output")
     return p

@@ -18,9 +18,11 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common, kernel_norms
+from tfresnet import markdown
 
 PAGE = os.path.join(os.path.dirname(__file__), "README.md")
-HEADER = "| claim (paper) | status | evidence |"
+COLUMNS = ("claim (paper)", "status", "evidence")
+HEADER = markdown.table(COLUMNS, []).split("\n", 1)[0]  # the line the page's table starts at
 FM = "fashion_mnist"
 CLASSES = 10  # Fashion-MNIST's
 
@@ -233,8 +235,7 @@ def claims_table(results_dir: str = common.DEFAULT_RESULTS_DIR) -> str:
             "([below](#shattered-gradients-balduzzi-et-al-2017))",
         ),
     ]
-    lines = [HEADER, "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
+    return markdown.table(COLUMNS, rows)
 
 
 def replace_table(page: str, table: str) -> str:

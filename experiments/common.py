@@ -303,13 +303,6 @@ def mean_std(values, scale=100.0, digits=2):
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
-def markdown_table(header, rows, align=None):
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def hardware(runs=()):
     """The machines in words (cores, architecture, CPU model, the features that matter): those
     the runs' training segments recorded, and this one for runs from before segments did."""

@@ -14,6 +14,7 @@ from absl import app
 
 from experiments import common
 from experiments import depth as depth_lib
+from tfresnet import markdown
 
 EXPERIMENT = "degradation"
 DEPTHS = (20, 32, 44, 56)
@@ -51,10 +52,10 @@ def table(runs):
                 paper,
             )
         )
-    return common.markdown_table(
+    return markdown.table(
         ["net", "params", "training error (%)", "test error (%)", "paper: CIFAR-10 test error (%)"],
         rows,
-        ["---", "---:", "---:", "---:", "---:"],
+        align="lrrrr",
     )
 
 

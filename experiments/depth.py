@@ -14,6 +14,7 @@ they end as in the paper's Fig. 6; final error against depth). Flags: common.py.
 from absl import app
 
 from experiments import common
+from tfresnet import markdown
 
 EXPERIMENT = "depth"
 DEPTHS = (20, 32, 44, 56, 110)
@@ -55,7 +56,7 @@ def table(runs):
                 paper_error,
             )
         )
-    return common.markdown_table(
+    return markdown.table(
         [
             "net",
             "params",
@@ -66,7 +67,7 @@ def table(runs):
             "paper: CIFAR-10 test error (%)",
         ],
         rows,
-        ["---", "---:", "---:", "---:", "---:", "---:", "---:"],
+        align="lrrrrrr",
     )
 
 

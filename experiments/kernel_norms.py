@@ -30,7 +30,7 @@ from absl import app
 
 from experiments import common
 from tfresnet import data as data_lib
-from tfresnet import models, recipes, rundir
+from tfresnet import markdown, models, recipes, rundir
 
 EXPERIMENT = "kernel_norms"
 DEPTHS = (20, 56)
@@ -181,7 +181,7 @@ def table(measured, epochs):
                 i = e - 1
                 cells.append(fmt(entry["low"][i], entry["high"][i], entry["exact"][i]))
             rows.append([f"{title}-{depth}, seed {seed}"] + cells)
-    return common.markdown_table(header, rows, ["---"] + ["---:"] * (len(header) - 1))
+    return markdown.table(header, rows, align="l" + "r" * (len(header) - 1))
 
 
 def effective_rates(measured):

@@ -22,7 +22,7 @@ from absl import app
 
 from experiments import common
 from tfresnet import data as data_lib
-from tfresnet import files
+from tfresnet import files, markdown
 
 EXPERIMENT = "layer_responses"
 RESPONSES = "layer_responses.json"  # a run's measured responses, beside its results.json
@@ -140,10 +140,10 @@ def table(measured):
                 f"{np.mean(stds[1:]):.3f}" if len(stds) > 1 else "-",
             )
         )
-    return common.markdown_table(
+    return markdown.table(
         ["net", "3x3 layers", "mean std", "median std", "mean std, block layers only"],
         rows,
-        ["---", "---:", "---:", "---:", "---:"],
+        align="lrrrr",
     )
 
 

@@ -46,7 +46,7 @@ import tensorflow as tf
 from absl import app
 
 from experiments import common
-from tfresnet import files, models
+from tfresnet import files, markdown, models
 
 EXPERIMENT = "shattered_gradients"
 DEPTHS = (8, 14, 20, 32, 44, 56, 110)
@@ -296,7 +296,7 @@ def table(measured, depths):
             for kind, _ in KINDS:
                 row.append(common.mean_std(values(measured, kind, depth, key), 1.0, 3))
         rows.append(row)
-    return common.markdown_table(
+    return markdown.table(
         [
             "depth",
             "ReLU layers / residual blocks",
@@ -308,7 +308,7 @@ def table(measured, depths):
             "ResNet: lag-1 autocorr. of f'(t)",
         ],
         rows,
-        ["---:"] * 8,
+        align="r" * 8,
     )
 
 
@@ -390,7 +390,7 @@ def fc_table(fc_measured, fc):
             m = fc_measured[kind, depth]
             row.append(f"{m['distinct']:.3f} ± {m['distinct_se']:.3f}")
         rows.append(row)
-    return common.markdown_table(
+    return markdown.table(
         [
             "ReLU layers (plain) / blocks (ResNet)",
             "plain: lag-1 autocorr. of df/dx",
@@ -399,7 +399,7 @@ def fc_table(fc_measured, fc):
             "ResNet: distinct-input correlation",
         ],
         rows,
-        ["---:"] * 5,
+        align="r" * 5,
     )
 
 

@@ -13,6 +13,7 @@ error, mean ± std over seeds) and `<tag>.png` (their curves). Flags and budget:
 from absl import app
 
 from experiments import common
+from tfresnet import markdown
 
 EXPERIMENT = "shortcuts"
 DEPTHS = (20,)
@@ -55,7 +56,7 @@ def table(runs):
                 f"{PAPER_TOP1[option]:.2f}",
             )
         )
-    return common.markdown_table(
+    return markdown.table(
         [
             "net",
             "shortcut",
@@ -65,7 +66,7 @@ def table(runs):
             "paper: ResNet-34 ImageNet top-1 (%)",
         ],
         rows,
-        ["---", ":---:", "---:", "---:", "---:", "---:"],
+        align="lcrrrr",
     )
 
 

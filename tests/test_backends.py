@@ -29,8 +29,8 @@ import pytest
 from repo_files import ROOT, repo_file
 
 import tfresnet
-from tfresnet import backend_bench, models
-from tfresnet.cli import backend_bench as backend_bench_cli
+from benchmarks import backend_bench
+from tfresnet import models
 
 # resolve(): under `bazel test` this file is a symlink into the checkout.
 DATA = repo_file("tests/data/backends")
@@ -238,7 +238,7 @@ def test_file_saved_here_loads_under_another_backend(target, tmp_path, reference
 def test_model_family_imports_without_tensorflow():
     if _installed("tensorflow"):
         pytest.skip("TensorFlow is installed here; .ci/run's venv without it runs this test")
-    import tfresnet.backend_bench  # noqa: F401
+    import benchmarks.backend_bench  # noqa: F401
     import tfresnet.blocks  # noqa: F401
     import tfresnet.inference  # noqa: F401
     import tfresnet.layers  # noqa: F401
@@ -280,14 +280,14 @@ def test_backend_bench_refuses_bad_settings():
         backend_bench.BackendBenchConfig(batch_size=0)
     with pytest.raises(ValueError, match="Unknown model name"):
         backend_bench.BackendBenchConfig(model="resnet_7")
-    assert backend_bench_cli.main(["--jit_compile=maybe"]) == 2
-    assert backend_bench_cli.main(["resnet20"]) == 2  # a stray argument, not a model flag
+    assert backend_bench.main(["--jit_compile=maybe"]) == 2
+    assert backend_bench.main(["resnet20"]) == 2  # a stray argument, not a model flag
 
 
 def test_backend_bench_cli_help_lists_its_flags(capsys):
-    assert backend_bench_cli.main(["--help"]) == 0
+    assert backend_bench.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("python -m tfresnet.cli.backend_bench flags:") and "--batch_size" in out
+    assert out.startswith("python -m benchmarks.backend_bench flags:") and "--batch_size" in out
 
 
 def test_backend_bench_cli_ends_any_failure_in_one_line(monkeypatch, capsys):
@@ -295,7 +295,7 @@ def test_backend_bench_cli_ends_any_failure_in_one_line(monkeypatch, capsys):
         raise MemoryError("no room for the batch\n  (details)")
 
     monkeypatch.setattr(backend_bench, "run", out_of_memory)
-    assert backend_bench_cli.main(["--model=resnet8"]) == 1
+    assert backend_bench.main(["--model=resnet8"]) == 1
     assert capsys.readouterr().err == "error: MemoryError: no room for the batch\n"
 
 

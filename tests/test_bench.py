@@ -4,7 +4,8 @@ import re
 import keras
 import pytest
 
-from tfresnet import bench, cli, layers, models
+from benchmarks import bench
+from tfresnet import layers, models
 
 MODEL_FIELDS = (
     "params",
@@ -23,8 +24,7 @@ MODEL_FIELDS = (
 @pytest.mark.slow  # a fresh process per model
 def test_quick_mode_prints_json_lines_with_positive_figures_and_a_table(tmp_path, capfd):
     out = tmp_path / "bench.jsonl"
-    argv = ["tfresnet", "bench", "--quick", "--precisions=float32", f"--output={out}"]
-    assert cli.main(argv) == 0
+    assert bench.main(["--quick", "--precisions=float32", f"--output={out}"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["bench.jsonl"]  # renamed whole at the end
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_kind = {r["kind"]: r for r in records}
@@ -60,17 +60,19 @@ def test_bn_flag_picks_the_fused_layer_or_keras_own():
         (["--bn=torch"], "bn"),
         (["--models="], "at least one model and one precision"),
         (["--quick", "--image_size=2"], "Input 2x2 is too small for resnet8: .* at least 4"),
+        (["resnet20"], "takes flags only"),
     ],
 )
 def test_bad_flags_exit_2_with_what_is_allowed(argv, message, capsys, tmp_path):
     output = tmp_path / "bench.jsonl"
-    assert cli.main(["tfresnet", "bench", *argv, f"--output={output}"]) == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert bench.main([*argv, f"--output={output}"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err  # one line
     assert not list(tmp_path.iterdir())  # refused before anything is measured or written
 
 
 def test_an_output_that_is_a_directory_is_refused_before_measuring(tmp_path, capsys):
-    assert cli.main(["tfresnet", "bench", "--quick", f"--output={tmp_path}"]) == 2
+    assert bench.main(["--quick", f"--output={tmp_path}"]) == 2
     assert "is a directory; give a file name" in capsys.readouterr().err
 
 

@@ -1,72 +1,47 @@
 """benchmarks/: the PyTorch peer trainer (its augmentation, schedule, model and a 1-epoch run on
 small IDX files written here), the end-to-end driver (commands, measuring, the table) and the
-paired step-rate driver (its ratios from recorded runs, a run with stand-in programs).
+paired step-rate driver (its ratios from recorded runs, a run with stand-in programs); and that
+the installed package stands without them.
 
 The peer's tests need torch (`pip install -e '.[bench]'`) and skip without it."""
 
-import importlib.util
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from absl import flags
-from repo_files import repo_file
+from repo_files import ROOT, repo_file
 from test_idx import write_mnist_folder
 
+from benchmarks import ab_table, bench, bench_ab, end_to_end, train_ab
+from benchmarks import paired_step_rate as paired
 from tfresnet import models, recipes
-from tfresnet.cli import bench as bench_cli
 
 BENCHMARKS = repo_file("benchmarks")
-PEER = BENCHMARKS / "torch_fashion_mnist_train.py"
 PEER_KEYS = {
     "peer", "epochs", "wall_s", "startup_s", "train_s", "eval_s", "test_error", "train_error",
     "peak_rss_mb", "images_per_s",
 }  # fmt: skip
 
 
-def _load(path):
-    """A benchmarks/ script as a module; its folder is importable meanwhile, as when it runs
-    (the drivers import end_to_end from beside them)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+def _program(name, *args):
+    """The command that runs benchmarks/NAME.py, as the docs give it: `python -m benchmarks.NAME`
+    from the repository root (the tests run it with cwd=ROOT)."""
+    return [sys.executable, "-m", f"benchmarks.{name}", *args]
 
 
 @pytest.fixture(scope="module")
 def peer():
     pytest.importorskip("torch", reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
-    return _load(PEER)
+    from benchmarks import torch_fashion_mnist_train
 
-
-@pytest.fixture(scope="module")
-def end_to_end():
-    return _load(BENCHMARKS / "end_to_end.py")
-
-
-@pytest.fixture(scope="module")
-def train_ab():
-    return _load(BENCHMARKS / "train_ab.py")
-
-
-@pytest.fixture(scope="module")
-def bench_ab():
-    return _load(BENCHMARKS / "bench_ab.py")
-
-
-@pytest.fixture(scope="module")
-def paired():
-    return _load(BENCHMARKS / "paired_step_rate.py")
+    return torch_fashion_mnist_train
 
 
 def test_crop_at_a_known_offset_is_that_slice_of_the_padded_image(peer):
@@ -134,11 +109,11 @@ def test_model_is_tfresnets_resnet20(peer):
 def test_peer_trains_one_epoch_on_small_idx_files(tmp_path, peer):
     folder = tmp_path / "fashion-tiny"
     write_mnist_folder(folder, n_train=80, n_test=24, size=8, classes=3)
-    command = [
-        sys.executable, str(PEER), "--epochs=1", "--batch_size=32", "--threads=1",
+    command = _program(
+        "torch_fashion_mnist_train", "--epochs=1", "--batch_size=32", "--threads=1",
         f"--data_dir={folder}", "--limit_train=64", "--limit_test=20",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("epoch 1/1: loss ")
@@ -152,16 +127,19 @@ def test_peer_trains_one_epoch_on_small_idx_files(tmp_path, peer):
     assert result["peak_rss_mb"] > 50 and result["images_per_s"] > 0
 
 
-def test_end_to_end_commands(end_to_end, capsys):
+def test_end_to_end_commands(capsys):
     end_to_end.main(["--dry_run", "--epochs=2", "--precision=mixed_bfloat16", "--seed=3"])
     tf_line, torch_line = capsys.readouterr().out.strip().splitlines()
-    for flag in ("train", "--dataset=fashion_mnist", "--model=resnet20", "--epochs=2",
-                 "--overwrite", "--precision=mixed_bfloat16", "--seed=3"):  # fmt: skip
+    flags_ = ("-m benchmarks.timed_train", "--dataset=fashion_mnist", "--model=resnet20")
+    flags_ += ("--epochs=2", "--overwrite", "--precision=mixed_bfloat16", "--seed=3")
+    for flag in flags_:
         assert f" {flag}" in tf_line
-    assert "torch_fashion_mnist_train.py --epochs=2 --precision=bf16 --seed=3" in torch_line
+    assert "-m benchmarks.torch_fashion_mnist_train --epochs=2 --precision=bf16 --seed=3" in (
+        torch_line
+    )
 
 
-def test_run_process_measures_that_child(end_to_end):
+def test_run_process_measures_that_child():
     # A child's ru_maxrss starts at its parent's resident size when it was forked (Linux keeps
     # the larger), so measure from a small driver process, as the real runs are.
     code = f"""
@@ -181,7 +159,7 @@ print(json.dumps([e2e.run_process([sys.executable, "-c", c], label="t", echo=Fal
     assert small["returncode"] == 3 and small["peak_rss_mb"] < 100
 
 
-def test_table_and_medians(end_to_end):
+def test_table_and_medians():
     def side(wall, err):
         return dict(load1=1.0, wall_s=wall, images_per_s=900.0, test_error=err, peak_rss_mb=800)
 
@@ -200,20 +178,21 @@ def test_table_and_medians(end_to_end):
     assert record == {"peer": "torch", "a": 1}
 
 
-def test_breakdown_gives_each_phase_and_the_goals_figures(end_to_end):
+def test_breakdown_gives_each_phase_and_the_goals_figures():
     def run(wall, startup, bookkeeping):
-        timings = dict(startup_s=startup, data_s=1.0, model_s=0.5, first_step_s=2.5,
-                       train_s=97.5, eval_s=5.0, bookkeeping_s=bookkeeping, final_eval_s=0.0,
-                       save_s=0.5, export_s=2.0)  # fmt: skip
+        timings = dict(startup_s=startup, setup_s=1.5, first_step_s=2.5, train_s=97.5,
+                       eval_s=5.0, bookkeeping_s=bookkeeping, train_eval_s=1.0,
+                       finish_s=2.5)  # fmt: skip
         timings["total_s"] = sum(timings.values())
         return {"tfresnet": {"wall_s": wall, "timings": timings}, "torch": {}}
 
     pairs = [run(120.0, 4.0, 1.0), run(130.0, 6.0, 3.0), run(125.0, 5.0, 2.0)]
     b = end_to_end.breakdown(pairs)
     assert b["wall_s"] == 125.0 and b["startup_s"] == 5.0 and b["bookkeeping_s"] == 2.0
-    # exit: wall less the reported phases (medians of 120-114, 130-118, 125-116)
-    assert b["exit_s"] == pytest.approx(9.0)
-    assert b["to_first_step_s"] == pytest.approx(5.0 + 1.0 + 0.5 + 2.5)
+    # exit: wall less the reported phases (medians of 120-115, 130-119, 125-117)
+    assert b["exit_s"] == pytest.approx(8.0) and b["train_eval_s"] == 1.0
+    assert b["final_eval_s"] == 0.0  # not reported: the test curve measured the final weights
+    assert b["to_first_step_s"] == pytest.approx(5.0 + 1.5 + 2.5)
     assert b["bookkeeping_per_epoch"] == pytest.approx(2.0 / 100.0)
     table = end_to_end.format_breakdown(pairs).splitlines()
     assert len(table) == 2 + len(end_to_end.PHASES) + 1 + 2
@@ -222,17 +201,18 @@ def test_breakdown_gives_each_phase_and_the_goals_figures(end_to_end):
     assert end_to_end.breakdown([{"tfresnet": {"wall_s": 1.0}, "torch": {}}]) == {}
 
 
-def _train_ab_commands(train_ab, a, b, flags):
+def _train_ab_commands(a, b, flags):
     """(args, a's command, b's command) of train_ab run with these settings."""
     args = train_ab.parse_args([f"--a={a}", f"--b={b}", f"--flags={flags}", "--tfresnet=tfresnet"])
     return args, *(train_ab.train_command(args, "/tmp/r", side) for side in "ab")
 
 
-def test_train_ab_commands_and_table(train_ab):
+def test_train_ab_commands_and_table():
     args, a, b = _train_ab_commands(
-        train_ab, "--sync_bn", "--nosync_bn", "--strategy=mirrored --num_replicas=2"
+        "--sync_bn", "--nosync_bn", "--strategy=mirrored --num_replicas=2"
     )
-    assert a[:2] == ["tfresnet", "train"] and "--strategy=mirrored" in a and "--epochs=1" in a
+    assert a[:2] == ["tfresnet", "--dataset=fashion_mnist"] and "--strategy=mirrored" in a
+    assert "--epochs=1" in a and "--overwrite" in a
     assert "--num_replicas=2" in b and set(a) ^ set(b) == {"--sync_bn", "--nosync_bn"}
     pairs = [
         {"a": {"images_per_s": 400.0}, "b": {"images_per_s": 500.0}},
@@ -255,21 +235,19 @@ def test_train_ab_commands_and_table(train_ab):
         train_ab.parse_args(["--a=--sync_bn"])  # b is required
 
 
-def test_a_setting_may_set_the_environment_of_its_runs(train_ab):
-    _, a, b = _train_ab_commands(
-        train_ab, "TF_NUM_INTEROP_THREADS=1 --seed=2", "", "X=y --precision=float32"
-    )
-    assert a[:5] == ["env", "X=y", "TF_NUM_INTEROP_THREADS=1", "tfresnet", "train"]
+def test_a_setting_may_set_the_environment_of_its_runs():
+    _, a, b = _train_ab_commands("TF_NUM_INTEROP_THREADS=1 --seed=2", "", "X=y --precision=float32")
+    assert a[:4] == ["env", "X=y", "TF_NUM_INTEROP_THREADS=1", "tfresnet"]
     assert a[-2:] == ["--precision=float32", "--seed=2"]
-    assert b[:4] == ["env", "X=y", "tfresnet", "train"] and b[-1] == "--precision=float32"
+    assert b[:3] == ["env", "X=y", "tfresnet"] and b[-1] == "--precision=float32"
     assert train_ab.split_setting("--a=b=c A1=2") == (["A1=2"], ["--a=b=c"])
 
 
-def test_bench_ab_commands_and_refusals(bench_ab):
+def test_bench_ab_commands_and_refusals():
     one = "--flags=--models=resnet20 --precisions=float32"
-    args = bench_ab.parse_args(["--a=--bn=keras", "--b=", one, "--tfresnet=tfresnet"])
+    args = bench_ab.parse_args(["--a=--bn=keras", "--b=", one])
     a = bench_ab.bench_command(args, "/tmp/o.jsonl", "a")
-    assert a[:2] == ["tfresnet", "bench"] and "--output=/tmp/o.jsonl" in a
+    assert a[:3] == [sys.executable, "-m", "benchmarks.bench"] and "--output=/tmp/o.jsonl" in a
     assert a[-3:] == ["--models=resnet20", "--precisions=float32", "--bn=keras"]
     assert bench_ab.bench_command(args, "/tmp/o.jsonl", "b")[-1] == "--precisions=float32"
     for bad in (
@@ -284,7 +262,6 @@ def test_bench_ab_commands_and_refusals(bench_ab):
 
 
 def test_ab_table_gives_each_comparisons_medians(tmp_path):
-    ab_table = _load(BENCHMARKS / "ab_table.py")
     rows = ab_table.format_table(ab_table.read_records([RECORDED / "train_ab.jsonl"])).splitlines()
     assert rows[2] == (  # the committed steps_per_execution A/B: 1180/1185/1125 -> 1151/1219/1211
         "| `--precision=mixed_bfloat16 --model=resnet20 --dataset=fashion_mnist` | (not recorded) "
@@ -304,7 +281,7 @@ def test_ab_table_gives_each_comparisons_medians(tmp_path):
     ]
 
 
-def test_bench_ab_skips_a_comparison_already_recorded(bench_ab, tmp_path, capsys):
+def test_bench_ab_skips_a_comparison_already_recorded(tmp_path, capsys):
     out = tmp_path / "knobs.jsonl"
     argv = ["--a=--bn=keras", "--b=", "--flags=--models=resnet20 --precisions=float32",
             f"--json_out={out}", "--skip_recorded", "--tfresnet=/no/such/tfresnet"]  # fmt: skip
@@ -318,7 +295,6 @@ def test_bench_ab_skips_a_comparison_already_recorded(bench_ab, tmp_path, capsys
 
 
 def test_ab_table_refuses_what_is_not_a_pair_record(tmp_path):
-    ab_table = _load(BENCHMARKS / "ab_table.py")
     pair = '{"a": {"images_per_s": 1.0}, "b": {"images_per_s": 2.0}}'
     for lines, message in (
         ([], "holds no A/B pair records"),
@@ -334,9 +310,7 @@ def test_ab_table_refuses_what_is_not_a_pair_record(tmp_path):
             ab_table.read_records([str(path)])
 
 
-def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_run(
-    train_ab, end_to_end
-):
+def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_run():
     for bad in (
         ["--a='x", "--b="],
         ["--a=", "--b=", '--flags="'],
@@ -346,20 +320,20 @@ def test_the_drivers_refuse_settings_that_do_not_split_and_commands_that_do_not_
             train_ab.parse_args(bad)
     with pytest.raises(RuntimeError, match="t: cannot run /no/such/tfresnet train: "):
         end_to_end.run_process(["/no/such/tfresnet", "train"], label="t", echo=False)
-    for script, bad in (("ab_table.py", []), ("paired_step_rate.py", ["--pairs=x"])):
-        done = subprocess.run([sys.executable, str(BENCHMARKS / script), *bad],
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    for script, bad in (("ab_table", []), ("paired_step_rate", ["--pairs=x"])):
+        done = subprocess.run(_program(script, *bad), capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)  # fmt: skip
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-        assert done.stderr.startswith(f"{script}: error: ") and "(see --help)" in done.stderr
+        assert done.stderr.startswith(f"{script}.py: error: ") and "(see --help)" in done.stderr
     refused = {"returncode": 2, "output": "I0000 a TF line\nerror: Unknown model 'x'.\n"}
-    err = end_to_end.failed("tfresnet bench", ["tfresnet", "bench"], refused)
+    err = end_to_end.failed("benchmarks.bench", ["bench"], refused)
     assert isinstance(err, end_to_end.Refused)
-    assert str(err) == "tfresnet bench refused the flags given: Unknown model 'x'."
+    assert str(err) == "benchmarks.bench refused the flags given: Unknown model 'x'."
     crashed = end_to_end.failed("tfresnet bench", ["tfresnet"], {**refused, "returncode": 1})
     assert not isinstance(crashed, end_to_end.Refused) and "--- last lines ---" in str(crashed)
 
 
-def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
+def test_every_comparison_of_the_knobs_script_is_valid():
     script = repo_file("benchmarks/knobs.sh").read_text().replace("\\\n", " ")
     variables = dict(re.findall(r'^(R20_\w+)="([^"]*)"$', script, re.M))
     lines = [line for line in script.splitlines() if line.startswith("ab ")]
@@ -367,23 +341,23 @@ def test_every_comparison_of_the_knobs_script_is_valid(bench_ab):
     for line in lines:
         for name, value in variables.items():
             line = line.replace(f"${name}", value)
-        args = bench_ab.parse_args([*shlex.split(line.split("#")[0])[1:], "--tfresnet=tfresnet"])
+        args = bench_ab.parse_args([*shlex.split(line.split("#")[0])[1:], "--tfresnet=bench"])
         for side in "ab":
             words = bench_ab.bench_command(args, "/tmp/o", side)
             fv = flags.FlagValues()
-            bench_cli.define_flags(fv)
-            fv(["tfresnet bench", *words[words.index("bench") + 1 :]])  # a misspelling raises
+            bench.define_flags(fv)
+            fv(["bench", *words[words.index("bench") + 1 :]])  # a misspelling raises
 
 
 @pytest.mark.slow
 def test_bench_ab_runs_pairs_of_quick_benchmarks(tmp_path):
     out = tmp_path / "ab.jsonl"
-    command = [
-        sys.executable, str(BENCHMARKS / "bench_ab.py"), "--a=--bn=keras", "--b=--bn=fused",
+    command = _program(
+        "bench_ab", "--a=--bn=keras", "--b=--bn=fused",
         "--flags=--quick --models=cifar_resnet8 --precisions=float32", "--pairs=1",
         f"--json_out={out}",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("| median |") == 3
     [record] = [json.loads(line) for line in out.read_text().splitlines()]
@@ -399,12 +373,11 @@ def test_end_to_end_runs_both_on_small_idx_files(tmp_path, peer):
     folder = tmp_path / "fashion-tiny"
     write_mnist_folder(folder, n_train=160, n_test=40, size=8, classes=3)
     out = tmp_path / "e2e.jsonl"
-    command = [
-        sys.executable, str(BENCHMARKS / "end_to_end.py"), "--epochs=1", "--pairs=1",
-        f"--data_dir={folder}", "--quiet", f"--json_out={out}", f"--work_dir={tmp_path}",
-        "--tfresnet_args=--noexport",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command = _program(
+        "end_to_end", "--epochs=1", "--pairs=1", f"--data_dir={folder}", "--quiet",
+        f"--json_out={out}", f"--work_dir={tmp_path}", "--tfresnet_args=--noexport",
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| median |" in done.stdout
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -419,12 +392,11 @@ def test_end_to_end_runs_both_on_small_idx_files(tmp_path, peer):
 @pytest.mark.slow  # times a torchvision ResNet-50 step
 def test_torchvision_peer_prints_one_line_of_rates():
     pytest.importorskip("torch", reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
-    command = [
-        sys.executable, str(BENCHMARKS / "torchvision_resnet50_bench.py"), "--image_size=32",
-        "--batch_size=2", "--steps=1", "--repeats=1", "--warmup=1", "--precision=fp32",
-        "--device=cpu",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = _program(
+        "torchvision_resnet50_bench", "--image_size=32", "--batch_size=2", "--steps=1",
+        "--repeats=1", "--warmup=1", "--precision=fp32", "--device=cpu",
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["peer"] == "torchvision" and record["model"] == "resnet50"
@@ -447,7 +419,7 @@ RECORDED_PAIRS = (
 )
 
 
-def test_paired_table_gives_the_recorded_runs_ratios_and_medians(paired):
+def test_paired_table_gives_the_recorded_runs_ratios_and_medians():
     pairs = [paired.json_records((RECORDED / name).read_text()) for name in RECORDED_PAIRS]
     rows = {(r["model"], r["precision"]): r for r in paired.summary(pairs)}
     assert list(rows) == [
@@ -484,7 +456,7 @@ def test_paired_table_gives_the_recorded_runs_ratios_and_medians(paired):
     )
 
 
-def test_summarize_tabulates_the_recorded_runs_of_the_docs(paired, capsys, tmp_path):
+def test_summarize_tabulates_the_recorded_runs_of_the_docs(capsys, tmp_path):
     """The docstring's --summarize command: the 18:08 bench with its PyTorch run as a pair."""
     full = f"{RECORDED / '2026-11-25-1808-full.jsonl'}+{RECORDED / '2026-11-25-1828-torch.jsonl'}"
     pairs = paired.main(["--summarize", full, *(str(RECORDED / n) for n in RECORDED_PAIRS)])
@@ -524,7 +496,7 @@ def test_summarize_tabulates_the_recorded_runs_of_the_docs(paired, capsys, tmp_p
             paired.main(["--summarize", bad])
 
 
-def test_peer_lines_are_read_with_keras_precision_names(paired):
+def test_peer_lines_are_read_with_keras_precision_names():
     output = "\n".join(
         [
             "a log line",
@@ -546,16 +518,16 @@ def test_peer_lines_are_read_with_keras_precision_names(paired):
     assert [r["precision"] for r in both] == ["float32", "mixed_bfloat16"]
 
 
-def test_paired_commands_and_flag_errors(paired, capsys):
+def test_paired_commands_and_flag_errors(capsys):
     paired.main(["--dry_run", "--models=resnet20,resnet50", "--precisions=float32"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
     assert lines[0].endswith(
-        "-m tfresnet.cli bench --models=resnet20 --precisions=float32 --nopipeline "
+        "-m benchmarks.bench --models=resnet20 --precisions=float32 --nopipeline "
         "--output=TMP/bench.jsonl"
     )
-    assert lines[1].endswith("torch_resnet_bench.py resnet20")
-    assert "--models=resnet50" in lines[2] and lines[3].endswith("torch_resnet_bench.py resnet50")
+    assert lines[1].endswith("-m benchmarks.torch_resnet_bench resnet20")
+    assert "--models=resnet50" in lines[2] and lines[3].endswith("torch_resnet_bench resnet50")
     for argv, message in (
         (["--precisions=mixed_float16"], "'mixed_float16' has no peer"),
         (["--models=keras_resnet50"], "the PyTorch peer has resnet20, resnet56, resnet50"),
@@ -568,8 +540,8 @@ def test_paired_commands_and_flag_errors(paired, capsys):
 
 FAKE_TFRESNET = """
 import json, sys
-flags = dict(a[2:].split("=", 1) for a in sys.argv[2:] if "=" in a)
-assert sys.argv[1] == "bench" and "--nopipeline" in sys.argv, sys.argv
+flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if "=" in a)
+assert "--nopipeline" in sys.argv, sys.argv
 with open(flags["output"], "w") as f:
     f.write(json.dumps({"kind": "host", "cores": 2}) + "\\n")
     for precision in flags["precisions"].split(","):
@@ -587,7 +559,7 @@ for precision, train, infer in (("fp32", 4.0, 10.0), ("bf16", 8.0, 20.0)):
 """
 
 
-def test_paired_run_alternates_the_programs_and_writes_every_record(paired, tmp_path, capsys):
+def test_paired_run_alternates_the_programs_and_writes_every_record(tmp_path, capsys):
     (tmp_path / "tfresnet.py").write_text(FAKE_TFRESNET)
     (tmp_path / "peer.py").write_text(FAKE_PEER)
     out = tmp_path / "paired.jsonl"
@@ -614,14 +586,13 @@ def test_paired_run_alternates_the_programs_and_writes_every_record(paired, tmp_
 
 
 @pytest.mark.slow  # a fresh TensorFlow process and the PyTorch ResNet-20 at batch 128
-def test_paired_run_of_tfresnet_bench_and_the_torch_peer(paired, peer, tmp_path):
+def test_paired_run_of_the_bench_and_the_torch_peer(peer, tmp_path):
     out = tmp_path / "paired.jsonl"
-    command = [
-        sys.executable, str(BENCHMARKS / "paired_step_rate.py"), "--models=resnet20",
-        "--precisions=float32", "--pairs=1", "--tfresnet_args=--quick",
-        f"--json_out={out}",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command = _program(
+        "paired_step_rate", "--models=resnet20", "--precisions=float32", "--pairs=1",
+        "--tfresnet_args=--quick", f"--json_out={out}",
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["kind"] for r in records] == ["host", "matmul_peak", "model", "peer", "summary"]
@@ -632,6 +603,38 @@ def test_paired_run_of_tfresnet_bench_and_the_torch_peer(paired, peer, tmp_path)
     assert "| resnet20 | float32 |" in done.stdout
 
 
-def test_paired_driver_knows_the_torch_peers_models(paired):
+def test_paired_driver_knows_the_torch_peers_models():
     pytest.importorskip("torch", reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
-    assert tuple(_load(Path(paired.PEER)).CONFIGS) == paired.PEER_MODELS
+    from benchmarks import torch_resnet_bench
+
+    assert tuple(torch_resnet_bench.CONFIGS) == paired.PEER_MODELS
+
+
+def test_the_installed_package_needs_and_imports_no_benchmark(tmp_path):
+    """`pip install .` installs tfresnet/ alone (setup.py's packages): every module of it
+    imports from a folder without benchmarks/, none of them loads a benchmark, and the
+    instruments once inside it (the bench, the backend bench, the phase clock) are gone."""
+    shutil.copytree(
+        ROOT / "tfresnet", tmp_path / "tfresnet", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    code = (
+        "import importlib, json, pkgutil, sys, tfresnet\n"
+        "names = [m.name for m in pkgutil.walk_packages(tfresnet.__path__, 'tfresnet.')\n"
+        "         if not m.name.endswith('__main__')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks')\n"
+        "print(json.dumps({'file': tfresnet.__file__, 'modules': names, 'benchmarks': loaded}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["file"] == str(tmp_path / "tfresnet" / "__init__.py")
+    assert "tfresnet.train" in found["modules"] and found["benchmarks"] == []
+    instruments = {"tfresnet.bench", "tfresnet.backend_bench", "tfresnet.clock"}
+    instruments |= {"tfresnet.cli.bench", "tfresnet.cli.backend_bench"}
+    assert not instruments & set(found["modules"])

@@ -55,8 +55,9 @@ def _py_test_blocks(text: str) -> dict[str, str]:
 
 
 def _package_files() -> list[str]:
+    """Every file of the package, and the modules of benchmarks/ (its scripts come by a glob)."""
     files = []
-    for path in sorted((ROOT / "tfresnet").rglob("*")):
+    for path in sorted((ROOT / "tfresnet").rglob("*")) + sorted((ROOT / "benchmarks").glob("*.py")):
         rel = path.relative_to(ROOT)
         if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
             files.append(rel.as_posix())

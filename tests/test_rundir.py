@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet import files, machine, models, rundir
+from tfresnet import files, machine, models, rundir, timing
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -417,37 +417,21 @@ def test_sigterm_backs_up_exits_143_and_the_same_command_finishes(tmp_path):
 
 def test_training_speed_leaves_out_evaluation_and_each_segments_first_epoch(monkeypatch):
     clock = iter([0.0, 9.0, 10.0, 12.0])  # epoch begins, validation 9-10 s, epoch ends at 12
-    monkeypatch.setattr(rundir.time, "perf_counter", lambda: next(clock))
-    timer = rundir.EpochTimer()
+    cpu = iter([0.0, 8.0, 9.5, 11.0])  # CPU seconds, all threads: validation took 1.5 of them
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(timing.time, "process_time", lambda: next(cpu))
+    timer = timing.EpochTimer()
     timer.on_epoch_begin(0)
     timer.on_test_begin()
     timer.on_test_end()
     timer.on_epoch_end(0)
-    assert timer.last == 11.0  # 12 s, less 1 s of validation
+    assert (timer.seconds, timer.cpu_seconds) == ([11.0], [9.5])  # validation left out
     state = rundir.RunState(
         epoch=4,
         epoch_seconds=[30.0, 2.0, 25.0, 3.0],  # epochs 1 and 3 began a process (tracing)
         segments=[{"first_epoch": 1, "wall_s": 40}, {"first_epoch": 3, "wall_s": 35}],
     )
     assert rundir.train_images_per_second(state, 1000) == pytest.approx(2000 / 5.0)
-
-
-def test_the_timer_splits_an_epoch_into_first_step_eval_and_bookkeeping(monkeypatch):
-    # Epoch 0..20 s: first step ends at 3, validation 15-16, epoch ends at 20; a test-curve
-    # evaluation of 2 s follows, and the writes finish at 23.5.
-    ticks = iter([0.0, 3.0, 15.0, 16.0, 20.0, 23.5])
-    monkeypatch.setattr(rundir.time, "perf_counter", lambda: next(ticks))
-    timer = rundir.EpochTimer()
-    timer.on_train_begin()
-    timer.on_epoch_begin(0)
-    timer.on_train_batch_end(0)
-    timer.on_test_begin()
-    timer.on_test_end()
-    timer.on_epoch_end(0)
-    timer.add_eval(2.0)
-    timer.committed()
-    assert timer.last == 19.0
-    assert timer.seconds == {"first_step_s": 3.0, "eval_s": 3.0, "bookkeeping_s": 1.5}
 
 
 def tree_of(folder) -> dict:

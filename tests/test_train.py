@@ -33,8 +33,21 @@ def _config(tmp_path, **kwargs):
 
 def test_train_writes_a_complete_run_directory(tmp_path):
     config = _config(tmp_path)
-    results = train_lib.train(config)
     run = tmp_path / "run"
+
+    class Seen(keras.callbacks.Callback):
+        """A caller's callback: it sees each epoch end, before the epoch is committed."""
+
+        def __init__(self):
+            super().__init__()
+            self.committed = []  # epochs in history.csv at each epoch's end
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.committed.append(len(rundir.read_history_rows(str(run / "history.csv"))))
+
+    seen = Seen()
+    results = train_lib.train(config, callbacks=[seen])
+    assert seen.committed == [0, 1]
     for name in (
         "config.json",
         "results.json",
@@ -57,15 +70,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     assert saved["schedule"]["steps_per_epoch"] == 1338 // 64
     assert saved["schedule"]["learning_rate"] == pytest.approx(0.1 * 64 / 128)
     assert saved["train_images_per_s"] > 0 and saved["versions"]["keras"] == keras.__version__
-    timings = saved["timings"]  # where this process's time went, in the order it went there
-    # A library call does not count the process's start-up (the CLI's clock does).
-    assert list(timings)[:3] == ["data_s", "model_s", "train_s"] and "startup_s" not in timings
-    assert {"first_step_s", "eval_s", "bookkeeping_s", "final_eval_s", "save_s"} <= set(timings)
-    assert all(v >= 0 for v in timings.values()) and timings["first_step_s"] > 0
-    assert timings["total_s"] == pytest.approx(sum(timings.values()) - timings["total_s"], abs=0.01)
-    # The test curve (2 epochs) and validation are evaluation, not training or bookkeeping;
-    # the final test error is the curve's last point, measured on the same weights.
-    assert timings["eval_s"] > 0 and timings["final_eval_s"] < 0.1 * timings["eval_s"]
+    # The final test error is the test curve's last point, measured on the same weights.
     assert saved["final"]["test_error"] == saved["curves"]["test_error"][-1]
     reloaded = keras.saving.load_model(run / "model.keras")
     assert (

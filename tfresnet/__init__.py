@@ -44,16 +44,19 @@ def __dir__():
 
 
 def _started_as_the_command():
-    """Whether this process is `tfresnet ...`, `python -m tfresnet.cli[.backend_bench] ...` or
-    Bazel's binary: each sets TensorFlow's log environment before loading Keras."""
+    """Whether this process is `tfresnet ...`, `python -m tfresnet.cli ...`, Bazel's binary or a
+    program of a clone's benchmarks/ (`python -m benchmarks.NAME`, see benchmarks/__init__.py):
+    each sets TensorFlow's log environment before loading Keras. Nothing is imported from there."""
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0).removesuffix(".exe") == "tfresnet":  # the console script
         return True
     if argv0.endswith(os.path.join("tfresnet", "cli", "__main__.py")):
         return True
     argv = getattr(sys, "orig_argv", [])
-    commands = ("tfresnet.cli", "tfresnet.cli.backend_bench")
-    return any(a == "-m" and b in commands for a, b in zip(argv, argv[1:], strict=False))
+    return any(
+        a == "-m" and (b == "tfresnet.cli" or b.startswith("benchmarks."))
+        for a, b in zip(argv, argv[1:], strict=False)
+    )
 
 
 if not _started_as_the_command():

@@ -30,7 +30,7 @@ import sys
 import keras
 import numpy as np
 
-from tfresnet import blocks
+from tfresnet import blocks, markdown
 
 FAMILIES = ("cifar", "imagenet")
 # Stem kind -> its downsampling: "cifar" a 3x3/1 conv, "imagenet" a 7x7/2 conv + 3x3/2 max-pool.
@@ -775,13 +775,11 @@ def model_table(names=None, input_size=None):
 
 
 def format_table(rows):
-    lines = [
-        "| model | layers | shortcut | params | multiply-adds |",
-        "|---|---:|:---:|---:|---:|",
-    ]
-    for name, depth, shortcut, params, flops in rows:
-        lines.append(f"| {name} | {depth} | {shortcut} | {params:,} | {flops / 1e9:.3g}G |")
-    return "\n".join(lines)
+    return markdown.table(
+        ["model", "layers", "shortcut", "params", "multiply-adds"],
+        [(name, d, s, f"{params:,}", f"{flops / 1e9:.3g}G") for name, d, s, params, flops in rows],
+        align="lrcrr",
+    )
 
 
 def main(argv=None):

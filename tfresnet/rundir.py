@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from tfresnet import export, files, machine
+from tfresnet.timing import EpochTimer
 
 STATE = "state.json"
 RESULTS = "results.json"
@@ -317,63 +318,6 @@ def read_history(path: str) -> dict:
     return curves(read_history_rows(path))
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Each epoch's training seconds, evaluation excluded (`last`), and this fit's totals of
-    the first step (tracing), evaluation and epoch-end writes (`seconds`).
-
-    Put it first, so that its epoch ends before later callbacks evaluate the test curve (they
-    report it with `add_eval`) and commit the epoch (`EpochRecorder` then calls `committed`).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.last = None
-        self.seconds = {"first_step_s": 0.0, "eval_s": 0.0, "bookkeeping_s": 0.0}
-        self._first_step = False
-        self._end = None
-        self._after = 0.0
-        self._called = None
-
-    def fit_called(self) -> None:
-        """`model.fit` is about to run: its build and pipeline warm-up count as the first step."""
-        self._called = time.perf_counter()
-
-    def on_train_begin(self, logs=None):
-        self._first_step = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-        self._eval = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._first_step:
-            self._first_step = False
-            since = self._called if self._called is not None else self._start
-            self.seconds["first_step_s"] += time.perf_counter() - since
-
-    def on_test_begin(self, logs=None):
-        self._test_start = time.perf_counter()
-
-    def on_test_end(self, logs=None):
-        self._eval += time.perf_counter() - self._test_start
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._end = time.perf_counter()
-        self.last = self._end - self._start - self._eval
-        self.seconds["eval_s"] += self._eval
-        self._after = 0.0
-
-    def add_eval(self, seconds: float) -> None:
-        """Evaluation that a later callback ran at the end of this epoch (the test curve)."""
-        self._after += seconds
-        self.seconds["eval_s"] += seconds
-
-    def committed(self) -> None:
-        """The epoch is written: the rest of its end, evaluation aside, was bookkeeping."""
-        if self._end is not None:
-            self.seconds["bookkeeping_s"] += time.perf_counter() - self._end - self._after
-
-
 class EpochRecorder(keras.callbacks.Callback):
     """Commits each finished epoch to `out` (see the module doc for the order); put it last.
 
@@ -418,8 +362,7 @@ class EpochRecorder(keras.callbacks.Callback):
         loss = logs.get("loss")
         if loss is None or not math.isfinite(float(loss)):
             raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
-        self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.last)
-        self.timer.committed()
+        self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.seconds[-1])
         if STOP_REQUESTED.is_set():
             raise Preempted(epoch, self.steps_per_epoch)
 

@@ -16,14 +16,14 @@ import logging
 import math
 import os
 import re
-import time
+from collections.abc import Sequence
 
 import keras
 
 from tfresnet import data as data_lib
 from tfresnet import distribute, files, models, precision, recipes, rundir, runlock
 from tfresnet import results as results_lib
-from tfresnet.clock import PhaseClock
+from tfresnet.timing import EpochTimer
 
 log = logging.getLogger(__name__)
 
@@ -260,16 +260,12 @@ class TestErrorCurve(keras.callbacks.Callback):
     Only for plotting: model selection uses the validation split, never this.
     """
 
-    def __init__(self, dataset, timer=None):
+    def __init__(self, dataset):
         super().__init__()
         self.dataset = dataset
-        self.timer = timer  # a rundir.EpochTimer that counts this evaluation's seconds
 
     def on_epoch_end(self, epoch, logs=None):
-        start = time.perf_counter()
         results = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
-        if self.timer is not None:
-            self.timer.add_eval(time.perf_counter() - start)
         if logs is not None:
             for key, value in results.items():
                 logs[f"test_{key}"] = value
@@ -363,7 +359,6 @@ def fit_model(
     data=None,
     model=None,
     evaluate_test=True,
-    clock=None,
 ):
     """Build, train and evaluate the model that `config` describes; the one training path.
 
@@ -374,9 +369,7 @@ def fit_model(
     the tuner's `HyperModel.build`). With `evaluate_test=False` the test split is never touched
     (the tuner selects on validation only; `final.test_error` is then None). The dtype policy is
     set for the run and restored afterwards; seeds are the caller's (`train` sets them).
-    `clock` (a `PhaseClock`) collects where the time goes; `results["timings"]` reports it.
     """
-    clock = clock or PhaseClock(count_startup=False)
     if strategy is None:
         strategy = distribute.make_strategy(
             config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
@@ -384,7 +377,6 @@ def fit_model(
     with precision.policy_scope(config.precision, strategy) as policy:
         if data is None:
             data = load_run_data(config)
-        clock.mark("data_s")
         schedule = plan_schedule(config, data.info, strategy)
         model = model or make_model(config, data.info, strategy)
         # Held from reading the backup on: another process training here could replace it.
@@ -407,14 +399,19 @@ def fit_model(
                 state = rundir.restore(model, config.run_dir, saved, schedule.steps_per_epoch)
             for folder in (out, rundir.backup_dir(out), files.join(out, "checkpoints")):
                 files.remove_stale_temps(folder)
-            clock.mark("model_s")
-            timer = rundir.EpochTimer()
+            timer = EpochTimer()
             state = _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, timer)
-            clock.mark("train_s")
-            for phase, seconds in timer.seconds.items():
-                clock.move("train_s", phase, seconds)
             results = _finish(
-                config, model, data, schedule, state, out, evaluate_test, policy, strategy, clock
+                config,
+                model,
+                data,
+                schedule,
+                state,
+                out,
+                evaluate_test,
+                policy,
+                strategy,
+                callbacks=extra_callbacks,
             )
     return model, results
 
@@ -459,7 +456,7 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
         timer,
         keras.callbacks.TerminateOnNaN(raise_error=True),
         WeightDecayTerm(),
-        *([TestErrorCurve(test_ds, timer)] if test_ds is not None else []),
+        *([TestErrorCurve(test_ds)] if test_ds is not None else []),
         keras.callbacks.TensorBoard(files.join(out, "logs")),
         *extra_callbacks,
         recorder,  # last: an epoch is committed once every other callback has seen it
@@ -481,7 +478,6 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
                 epochs=end,
                 skip_batches=skip,
             )
-            timer.fit_called()
             model.fit(
                 train_ds,
                 epochs=end,
@@ -510,20 +506,24 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
     return recorder.state
 
 
-def _finish(config, model, data, schedule, state, out, evaluate_test, policy, strategy, clock):
-    """Evaluate, save, export, write results.json, then drop the backup; each step redoable."""
-    # The last epoch's test-curve point, if any, measured the same weights on the same images.
-    test = _last_test_curve_point(state) if evaluate_test else None
-    if evaluate_test and test is None:
-        test_ds = _eval_input(data.test, data.info, schedule.batch_size, strategy)
-        test = model.evaluate(test_ds, verbose=0, return_dict=True)
-    clock.mark("final_eval_s")
+def _finish(
+    config, model, data, schedule, state, out, evaluate_test, policy, strategy, callbacks=()
+):
+    """Evaluate, save, export, write results.json, then drop the backup; each step redoable.
+
+    `callbacks` (the caller's, as in `model.fit`) see the two evaluations, in this order: the
+    training set's, then the test set's where the last epoch's test curve did not measure it.
+    """
     # fit's `accuracy` is a running mean over augmented batches in training mode while the
     # weights change; this pass measures the final weights on the training images as the test
     # images are measured (no augmentation, inference mode). Not cached: it runs once.
     train_ds = _eval_input(data.train, data.info, schedule.batch_size, strategy, cache=False)
-    train_eval = model.evaluate(train_ds, verbose=0, return_dict=True)
-    clock.mark("train_eval_s")
+    train_eval = model.evaluate(train_ds, verbose=0, return_dict=True, callbacks=list(callbacks))
+    # The last epoch's test-curve point, if any, measured the same weights on the same images.
+    test = _last_test_curve_point(state) if evaluate_test else None
+    if evaluate_test and test is None:
+        test_ds = _eval_input(data.test, data.info, schedule.batch_size, strategy)
+        test = model.evaluate(test_ds, verbose=0, return_dict=True, callbacks=list(callbacks))
     results = results_lib.summarize(
         config,
         model,
@@ -536,11 +536,8 @@ def _finish(config, model, data, schedule, state, out, evaluate_test, policy, st
         replicas=strategy.num_replicas_in_sync,
     )
     files.save_model(model, files.join(out, "model.keras"))
-    clock.mark("save_s")
     if config.export:
         results["export"] = _export_once(config, model, data.info, out)
-        clock.mark("export_s")
-    results["timings"] = clock.summary()
     files.write_json(files.join(out, rundir.RESULTS), results)
     files.remove(rundir.backup_dir(out))  # only now: everything it could redo is written
     return results
@@ -587,14 +584,14 @@ def _export_once(config, model, info, out):
     )
 
 
-def train(config, clock: PhaseClock | None = None):
+def train(config, callbacks: Sequence[keras.callbacks.Callback] = ()):
     """Check the run directory and every setting, then save the config and train.
 
     Nothing is written until the config, the data and the schedule are known to work, so a
-    rejected command never blocks its corrected version. Returns the results dict. `clock`:
-    where the time goes (the CLI passes one that counts the process's start-up).
+    rejected command never blocks its corrected version. Returns the results dict. `callbacks`
+    join tfresnet's own in `model.fit` (before the one that commits each epoch), then see the
+    final evaluations: the training set's, then the test set's if the test curve did not run.
     """
-    clock = clock or PhaseClock(count_startup=False)
     config = check_run_dir(config)
     keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
     strategy = distribute.make_strategy(
@@ -608,16 +605,13 @@ def train(config, clock: PhaseClock | None = None):
     data = load_run_data(config)
     plan_schedule(config, data.info, strategy)
     if not writer:
-        clock.mark("data_s")
-        return fit_model(config, strategy=strategy, data=data, clock=clock)[1]
+        return fit_model(config, strategy=strategy, data=data, extra_callbacks=callbacks)[1]
     files.makedirs(config.run_dir)
     with runlock.exclusive(config.run_dir):  # from the config on; fit_model holds it again
-        clock.mark("data_s")
         # Built before --overwrite deletes the old run and before config.json is written: a
         # wrong --pretrained file is refused while there is still something to keep.
         with precision.policy_scope(config.precision, strategy):
             model = make_model(config, data.info, strategy)
-        clock.mark("model_s")
         if config.overwrite:
             rundir.clear(config.run_dir, hint=OVERWRITE_HINT)  # the directory stays, locked
         config_path = files.join(config.run_dir, "config.json")
@@ -625,7 +619,9 @@ def train(config, clock: PhaseClock | None = None):
         if new_run:
             files.write_json(config_path, dataclasses.asdict(config))
         try:
-            _, results = fit_model(config, strategy=strategy, data=data, model=model, clock=clock)
+            _, results = fit_model(
+                config, strategy=strategy, data=data, model=model, extra_callbacks=callbacks
+            )
         except BaseException:
             # A start that ended before an epoch was backed up (diverged in its first epoch,
             # interrupted) leaves nothing to resume: remove the config.json it wrote, which

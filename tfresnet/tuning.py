@@ -36,7 +36,7 @@ import keras_tuner
 import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
-from tfresnet import blocks, distribute, files, models, precision, rundir, runlock
+from tfresnet import blocks, distribute, files, markdown, models, precision, rundir, runlock
 from tfresnet import data as data_lib
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
@@ -869,12 +869,10 @@ def write_results(directory, results):
 
 def results_markdown(results):
     """The trials as a markdown table, then a line on the best trial."""
-    header = (
-        "| trial | model | depth | shortcut | preact | lr | weight decay | epochs | val error "
-        "| test error | params | time (s) | status |"
-    )
-    lines = [header, "|" + "---|" * 13]
+    header = ["trial", "model", "depth", "shortcut", "preact", "lr", "weight decay", "epochs"]
+    header += ["val error", "test error", "params", "time (s)", "status"]
     best_trial = (results["best"] or {}).get("trial")
+    rows = []
     for row in results["trials"]:
         best = row["trial"] == best_trial
         cells = [
@@ -893,7 +891,8 @@ def results_markdown(results):
             row["status"]
             + (f": {row['message']}" if row["status"] != "COMPLETED" and row["message"] else ""),
         ]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        rows.append(cells)
+    lines = [markdown.table(header, rows)]
     best = results["best"]
     if best:
         lines.append(

@@ -5,7 +5,6 @@
     tfresnet tune --tuner=grid --shortcut=A,B,C,none ...      KerasTuner search
     tfresnet export --model_path=M.keras --export_dir=DIR    SavedModel for TF Serving
     tfresnet predict --model=EXPORT_DIR image.jpg ...        top-k classes of image files
-    tfresnet bench [--models=resnet20 ...]                   throughput benchmark
     tfresnet models                                          the model table
 
 `tfresnet <command> --help` lists a command's flags. Every error is one line on stderr
@@ -22,8 +21,8 @@ per epoch when stdout is not a terminal (`--verbose` chooses).
 # Each command is a module here, `define_flags(fv)` and `run(fv, args)`: the flags fill plain
 # arguments or a config dataclass, and `run` calls the library function a notebook would call
 # (`train.train`, `evaluate.evaluate`, `tuning.search`, `export.export_for_serving`,
-# `predict.predict_files`, `bench.run`, `models.model_table`). Nothing outside this package
-# knows about flags or exit codes.
+# `predict.predict_files`, `models.model_table`). Nothing outside this package knows about
+# flags or exit codes (the benchmark programs of a clone's benchmarks/ parse their own).
 
 import sys
 
@@ -31,7 +30,7 @@ from absl import flags
 
 from tfresnet.cli import native_logs
 
-COMMANDS = ("train", "evaluate", "tune", "export", "predict", "bench", "models")
+COMMANDS = ("train", "evaluate", "tune", "export", "predict", "models")
 
 
 def command_modules():
@@ -40,7 +39,7 @@ def command_modules():
     Imported on first use, not with this package: the command modules import the library and
     so TensorFlow, which `run` imports only once it has set the log environment.
     """
-    from tfresnet.cli import bench, evaluate, export, models, predict, train, tune
+    from tfresnet.cli import evaluate, export, models, predict, train, tune
 
     return {
         "train": train,
@@ -48,7 +47,6 @@ def command_modules():
         "tune": tune,
         "export": export,
         "predict": predict,
-        "bench": bench,
         "models": models,
     }
 
@@ -174,7 +172,7 @@ def _lost_worker_message(detail, fv):
 
 class Terminated(BaseException):
     """SIGTERM where no training loop can back up: the command unwinds at once, its clean-ups
-    running (temporary files, bench's worker process), and exits with EXIT_PREEMPTED."""
+    running (temporary files), and exits with EXIT_PREEMPTED."""
 
 
 def _stop_on_sigterm():

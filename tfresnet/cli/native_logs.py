@@ -15,8 +15,9 @@ the first device lookup adds a cuInit error on a machine without a GPU. The CLI 
    load come before absl's logging is initialised, and absl writes those whatever the level
    (abseil/abseil-cpp#1718), so fd 2 goes through a pipe for the import and log lines below the
    level are dropped, with their continuation lines. Everything else (Python warnings and
-   errors, FATAL lines) is passed on unchanged. Only the import is filtered (and `tfresnet bench`,
-   whose fresh processes each load TensorFlow again), so a crash can hardly lose a line.
+   errors, FATAL lines) is passed on unchanged. Only the import is filtered (and the benchmark
+   runs of a clone's benchmarks/bench.py, whose fresh processes each load TensorFlow again), so a
+   crash can hardly lose a line.
 
 `--verbose_logs` leaves the environment and fd 2 as they are: TensorFlow prints what it prints.
 A user-set TF_CPP_MIN_LOG_LEVEL is kept, and the import filter applies that level instead of 3.

@@ -7,7 +7,6 @@ from absl import flags
 
 from tfresnet import blocks, distribute, precision, recipes
 from tfresnet import train as train_lib
-from tfresnet.clock import PhaseClock
 
 VERBOSE_CHOICES = ("auto", "0", "1", "2")
 
@@ -176,8 +175,7 @@ def config_from_flags(fv, skip=()):
 
 
 def run(fv, args):
-    # The process started for this run: its start-up counts in results.json's timings.
-    results = train_lib.train(config_from_flags(fv), clock=PhaseClock())
+    results = train_lib.train(config_from_flags(fv))
     final = results["final"]
     top5 = final["test_top5_error"]
     print(

@@ -1,9 +1,12 @@
 """Training and inference throughput, FLOP rate and memory of the ResNets on this machine.
 
-    tfresnet bench                               # the table of docs/performance.md
-    tfresnet bench --models=resnet20 --precisions=mixed_bfloat16 --steps=50
-    tfresnet bench --bn=keras                    # the same with Keras' own BatchNormalization
-    tfresnet bench --quick                       # a smoke run in seconds (what the tests run)
+From the root of a clone (once `tfresnet bench`):
+
+    python -m benchmarks.bench                   # the table of docs/performance.md
+    python -m benchmarks.bench --models=resnet20 --precisions=mixed_bfloat16 --steps=50
+    python -m benchmarks.bench --bn=keras        # the same with Keras' own BatchNormalization
+    python -m benchmarks.bench --quick           # a smoke run in seconds (what the tests run)
+    python -m benchmarks.bench --output=bench.jsonl   # the JSON lines to a file too
 
     records = run(BenchConfig(models=("resnet20",), precisions=("float32",)))  # in Python
 
@@ -18,14 +21,16 @@ the forward pass (the backward pass computes gradients for inputs and for weight
 one forward pass). `peak_fraction` divides it by a large `tf.matmul` timed in the same run and
 precision. `keras_resnet50` is `keras.applications.ResNet50(weights=None)`, the in-framework
 baseline. Output: JSON lines, then a markdown table. The comparison with PyTorch, each model
-paired with the peer run right after it, is `benchmarks/paired_step_rate.py` (not installed).
+paired with the peer run right after it, is `benchmarks/paired_step_rate.py`.
 """
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -33,10 +38,14 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
+import benchmarks
 from tfresnet import data as data_lib
-from tfresnet import inference, layers, models
+from tfresnet import files, inference, layers, markdown, models
+from tfresnet.cli import native_logs
 from tfresnet.precision import PRECISIONS as POLICIES
+from tfresnet.timing import EpochTimer
 
 PRECISIONS = tuple(p for p in POLICIES if p != "auto")  # the bench times named policies only
 DEFAULT_MODELS = ("resnet20", "resnet56", "resnet50", "keras_resnet50")
@@ -136,22 +145,6 @@ def synthetic_batches(model, batch_size):
     images = tf.random.uniform((batch_size, height, width, channels), 0.0, 255.0)
     labels = tf.random.uniform((batch_size,), 0, classes, tf.int32)
     return tf.data.Dataset.from_tensors((images, labels)).repeat()
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records each epoch's wall time and this process's CPU time (all threads)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self.cpu_seconds = [], []
-        self._start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = (time.perf_counter(), time.process_time())
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start[0])
-        self.cpu_seconds.append(time.process_time() - self._start[1])
 
 
 def training_rates(model, case, config):
@@ -353,26 +346,119 @@ def run(config, emit=print):
     return records
 
 
+TABLE = (  # (column, record key, format) of the table of docs/performance.md
+    ("model", "model", ""),
+    ("precision", "precision", ""),
+    ("BN", "bn", ""),
+    ("image", "image_size", ""),
+    ("batch", "batch_size", ""),
+    ("train img/s", "train_img_s", ".1f"),
+    ("infer img/s", "infer_img_s", ".1f"),
+    ("infer img/s, BN unfolded", "infer_unfolded_img_s", ".1f"),
+    ("train img/CPU-s", "train_img_cpu_s", ".1f"),
+    ("train GFLOP/s", "train_gflop_s", ".1f"),
+    ("of matmul peak", "peak_fraction", ".0%"),
+    ("peak RSS MB", "peak_rss_mb", ".0f"),
+)
+
+
 def markdown_table(records):
-    """The model records as the table of docs/performance.md."""
-    lines = [
-        "| model | precision | BN | image | batch | train img/s | infer img/s | "
-        "infer img/s, BN unfolded | train img/CPU-s | train GFLOP/s | of matmul peak | "
-        "peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in records:
-        if r["kind"] == "model":
-            lines.append(
-                f"| {r['model']} | {r['precision']} | {r['bn']} | {r['image_size']} | "
-                f"{r['batch_size']} | {r['train_img_s']:.1f} | {r['infer_img_s']:.1f} | "
-                f"{r['infer_unfolded_img_s']:.1f} | "
-                f"{r['train_img_cpu_s']:.1f} | "
-                f"{r['train_gflop_s']:.1f} | {r['peak_fraction']:.0%} | {r['peak_rss_mb']:.0f} |"
-            )
+    """The model records as the table of docs/performance.md, then the peaks and the pipeline."""
+    rows = [[format(r[key], fmt) for _, key, fmt in TABLE] for r in records if r["kind"] == "model"]
+    lines = [markdown.table([c for c, _, _ in TABLE], rows, align="lll" + "r" * 9)]
     for r in records:
         if r["kind"] == "matmul_peak":
             lines.append(f"\nmatmul peak {r['dtype']}: {r['gflop_s']:.0f} GFLOP/s (n={r['size']})")
         elif r["kind"] == "input_pipeline":
             lines.append(f"\ninput pipeline (CIFAR augmentation): {r['img_s']:.0f} img/s")
     return "\n".join(lines)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+QUICK_MODELS = ("resnet8",)  # --quick without --models
+
+
+def define_flags(fv):
+    """Defaults from `BenchConfig`."""
+    d = {f.name: f.default for f in dataclasses.fields(BenchConfig)}
+    flags.DEFINE_list("models", list(d["models"]), "Models to time.", flag_values=fv)
+    flags.DEFINE_list(
+        "precisions",
+        list(d["precisions"]),
+        f"Keras dtype policies among {', '.join(PRECISIONS)}.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("steps", d["steps"], "Timed steps/epoch; 0: per model.", flag_values=fv)
+    flags.DEFINE_integer("repeats", d["repeats"], "Timed epochs; median reported.", flag_values=fv)
+    flags.DEFINE_integer("image_size", d["image_size"], "0: per model.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", d["batch_size"], "0: per model.", flag_values=fv)
+    flags.DEFINE_integer(
+        "steps_per_execution", d["steps_per_execution"], "Steps per call.", flag_values=fv
+    )
+    flags.DEFINE_bool("jit_compile", d["jit_compile"], "Compile with XLA.", flag_values=fv)
+    flags.DEFINE_enum("bn", d["bn"], BN_KINDS, "BatchNormalization to use.", flag_values=fv)
+    flags.DEFINE_integer("matmul_size", d["matmul_size"], "Peak matmul n.", flag_values=fv)
+    flags.DEFINE_bool("pipeline", d["pipeline"], "Time the input pipeline.", flag_values=fv)
+    flags.DEFINE_bool(
+        "quick", d["quick"], f"Smoke mode (seconds); models {QUICK_MODELS}.", flag_values=fv
+    )
+    flags.DEFINE_string("output", "", "Also write the JSON lines to this file.", flag_values=fv)
+
+
+def config_from_flags(fv):
+    quick_models = QUICK_MODELS if fv["models"].using_default_value else fv.models
+    return BenchConfig(
+        models=tuple(quick_models if fv.quick else fv.models),
+        precisions=tuple(fv.precisions),
+        steps=fv.steps,
+        repeats=1 if fv.quick and fv["repeats"].using_default_value else fv.repeats,
+        image_size=fv.image_size,
+        batch_size=fv.batch_size,
+        steps_per_execution=fv.steps_per_execution,
+        jit_compile=fv.jit_compile,
+        bn=fv.bn,
+        matmul_size=fv.matmul_size,
+        pipeline=fv.pipeline,
+        quick=fv.quick,
+    )
+
+
+def body(fv):
+    """Run the benchmark the flags describe; print JSON lines (and --output) and the table."""
+    config = config_from_flags(fv)
+    if fv.output and os.path.isdir(fv.output):
+        raise ValueError(f"--output {fv.output!r} is a directory; give a file name.")
+    records = []
+
+    def measure(target=None):
+        """Print each JSON line as it comes, and write it to `target` when given."""
+        with open(target, "w") if target else contextlib.nullcontext() as out:
+
+            def emit(line):
+                print(line, flush=True)
+                if out:
+                    out.write(line + "\n")
+                    out.flush()
+
+            # Each model runs in a fresh process, whose TensorFlow prints its notices again.
+            level = None if fv.verbose_logs else native_logs.level_in_effect()
+            with native_logs.filtered_stderr(level):
+                records.extend(run(config, emit))
+
+    if fv.output:  # lines go to a temporary name as they come; --output appears whole
+        files.write_atomically(fv.output, measure)
+    else:
+        measure()
+    print("\n" + markdown_table(records))
+
+
+def main(argv=None) -> int:
+    """`python -m benchmarks.bench [flags]`; returns the exit status (2: bad flags)."""
+    return benchmarks.run("bench", define_flags, body, argv)
+
+
+if __name__ == "__main__":
+    # SIGTERM ends the run as Ctrl-C does: the measuring process is terminated with it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    sys.exit(main())

@@ -1,9 +1,9 @@
-"""Where a training process's wall time goes: start-up, data, model, training, evaluation, writes.
+"""Where a process's wall time goes: `PhaseClock` charges the time since its last mark to a
+named phase. The standard library only, so the PyTorch peers use it too.
 
-`PhaseClock` charges the time since its last mark to a named phase; `train` and `fit_model` mark
-their steps and the epoch callbacks split `model.fit` into first step, steady training,
-evaluation and bookkeeping. `results.json` keeps the phases of the process that finished the
-run (`timings`), which is what the end-to-end benchmark's breakdown reads.
+`benchmarks/timed_train.py` marks a tfresnet training with it (start-up, set-up, first step,
+steady training, evaluation, epoch-end writes, the finish); the end-to-end and A/B drivers read
+the phases it prints.
 """
 
 import os
@@ -27,7 +27,7 @@ def process_age() -> float | None:
 class PhaseClock:
     """Seconds per phase, in the order the phases first happened.
 
-    Made at an entry point, it first charges the process's age so far to `startup_s`.
+    Made at a program's start, it first charges the process's age so far to `startup_s`.
     """
 
     def __init__(self, count_startup: bool = True):
@@ -38,17 +38,8 @@ class PhaseClock:
     def mark(self, phase: str) -> None:
         """Charge the time since the last mark to `phase`."""
         now = time.perf_counter()
-        self.add(phase, now - self._last)
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
         self._last = now
-
-    def add(self, phase: str, seconds: float) -> None:
-        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
-
-    def move(self, source: str, target: str, seconds: float) -> None:
-        """Re-charge `seconds` of `source` to `target` (a part measured inside a larger mark)."""
-        seconds = min(seconds, self.phases.get(source, 0.0))
-        self.add(source, -seconds)
-        self.add(target, seconds)
 
     def summary(self) -> dict[str, float]:
         """The phases rounded to milliseconds, with their `total_s`."""

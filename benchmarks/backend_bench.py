@@ -1,13 +1,15 @@
 """Training and inference throughput of a ResNet under the current Keras backend: TF, JAX or torch.
 
-    KERAS_BACKEND=jax python -m tfresnet.cli.backend_bench      # ResNet-50, 224 px, bf16, batch 256
-    KERAS_BACKEND=torch python -m tfresnet.cli.backend_bench --jit_compile=true  # torch.compile
-    KERAS_BACKEND=jax python -m tfresnet.cli.backend_bench --model=cifar_resnet8 --image_size=8 \
+From the root of a clone (once `python -m tfresnet.cli.backend_bench`):
+
+    KERAS_BACKEND=jax python -m benchmarks.backend_bench        # ResNet-50, 224 px, bf16, batch 256
+    KERAS_BACKEND=torch python -m benchmarks.backend_bench --jit_compile=true  # torch.compile
+    KERAS_BACKEND=jax python -m benchmarks.backend_bench --model=cifar_resnet8 --image_size=8 \
         --batch_size=4 --steps=2 --repeats=1 --precision=float32    # a smoke run (the tests')
 
     record = run(BackendBenchConfig(model="resnet20", image_size=32))   # in Python
 
-The portable counterpart of `tfresnet.bench`, for comparing backends on the same models (a GPU
+The portable counterpart of `benchmarks.bench`, for comparing backends on the same models (a GPU
 is what the defaults are sized for): nothing here imports TensorFlow, and there is no tf.data,
 tf.distribute or fused-BN fast path in the loop (under the TF backend the fused BN still runs;
 Keras' own `fit` still feeds arrays through tf.data there). Training is `model.fit` on in-memory
@@ -16,21 +18,26 @@ unshuffled, so each batch is one contiguous slice that Keras copies to the devic
 epoch (tracing, compilation) is excluded and each later one gives a rate, of which the median is
 reported. Inference is `model.predict` over the same arrays, of the BN-folded model tfresnet
 serves (`infer_img_s`) and of the model as trained (`infer_unfolded_img_s`). GFLOP/s count 2
-FLOPs per multiply-add and 3 forward passes per training step, as `tfresnet.bench` does. Output:
-one JSON line per run, with the same keys for rates as `tfresnet.bench` and the peers in
-benchmarks/ (`train_img_s`, `infer_img_s`).
+FLOPs per multiply-add and 3 forward passes per training step, as `benchmarks.bench` does.
+Output: one JSON line per run, with the same keys for rates as `benchmarks.bench` and the
+PyTorch peers (`train_img_s`, `infer_img_s`). Under TensorFlow its native log lines are hidden as
+the `tfresnet` commands hide them (`--verbose_logs` shows them).
 """
 
 import dataclasses
 import importlib.metadata
 import json
 import statistics
+import sys
 import time
 
 import keras
 import numpy as np
+from absl import flags
 
+import benchmarks
 from tfresnet import inference, models, precision
+from tfresnet.timing import EpochTimer
 
 PRECISIONS = tuple(p for p in precision.PRECISIONS if p != "auto")  # "auto" asks TF
 JIT_COMPILE = ("auto", "true", "false")
@@ -66,21 +73,6 @@ class BackendBenchConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         models.resolve_spec(self.model)  # raises with the allowed names
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Each epoch's wall time; Keras reads the epoch's loss back before on_epoch_end."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-        self._start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def device_name():
@@ -197,3 +189,39 @@ def run(config, emit=print):
     record = measure(config)
     emit(json.dumps(record))
     return record
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def define_flags(fv):
+    """Defaults from `BackendBenchConfig`."""
+    d = {f.name: f.default for f in dataclasses.fields(BackendBenchConfig)}
+    flags.DEFINE_string("model", d["model"], "Model name or spec string.", flag_values=fv)
+    flags.DEFINE_integer("image_size", d["image_size"], "Input height and width.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", d["batch_size"], "Batch size.", flag_values=fv)
+    flags.DEFINE_enum("precision", d["precision"], PRECISIONS, "Dtype policy.", flag_values=fv)
+    flags.DEFINE_integer("steps", d["steps"], "Steps per timed epoch.", flag_values=fv)
+    flags.DEFINE_integer("repeats", d["repeats"], "Timed epochs; median kept.", flag_values=fv)
+    flags.DEFINE_enum(
+        "jit_compile", d["jit_compile"], JIT_COMPILE, "compile()'s jit_compile.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "steps_per_execution", d["steps_per_execution"], "Steps per call.", flag_values=fv
+    )
+
+
+def config_from_flags(fv):
+    fields = dataclasses.fields(BackendBenchConfig)
+    return BackendBenchConfig(**{f.name: fv[f.name].value for f in fields})
+
+
+def main(argv=None) -> int:
+    """`python -m benchmarks.backend_bench [flags]`; returns the exit status (2: bad flags)."""
+    return benchmarks.run(
+        "backend_bench", define_flags, lambda fv: run(config_from_flags(fv)), argv
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
