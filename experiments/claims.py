@@ -38,8 +38,13 @@ class Runs:
 
     def read(self, path: str) -> dict:
         if path not in self._read:
-            with open(os.path.join(self.results_dir, path)) as f:
-                self._read[path] = json.load(f)
+            full = os.path.join(self.results_dir, path)
+            with open(full) as f:
+                results = json.load(f)
+            # Where the run is in this clone, not the absolute path it was trained at.
+            if path.endswith("results.json"):
+                results["config"]["run_dir"] = os.path.dirname(full)
+            self._read[path] = results
         return self._read[path]
 
     def run(self, experiment, net, budget, seed=0):
