@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import export, files
+from tfresnet import export, files, untrusted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,8 @@ def predict_files(export_dir, paths, top_k=5):
 
     Args:
       export_dir: a path `load_export` accepts, or an already loaded `ServingExport`.
-      paths: image file paths (JPEG, PNG, GIF or BMP of any size).
+      paths: image file paths (JPEG, PNG, GIF, BMP or WebP; at most the export's max_pixels
+        pixels and `untrusted.MAX_IMAGE_BYTES` bytes, checked before reading or decoding).
       top_k: int >= 1, classes per file (at most the number of classes).
 
     Returns:
@@ -109,10 +110,9 @@ def predict_files(export_dir, paths, top_k=5):
     for path in paths:
         path = os.fspath(path)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = untrusted.read_image_file(path)
             outputs = signature(image_bytes=tf.constant([data]))
-        except (OSError, tf.errors.InvalidArgumentError) as e:
+        except (OSError, untrusted.FileRefused, tf.errors.InvalidArgumentError) as e:
             reason = _short_error(e)
             warnings.warn(f"Cannot predict {path}: {reason}", stacklevel=2)
             results.append({"file": path, "error": reason})
@@ -165,4 +165,9 @@ def _short_error(error):
     noise = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[{{")
     lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
-    return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0]) if useful else str(error)
+    if not useful:
+        return str(error)
+    asserted = re.match(r"assertion failed: \[([^\]]*)\]", useful[0])  # a tf.debugging check
+    if asserted:
+        return asserted.group(1).strip().rstrip(".")
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0])
