@@ -280,6 +280,7 @@ CASES = [
     ("predict: 38-byte WebP, 10000x10000", [*PREDICT, "{tmp}/bomb.webp"], 1, "image too large"),
     ("predict: GIF 1x1 with a 10000x10000 frame", [*PREDICT, "{tmp}/bomb.gif"], 1, "too large"),
     ("predict: JPEG XL", [*PREDICT, "{tmp}/image.jxl"], 1, "JPEG XL images are not accepted"),
+    ("predict: JPEG libjpeg rejects", [*PREDICT, "{tmp}/huffman.jpg"], 1, "(Bogus Huffman table"),
     ("predict: JPEG header damaged", [*PREDICT, "{tmp}/damaged.jpg"], 1, "header too short, dam"),
 ]
 
@@ -359,7 +360,14 @@ def _hostile_files(tmp, keras_path):
     """.keras files that are bombs or nest too deep, and images that are bombs or damaged,
     beside an export of `keras_path` (tests/test_untrusted.py says what each one is)."""
     import keras
-    from test_untrusted import GIF_BOMB, WEBP_BOMB, deep_keras, h5_bomb_keras, zip_bomb_keras
+    from test_untrusted import (
+        GIF_BOMB,
+        WEBP_BOMB,
+        bad_huffman_jpeg,
+        deep_keras,
+        h5_bomb_keras,
+        zip_bomb_keras,
+    )
 
     from tfresnet.export import export_for_serving
 
@@ -368,6 +376,7 @@ def _hostile_files(tmp, keras_path):
         "bomb.gif": GIF_BOMB,
         "image.jxl": b"\xff\x0a\xff\x07\x08\x83\x04\x0c\x00\x4b\x20\x18" + bytes(100),
         "damaged.jpg": b"\xff\xd8\xff" + bytes(50),  # libjpeg: "Input file read error"
+        "huffman.jpg": bad_huffman_jpeg(),
     }
     for name, data in images.items():
         with open(os.path.join(tmp, name), "wb") as f:

@@ -164,3 +164,16 @@ def test_grey_export_predicts_cmyk_jpeg_and_gif_as_grey_with_a_clean_stderr(tmp_
         grey = tf.image.rgb_to_grayscale(rgb_decoded)[tf.newaxis]
         expected = keras.ops.convert_to_numpy(model(tf.cast(grey, "float32"), training=False))[0]
         np.testing.assert_allclose(result["scores"], expected[result["classes"]], atol=1e-6)
+
+
+def test_libjpegs_own_error_line_becomes_part_of_the_files_error(exported, tmp_path, capfd):
+    import test_untrusted
+
+    (tmp_path / "bad.jpg").write_bytes(test_untrusted.bad_huffman_jpeg())
+    with pytest.warns(UserWarning):
+        results = predict_files(
+            exported["loaded"], [tmp_path / "bad.jpg", exported["dir"] / "a.png"]
+        )
+    assert results[0]["error"].endswith("(Bogus Huffman table definition)")
+    assert "classes" in results[1]
+    assert "Bogus" not in capfd.readouterr().err  # libjpeg prints it to fd 2 itself

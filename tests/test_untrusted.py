@@ -47,6 +47,15 @@ def encoded(fmt, size=(37, 21), mode="RGB", **options):
     return buffer.getvalue()
 
 
+def bad_huffman_jpeg():
+    """A JPEG whose header is sound but whose Huffman table libjpeg rejects, printing
+    "Bogus Huffman table definition" to stderr itself."""
+    data = bytearray(encoded("JPEG", size=(16, 16)))
+    table = data.index(b"\xff\xc4")
+    data[table + 5 : table + 7] = b"\x7f\x33"  # code counts summing past 256
+    return bytes(data)
+
+
 def deep_keras(path, depth=200_000):
     """A 0.8 KB .keras whose config.json is `depth` nested lists."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
