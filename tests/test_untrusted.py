@@ -79,15 +79,22 @@ def zip_bomb_keras(path, model_path, megabytes=256):
 
 
 def h5_bomb_keras(path, model_path):
-    """`model_path`'s .keras whose weights file holds a 2 GB dataset that stores nothing."""
+    """`model_path`'s .keras whose first weight array declares 2 GB, stored as nothing (a
+    chunked dataset never written); Keras reads it whole before it compares shapes."""
     import h5py
 
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as h5:
-        h5.create_dataset("layers/dense/vars/0", shape=(1 << 29,), dtype="float32", chunks=True)
-    with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(path, "w") as dst:
-        dst.writestr("config.json", src.read("config.json"))
-        dst.writestr("metadata.json", src.read("metadata.json"))
+    with zipfile.ZipFile(model_path) as src:
+        buffer.write(src.read("model.weights.h5"))
+        config, metadata = src.read("config.json"), src.read("metadata.json")
+    with h5py.File(buffer, "r+") as h5:
+        first = []
+        h5.visititems(lambda name, item: first.append(name) if hasattr(item, "shape") else None)
+        del h5[first[0]]
+        h5.create_dataset(first[0], shape=(1 << 29,), dtype="float32", chunks=(1 << 20,))
+    with zipfile.ZipFile(path, "w") as dst:
+        dst.writestr("config.json", config)
+        dst.writestr("metadata.json", metadata)
         dst.writestr("model.weights.h5", buffer.getvalue())
     return path
 
