@@ -24,6 +24,7 @@ from tfresnet import cli
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = ["train", "--model=cifar_resnet8", "--noexport", "--verbose=0", "--run_dir={tmp}/r"]
 TRAIN = [*BASE, "--epochs=1"]
+PREDICT = ["predict", "--model={export}"]
 
 
 def _folder(root, classes, per_class=2, size=(8, 8)):
@@ -90,7 +91,8 @@ def _finished_run(tmp):
 # (what is wrong, command after `tfresnet`, exit status, text the one-line message contains).
 # `{tmp}` is a scratch folder; `{keras}`, `{cut_keras}`, `{flipped_keras}`, `{run}`, `{busy}`
 # are made there by `scratch` ({busy}: a run directory whose lock the test holds, as a process
-# training in it would).
+# training in it would), and hostile files (tests/test_untrusted.py makes them): `{deep_keras}`,
+# `{bomb_keras}`, `{h5_bomb_keras}`, images beside `{export}` (an export of `{keras}`).
 CASES = [
     ("unknown command", ["trian"], 2, "unknown command 'trian'; allowed: train"),
     ("unknown flag", ["train", "--epoch=3"], 2, "Unknown command line flag 'epoch'"),
@@ -266,6 +268,20 @@ CASES = [
         2,
         "search.json is not readable JSON",
     ),
+    ("evaluate: config 200,000 deep", ["evaluate", "--model_path={deep_keras}"], 2, "nests deep"),
+    (
+        "export: config 200,000 deep",
+        ["export", "--model={deep_keras}", "--export_dir={tmp}/e"],
+        2,
+        "nests deeper than 100 levels",
+    ),
+    ("evaluate: .keras zip bomb", ["evaluate", "--model_path={bomb_keras}"], 2, "decompression"),
+    ("evaluate: weights bomb", ["evaluate", "--model_path={h5_bomb_keras}"], 2, "weight arrays"),
+    ("predict: 38-byte WebP, 10000x10000", [*PREDICT, "{tmp}/bomb.webp"], 1, "image too large"),
+    ("predict: GIF 1x1 with a 10000x10000 frame", [*PREDICT, "{tmp}/bomb.gif"], 1, "too large"),
+    ("predict: JPEG XL", [*PREDICT, "{tmp}/image.jxl"], 1, "JPEG XL images are not accepted"),
+    ("predict: JPEG libjpeg rejects", [*PREDICT, "{tmp}/huffman.jpg"], 1, "(Bogus Huffman table"),
+    ("predict: JPEG header damaged", [*PREDICT, "{tmp}/damaged.jpg"], 1, "header too short, dam"),
 ]
 
 PLACEHOLDERS = {
@@ -281,6 +297,10 @@ PLACEHOLDERS = {
     "bad_export": "<export with a corrupt saved_model.pb>",
     "bad_config": "<folder with an unreadable models.config>",
     "cut_search": "<search with a truncated search.json>",
+    "deep_keras": "<deep.keras>",
+    "bomb_keras": "<zip-bomb.keras>",
+    "h5_bomb_keras": "<weights-bomb.keras>",
+    "export": "<export>",
 }
 TF_CONFIGS = {
     "STRING_INDEX": '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
@@ -332,7 +352,42 @@ def scratch(tmp_path_factory):
             "run": _finished_run(tmp),
             "busy": busy,
             **_damaged_folders(tmp),
+            **_hostile_files(tmp, keras_path),
         }
+
+
+def _hostile_files(tmp, keras_path):
+    """.keras files that are bombs or nest too deep, and images that are bombs or damaged,
+    beside an export of `keras_path` (tests/test_untrusted.py says what each one is)."""
+    import keras
+    from test_untrusted import (
+        GIF_BOMB,
+        WEBP_BOMB,
+        bad_huffman_jpeg,
+        deep_keras,
+        h5_bomb_keras,
+        zip_bomb_keras,
+    )
+
+    from tfresnet.export import export_for_serving
+
+    images = {
+        "bomb.webp": WEBP_BOMB,
+        "bomb.gif": GIF_BOMB,
+        "image.jxl": b"\xff\x0a\xff\x07\x08\x83\x04\x0c\x00\x4b\x20\x18" + bytes(100),
+        "damaged.jpg": b"\xff\xd8\xff" + bytes(50),  # libjpeg: "Input file read error"
+        "huffman.jpg": bad_huffman_jpeg(),
+    }
+    for name, data in images.items():
+        with open(os.path.join(tmp, name), "wb") as f:
+            f.write(data)
+    model = keras.saving.load_model(keras_path)
+    return {
+        "deep_keras": deep_keras(os.path.join(tmp, "deep.keras")),
+        "bomb_keras": zip_bomb_keras(os.path.join(tmp, "bomb.keras"), keras_path),
+        "h5_bomb_keras": h5_bomb_keras(os.path.join(tmp, "h5bomb.keras"), keras_path),
+        "export": export_for_serving(model, os.path.join(tmp, "ex"), warmup=False),
+    }
 
 
 def _damaged_folders(tmp):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import test_untrusted
 from PIL import Image
 
 from tfresnet import data, export, images
@@ -188,7 +189,7 @@ def test_real_fashion_mnist_from_debian():
 
 
 def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, caplog, monkeypatch):
-    from tfresnet import images
+    from tfresnet import untrusted
 
     for cls, value in (("cat", 10), ("dog", 200)):
         for i in range(4):
@@ -198,12 +199,47 @@ def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, ca
     cut = tmp_path / "cat" / "cut.jpg"
     cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # passes PIL's verify()
     Image.new("L", (30, 30)).save(tmp_path / "dog" / "big.png")
-    monkeypatch.setattr(images, "MAX_PIXELS", 800)
+    monkeypatch.setattr(untrusted, "MAX_PIXELS", 800)
     with caplog.at_level(logging.WARNING):
         d = data.load_data(str(tmp_path))
-    assert "cut.jpg (" in caplog.text and "big.png (30x30 pixels" in caplog.text
+    assert "cut.jpg (" in caplog.text and "big.png (900 pixels, more than 800)" in caplog.text
     assert d.info.sizes["train"] + d.info.sizes["test"] == 9  # 8 PNGs + good.jpg
     list(data.make_pipeline(d.train, d.info, batch_size=4, training=True).take(2))
+
+
+def test_image_folder_refuses_bombs_by_their_headers_before_pillow_warns(tmp_path, caplog):
+    import struct
+    import warnings
+    import zlib
+
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", value)
+    # A PNG header of 10000 x 10000: over Pillow's limit, which it reports as a warning.
+    ihdr = struct.pack(">IIBBBBB", 10000, 10000, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    (tmp_path / "cat" / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    (tmp_path / "dog" / "bomb.gif").write_bytes(test_untrusted.GIF_BOMB)  # 1 x 1 says Pillow
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        d = data.load_data(str(tmp_path))
+    assert [w.category.__name__ for w in caught if "Bomb" in w.category.__name__] == []
+    assert "bomb.png (100000000 pixels, more than 40000000)" in caplog.text
+    assert "bomb.gif (100000000 pixels, more than 40000000)" in caplog.text
+    assert d.info.sizes["train"] + d.info.sizes["test"] == 6
+
+
+def test_grey_bmp_folder_trains(tmp_path):
+    # TensorFlow cannot decode a BMP to 1 channel; it is decoded as RGB, then made grey.
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(3):
+            path = tmp_path / cls / f"{i}.bmp"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (10, 12), value + i).save(path)
+    d = data.load_data(str(tmp_path))
+    assert d.info.image_shape == (12, 12, 1)
+    x, _ = next(iter(data.make_pipeline(d.train, d.info, batch_size=2, training=False)))
+    assert x.shape == (2, 12, 12, 1)
 
 
 def test_image_folder_shape_comes_from_the_whole_set_not_the_seed(tmp_path):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import test_untrusted
 from absl import flags
 from google.protobuf import text_format
 from PIL import Image
@@ -215,6 +216,7 @@ def served(tmp_path_factory):
         "expected": expected,
         "bf16": bf16_info,
         "rgb_model": rgb_model,
+        "grey_model": grey_model,
     }
 
 
@@ -279,6 +281,43 @@ def test_bad_input_fails_with_a_clear_message(served, case, text):
     assert text in served["loaded"]["rgb"]["errors"][case]
     if case in served["loaded"]["rgb"]["session_errors"]:
         assert text in served["loaded"]["rgb"]["session_errors"][case]
+
+
+@pytest.mark.parametrize(
+    "name, blob",
+    [
+        ("38-byte WebP of 10000 x 10000", test_untrusted.WEBP_BOMB),
+        ("GIF of a 1 x 1 screen and a 10000 x 10000 frame", test_untrusted.GIF_BOMB),
+    ],
+)
+def test_serving_bytes_refuses_bombs_the_old_header_check_missed(served, name, blob):
+    path = served["paths"]["grey"]
+    serve = tf.saved_model.load(path).signatures["serving_bytes"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large: more than 4000"):
+        serve(image_bytes=tf.constant([blob]))
+    # As TF Serving runs it: a TF1 session, grappler over the whole graph, the check kept.
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+        sig = meta.signature_def["serving_bytes"]
+        feed, fetch = sig.inputs["image_bytes"].name, sig.outputs["probabilities"].name
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+            sess.run(fetch, {feed: [blob]})
+
+
+@pytest.mark.parametrize("fmt, mode", [("GIF", "RGB"), ("JPEG", "CMYK"), ("BMP", "RGB")])
+def test_grey_export_serves_colour_gif_bmp_and_cmyk_as_their_grey_image(served, fmt, mode):
+    # TensorFlow has no grey decode of these ("channels must be 0 or 3 for GIF", libjpeg's
+    # "Unsupported color conversion request" for CMYK): the export decodes RGB, then greys.
+    blob = test_untrusted.encoded(fmt, size=(8, 8), mode=mode)
+    sigs = tf.saved_model.load(served["paths"]["grey"]).signatures
+    rgb = tf.io.decode_image(blob, channels=3, expand_animations=False)
+    grey = tf.image.rgb_to_grayscale(rgb)[tf.newaxis]
+    expected = sigs["serving_default"](images=grey)["probabilities"].numpy()
+    got = sigs["serving_bytes"](image_bytes=tf.constant([blob]))["probabilities"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(
+        expected, _keras_probs(served["grey_model"], grey.numpy()), atol=1e-6
+    )
 
 
 def test_on_disk_layout_warmup_and_class_names(served):

@@ -137,3 +137,43 @@ def test_command_line_prints_predictions_and_fails_on_bad_files(exported, capsys
     assert json.loads(capsys.readouterr().out)[0]["names"][0] == best
     with pytest.raises(ValueError, match="Give image files to predict"):
         predict_cli.run(fv, [])
+
+
+def test_grey_export_predicts_cmyk_jpeg_and_gif_as_grey_with_a_clean_stderr(tmp_path, capfd):
+    # Before: "channels must be 0 or 3 for GIF", and libjpeg's "Unsupported color conversion
+    # request" printed to stderr for the CMYK JPEG.
+    import tensorflow as tf
+
+    model = build_model("cifar_resnet8", num_classes=4, input_shape=(8, 8, 1))
+    export_for_serving(model, tmp_path / "exports", warmup=False)
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    paths = []
+    for name, image in (("cmyk.jpg", Image.fromarray(rgb).convert("CMYK")), ("a.gif", rgb)):
+        image = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+        image.save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    fv = flags.FlagValues()
+    predict_cli.define_flags(fv)
+    fv(["tfresnet predict", f"--model={tmp_path / 'exports'}", "--json", "--top_k=4"])
+    assert predict_cli.run(fv, paths) == 0
+    out, err = capfd.readouterr()
+    assert "Unsupported color conversion" not in err and "channels" not in err, err
+    for path, result in zip(paths, json.loads(out), strict=True):
+        with open(path, "rb") as f:
+            rgb_decoded = tf.io.decode_image(f.read(), channels=3, expand_animations=False)
+        grey = tf.image.rgb_to_grayscale(rgb_decoded)[tf.newaxis]
+        expected = keras.ops.convert_to_numpy(model(tf.cast(grey, "float32"), training=False))[0]
+        np.testing.assert_allclose(result["scores"], expected[result["classes"]], atol=1e-6)
+
+
+def test_libjpegs_own_error_line_becomes_part_of_the_files_error(exported, tmp_path, capfd):
+    import test_untrusted
+
+    (tmp_path / "bad.jpg").write_bytes(test_untrusted.bad_huffman_jpeg())
+    with pytest.warns(UserWarning):
+        results = predict_files(
+            exported["loaded"], [tmp_path / "bad.jpg", exported["dir"] / "a.png"]
+        )
+    assert results[0]["error"].endswith("(Bogus Huffman table definition)")
+    assert "classes" in results[1]
+    assert "Bogus" not in capfd.readouterr().err  # libjpeg prints it to fd 2 itself

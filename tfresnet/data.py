@@ -21,12 +21,13 @@ import math
 import os
 import pathlib
 import unicodedata
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import distribute, files, idx
+from tfresnet import distribute, files, idx, untrusted
 from tfresnet import images as images_lib
 
 EMBEDDED = "digits"
@@ -432,11 +433,8 @@ def _imagenet_stats(channels):
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def _readable(path, img):
-    """Why the image at `path` cannot be used (a truncated file, too many pixels), or None."""
-    width, height = img.size
-    if width * height > images_lib.MAX_PIXELS:
-        return f"{width}x{height} pixels, more than {images_lib.MAX_PIXELS}"
+def _truncated(path, img):
+    """Why the JPEG or PNG at `path` cannot be used (cut off: no end marker), or None."""
     if img.format in ("JPEG", "PNG"):
         # A cut-off file still has a valid header; its end marker is what goes missing.
         with open(path, "rb") as f:
@@ -451,12 +449,14 @@ def _readable(path, img):
 def _scan_folder(root):
     """Class folders -> (classes, [(path, label, mode, size)]); unusable files are skipped.
 
-    Every file is opened once (its header only): non-images, truncated JPEG/PNG files and
-    images over the pixel limit are skipped with one warning naming them. A class folder with
-    no usable image is an error (it would be a class the model can never learn), and so are,
-    before any file is opened, a class name `check_class_name` refuses and anything but folders
-    and regular files (a FIFO, socket or device: opening or reading one can block forever,
-    in PIL here as in `tf.io.read_file` and `keras.utils.image_dataset_from_directory`).
+    Every file is checked as training will decode it (`untrusted.image_problems`: a format
+    TensorFlow decodes, its size by the headers within the pixel limit), then opened by Pillow
+    for its mode and a verify: non-images, truncated JPEG/PNG files and images over the pixel
+    limit are skipped with one warning naming them. A class folder with no usable image is an
+    error (it would be a class the model can never learn), and so are, before any file is
+    opened, a class name `check_class_name` refuses and anything but folders and regular files
+    (a FIFO, socket or device: opening or reading one can block forever, in PIL here as in
+    `tf.io.read_file` and `keras.utils.image_dataset_from_directory`).
     """
     from PIL import Image
 
@@ -480,19 +480,27 @@ def _scan_folder(root):
                 f"{str(path)!r} is a {kind}, not a regular file: an image folder may hold only "
                 "folders and regular files (reading anything else can block forever); remove it."
             )
-    found, skipped = [], []
+    candidates, skipped = [], []
     for label, path in entries:
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            if path.is_file():
-                skipped.append(f"{path} (not an image extension)")
-            continue
-        try:
-            with Image.open(path) as img:
-                img.verify()
-                problem = _readable(path, img)
-                mode, size = img.mode, img.size
-        except Exception as err:
-            problem = type(err).__name__
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            candidates.append((path, label))
+        elif path.is_file():
+            skipped.append(f"{path} (not an image extension)")
+    found = []
+    problems = untrusted.image_problems([path for path, _ in candidates])
+    for (path, label), problem in zip(candidates, problems, strict=True):
+        if not problem:
+            try:
+                with warnings.catch_warnings():  # Pillow's own bomb limit: a refusal, not a line
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        img.verify()
+                        problem = _truncated(path, img)
+                        mode, size = img.mode, img.size
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+                problem = str(err).split(",")[0]
+            except Exception as err:
+                problem = type(err).__name__
         if problem:
             skipped.append(f"{path} ({problem})")
             continue
@@ -558,7 +566,7 @@ def _load_folder(root, validation_size, image_size, seed):
         labels = np.asarray([f[1] for f in items], "int32")
 
         def read(path, label):
-            image = images_lib.decode_image(tf.io.read_file(path), channels)
+            image = untrusted.decode_image(tf.io.read_file(path), channels)
             if style == "cifar":
                 image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
             return image, label

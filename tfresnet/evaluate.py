@@ -11,8 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, rundir
-from tfresnet.models import recursion_headroom
+from tfresnet import files, inference, rundir, untrusted
 
 
 class ModelFileError(ValueError):
@@ -20,14 +19,16 @@ class ModelFileError(ValueError):
 
 
 def load_model_file(model_path: str):
-    """`keras.saving.load_model` with one clear error for a missing, truncated or corrupt file."""
+    """`untrusted.load_keras_model` with one clear error for a missing, truncated, corrupt or
+    refused (a zip bomb, a config nested too deep) file."""
     if files.exists(model_path) and not model_path.endswith(".keras"):
         raise ModelFileError(f"{model_path!r} is not a .keras file.")
     if not files.exists(model_path):
         raise ModelFileError(f"No model at {model_path!r}: give a .keras file or a run directory.")
     try:
-        with recursion_headroom(100_000):  # deep nets (ResNet-1202) deserialise recursively
-            return keras.saving.load_model(model_path)
+        return untrusted.load_keras_model(model_path)
+    except untrusted.FileRefused as err:
+        raise ModelFileError(str(err)) from err
     except Exception as err:  # zipfile.BadZipFile, OSError, ValueError... all mean "unreadable"
         raise ModelFileError(
             f"{model_path!r} is not a readable .keras file ({type(err).__name__}: "

@@ -6,7 +6,7 @@
 The export holds two signatures around the model (whose own "standardize" layer already
 normalises raw pixels, so the signatures only decode, cast and resize):
   serving_default  images: uint8 [N, H, W, C] of any H, W    (C = the model's channels)
-  serving_bytes    image_bytes: string [N], encoded JPEG/PNG  (REST: {"b64": "..."})
+  serving_bytes    image_bytes: string [N], encoded JPEG/PNG/GIF/BMP/WebP  (REST: {"b64": ...})
 Both return `probabilities`, `top_k_classes`, `top_k_scores` (and `top_k_names` when class
 names are known). `assets.extra/` holds a TF Serving warm-up request and `class_names.txt`.
 The served graph is the inference form of the model, BN folded into the convs
@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference
+from tfresnet import files, inference, untrusted
 from tfresnet import images as images_lib
 
 RESIZE_MODES = ("stretch", "crop", "auto")
@@ -48,7 +48,7 @@ def export_for_serving(
     resize="auto",
     warmup=True,
     fold_batch_norm=True,
-    max_pixels=images_lib.MAX_PIXELS,
+    max_pixels=untrusted.MAX_PIXELS,
 ):
     """Export `model` for TF Serving into `<base_dir>/<model_name>/<version>/` and list it.
 
@@ -67,8 +67,9 @@ def export_for_serving(
       warmup: bool, write `assets.extra/tf_serving_warmup_requests` (one small request).
       fold_batch_norm: bool, serve `inference.fold_batch_norm(model)`: each BN merged into
         the conv before it, same outputs up to float rounding, 1.05-1.3x faster on CPU.
-      max_pixels: int, `serving_bytes` refuses images with more pixels (read from the header,
-        before decoding), so a small decompression bomb cannot exhaust the server's memory.
+      max_pixels: int, `serving_bytes` refuses images with more pixels (read from the headers,
+        every GIF frame counted, before decoding; `untrusted.decode_image`), so a small
+        decompression bomb cannot exhaust the server's memory.
 
     Returns:
       str, the version directory that was written.
@@ -278,7 +279,7 @@ def _check_version(model_dir, version):
 # --- the serving graph --------------------------------------------------------------------
 
 
-def _build_archive(model, mode, top_k, class_names, max_pixels=images_lib.MAX_PIXELS):
+def _build_archive(model, mode, top_k, class_names, max_pixels=untrusted.MAX_PIXELS):
     """An ExportArchive with both signatures; serving_default first (TF Serving's default)."""
     height, width, channels = _image_input_shape(model)
     size = (height, width)
@@ -370,9 +371,9 @@ def _check_image_bytes(image_bytes):
     return _checked(image_bytes, [rank, count], [None])
 
 
-def decode_and_fit(data, size, channels, mode, max_pixels=images_lib.MAX_PIXELS):
-    """One encoded image (JPEG, PNG, GIF, BMP) -> float32 [height, width, channels]."""
-    image = images_lib.decode_image(data, channels, max_pixels)
+def decode_and_fit(data, size, channels, mode, max_pixels=untrusted.MAX_PIXELS):
+    """One encoded image (JPEG, PNG, GIF, BMP, WebP) -> float32 [height, width, channels]."""
+    image = untrusted.decode_image(data, channels, max_pixels)
     return fit_to_size(tf.cast(image[tf.newaxis], tf.float32), size, mode)[0]
 
 

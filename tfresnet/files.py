@@ -20,6 +20,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import untrusted
+
 TEMP_MARK = ".tmp-"  # starts the names of temporary files and folders; left ones are stale
 
 
@@ -155,10 +157,11 @@ class CorruptFile(ValueError):
 
 
 def read_json(path: str):
-    """The JSON document at `path`; `CorruptFile` if it is not one (cut short, not UTF-8)."""
+    """The JSON document at `path`, its nesting checked before it is parsed
+    (`untrusted.parse_json`); `CorruptFile` if it is not one (cut short, not UTF-8, too deep)."""
     try:
-        return json.loads(read_text(path))
-    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        return untrusted.parse_json(read_text(path), "it")
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError, untrusted.FileRefused
         raise CorruptFile(f"{path} is not readable JSON ({err})") from err
 
 

@@ -8,15 +8,18 @@ resize TF Serving runs, so local predictions match served ones. A file that cann
 or decoded gets an entry with an "error" (and a warning); the other files are still predicted.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
+import sys
+import tempfile
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import export, files
+from tfresnet import export, files, untrusted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +97,8 @@ def predict_files(export_dir, paths, top_k=5):
 
     Args:
       export_dir: a path `load_export` accepts, or an already loaded `ServingExport`.
-      paths: image file paths (JPEG, PNG, GIF or BMP of any size).
+      paths: image file paths (JPEG, PNG, GIF, BMP or WebP; at most the export's max_pixels
+        pixels and `untrusted.MAX_IMAGE_BYTES` bytes, checked before reading or decoding).
       top_k: int >= 1, classes per file (at most the number of classes).
 
     Returns:
@@ -108,15 +112,21 @@ def predict_files(export_dir, paths, top_k=5):
     results = []
     for path in paths:
         path = os.fspath(path)
+        native = []
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-            outputs = signature(image_bytes=tf.constant([data]))
-        except (OSError, tf.errors.InvalidArgumentError) as e:
+            data = untrusted.read_image_file(path)
+            with _native_stderr(native):
+                outputs = signature(image_bytes=tf.constant([data]))
+        except (OSError, untrusted.FileRefused, tf.errors.InvalidArgumentError) as e:
             reason = _short_error(e)
+            logged, said = _split_native(native)
+            if said:  # libjpeg's own words: "Bogus Huffman table definition"
+                reason = f"{reason.rstrip('.')} ({'; '.join(said)})"
+            _pass_on(logged)
             warnings.warn(f"Cannot predict {path}: {reason}", stacklevel=2)
             results.append({"file": path, "error": reason})
             continue
+        _pass_on(native)
         probabilities = outputs["probabilities"].numpy()[0]
         results.append(_top_k(path, probabilities, top_k, loaded.class_names))
     return results
@@ -158,6 +168,46 @@ def _versions_in(base, name):
     return export.model_versions(os.path.join(base, name))
 
 
+_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d")  # TensorFlow's (absl's) log lines
+
+
+@contextlib.contextmanager
+def _native_stderr(lines):
+    """Within the block, what is written to file descriptor 2 goes into `lines`, not the
+    terminal. libjpeg prints its errors there itself ("Bogus marker length"), past Python and
+    TensorFlow's log level; `predict_files` makes them part of that file's error instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read().decode(errors="replace").splitlines())
+
+
+def _split_native(lines):
+    """(TensorFlow's log lines with their tab-indented continuations, the other lines)."""
+    logged, said, in_log = [], [], False
+    for line in lines:
+        in_log = bool(_LOG_LINE.match(line)) or (in_log and line.startswith("\t"))
+        if in_log:
+            logged.append(line)
+        elif line.strip():
+            said.append(line.strip())
+    return logged, said
+
+
+def _pass_on(lines):
+    """Write `lines` (captured from fd 2 but not part of an error) to stderr after all."""
+    if lines:
+        sys.stderr.write("".join(f"{line}\n" for line in lines))
+
+
 def _short_error(error):
     """The one line of a TF/OS error that says what was wrong (no node names, no traces)."""
     if isinstance(error, OSError):
@@ -165,4 +215,9 @@ def _short_error(error):
     noise = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[{{")
     lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
-    return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0]) if useful else str(error)
+    if not useful:
+        return str(error)
+    asserted = re.match(r"assertion failed: \[([^\]]*)\]", useful[0])  # a tf.debugging check
+    if asserted:
+        return asserted.group(1).strip().rstrip(".")
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0])

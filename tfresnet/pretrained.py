@@ -161,7 +161,8 @@ def load_weights_by_name(
 
     Args:
       model: keras.Model to load into.
-      source: keras.Model, or the path of a `.keras` file (loaded in safe mode).
+      source: keras.Model, or the path of a `.keras` file (loaded in safe mode, its sizes
+        checked first: `untrusted.load_keras_model`).
 
     Returns:
       ImportReport: the layers loaded; skipped {name: reason} for layers of `model` with
@@ -178,7 +179,9 @@ def load_weights_by_name(
       14
     """
     if isinstance(source, (str, os.PathLike)):
-        source = keras.saving.load_model(source, compile=False, safe_mode=True)
+        from tfresnet import untrusted
+
+        source = untrusted.load_keras_model(source, compile=False, safe_mode=True)
     if not isinstance(source, keras.Model):
         raise ValueError(
             f"source must be a keras.Model or a .keras file path; got {type(source).__name__}."

@@ -36,7 +36,17 @@ import keras_tuner
 import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
-from tfresnet import blocks, distribute, files, markdown, models, precision, rundir, runlock
+from tfresnet import (
+    blocks,
+    distribute,
+    files,
+    markdown,
+    models,
+    precision,
+    rundir,
+    runlock,
+    untrusted,
+)
 from tfresnet import data as data_lib
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
@@ -817,7 +827,7 @@ def measure_and_export(config, best, hypermodel):
     found = {"best": True}
     if not (config.evaluate_best or config.train.export):
         return found
-    model = keras.saving.load_model(os.path.join(best["run_dir"], "model.keras"))
+    model = untrusted.load_keras_model(os.path.join(best["run_dir"], "model.keras"))
     if config.evaluate_best:
         info = hypermodel.data.info
         batch_size = config.train.batch_size or train_lib.pick_recipe(config.train, info).batch_size

@@ -7,7 +7,7 @@ import os
 
 from absl import flags
 
-from tfresnet import evaluate, export, images
+from tfresnet import evaluate, export, untrusted
 
 
 def define_flags(fv):
@@ -31,8 +31,8 @@ def define_flags(fv):
     )
     flags.DEFINE_integer(
         "max_pixels",
-        images.MAX_PIXELS,
-        "serving_bytes refuses larger images (size read from the header, before decoding).",
+        untrusted.MAX_PIXELS,
+        "serving_bytes refuses larger images (size read from the headers, before decoding).",
         lower_bound=1,
         flag_values=fv,
     )

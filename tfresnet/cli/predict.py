@@ -29,11 +29,12 @@ def run(fv, args):
         warnings.simplefilter("ignore")  # errors are in the printed results
         results = predict.predict_files(fv.model, args, top_k=fv.top_k)
     print(json.dumps(results, indent=2) if fv.json else predict.format_predictions(results))
-    failed = sum("error" in r for r in results)
+    failed = [r for r in results if "error" in r]
     if failed:
+        first = f"{failed[0]['file']}: {failed[0]['error'].rstrip('.')}"
+        more = f" (and {len(failed) - 1} more, listed above)" if len(failed) > 1 else ""
         print(
-            f"error: {failed} of {len(results)} images could not be predicted (their results "
-            "above say why).",
+            f"error: {len(failed)} of {len(results)} images could not be predicted: {first}{more}.",
             file=sys.stderr,
         )
         return 1
