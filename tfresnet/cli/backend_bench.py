@@ -80,4 +80,6 @@ if __name__ == "__main__":
     level = native_logs.configure([sys.argv[0], "backend_bench", *sys.argv[1:]])
     with native_logs.filtered_stderr(level):
         from tfresnet import backend_bench  # noqa: F401 -- loads Keras with its lines filtered
-    sys.exit(main())
+
+        status = main()
+    sys.exit(status)

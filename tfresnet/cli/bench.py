@@ -7,7 +7,6 @@ import os
 from absl import flags
 
 from tfresnet import bench, files
-from tfresnet.cli import native_logs
 
 QUICK_MODELS = ("resnet8",)  # --quick without --models
 
@@ -74,10 +73,9 @@ def run(fv, args):
                     out.write(line + "\n")
                     out.flush()
 
-            # Each model runs in a fresh process, whose TensorFlow prints its notices again.
-            level = None if fv.verbose_logs else native_logs.level_in_effect()
-            with native_logs.filtered_stderr(level):
-                records.extend(bench.run(config, emit))
+            # Each model runs in a fresh process, whose TensorFlow prints its notices again:
+            # it inherits this command's stderr, filtered (`native_logs`).
+            records.extend(bench.run(config, emit))
 
     if fv.output:  # lines go to a temporary name as they come; --output appears whole
         files.write_atomically(fv.output, measure)
