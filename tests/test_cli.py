@@ -220,28 +220,61 @@ def test_stderr_filter_passes_everything_but_native_log_lines(capfd):
 def test_sigterm_backs_up_inside_a_training_loop_and_stops_anywhere_else(monkeypatch):
     import signal
 
-    from tfresnet import rundir
+    from tfresnet import preemption
 
     handlers = {}
     monkeypatch.setattr(
         signal, "signal", lambda signum, handler: handlers.update({signum: handler})
     )
-    cli._stop_on_sigterm()
-    handler = handlers[signal.SIGTERM]
+
+    def fresh_handler():  # as a new command installs it
+        cli._stop_on_sigterm()
+        return handlers[signal.SIGTERM]
+
     try:
+        handler = fresh_handler()
         with pytest.raises(cli.Terminated):  # loading, evaluating, a model build, a bench
             handler(signal.SIGTERM, None)
-        assert not rundir.STOP_REQUESTED.is_set()
-        rundir.IN_TRAINING.set()
+        assert not preemption.STOP_REQUESTED.is_set()
+        handler(signal.SIGTERM, None)  # the command is already ending: nothing more happens
+        handler = fresh_handler()
+        preemption.IN_TRAINING.set()
         handler(signal.SIGTERM, None)  # in the loop: backed up at the end of the current call
-        assert rundir.STOP_REQUESTED.is_set()
+        assert preemption.STOP_REQUESTED.is_set()
         with pytest.raises(cli.Terminated):  # a second SIGTERM does not wait
             handler(signal.SIGTERM, None)
+        handler(signal.SIGTERM, None)  # a third changes nothing
     finally:
-        rundir.IN_TRAINING.clear()
-        rundir.STOP_REQUESTED.clear()
+        preemption.IN_TRAINING.clear()
+        preemption.STOP_REQUESTED.clear()
     status, message = cli.classify_error(cli.Terminated())
     assert status == cli.EXIT_PREEMPTED and message.startswith("SIGTERM: stopped;")
+
+
+def test_a_native_message_read_in_one_piece_is_dropped_whole_and_python_lines_stay():
+    """An abort logged by TensorFlow's collectives when a peer is lost: its continuation lines
+    come in the same write; a Python line read with it (a reader that fell behind) stays."""
+    aborted = [
+        "E0000 00:00:1796653568.943070   32031 base_collective_executor.cc:252] "
+        "BaseCollectiveExecutor::StartAbort UNAVAILABLE: The following tasks are unhealthy:\n",
+        "/job:worker/replica:0/task:1\n",
+        "The tasks have crashed. [type.googleapis.com/tensorflow.CoordinationServiceError='']\n",
+    ]
+    python = ["error: lost contact with worker 1 (...).\n", "/x/y.py:3: UserWarning: w\n"]
+    reads = [aborted, [*aborted, *python], ["a line of its own\n"]]
+    kept = list(native_logs.filter_writes(reads, 3))
+    assert kept == [*python, "a line of its own\n"]
+    # The leader gone, in reads of their own: the known shapes of a status's lines go too.
+    leader_gone = [
+        "E0000 00:00:1796655664.113250    2552 base_collective_executor.cc:252] "
+        "BaseCollectiveExecutor::StartAbort UNAVAILABLE: Failed to send RPC to coordination "
+        "service.\n",
+        "Additional GRPC error information from remote target /job:worker/replica:0/task:0 "
+        "while calling /tensorflow.CoordinationService/Heartbeat:\n",
+        ':UNKNOWN:Error received from peer  {grpc_message:"failed to connect", grpc_status:14}\n',
+        "Resuming from epoch 3, the last backup that loads.\n",
+    ]
+    assert list(native_logs.filter_lines([*aborted, *leader_gone], 3)) == leader_gone[-1:]
 
 
 @pytest.mark.slow  # default-suite time; CI's slow step runs it

@@ -141,6 +141,9 @@ CASES = [
     ("missing pretrained file", [*TRAIN, "--pretrained={tmp}/no.h5"], 2, "no.h5' does not exist"),
     ("TF_CONFIG not JSON", ["TF_CONFIG=nope", *TRAIN], 2, "TF_CONFIG is not valid JSON"),
     ("TF_CONFIG index a string", ["TF_CONFIG=STRING_INDEX", *TRAIN], 2, "must be a JSON integer"),
+    ("TF_CONFIG a ps task", ["TF_CONFIG=PS_TASK", *TRAIN], 2, "parameter-server training"),
+    ("TF_CONFIG an evaluator", ["TF_CONFIG=EVALUATOR", *TRAIN], 2, "allowed: chief, worker"),
+    ("peer timeout 0", [*TRAIN, "--peer_timeout=0"], 2, "peer_timeout must be a number of"),
     ("evaluate: no model", ["evaluate", "--model_path={tmp}/x.keras"], 2, "No model at"),
     ("evaluate: truncated .keras", ["evaluate", "--model_path={cut_keras}"], 2, "not a readable"),
     ("evaluate: corrupt .keras", ["evaluate", "--model_path={flipped_keras}"], 2, "not a readable"),
@@ -305,6 +308,10 @@ PLACEHOLDERS = {
 TF_CONFIGS = {
     "STRING_INDEX": '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
     '"index": "0"}}',
+    "PS_TASK": '{"cluster": {"worker": ["localhost:1"], "ps": ["localhost:2"]}, "task": '
+    '{"type": "ps", "index": 0}}',
+    "EVALUATOR": '{"cluster": {"worker": ["localhost:1"], "evaluator": ["localhost:2"]}, '
+    '"task": {"type": "evaluator", "index": 0}}',
 }
 
 
@@ -465,21 +472,104 @@ def test_traceback_flag_shows_where(scratch):
     assert status == 2 and "Traceback (most recent call last)" in stderr
 
 
-def test_a_lost_worker_is_retryable_and_says_where_to_resume(tmp_path):
+# What worker 0 raised when worker 1 of 2 was killed (tests/test_distribute.py kills one): its
+# own devices come first, the lost worker only in the coordination service's words.
+LOST_PEER = (
+    "Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at (most recent call "
+    "last):\n  File ...\nCollective ops is aborted by: Error reported from /job:worker/task:1: "
+    "The following tasks are unhealthy (stopped sending heartbeats):\n"
+    "/job:worker/replica:0/task:1\nThe tasks have crashed. Check the task logs for an earlier "
+    "error.\n\t [[{{node CollectiveReduceV2}} = CollectiveReduceV2[..., "
+    '_device="/job:worker/replica:0/task:0/device:CPU:0"]()]]'
+)
+
+
+def test_a_lost_worker_is_retryable_and_says_which_and_where_to_resume(tmp_path, monkeypatch):
     import tensorflow as tf
 
     from tfresnet import files, rundir
 
     run = str(tmp_path / "run")
     files.write_json(os.path.join(run, "backup", rundir.STATE), {"epoch": 4, "weights": "w"})
-    lost = tf.errors.UnavailableError(
-        None, None, "Socket closed. Peer /job:worker/replica:0/task:1 is unreachable"
-    )
+    workers = '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": '
+    monkeypatch.setenv("TF_CONFIG", workers + '"worker", "index": 0}}')
     fv = type("Flags", (), {"run_dir": run, "traceback": False, "__contains__": lambda s, k: 1})()
-    status, message = cli.classify_error(lost, fv)
-    assert status == cli.EXIT_RETRY == 138
-    assert "lost contact with worker worker:1" in message and "resumes from epoch 5" in message
+    leader_gone = (  # what the survivor, worker 0 here, raises when worker 1 leads and is gone
+        "Failed to send RPC to coordination service. Either the leader task was preempted/died/"
+        "restarted unexpectedly or this task is experiencing network issues.\nAdditional GRPC "
+        "error information from remote target /job:worker/replica:0/task:1 while calling "
+        "/tensorflow.CoordinationService/Heartbeat:\n:UNKNOWN:Error received from peer"
+    )
+    unreachable = "Socket closed. Peer /job:worker/replica:0/task:1 is unreachable"
+    for detail in (LOST_PEER, leader_gone, unreachable):
+        lost = tf.errors.UnavailableError(None, None, detail)
+        status, message = cli.classify_error(lost, fv)
+        assert status == cli.EXIT_RETRY == 138
+        assert message.startswith("lost contact with worker 1 (") and "task" not in message
+        assert "resumes from epoch 5" in message and "\n" not in message
+    status, message = cli.classify_error(tf.errors.UnavailableError(None, None, "?"), fv)
+    assert status == 138 and message.startswith("lost contact with a peer worker (")
+    assert cli.lost_workers(LOST_PEER) == [("worker", 1)]  # not its own devices, even unnamed
     assert cli.classify_error(KeyboardInterrupt(), fv)[0] == 130
+
+
+def _catches_sigterm(pid) -> bool:
+    """Whether process `pid` has a SIGTERM handler installed (Linux: /proc/PID/status)."""
+    import signal
+
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+SIGTERMED = (
+    "error: SIGTERM: stopped; a training run resumes from its last backup when the same command "
+    "runs again.\n"
+)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+@pytest.mark.parametrize(
+    "delay, signals",
+    [
+        (0.0, 1),  # as soon as the handler is there: absl, the log filter start
+        (0.0, 2),
+        (1.0, 2),  # TensorFlow importing
+        pytest.param(6.0, 2, marks=pytest.mark.slow),  # TensorFlow importing, or the data
+        pytest.param(15.0, 1, marks=pytest.mark.slow),  # loading, building, or training
+    ],
+)
+def test_sigterm_at_start_exits_143_with_one_line(tmp_path, delay, signals):
+    """A cluster manager's SIGTERM (one, or a second as it loses patience) at an early instant:
+    exit status 143 and the one line, never a traceback or death by the signal. Timed from the
+    moment the handler is installed; before that the interpreter itself is starting."""
+    import signal
+    import subprocess
+    import time
+
+    from tfresnet.cli import native_logs
+
+    argv = [a.format(tmp=tmp_path) for a in [*BASE, "--epochs=40"]]  # still running at 15 s
+    env = {k: v for k, v in os.environ.items() if k not in native_logs.ENVIRONMENT}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfresnet.cli", *argv], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _catches_sigterm(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(delay)
+        for _ in range(signals):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert (proc.returncode, stderr) == (143, SIGTERMED) or (
+        proc.returncode == 143
+        and stderr.startswith("error: SIGTERM: stopped on request in")
+        and stderr.count("\n") == 1
+    ), stderr  # in training already: backed up first
 
 
 def test_the_docs_list_every_case():
@@ -498,7 +588,8 @@ def markdown(values):
         "Every case is run by `tests/test_cli_errors.py`; this page is its output "
         "(`python tests/test_cli_errors.py > docs/errors.md`). Status 2: fix the command; "
         "1: the run cannot go on; 130: interrupted (run it again to resume); 138: retryable "
-        "(a peer worker was lost, or another process is training in the run directory); 143: "
+        "(a peer worker was lost or never came up, or another process is training in the run "
+        "directory); 143: "
         "stopped by SIGTERM after a backup (run it again to resume). "
         "A file that does not parse is bad input, status 2, whether you named it (a `.keras` "
         "model, an export, a data file) or it lies in a folder you pointed at (a run's "

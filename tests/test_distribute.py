@@ -6,6 +6,7 @@ processes from tests/distribute_worker.py; their numbers are compared here
 with an in-process reference run of the same seeded toy model.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -138,11 +139,78 @@ def test_read_tf_config_gives_what_the_resolver_read(monkeypatch):
 
 def test_multi_worker_after_tf_started_is_a_clear_error(monkeypatch):
     tf.config.list_logical_devices("CPU")  # starts TensorFlow in this process
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    ports = free_ports(2)
+    workers = [f"127.0.0.1:{port}" for port in ports]
     tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    with pytest.raises(RuntimeError, match="must run before TensorFlow starts"):
-        dist.make_strategy("multi_worker")
+    with socket.create_server(("127.0.0.1", ports[1])):  # the peer is up
+        with pytest.raises(RuntimeError, match="must run before TensorFlow starts"):
+            dist.make_strategy("multi_worker")
+
+
+def test_waiting_for_peers_gives_up_naming_the_missing_ones_and_frees_the_port():
+    ports = free_ports(3)
+    cluster = {
+        "chief": [f"127.0.0.1:{ports[0]}"],
+        "worker": [f"127.0.0.1:{ports[1]}", f"localhost:{ports[2]}"],
+    }
+    config = {"cluster": cluster, "task": {"type": "worker", "index": 0}}
+    start = time.monotonic()
+    with socket.create_server(("127.0.0.1", ports[0])):  # the chief is up, worker 1 is not
+        with pytest.raises(dist.WorkersMissing) as missing:
+            dist.wait_for_peers(config, timeout=0.5, poll_s=0.1)
+    assert str(missing.value).startswith(
+        f"gave up after 0.5 s waiting for worker 1 (localhost:{ports[2]}) of TF_CONFIG's "
+        "cluster: it never came up."
+    )
+    assert time.monotonic() - start < 10
+    socket.create_server(("", ports[1])).close()  # free again for TensorFlow's server
+
+
+def test_two_workers_waiting_for_each_other_both_go_on():
+    """Each worker listens on its own port while it waits, so two that wait find each other;
+    one that goes on listens there with TensorFlow's server instead (here a plain socket)."""
+    import threading
+
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    went_on = []
+
+    def worker(index):
+        dist.wait_for_peers({"cluster": cluster, "task": {"type": "worker", "index": index}}, 30)
+        with socket.create_server(("", ports[index])):  # its TensorFlow server
+            went_on.append(index)
+            time.sleep(3)  # long enough for the other to see it
+
+    other = threading.Thread(target=worker, args=(1,))
+    other.start()
+    worker(0)
+    other.join(timeout=30)
+    assert sorted(went_on) == [0, 1]
+
+
+def test_make_strategy_leaves_sigterm_to_the_handler_it_found():
+    """TensorFlow's multi-worker start takes SIGTERM over in C++; `make_strategy` installs the
+    Python handler again. Simulated: the C-level handler replaced, as TensorFlow's `std::signal`
+    does, by putting the default disposition in place behind Python's back."""
+    import ctypes
+    import signal
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        libc = ctypes.CDLL(None)
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal(signal.SIGTERM, ctypes.c_void_p(1))  # SIG_IGN at the C level
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert seen == []  # Python's handler no longer runs, though getsignal still names it
+        dist.make_strategy("one_device")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_tpu_without_a_name_is_a_clear_error():
@@ -441,14 +509,17 @@ def test_two_workers_read_disjoint_files_of_a_tfds_set(tmp_path):
     assert (tmp_path / "run" / "model.keras").exists()
 
 
-def _start_train_workers(ports, run_dir, *flags):
-    """`tfresnet train` as worker 0 and 1 of a loopback cluster; returns the processes."""
+def _start_train_workers(ports, run_dir, *flags, tasks=None):
+    """`tfresnet train` as the workers `tasks` (default: all) of a loopback cluster of one worker
+    per port; returns the processes. TensorFlow's log level is the command's own (native lines
+    hidden)."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
-    for index in range(len(ports)):
+    for index in range(len(ports)) if tasks is None else tasks:
         env = _worker_env(
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         )
+        env.pop("TF_CPP_MIN_LOG_LEVEL")
         argv = [sys.executable, "-m", "tfresnet.cli", "train", "--strategy=multi_worker"]
         argv += ["--model=cifar_resnet8", "--batch_size=64", f"--run_dir={run_dir}"]
         argv += ["--verbose=0", "--export=false", *flags]
@@ -484,7 +555,10 @@ def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path):
     procs[1].send_signal(signal.SIGKILL)
     (_, err0), _ = _finish(procs)
     assert procs[0].returncode == 138, err0[-3000:]
-    assert "lost contact with" in err0 and "resumes from epoch" in err0
+    # One line, naming the lost worker (not the survivor, as the first device name in
+    # TensorFlow's text had it), without TensorFlow's native lines on the collective's abort.
+    assert err0.startswith("error: lost contact with worker 1 (") and err0.count("\n") == 1, err0
+    assert "resumes from epoch" in err0
 
     outputs = _finish(_start_train_workers(free_ports(2), run_dir, "--epochs=6"))
     for out, err in outputs:
@@ -494,6 +568,65 @@ def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["segments"]) == 2 and results["segments"][1]["first_epoch"] > killed_at
     assert not (run_dir / "backup").exists()
+
+
+@pytest.mark.slow  # real processes: a minute or two
+def test_sigterm_to_one_worker_backs_up_and_stops_every_worker(tmp_path):
+    """A cluster's preemption of the chief alone: every worker stops at the same step with 143,
+    the chief's backup holds that step, and the same command on both finishes the run. (Before,
+    TensorFlow's own SIGTERM handler swallowed the signal and training went on to the end.)"""
+    from tfresnet import rundir
+
+    run_dir = tmp_path / "run"
+    procs = _start_train_workers(free_ports(2), run_dir, "--epochs=4")
+    deadline = time.time() + 400
+    while rundir.load_state(str(run_dir)).epoch < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    procs[0].send_signal(signal.SIGTERM)
+    outputs = _finish(procs)
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 143, err[-3000:]
+        assert (
+            err.startswith("error: SIGTERM: stopped on request in epoch") and err.count("\n") == 1
+        )
+    assert outputs[0][1] == outputs[1][1]  # the same epoch and batch on both
+    state = rundir.load_state(str(run_dir))
+    assert state.epoch >= 1 and rundir.resumable(str(run_dir))
+
+    for out, err in _finish(_start_train_workers(free_ports(2), run_dir, "--epochs=4")):
+        assert "test error" in out, err[-3000:]
+    with open(run_dir / "history.csv") as f:
+        assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == list(range(4))
+
+
+@pytest.mark.slow  # real processes: about a minute
+def test_a_worker_whose_peer_never_comes_gives_up_or_ends_at_sigterm(tmp_path):
+    """Worker 0 of 2 with worker 1 never started: it gives up after --peer_timeout with 138,
+    naming worker 1; waiting, it ends at SIGTERM with 143. (Before, it waited silently, deaf to
+    SIGTERM, until TensorFlow's own hour-long wait ended.)"""
+    import socket
+
+    giving_up, waiting = free_ports(2), free_ports(2)
+    first = _start_train_workers(giving_up, tmp_path / "a", "--peer_timeout=5", tasks=[0])[0]
+    second = _start_train_workers(waiting, tmp_path / "b", tasks=[0])[0]  # default: 300 s
+    deadline = time.time() + 300
+    while time.time() < deadline:  # it listens on its port while it waits for its peer
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", waiting[0]), timeout=1).close()
+            break
+        time.sleep(0.2)
+    second.send_signal(signal.SIGTERM)
+    ((_, err),) = _finish([second], timeout=120)
+    assert second.returncode == 143, err
+    assert err.startswith("error: SIGTERM: stopped;") and err.count("\n") == 1, err
+    ((_, err),) = _finish([first], timeout=120)
+    assert first.returncode == 138, err
+    assert err == (
+        f"error: gave up after 5 s waiting for worker 1 (127.0.0.1:{giving_up[1]}) of "
+        "TF_CONFIG's cluster: it never came up. Start every worker (or allow more time with "
+        "--peer_timeout), then run the same command again.\n"
+    )
+    assert not (tmp_path / "a" / "config.json").exists()  # nothing written
 
 
 @pytest.mark.slow  # real processes: 15-60 s each

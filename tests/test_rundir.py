@@ -303,6 +303,42 @@ class _StopAt(keras.callbacks.Callback):
             rundir.STOP_REQUESTED.set()
 
 
+def test_workers_agree_on_a_stop_about_every_second_at_steps_they_all_compute(
+    tmp_path, monkeypatch
+):
+    """Two workers (simulated by the sum the all-reduce would give), 100 ms a step: they agree
+    at step 1, then every 10 steps; the other worker is asked to stop from its 25th step, so
+    this one, never asked, stops with it at the next agreement, step 31, backing up there."""
+    import types
+
+    clock, agreed, backed_up = [0.0], [], []
+    monkeypatch.setattr(rundir.time, "perf_counter", lambda: clock[0])
+
+    def two_workers(values):  # [asked, ms a step] here + the same from the other worker
+        agreed.append(recorder._steps)
+        return [values[0] + int(recorder._steps >= 25), 2 * values[1]]
+
+    monkeypatch.setattr(rundir.distribute, "summed_over_workers", lambda strategy: two_workers)
+    recorder = rundir.EpochRecorder(
+        str(tmp_path), rundir.RunState(), "accuracy", rundir.EpochTimer(), steps_per_epoch=100
+    )
+    recorder._model = types.SimpleNamespace(
+        distribute_strategy=types.SimpleNamespace(num_replicas_in_sync=2)
+    )
+    monkeypatch.setattr(recorder, "commit_partial", lambda *done: backed_up.append(done))
+    recorder.on_train_begin()
+    recorder.on_epoch_begin(0)
+    try:
+        with pytest.raises(rundir.Preempted, match="in epoch 1 after 31 batches"):
+            for batch in range(100):
+                clock[0] += 0.1
+                recorder.on_train_batch_end(batch)
+    finally:
+        rundir.IN_TRAINING.clear()
+    assert agreed == [1, 11, 21, 31] and backed_up == [(0, 31)]
+    assert not rundir.STOP_REQUESTED.is_set()  # this worker was never asked
+
+
 @pytest.mark.slow  # default-suite time; CI's slow step runs it
 def test_a_stop_request_backs_up_mid_epoch_and_resumes_there(tmp_path, reference):
     config = _config(tmp_path)

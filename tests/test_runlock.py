@@ -117,3 +117,26 @@ def test_train_refuses_a_run_directory_in_training_and_writes_nothing(tmp_path):
     results = train_lib.train(dataclasses.replace(config, overwrite=True))  # it has ended
     assert len(results["curves"]["train_error"]) == 1
     assert another_process_can_lock(config.run_dir)
+
+
+def test_serialized_makes_another_process_wait_and_leaves_no_file(tmp_path):
+    """export's models.config update: processes take turns (the old lock file,
+    `.models.config.lock`, stayed behind in every export folder)."""
+    import threading
+
+    with runlock.serialized(str(tmp_path)):
+        assert not another_process_can_lock(tmp_path)
+    assert another_process_can_lock(tmp_path)
+    assert os.listdir(tmp_path) == []
+    entered = threading.Event()
+
+    def enter():
+        with runlock.serialized(str(tmp_path)):
+            entered.set()
+
+    with held_by_another_process(tmp_path):
+        waiter = threading.Thread(target=enter)
+        waiter.start()
+        assert not entered.wait(timeout=1.0)  # its turn has not come
+    waiter.join(timeout=30)
+    assert entered.is_set()

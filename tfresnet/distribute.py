@@ -22,6 +22,11 @@ BatchNormalization with `synchronized=True` (otherwise each replica keeps its
 own moving statistics). Input: `shard_policy` decides FILE or DATA sharding,
 `is_tpu` whether batches must have static shapes.
 
+A multi-worker start first waits for its peers in Python (`wait_for_peers`:
+bounded, and a SIGTERM ends it), and afterwards hands SIGTERM back to the
+Python handler that TensorFlow took it from (`_reclaim_sigterm`);
+`summed_over_workers` lets every worker agree to stop at the same step.
+
 Example:
     strategy = make_strategy("mirrored", num_replicas=2)   # 2 logical CPUs
     with strategy.scope():
@@ -36,7 +41,12 @@ import functools
 import json
 import os
 import shutil
+import signal
+import socket
+import struct
 import tempfile
+import threading
+import time
 import warnings
 
 import keras
@@ -49,6 +59,14 @@ TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
     '"task": {"type": "worker", "index": 0}}'
 )
+# How long a multi-worker start waits for every other worker of TF_CONFIG to come up: pods are
+# scheduled and images pulled at different times, so minutes, not seconds.
+DEFAULT_PEER_TIMEOUT = 300.0
+COLLECTIVE_JOBS = ("chief", "worker")  # the tasks MultiWorkerMirroredStrategy trains on
+
+
+class WorkersMissing(TimeoutError):
+    """Workers of the TF_CONFIG cluster did not come up in time; starting again may find them."""
 
 
 # --------------------------------------------------------------------------
@@ -87,7 +105,7 @@ def configure_logical_cpus(n):
 # --------------------------------------------------------------------------
 
 
-def make_strategy(name="auto", *, num_replicas=None, tpu=None):
+def make_strategy(name="auto", *, num_replicas=None, tpu=None, peer_timeout=DEFAULT_PEER_TIMEOUT):
     """Return the `tf.distribute.Strategy` called `name` (see module doc).
 
     num_replicas: int or None, replicas for `mirrored`/`one_device`; on a
@@ -95,9 +113,14 @@ def make_strategy(name="auto", *, num_replicas=None, tpu=None):
         devices (which must happen before TensorFlow starts).
     tpu: str or None, for `tpu`: "local" on a TPU VM, a Cloud TPU name or a
         "grpc://host:8470" address.
+    peer_timeout: seconds `multi_worker` waits for the other workers of
+        TF_CONFIG to come up (`wait_for_peers`) before `WorkersMissing`.
+
+    The process's SIGTERM handler is the one it had before (`_reclaim_sigterm`).
     """
     if name not in STRATEGY_NAMES:
         raise ValueError(f"Unknown strategy {name!r}; allowed: {', '.join(STRATEGY_NAMES)}.")
+    check_peer_timeout(peer_timeout)
     if num_replicas is not None and (
         not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1
     ):
@@ -110,12 +133,43 @@ def make_strategy(name="auto", *, num_replicas=None, tpu=None):
             f"pass num_replicas={num_replicas!r}."
         )
     if name == "one_device":
-        return _one_device_strategy(num_replicas)
-    if name == "mirrored":
-        return _mirrored_strategy(num_replicas)
-    if name == "multi_worker":
-        return _multi_worker_strategy()
-    return _tpu_strategy(tpu)
+        strategy = _one_device_strategy(num_replicas)
+    elif name == "mirrored":
+        strategy = _mirrored_strategy(num_replicas)
+    elif name == "multi_worker":
+        strategy = _multi_worker_strategy(peer_timeout)
+    else:
+        strategy = _tpu_strategy(tpu)
+    _reclaim_sigterm()
+    return strategy
+
+
+def check_peer_timeout(peer_timeout) -> None:
+    """ValueError unless `peer_timeout` is a number of seconds > 0."""
+    if (
+        isinstance(peer_timeout, bool)
+        or not isinstance(peer_timeout, int | float)
+        or not 0 < peer_timeout < float("inf")
+    ):
+        raise ValueError(f"peer_timeout must be a number of seconds > 0; got {peer_timeout!r}.")
+
+
+def _reclaim_sigterm():
+    """Give SIGTERM back to the handler Python had installed (the `tfresnet` command's, or the
+    default that ends the process).
+
+    MultiWorkerMirroredStrategy's start installs TensorFlow's own SIGTERM handler with
+    `std::signal` (the coordination service's preemption notifier, set up in
+    `EnableCollectiveOps`, tensorflow/core/common_runtime/eager/context_distributed_manager.cc;
+    no upstream issue found). It only records the signal, so the process ignores SIGTERM, and a
+    Python handler never runs again though `signal.getsignal` still names it. Installing the
+    same Python handler again puts it back. Only the main thread may set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:  # None: installed outside Python, left as it is
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _auto_strategy_name(num_replicas, tpu):
@@ -188,15 +242,27 @@ def read_tf_config() -> dict:
             f"({type(index).__name__}). {hint}"
         )
     cluster = spec.as_dict()
+    if task_type == "ps" or "ps" in cluster:
+        raise ValueError(
+            "TF_CONFIG describes parameter-server training (a 'ps' task), which tfresnet does not "
+            "support: it trains with MultiWorkerMirroredStrategy, where every task is a 'chief' "
+            "or a 'worker' running `tfresnet train --strategy=multi_worker`. " + hint
+        )
+    if task_type not in COLLECTIVE_JOBS:
+        raise ValueError(
+            f"TF_CONFIG task type {task_type!r} is not supported; allowed: "
+            f"{', '.join(COLLECTIVE_JOBS)} (each running `tfresnet train "
+            f"--strategy=multi_worker`). {hint}"
+        )
     if task_type not in cluster or task_id not in spec.task_indices(task_type):
         task = {"type": task_type, "index": task_id}
         raise ValueError(f"TF_CONFIG task {task} is not in its cluster {cluster}. {hint}")
     return {"cluster": cluster, "task": {"type": task_type, "index": task_id}}
 
 
-def _multi_worker_strategy():
+def _multi_worker_strategy(peer_timeout):
     """MultiWorkerMirroredStrategy from TF_CONFIG, created at program start."""
-    read_tf_config()
+    wait_for_peers(read_tf_config(), peer_timeout)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as err:
@@ -205,6 +271,91 @@ def _multi_worker_strategy():
             "(before any op, model or other strategy): collective ops are "
             f"configured at program startup. TensorFlow said: {err}"
         ) from err
+
+
+def wait_for_peers(tf_config: dict, timeout: float, poll_s: float = 0.5) -> None:
+    """Return once every other chief and worker task of `tf_config` (`read_tf_config`) accepts
+    connections at its address; `WorkersMissing`, naming the others, after `timeout` seconds.
+
+    MultiWorkerMirroredStrategy's own wait for its peers lasts up to an hour (the coordination
+    service's device-propagation barrier) inside one call that holds the interpreter, so no
+    SIGTERM handler runs until it returns. This wait is Python: a SIGTERM ends it at once, and
+    TensorFlow's starts only when all are there. Meanwhile this worker listens on its own port
+    (accepting and closing at once), so its peers find it as it finds them; once its peers are
+    seen, the port is free again for TensorFlow's server.
+    """
+    me = (tf_config["task"]["type"], tf_config["task"]["index"])
+    cluster = tf_config["cluster"]
+    peers = [
+        (job, index, address)
+        for job in COLLECTIVE_JOBS
+        for index, address in enumerate(cluster.get(job, []))
+        if (job, index) != me
+    ]
+    own = cluster[me[0]][me[1]]
+    listener = _listen(own)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            _drain(listener)
+            peers = [peer for peer in peers if not _accepts(peer[2])]
+            if not peers:
+                return
+            if time.monotonic() >= deadline:
+                names = ", ".join(f"{job} {index} ({address})" for job, index, address in peers)
+                raise WorkersMissing(
+                    f"gave up after {timeout:g} s waiting for {names} of TF_CONFIG's cluster: "
+                    f"{'it' if len(peers) == 1 else 'they'} never came up. Start every worker "
+                    "(or allow more time with --peer_timeout), then run the same command again."
+                )
+            time.sleep(poll_s)
+    finally:
+        listener.close()
+
+
+def _split_address(address):
+    """("host", port) of a TF_CONFIG "host:port" (IPv6 as "[::1]:port")."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _listen(address):
+    """A non-blocking socket listening on `address`'s port, on every interface (TensorFlow's
+    server listens there too); a clear OSError if another process holds the port."""
+    _, port = _split_address(address)
+    dual = socket.has_dualstack_ipv6()
+    try:
+        listener = socket.create_server(
+            ("", port), family=socket.AF_INET6 if dual else socket.AF_INET, dualstack_ipv6=dual
+        )
+    except OSError as err:
+        raise OSError(
+            f"cannot listen on port {port}, this worker's address in TF_CONFIG ({address}): "
+            f"{err.strerror}. Another process holds it (a worker of an earlier start still "
+            "running?); free it or give this worker another port."
+        ) from None
+    listener.setblocking(False)
+    return listener
+
+
+def _drain(listener):
+    """Accept and close the peers' pending connections (with a reset: no TIME_WAIT left)."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+
+
+def _accepts(address, timeout_s=2.0):
+    """Whether something accepts TCP connections at `address` (a peer waiting, or its server)."""
+    try:
+        socket.create_connection(_split_address(address), timeout=timeout_s).close()
+    except (OSError, ValueError):  # refused, unreachable, a name not (yet) in DNS
+        return False
+    return True
 
 
 def _tpu_strategy(tpu):
@@ -233,6 +384,25 @@ def is_multi_worker(strategy) -> bool:
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     return _cluster_workers(strategy) > 1
+
+
+def summed_over_workers(strategy):
+    """None with one worker; under multi-worker training, a function that sums a list of small
+    non-negative integers (below 2**24 in all) over every replica of the cluster.
+
+    It is an all-reduce: every worker must call it at the same points (a callback's batch end)
+    and all get the same sums, exact (integers in float32), so decisions made from them agree:
+    what lets every worker stop at the same step when only some were asked to.
+    """
+    if not is_multi_worker(strategy):
+        return None
+
+    @tf.function
+    def summed(values):
+        per_replica = strategy.run(tf.identity, args=(values,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return lambda values: [round(float(v)) for v in summed(tf.constant(values, tf.float32))]
 
 
 def _cluster_workers(strategy):
@@ -542,7 +712,10 @@ def data_sharding_options() -> tf.data.Options:
 
 
 __all__ = [
+    "DEFAULT_PEER_TIMEOUT",
     "STRATEGY_NAMES",
+    "WorkersMissing",
+    "check_peer_timeout",
     "configure_logical_cpus",
     "data_sharding_options",
     "input_pipelines",
@@ -554,5 +727,7 @@ __all__ = [
     "read_tf_config",
     "scaled_learning_rate",
     "shard_policy",
+    "summed_over_workers",
+    "wait_for_peers",
     "writable_dir",
 ]

@@ -13,7 +13,6 @@ The served graph is the inference form of the model, BN folded into the convs
 (`inference.fold_batch_norm`; `fold_batch_norm=False` serves the model as it is).
 """
 
-import contextlib
 import os
 import re
 import uuid
@@ -23,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, untrusted
+from tfresnet import files, inference, runlock, untrusted
 from tfresnet import images as images_lib
 
 RESIZE_MODES = ("stretch", "crop", "auto")
@@ -33,7 +32,6 @@ CONFIG_FILE = "models.config"
 EXTRA_DIR = "assets.extra"  # TF Serving reads warm-up requests from here
 WARMUP_FILE = "tf_serving_warmup_requests"
 CLASS_NAMES_FILE = "class_names.txt"
-LOCK_FILE = ".models.config.lock"  # beside models.config: concurrent exports take turns
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a folder name TF Serving accepts
 
 
@@ -146,7 +144,7 @@ def update_models_config(base_dir, model_name, model_dir, publish=None):
 
     base_dir = os.fspath(base_dir)
     path = os.path.join(base_dir, CONFIG_FILE)
-    with _config_lock(base_dir):
+    with runlock.serialized(base_dir):  # concurrent exports take turns
         config = _read_models_config(path)
         entries = config.model_config_list.config
         entry = next((e for e in entries if e.name == model_name), None) or entries.add()
@@ -162,24 +160,6 @@ def update_models_config(base_dir, model_name, model_dir, publish=None):
 def _temp_path(directory, stem):
     """A fresh hidden name in `directory`; TF Serving ignores non-integer folder names."""
     return os.path.join(directory, f"{files.TEMP_MARK}{stem}{uuid.uuid4().hex}")
-
-
-@contextlib.contextmanager
-def _config_lock(base_dir):
-    """Serialise read-modify-write of models.config between concurrent exports (POSIX)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, the rename is still atomic
-        fcntl = None
-    if fcntl is None or files.is_remote(base_dir):  # object stores have no file locks
-        yield
-        return
-    with open(os.path.join(base_dir, LOCK_FILE), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _read_models_config(path):

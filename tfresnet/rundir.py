@@ -24,25 +24,23 @@ import io
 import logging
 import math
 import re
-import threading
 import time
 
 import keras
 import tensorflow as tf
 
-from tfresnet import export, files, machine
+from tfresnet import distribute, export, files, machine
+from tfresnet.preemption import IN_TRAINING, STOP_REQUESTED
 from tfresnet.timing import EpochTimer
 
 STATE = "state.json"
 RESULTS = "results.json"
-# Set it (e.g. from a SIGTERM handler): training backs up after its current call (a few steps)
-# and stops.
-STOP_REQUESTED = threading.Event()
-# Set while an EpochRecorder's training loop runs, the only place that honours STOP_REQUESTED:
-# a stop request anywhere else has to stop the process itself.
-IN_TRAINING = threading.Event()
+# Under multi-worker training the workers agree on a stop request about this often (one small
+# all-reduce each time): well inside a cluster's grace period, and too rare to slow training.
+AGREE_EVERY_MS = 1000
 LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
 LEGACY_WEIGHTS = "latest.weights.h5"
+LEGACY_EXPORT_LOCK = ".models.config.lock"  # export/'s lock file, before it locked the folder
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ class ForeignFiles(ValueError):
 FILE = "file"
 TREE = "tree"
 EXPORT_LAYOUT = {
-    rf"{re.escape(export.CONFIG_FILE)}|{re.escape(export.LOCK_FILE)}": FILE,
+    rf"{re.escape(export.CONFIG_FILE)}|{re.escape(LEGACY_EXPORT_LOCK)}": FILE,
     export.MODEL_NAME_PATTERN: {r"\d+": TREE},  # <model name>/<version>/, a SavedModel
 }
 RUN_LAYOUT = {
@@ -345,15 +343,42 @@ class EpochRecorder(keras.callbacks.Callback):
         self._start = time.perf_counter()
         if not any(s is self._segment for s in self.state.segments):
             self.state.segments.append(self._segment)
+        # A stop asked of any worker stops them all at the same step: each backs up (the
+        # chief's copy is the one kept) and stops, instead of the others losing their peer.
+        self._strategy = self.model.distribute_strategy
+        self._sum = distribute.summed_over_workers(self._strategy)
+        self._steps, self._next_agreement = 0, 1
+        self._agreed = (time.perf_counter(), 0)  # when, and after how many steps
         IN_TRAINING.set()  # cleared by the caller of fit when it returns or raises
+
+    def _stop_requested(self, epoch_end: bool = False) -> bool:
+        """Whether to stop now. With several workers, whether any was asked to: they agree at
+        every epoch end and every AGREE_EVERY_MS or so in between, at steps that they all
+        compute alike from the sum of their step times (`distribute.summed_over_workers`)."""
+        asked = STOP_REQUESTED.is_set()
+        if self._sum is None:
+            return asked
+        if not epoch_end and self._steps < self._next_agreement:
+            return False
+        now, (then, steps_then) = time.perf_counter(), self._agreed
+        steps = self._steps - steps_then
+        step_ms = min(60_000, round(1000 * (now - then) / steps)) if steps else 0
+        stops, total_ms = self._sum([int(asked), step_ms])
+        if not epoch_end:  # an epoch's end adds evaluation time: no step time from there
+            replicas = self._strategy.num_replicas_in_sync
+            steps_apart = AGREE_EVERY_MS * replicas // total_ms if total_ms else 1000
+            self._next_agreement = self._steps + min(1000, max(1, steps_apart))
+        self._agreed = (now, self._steps)
+        return stops > 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
         done = self._batch_offset + batch + 1
         # At the epoch's last step the stop waits for on_epoch_end, which commits it whole.
-        if STOP_REQUESTED.is_set() and done < self.steps_per_epoch:
+        if done < self.steps_per_epoch and self._stop_requested():
             self.commit_partial(self._epoch, done)
             raise Preempted(self._epoch, done)
 
@@ -363,7 +388,7 @@ class EpochRecorder(keras.callbacks.Callback):
         if loss is None or not math.isfinite(float(loss)):
             raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
         self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.seconds[-1])
-        if STOP_REQUESTED.is_set():
+        if self._stop_requested(epoch_end=True):
             raise Preempted(epoch, self.steps_per_epoch)
 
     def commit_partial(self, epoch: int, batches: int) -> None:

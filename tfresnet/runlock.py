@@ -51,6 +51,19 @@ def exclusive(run_dir: str) -> Iterator[None]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def serialized(directory: str) -> Iterator[None]:
+    """Wait for, then hold, `directory`'s lock while the block runs: for a short read-modify-write
+    (export's models.config) that concurrent processes must take turns at. Like `exclusive`,
+    it leaves no file behind; a no-op where there are no locks."""
+    fd = _lock(directory, shared=False, wait=True)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def ensure_free(run_dir: str) -> None:
     """`RunDirInUse` if another process is training in `run_dir`; for a refusal before the
     data loads. Takes a shared lock for an instant, so two checks never refuse each other."""
@@ -61,12 +74,13 @@ def ensure_free(run_dir: str) -> None:
         os.close(fd)
 
 
-def _lock(run_dir: str, shared: bool) -> int | None:
-    """An fd of `run_dir` holding the lock, or None where the file system has no locks."""
+def _lock(run_dir: str, shared: bool, wait: bool = False) -> int | None:
+    """An fd of `run_dir` holding the lock, or None where the file system has no locks. With
+    `wait`, blocks until the lock is free instead of refusing."""
     if fcntl is None or files.is_remote(run_dir):
         return None
     fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
     deadline = time.monotonic() + (0 if shared else _RETRY_S)
     while True:
         try:

@@ -28,7 +28,14 @@ from tfresnet.timing import EpochTimer
 log = logging.getLogger(__name__)
 
 # Fields that do not change what a run computes; a restart may differ in them.
-NON_IDENTITY_FIELDS = ("resume", "overwrite", "verbose", "export", "steps_per_execution")
+NON_IDENTITY_FIELDS = (
+    "resume",
+    "overwrite",
+    "verbose",
+    "export",
+    "steps_per_execution",
+    "peer_timeout",
+)
 DEFAULT_EPOCHS = {"digits": 30}  # the embedded set's default budget: 25-60 s on 2 CPU cores
 # The most training steps per tf.function call that `steps_per_execution=None` picks.
 AUTO_STEPS_PER_EXECUTION = {"tpu": 32, "other": 8}
@@ -69,6 +76,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | one_device | mirrored | multi_worker | tpu
     num_replicas: int | None = None
     tpu: str | None = None
+    peer_timeout: float = distribute.DEFAULT_PEER_TIMEOUT  # s a multi-worker start waits for peers
     sync_bn: bool | None = None  # None: synchronised BN whenever there is more than one replica
     steps_per_execution: int | None = None  # None: the largest divisor of an epoch up to 8
     seed: int = 0
@@ -87,6 +95,7 @@ class TrainConfig:
                 f"Unknown strategy {self.strategy!r}; allowed: "
                 f"{', '.join(distribute.STRATEGY_NAMES)}."
             )
+        distribute.check_peer_timeout(self.peer_timeout)
         if self.recipe is not None:
             recipes.get_recipe(self.recipe)
         models.resolve_spec(self.model)  # a table name or a spec string (models.parse_model)
@@ -371,9 +380,7 @@ def fit_model(
     set for the run and restored afterwards; seeds are the caller's (`train` sets them).
     """
     if strategy is None:
-        strategy = distribute.make_strategy(
-            config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
-        )
+        strategy = make_strategy(config)
     with precision.policy_scope(config.precision, strategy) as policy:
         if data is None:
             data = load_run_data(config)
@@ -414,6 +421,16 @@ def fit_model(
                 callbacks=extra_callbacks,
             )
     return model, results
+
+
+def make_strategy(config):
+    """The `tf.distribute` strategy `config` asks for (`distribute.make_strategy`)."""
+    return distribute.make_strategy(
+        config.strategy,
+        num_replicas=config.num_replicas,
+        tpu=config.tpu,
+        peer_timeout=config.peer_timeout,
+    )
 
 
 def load_run_data(config):
@@ -594,9 +611,7 @@ def train(config, callbacks: Sequence[keras.callbacks.Callback] = ()):
     """
     config = check_run_dir(config)
     keras.utils.set_random_seed(config.seed)  # train() is an entry point: it owns the seeds
-    strategy = distribute.make_strategy(
-        config.strategy, num_replicas=config.num_replicas, tpu=config.tpu
-    )
+    strategy = make_strategy(config)
     writer = distribute.writes_run_dir(strategy)
     if writer:
         runlock.ensure_free(config.run_dir)  # refused at once, before the data loads

@@ -294,10 +294,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     @property
     def strategy(self):
         if self._strategy is None:
-            c = self.base_config
-            self._strategy = distribute.make_strategy(
-                c.strategy, num_replicas=c.num_replicas, tpu=c.tpu
-            )
+            self._strategy = train_lib.make_strategy(self.base_config)
         return self._strategy
 
     @property

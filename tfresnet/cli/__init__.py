@@ -24,10 +24,10 @@ per epoch when stdout is not a terminal (`--verbose` chooses).
 # `predict.predict_files`, `models.model_table`). Nothing outside this package knows about
 # flags or exit codes (the benchmark programs of a clone's benchmarks/ parse their own).
 
+import signal
 import sys
 
-from absl import flags
-
+from tfresnet import preemption
 from tfresnet.cli import native_logs
 
 COMMANDS = ("train", "evaluate", "tune", "export", "predict", "models")
@@ -64,6 +64,8 @@ EXIT_PREEMPTED = 143  # SIGTERM: backed up mid-epoch and stopped; retryable
 
 def main(argv):
     """Run one subcommand; returns the exit status (see the EXIT_* codes)."""
+    from absl import flags  # here: `run` installs the SIGTERM handler before any import
+
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
         if len(argv) >= 2:
@@ -114,27 +116,31 @@ def main(argv):
 
 
 def classify_error(err, fv=None):
-    """(exit status, one-line message) for an exception that ended a command."""
-    import tensorflow as tf
+    """(exit status, one-line message) for an exception that ended a command.
 
-    from tfresnet.train import TrainingError
-
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    from tfresnet.rundir import Preempted
-    from tfresnet.runlock import RunDirInUse
-
+    Interruptions are told apart before anything is imported: they may come while TensorFlow
+    is still importing.
+    """
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; run the same command again to resume the run."
-    if isinstance(err, Preempted):
-        return EXIT_PREEMPTED, f"SIGTERM: {first}."
     if isinstance(err, Terminated):
         return EXIT_PREEMPTED, (
             "SIGTERM: stopped; a training run resumes from its last backup when the same "
             "command runs again."
         )
+    import tensorflow as tf
+
+    from tfresnet.distribute import WorkersMissing
+    from tfresnet.rundir import Preempted
+    from tfresnet.runlock import RunDirInUse
+    from tfresnet.train import TrainingError
+
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, Preempted):
+        return EXIT_PREEMPTED, f"SIGTERM: {first}."
     if isinstance(err, tf.errors.UnavailableError | tf.errors.DeadlineExceededError):
-        return EXIT_RETRY, _lost_worker_message(first, fv)
-    if isinstance(err, RunDirInUse):  # busy until the other process ends: worth a retry
+        return EXIT_RETRY, _lost_worker_message(err.message or str(err), fv)
+    if isinstance(err, RunDirInUse | WorkersMissing):  # worth a retry once the others are there
         return EXIT_RETRY, first
     if isinstance(err, TrainingError):
         return EXIT_FAILED, first
@@ -152,21 +158,52 @@ def classify_error(err, fv=None):
     return EXIT_FAILED, f"{type(err).__name__}: {first}{hint}"
 
 
-def _lost_worker_message(detail, fv):
-    """Which worker was lost, and the epoch every worker resumes from when restarted."""
+# Where TensorFlow names the worker it lost: the coordination service's "The following tasks
+# are unhealthy (stopped sending heartbeats):" list, "Error reported from /job:worker/task:1",
+# gRPC's "from remote target /job:worker/replica:0/task:0" (the leader gone), or a socket's
+# "Peer /job:worker/replica:0/task:1 is unreachable".
+_TASK = r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)"
+_LOST_TASKS = (
+    r"unhealthy[^:]*:((?:\s*/job:\w+/replica:\d+/task:\d+)+)",
+    rf"reported from {_TASK}",
+    rf"remote target {_TASK}",
+    rf"Peer {_TASK}",
+)
+
+
+def lost_workers(detail: str, own: tuple | None = None) -> list:
+    """The workers (job, index) that TensorFlow's error text `detail` says were lost, in the
+    order named, never `own` (this worker: its own devices appear in the text too)."""
     import re
 
-    from tfresnet import rundir
+    found = []
+    for pattern in _LOST_TASKS:
+        for match in re.finditer(pattern, detail):
+            for job, index in re.findall(_TASK, match.group(0)):
+                task = (job, int(index))
+                if task != own and task not in found:
+                    found.append(task)
+    return found
 
-    peer = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", detail)
-    who = f"worker {peer.group(1)}:{peer.group(2)}" if peer else "a peer worker"
+
+def _lost_worker_message(detail, fv):
+    """Which worker was lost, and the epoch every worker resumes from when restarted."""
+    from tfresnet import distribute, rundir
+
+    try:
+        task = distribute.read_tf_config()["task"]
+        own = (task["type"], task["index"])
+    except ValueError:  # no TF_CONFIG: no worker of a cluster
+        own = None
+    lost = lost_workers(detail, own)
+    who = ", ".join(f"{job} {index}" for job, index in lost) if lost else "a peer worker"
     resume = ""
     run_dir = getattr(fv, "run_dir", None) if fv is not None and "run_dir" in fv else None
     if run_dir:
         resume = f" from epoch {rundir.load_state(run_dir).epoch + 1}"
     return (
-        f"lost contact with {who} ({detail[:200]}). Restart every worker with the same "
-        f"command: the run resumes{resume}."
+        f"lost contact with {who} (it stopped, or the network between the workers failed). "
+        f"Restart every worker with the same command: the run resumes{resume}."
     )
 
 
@@ -175,33 +212,56 @@ class Terminated(BaseException):
     running (temporary files), and exits with EXIT_PREEMPTED."""
 
 
+class _Sigterm:
+    """The `tfresnet` command's SIGTERM handler: inside a training loop, training backs up once
+    its current call (steps_per_execution steps) ends and stops with EXIT_PREEMPTED, inside a
+    cluster's grace period; anywhere else, or at a second SIGTERM, `Terminated`, once: from then
+    on the command is already ending with EXIT_PREEMPTED, and more SIGTERMs change nothing.
+
+    It imports nothing and only reads and sets `preemption`'s flags, so it can run at any
+    instant, TensorFlow half imported included.
+    """
+
+    def __init__(self):
+        self.ending = False  # set once the command has its exit status: it is only exiting
+
+    def __call__(self, signum, frame):
+        if self.ending:
+            return
+        if preemption.IN_TRAINING.is_set() and not preemption.STOP_REQUESTED.is_set():
+            preemption.STOP_REQUESTED.set()
+            return
+        self.ending = True
+        raise Terminated()
+
+
 def _stop_on_sigterm():
-    """On SIGTERM (preemption, a rolling restart): inside a training loop, training backs up
-    once its current call (steps_per_execution steps) ends and stops with EXIT_PREEMPTED,
-    inside a cluster's grace period; anywhere else, or at a second SIGTERM, `Terminated`."""
-    import signal
-
-    def handler(signum, frame):
-        from tfresnet import rundir
-
-        if rundir.IN_TRAINING.is_set() and not rundir.STOP_REQUESTED.is_set():
-            rundir.STOP_REQUESTED.set()
-        else:
-            raise Terminated()
-
+    """Install the SIGTERM handler (`_Sigterm`); returns it."""
+    handler = _Sigterm()
     signal.signal(signal.SIGTERM, handler)
+    return handler
 
 
 def run():
     """Console-script entry point (`tfresnet`, `python -m tfresnet.cli`); exits with the status.
 
-    TensorFlow's native log lines are hidden (see `native_logs`; `--verbose_logs` shows them):
-    the environment is set before TensorFlow is imported, and the import, through the command
-    modules, is made with their load-time lines filtered out of stderr.
+    The SIGTERM handler comes first, before anything slow starts, so that a SIGTERM at any
+    instant after it ends the command with EXIT_PREEMPTED. TensorFlow's native log lines are
+    hidden (see `native_logs`; `--verbose_logs` shows them): the environment is set before
+    TensorFlow is imported, and fd 2 goes through their filter for the whole command.
     """
-    level = native_logs.configure(sys.argv)
     _stop_on_sigterm()
-    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+    try:
+        level = native_logs.configure(sys.argv)
         with native_logs.filtered_stderr(level):
-            command_modules()
-    sys.exit(main(sys.argv))
+            if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+                command_modules()  # imports TensorFlow, with the log environment set
+            status = main(sys.argv)
+    except (Terminated, KeyboardInterrupt) as err:  # while importing, or while main reported
+        status, message = classify_error(err)
+        print(f"error: {message}", file=sys.stderr)
+    # The status is decided: a SIGTERM while the interpreter shuts down changes nothing (Python
+    # puts back the default disposition, which would kill the process, only for handlers other
+    # than SIG_IGN).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)

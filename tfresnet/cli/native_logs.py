@@ -11,25 +11,26 @@ the first device lookup adds a cuInit error on a machine without a GPU. The CLI 
    TensorFlow then drops INFO, WARNING and ERROR messages (FATAL ones stay) for the whole run:
    cuInit errors, CPU feature notes, the end-of-sequence notice of a distributed iterator
    ("Local rendezvous is aborting ... [[{{node MultiDeviceIteratorGetNextFromShard}}]]").
-2. `filtered_stderr` around `import tensorflow`: the lines logged while TensorFlow's libraries
-   load come before absl's logging is initialised, and absl writes those whatever the level
-   (abseil/abseil-cpp#1718), so fd 2 goes through a pipe for the import and log lines below the
-   level are dropped, with their continuation lines. Everything else (Python warnings and
-   errors, FATAL lines) is passed on unchanged. Only the import is filtered (and the benchmark
-   runs of a clone's benchmarks/bench.py, whose fresh processes each load TensorFlow again), so a
-   crash can hardly lose a line.
+2. `filtered_stderr` around the whole command: lines logged before absl's logging is
+   initialised (all of TensorFlow's, in this build: "E0000 00:00:..." ones while its libraries
+   load, and later ones such as a collective's abort when a peer worker is lost) are written
+   whatever the level (abseil/abseil-cpp#1718), so fd 2 goes through a pipe to a small filter
+   process, which drops native log lines below the level, with their continuation lines, and
+   passes everything else (Python warnings and errors, FATAL lines) on unchanged. A process,
+   not a thread: it reads to the end of the pipe however the command ends, so a crash loses no
+   line. Child processes inherit the pipe. (A clone's benchmarks/bench.py, run outside the CLI,
+   puts the same filter around its measuring processes, which each load TensorFlow again.)
 
 `--verbose_logs` leaves the environment and fd 2 as they are: TensorFlow prints what it prints.
-A user-set TF_CPP_MIN_LOG_LEVEL is kept, and the import filter applies that level instead of 3.
+A user-set TF_CPP_MIN_LOG_LEVEL is kept, and the filter applies that level instead of 3.
 """
 
 import contextlib
 import os
 import re
+import signal
+import subprocess
 import sys
-import threading
-
-from absl import flags
 
 DEFAULT_LEVEL = 3  # TF_CPP_MIN_LOG_LEVEL: 0 shows INFO, 1 WARNING, 2 ERROR, 3 only FATAL
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": str(DEFAULT_LEVEL), "GRPC_VERBOSITY": "ERROR"}
@@ -38,12 +39,26 @@ SEVERITIES = "IWEF"  # absl's severity letters; the index is the TF_CPP_MIN_LOG_
 # and the seconds since 1970), thread id, file:line]
 LOG_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+:\d+\] ")
 PRE_INIT_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
-# Lines that continue the log message before them: a status's "\t [[{{node ...}}]]" trail and
-# the second line of the CPU feature guard's note.
-CONTINUATIONS = ("\t", "To enable the following instructions:")
+# Lines that continue the log message before them: a status's "\t [[{{node ...}}]]" trail, the
+# second line of the CPU feature guard's note, and the lines of a lost peer's status (a task
+# list, gRPC's details, TensorFlow's advice), which can come in a read of their own.
+CONTINUATIONS = (
+    "\t",
+    "To enable the following instructions:",
+    "/job:",
+    ":",
+    "Additional GRPC error information",
+    "The tasks have crashed.",
+    "The error could be from a previous operation.",
+)
+# Lines Python writes, never part of a native message: the command's error line, a traceback,
+# a warning ("path.py:12: UserWarning: ..."), a logging record ("WARNING:tensorflow:...").
+PYTHON_LINE = re.compile(r"error: |Traceback |\S+:\d+: \w*Warning: |[A-Z]+:[\w.]+:")
 
 
 def define_flag(fv):
+    from absl import flags  # here, not above: the filter process runs this file without absl
+
     flags.DEFINE_bool(
         "verbose_logs",
         False,
@@ -54,6 +69,8 @@ def define_flag(fv):
 
 def wants_verbose_logs(argv):
     """Whether `argv` (`tfresnet COMMAND [flags]`) asks for --verbose_logs; parsed by absl."""
+    from absl import flags
+
     fv = flags.FlagValues()
     define_flag(fv)
     try:
@@ -92,45 +109,88 @@ def hidden(line, level):
 
 def filter_lines(lines, level):
     """The lines (str or bytes) of `lines` that are not hidden at `level`, in order."""
+    return filter_writes(([line] for line in lines), level)
+
+
+def filter_writes(writes, level):
+    """The lines of `writes` (lists of lines, each as one read of the pipe returned them) that
+    are not hidden at `level`, in order.
+
+    A native log message is one write, so the lines read with a hidden one are its
+    continuation (a status's task list, "The tasks have crashed ...") unless they are plainly
+    Python's (`PYTHON_LINE`: a reader that fell behind may read later writes with it); in a
+    later read only the `CONTINUATIONS` prefixes continue it.
+    """
     dropping = False
-    for line in lines:
-        text = line.decode(errors="replace") if isinstance(line, bytes) else line
-        if dropping and text.startswith(CONTINUATIONS):
-            continue
-        dropping = hidden(text, level)
-        if not dropping:
-            yield line
+    for write in writes:
+        for index, line in enumerate(write):
+            text = line.decode(errors="replace") if isinstance(line, bytes) else line
+            if dropping and (
+                text.startswith(CONTINUATIONS) or (index and not PYTHON_LINE.match(text))
+            ):
+                continue
+            dropping = hidden(text, level)
+            if not dropping:
+                yield line
 
 
 @contextlib.contextmanager
 def filtered_stderr(level):
     """Within the block, what is written to fd 2 passes `filter_lines(..., level)`.
 
-    A thread copies the pipe to the original stderr line by line; on exit fd 2 is restored
-    and the thread drains what is left. No-op for None or 0 (nothing to hide).
+    A filter process (this file run as a script, standard library only) copies the pipe to the
+    original stderr line by line. On exit fd 2 is restored and the filter, at the end of its
+    pipe, drains and ends (waited for up to 10 s: a child process still holding the pipe keeps
+    it open). No-op for None or 0 (nothing to hide).
     """
     if not level:
         yield
         return
     sys.stderr.flush()
-    original = os.dup(2)
     read_end, write_end = os.pipe()
+    original = os.dup(2)
+    try:
+        command = [sys.executable, "-I", "-S", os.path.abspath(__file__), str(level)]
+        # Its own session: a terminal's Ctrl-C or a signal to the process group leaves it
+        # running until the pipe ends, so the command's last lines still come through.
+        copier = subprocess.Popen(command, stdin=read_end, stdout=original, start_new_session=True)
+    except OSError:  # no interpreter to start: unfiltered rather than no command
+        for fd in (read_end, write_end, original):
+            os.close(fd)
+        yield
+        return
+    os.close(read_end)
     os.dup2(write_end, 2)
     os.close(write_end)
-    copier = threading.Thread(target=_copy, args=(read_end, original, level), daemon=True)
-    copier.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(original, 2)  # closes the pipe's last write end: the copier reads to EOF
-        copier.join(timeout=10)  # a child process still holding the pipe keeps it open
-        if not copier.is_alive():
-            os.close(original)
+        os.dup2(original, 2)  # closes this process's last write end of the pipe
+        os.close(original)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            copier.wait(timeout=10)
 
 
-def _copy(read_end, original, level):
-    with os.fdopen(read_end, "rb") as pipe, open(original, "wb", closefd=False) as out:
-        for line in filter_lines(pipe, level):
-            out.write(line)
-            out.flush()
+def _reads(fd, size=65536):
+    """The lines (bytes) read from `fd`, grouped as the reads brought them: a group ends with a
+    read that ends at a line's end, so a write cut between two reads stays one group."""
+    group, pending = [], b""
+    while chunk := os.read(fd, size):
+        parts = (pending + chunk).split(b"\n")
+        pending = parts.pop()  # after the last newline: b"" when the read ended on one
+        group.extend(part + b"\n" for part in parts)
+        if not pending and group:
+            yield group
+            group = []
+    if group or pending:
+        yield group + ([pending] if pending else [])
+
+
+if __name__ == "__main__":  # the filter process of `filtered_stderr`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = sys.stdout.buffer
+    for kept in filter_writes(_reads(0), int(sys.argv[1])):
+        out.write(kept)
+        out.flush()

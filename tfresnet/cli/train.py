@@ -91,6 +91,13 @@ def define_shared_flags(fv, *, validation_size):
     flags.DEFINE_string(
         "tpu", None, "TPU name or address for --strategy=tpu ('local' on a TPU VM).", flag_values=fv
     )
+    flags.DEFINE_float(
+        "peer_timeout",
+        d["peer_timeout"],
+        "Seconds a multi-worker start waits for every other worker in TF_CONFIG to come up; "
+        "then it gives up, naming the missing ones, with the retryable exit status 138.",
+        flag_values=fv,
+    )
     flags.DEFINE_bool(
         "sync_bn",
         None,
