@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet import layers, models
+from tfresnet import layers, machine, models, specs
 from tfresnet.models import build_model, count_flops, count_params
 
 
 def _tiny_shape(name):
-    return (8, 8, 3) if models.get_spec(name).family == "cifar" else (32, 32, 3)
+    return (8, 8, 3) if specs.get_spec(name).family == "cifar" else (32, 32, 3)
 
 
 BIG = ("resnet101", "resnet152", "resnet200")  # seconds each; resnet50 covers their blocks
@@ -25,7 +25,7 @@ def _slow_if_big(name, *values):
     return pytest.param(name, *values, marks=pytest.mark.slow if name in BIG else ())
 
 
-FORWARD_NAMES = [_slow_if_big(n) for n in models.listed_names() if n != "resnet1202"]
+FORWARD_NAMES = [_slow_if_big(n) for n in specs.listed_names() if n != "resnet1202"]
 
 
 @pytest.mark.parametrize("name", FORWARD_NAMES)
@@ -113,9 +113,9 @@ def test_family_defaults_and_layer_names():
 
 
 def test_cifar_family_forced_for_imagenet_depths():
-    spec = models.get_spec("cifar_resnet50")
+    spec = specs.get_spec("cifar_resnet50")
     assert (spec.family, spec.stage_blocks) == ("cifar", (8, 8, 8))
-    assert models.get_spec("resnet50").family == "imagenet"
+    assert specs.get_spec("resnet50").family == "imagenet"
 
 
 def test_any_6n_plus_2_depth_is_accepted():
@@ -173,14 +173,6 @@ def test_save_reload_gives_equal_outputs_in_safe_mode(tmp_path, kwargs):
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_model(**kwargs)
-
-
-def test_model_table_command_prints_counts(capsys):
-    assert models.main(["--list", "resnet20", "plain20"]) == 0
-    out = capsys.readouterr().out
-    assert "| resnet20 | 20 | A | 269,722 | 0.0406G |" in out
-    assert "| plain20 | 20 | none | 269,722 |" in out
-    assert models.main([]) == 2
 
 
 # --- heads: keras.applications' include_top / pooling / classifier_activation / input_tensor ---
@@ -269,8 +261,8 @@ def test_bad_head_arguments_raise_clear_errors(kwargs, message):
 
 def test_custom_spec_parameter_count():
     """Wide CIFAR net, one block per stage: every conv and BN counted by hand."""
-    spec = models.get_spec("resnet8").widened(2)
-    wide = models.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128))
+    spec = specs.get_spec("resnet8").widened(2)
+    wide = specs.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128))
     assert spec == dataclasses.replace(wide, stem_filters=16)  # Wide ResNets keep the stem
     stem = 9 * 3 * 16 + 2 * 16
     blocks = [9 * 16 * 32 + 9 * 32 * 32, 9 * 32 * 64 + 9 * 64 * 64, 9 * 64 * 128 + 9 * 128 * 128]
@@ -280,14 +272,14 @@ def test_custom_spec_parameter_count():
 
 def test_min_weights_counts_the_stages_conv_kernels():
     """The pre-build bound is every stage conv's kernel, by hand, and below the built count."""
-    wide = models.get_spec("resnet8").widened(2)
+    wide = specs.get_spec("resnet8").widened(2)
     assert wide.min_weights() == 9 * (16 * 32 + 32 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128**2)
-    bottleneck = models.ResNetSpec("imagenet", "bottleneck", (1, 2), stage_filters=(8, 16))
+    bottleneck = specs.ResNetSpec("imagenet", "bottleneck", (1, 2), stage_filters=(8, 16))
     stage1 = 8 * 8 + 9 * 8 * 8 + 8 * 32  # 1x1 from the stem's 8, 3x3, 1x1 to 4 * 8
     stage2 = (32 * 16 + 9 * 16 * 16 + 16 * 64) + (64 * 16 + 9 * 16 * 16 + 16 * 64)
     assert bottleneck.min_weights() == stage1 + stage2
-    assert models.get_spec("resnet20").min_weights() == 267_264  # of 269,722
-    assert models.get_spec("resnet50").min_weights() <= 25_557_032
+    assert specs.get_spec("resnet20").min_weights() == 267_264  # of 269,722
+    assert specs.get_spec("resnet50").min_weights() <= 25_557_032
 
 
 def test_a_net_too_big_for_memory_is_refused_before_building(monkeypatch):
@@ -296,17 +288,17 @@ def test_a_net_too_big_for_memory_is_refused_before_building(monkeypatch):
         build_model("resnet20:width_multiplier=100000")
     with pytest.raises(ValueError, match=r"at least 2.6e405 weights \(9.8e396 GiB in float32"):
         models.backbone("resnet20:width_multiplier=1e200")
-    monkeypatch.setattr(models.os, "sysconf", lambda name: -1 if "PHYS" in name else 4096)
-    assert models._physical_memory() is None  # a platform that cannot say: no refusal
-    monkeypatch.delattr(models.os, "sysconf")  # Windows
-    assert models._physical_memory() is None
+    monkeypatch.setattr(machine.os, "sysconf", lambda name: -1 if "PHYS" in name else 4096)
+    assert machine.physical_memory() is None  # a platform that cannot say: no refusal
+    monkeypatch.delattr(machine.os, "sysconf")  # Windows
+    assert machine.physical_memory() is None
 
 
 CUSTOM_SPECS = {
-    "wide": models.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128)),
-    "depths": models.ResNetSpec("cifar", "basic", (1, 2)),
-    "imagenet_stem": models.ResNetSpec("cifar", "basic", (1, 1, 1), stem="imagenet"),
-    "bottleneck": models.ResNetSpec("imagenet", "bottleneck", (1, 1), stage_filters=(8, 16)),
+    "wide": specs.ResNetSpec("cifar", "basic", (1, 1, 1), stage_filters=(32, 64, 128)),
+    "depths": specs.ResNetSpec("cifar", "basic", (1, 2)),
+    "imagenet_stem": specs.ResNetSpec("cifar", "basic", (1, 1, 1), stem="imagenet"),
+    "bottleneck": specs.ResNetSpec("imagenet", "bottleneck", (1, 1), stage_filters=(8, 16)),
 }
 
 
@@ -325,7 +317,7 @@ def test_custom_spec_builds_and_round_trips_through_keras_files(tmp_path, key):
     # The same network again from its spec as data: a dict, JSON, a spec string.
     as_json = json.loads(json.dumps(dataclasses.asdict(spec)))
     for again in (as_json, spec.to_string()):
-        assert models.resolve_spec(again) == spec
+        assert specs.resolve_spec(again) == spec
         assert count_params(build_model(again, input_shape=shape, num_classes=3)) == count_params(
             model
         )
@@ -363,31 +355,31 @@ def test_loading_needs_only_import_tfresnet(tmp_path):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("resnet20", models.cifar_spec(3)),
-        ("ResNet20", models.cifar_spec(3)),
-        ("resnet20:width_multiplier=4", models.cifar_spec(3).widened(4)),
-        ("plain20:stage_blocks=1,2,3", models.ResNetSpec("cifar", "basic", (1, 2, 3), False)),
-        ("resnet50:stage_blocks=3,4,6", models.ResNetSpec("imagenet", "bottleneck", (3, 4, 6))),
+        ("resnet20", specs.cifar_spec(3)),
+        ("ResNet20", specs.cifar_spec(3)),
+        ("resnet20:width_multiplier=4", specs.cifar_spec(3).widened(4)),
+        ("plain20:stage_blocks=1,2,3", specs.ResNetSpec("cifar", "basic", (1, 2, 3), False)),
+        ("resnet50:stage_blocks=3,4,6", specs.ResNetSpec("imagenet", "bottleneck", (3, 4, 6))),
         (
             "cifar:stage_blocks=2,2;stem=imagenet;stem_filters=8;residual=false",
-            models.ResNetSpec("cifar", "basic", (2, 2), False, stem="imagenet", stem_filters=8),
+            specs.ResNetSpec("cifar", "basic", (2, 2), False, stem="imagenet", stem_filters=8),
         ),
         (
             "imagenet: block=bottleneck; stage_blocks=1,1,1,1; stage_filters=8,16,32,64",
-            models.ResNetSpec("imagenet", "bottleneck", (1,) * 4, stage_filters=(8, 16, 32, 64)),
+            specs.ResNetSpec("imagenet", "bottleneck", (1,) * 4, stage_filters=(8, 16, 32, 64)),
         ),
     ],
 )
 def test_parse_model_spec_strings(text, expected):
-    spec = models.parse_model(text)
+    spec = specs.parse_model(text)
     assert spec == expected
-    assert models.parse_model(spec.to_string()) == spec
+    assert specs.parse_model(spec.to_string()) == spec
 
 
 def test_table_specs_keep_their_names():
-    for name in models.listed_names() + ["cifar_resnet50", "resnet8"]:
-        assert models.get_spec(name).to_string() == name
-        assert models.parse_model(name) == models.get_spec(name)
+    for name in specs.listed_names() + ["cifar_resnet50", "resnet8"]:
+        assert specs.get_spec(name).to_string() == name
+        assert specs.parse_model(name) == specs.get_spec(name)
 
 
 @pytest.mark.parametrize(
@@ -405,7 +397,7 @@ def test_table_specs_keep_their_names():
         ("resnet20:block=wide", "Unknown block 'wide'; allowed: basic, bottleneck"),
         ("resnet20:stem=big", "Unknown stem 'big'; allowed: cifar, imagenet"),
         ("vgg:stage_blocks=1", "Unknown model name 'vgg'"),
-        (models.ResNetSpec("cifar", "basic", (1, 1, 1)), None),
+        (specs.ResNetSpec("cifar", "basic", (1, 1, 1)), None),
         ({"family": "cifar", "stage_blocks": (1,), "depth": 8}, "Unknown ResNetSpec field"),
         ({"family": "mnist", "block": "basic", "stage_blocks": [1]}, "Unknown family 'mnist'"),
         ({"family": "cifar", "block": "basic", "stage_blocks": [0]}, "stage_blocks must be"),
@@ -415,12 +407,13 @@ def test_table_specs_keep_their_names():
 )
 def test_bad_specs_raise_clear_errors(name, message):
     if message is None:
-        assert models.resolve_spec(name) is name
+        assert specs.resolve_spec(name) is name
         return
     with pytest.raises(ValueError, match=message):
-        models.resolve_spec(name)
+        specs.resolve_spec(name)
 
 
 def test_module_docstring_examples_run():
-    failures, tried = doctest.testmod(models)
-    assert tried >= 8 and failures == 0
+    for module in (models, specs):
+        failures, tried = doctest.testmod(module)
+        assert tried >= 2 and failures == 0

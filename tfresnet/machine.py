@@ -1,7 +1,8 @@
-"""What CPU this is: its model name and feature flags, read once from /proc/cpuinfo (Linux).
+"""What machine this is: its CPU's model name and feature flags, read once from /proc/cpuinfo
+(Linux), and its memory.
 
 The one reader behind the dtype choice (`precision`: bfloat16 instructions), the benchmark's
-host line and the experiments' hardware line.
+host line, the experiments' hardware line and the refusal of a net too big to build.
 """
 
 import dataclasses
@@ -43,3 +44,12 @@ def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
     except OSError:
         pass
     return CpuInfo(model, flags)
+
+
+def physical_memory():
+    """This machine's memory in bytes, or None where the platform does not say (Windows)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
