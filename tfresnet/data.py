@@ -35,9 +35,6 @@ IMAGENET_STD = (58.40, 57.12, 57.38)
 SMALL_IMAGE_LIMIT = 64  # images up to this size are treated CIFAR-style
 
 
-log = logging.getLogger(__name__)
-
-
 class DataError(ValueError):
     """A data set that cannot be used as asked, with what to do about it."""
 
@@ -57,7 +54,7 @@ class ImageSizeError(DataError):
         super().__init__(f"{self.reason}; leave it out.")
 
 
-def describe_shape(shape) -> str:
+def describe_shape(shape: tuple) -> str:
     """(28, 28, 1) as "28x28x1", the way messages show image shapes (None as "?")."""
     return "x".join("?" if d is None else str(int(d)) for d in shape)
 
@@ -94,7 +91,7 @@ class DataInfo:
 
     name: str
     num_classes: int
-    image_shape: tuple  # (height, width, channels) the model sees
+    image_shape: tuple[int, int, int]  # (height, width, channels) the model sees
     style: str  # "cifar" (small images) or "imagenet"
     flip: bool  # horizontal flips keep the label (not for digits)
     pixel_mean: np.ndarray  # per-pixel (H, W, C) or per-channel (C,)
@@ -129,8 +126,14 @@ class Data:
 
 
 def load_data(
-    name=EMBEDDED, *, data_dir=None, validation_size=0, image_size=None, download=False, seed=0
-):
+    name: str = EMBEDDED,
+    *,
+    data_dir: str | None = None,
+    validation_size: float = 0,
+    image_size: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> Data:
     """Load `name`: "digits", "fashion_mnist", a tfds name ("cifar10", ...) or a folder path.
 
     A folder holding the four MNIST-format IDX files is read as such; any other folder as class
@@ -156,7 +159,9 @@ def load_data(
     return _load_tfds(name, data_dir, validation_size, image_size, download)
 
 
-def _holdout_count(validation_size, train_size):
+def holdout_count(validation_size: float, train_size: int) -> int:
+    """How many of `train_size` training examples `validation_size` (a count, or a fraction if
+    < 1) holds out; an error if none would be left to train on."""
     count = int(round(validation_size * train_size)) if validation_size < 1 else validation_size
     if count >= train_size:
         raise DataError(
@@ -165,7 +170,7 @@ def _holdout_count(validation_size, train_size):
     return int(count)
 
 
-def _small_style_stats(images):
+def small_image_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe).
 
     Two passes in chunks of float64, so a large uint8 set is never converted whole.
@@ -261,10 +266,10 @@ def _from_arrays_splits(name, *, train, test, validation_size, image_size, class
     stored = train[0].shape[1:]
     if image_size is not None and (image_size, image_size) != stored[:2]:
         raise ImageSizeError(name, image_size, stored)
-    n_val = _holdout_count(validation_size, len(train[1])) if validation_size else 0
+    n_val = holdout_count(validation_size, len(train[1])) if validation_size else 0
     val = (train[0][:n_val], train[1][:n_val])
     train = (train[0][n_val:], train[1][n_val:])
-    mean, std = _small_style_stats(train[0])
+    mean, std = small_image_stats(train[0])
     info = DataInfo(
         name=name,
         num_classes=len(class_names),
@@ -367,7 +372,7 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         raise DataError(f"{name!r} needs a train and a test or validation split; has {splits}.")
     full_train = split("train")
     train_size = size("train", full_train)
-    n_val = _holdout_count(validation_size, train_size) if validation_size else 0
+    n_val = holdout_count(validation_size, train_size) if validation_size else 0
     train_spec = f"train[{n_val}:]" if n_val else "train"
     train = split(train_spec) if n_val else full_train
     test = split(test_split)
@@ -378,11 +383,11 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
     style = "cifar" if small and image_size is None else "imagenet"
     if style == "cifar":
         # Per-pixel mean and std over the whole training split (one pass, like the paper).
-        mean, std = _small_style_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+        mean, std = small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
         shape = (height, width, channels)
     else:
         shape = (image_size or 224, image_size or 224, channels)
-        mean, std = _imagenet_stats(channels)
+        mean, std = imagenet_stats(channels)
     label = info.features["label"]
     data_info = DataInfo(
         name=name,
@@ -410,7 +415,8 @@ def _tfds_file_count(info, spec):
         return None
 
 
-def _imagenet_stats(channels):
+def imagenet_stats(channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """ImageNet's per-channel mean and std (one value for grayscale), for large images."""
     if channels == 1:
         return np.asarray([np.mean(IMAGENET_MEAN)], "float32"), np.asarray(
             [np.mean(IMAGENET_STD)], "float32"

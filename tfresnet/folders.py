@@ -5,6 +5,7 @@ whole set.
 
 import logging
 import os
+import pathlib
 import warnings
 
 import numpy as np
@@ -17,10 +18,10 @@ from tfresnet.data import (
     DataError,
     DataInfo,
     FileSource,
-    _holdout_count,
-    _imagenet_stats,
-    _small_style_stats,
     check_class_name,
+    holdout_count,
+    imagenet_stats,
+    small_image_stats,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -119,7 +120,7 @@ def _scan_folder(root):
     return classes, found
 
 
-def folder_shape(found, image_size=None):
+def folder_shape(found: list[tuple], image_size: int | None = None) -> tuple[int, int]:
     """(size, channels) for a folder's images, from the whole set so that no seed changes it.
 
     Channels: 3 if any image is in colour, else 1 (colour images are then read as RGB, alpha
@@ -131,7 +132,9 @@ def folder_shape(found, image_size=None):
     return image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224), channels
 
 
-def load_folder(root, validation_size, image_size, seed):
+def load_folder(
+    root: pathlib.Path, validation_size: float, image_size: int | None, seed: int
+) -> Data:
     """A directory of class folders, or with train/ and test/ sub-directories of them.
 
     Without train/ and test/, every class is split 80/20 by a fixed seed. Corrupt or non-image
@@ -155,7 +158,7 @@ def load_folder(root, validation_size, image_size, seed):
     size, channels = folder_shape(train_files + test_files, image_size)
     order = np.random.default_rng(seed).permutation(len(train_files))
     train_files = [train_files[i] for i in order]
-    n_val = _holdout_count(validation_size, len(train_files)) if validation_size else 0
+    n_val = holdout_count(validation_size, len(train_files)) if validation_size else 0
     val_files, train_files = train_files[:n_val], train_files[n_val:]
     style = "cifar" if size <= SMALL_IMAGE_LIMIT else "imagenet"
     shape = (size, size, channels)
@@ -176,9 +179,9 @@ def load_folder(root, validation_size, image_size, seed):
 
     train = to_dataset(train_files)
     if style == "cifar":
-        mean, std = _small_style_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+        mean, std = small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
     else:
-        mean, std = _imagenet_stats(channels)
+        mean, std = imagenet_stats(channels)
     info = DataInfo(
         name=str(root),
         num_classes=len(classes),

@@ -10,6 +10,9 @@ Beyond the table (docs/models.md, "Use in your own model"):
     backbone("resnet50")                         # {"stage1": ..., "stage4": ...} features
     build_model(ResNetSpec("cifar", "basic", (2, 2, 2), stage_filters=(64, 128, 256)))
     build_model("resnet20:width_multiplier=4")   # a spec string (`parse_model`)
+
+`count_params` and `count_flops` count a built model as the paper does; `model_table` gives
+the rows `tfresnet models` prints.
 """
 
 import collections
@@ -17,21 +20,21 @@ import contextlib
 import inspect
 import math
 import sys
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
-from tfresnet import blocks, machine
-from tfresnet.specs import (  # noqa: F401 -- ResNetSpec, get_spec, ...: tfresnet.models' API
-    _NAME,
+from tfresnet import blocks, machine, specs
+
+# The spec names tfresnet.models offered before specs.py (`tfresnet.get_spec` etc. are the same).
+from tfresnet.specs import (  # noqa: F401
     ResNetSpec,
-    _check_choice,
-    check_input_shape,
     feature_strides,
     get_spec,
     listed_names,
     parse_model,
-    resolve_spec,
 )
 
 
@@ -53,10 +56,9 @@ def _stem(x, spec, preact, settings):
 def _label(name, spec):
     """The model's default name: a table name as given, else the spec's table name, else
     custom_resnet<depth> (custom_plain<depth>)."""
-    if isinstance(name, str) and _NAME.match(name.strip().lower()):
-        return name.strip().lower()
+    given = specs.canonical_name(name) if isinstance(name, str) else None
     kind = "resnet" if spec.residual else "plain"
-    return spec.table_name() or f"custom_{kind}{spec.depth}"
+    return given or spec.table_name() or f"custom_{kind}{spec.depth}"
 
 
 _Features = collections.namedtuple("_Features", "inputs stages settings")
@@ -105,7 +107,7 @@ def _features(
             )
         input_shape = tensor_shape
     input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
-    check_input_shape(input_shape, spec, label)
+    specs.check_input_shape(input_shape, spec, label)
     if not 0 <= weight_decay < math.inf:
         raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay}.")
 
@@ -154,7 +156,7 @@ def _features(
 
 
 @contextlib.contextmanager
-def recursion_headroom(frames: int):
+def recursion_headroom(frames: int) -> Iterator[None]:
     """Python's recursion limit raised to at least `frames` inside the block, then restored.
 
     Keras walks a functional graph recursively when it builds, saves and loads a model;
@@ -174,7 +176,8 @@ POOLINGS = (None, "avg", "max")
 def _check_head(include_top, pooling, classifier_activation, num_classes):
     if include_top not in (True, False):
         raise ValueError(f"include_top must be True or False; got {include_top!r}.")
-    _check_choice("pooling", pooling, POOLINGS)
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}; allowed: None, avg, max.")
     try:
         keras.activations.get(classifier_activation)
     except ValueError:
@@ -194,26 +197,26 @@ def _check_head(include_top, pooling, classifier_activation, num_classes):
 
 
 def build_model(
-    name,
+    name: str | ResNetSpec | dict,
     *,
-    include_top=True,
-    pooling=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-    num_classes=None,
-    input_shape=None,
-    shortcut=None,
-    preact=False,
-    stride_placement="v1.5",
-    weight_decay=0.0,
-    zero_init_residual=False,
-    sync_bn=False,
-    conv_bias=False,
-    bn_epsilon=blocks.layers.BN_EPSILON,
-    pixel_mean=None,
-    pixel_std=None,
-    model_name=None,
-):
+    include_top: bool = True,
+    pooling: str | None = None,
+    classifier_activation: str | Callable | None = "softmax",
+    input_tensor: keras.KerasTensor | None = None,
+    num_classes: int | None = None,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    shortcut: str | None = None,
+    preact: bool = False,
+    stride_placement: str = "v1.5",
+    weight_decay: float = 0.0,
+    zero_init_residual: bool = False,
+    sync_bn: bool = False,
+    conv_bias: bool = False,
+    bn_epsilon: float = blocks.layers.BN_EPSILON,
+    pixel_mean: ArrayLike | None = None,
+    pixel_std: ArrayLike | None = None,
+    model_name: str | None = None,
+) -> keras.Model:
     """Build a ResNet (or plain net) as a functional `keras.Model`.
 
     Args:
@@ -284,29 +287,17 @@ def build_model(
                      model_name or label)  # fmt: skip
 
 
-def _about(number):
-    """An int as a message shows it: with thousands separators, or as 2.6e15 when longer
-    (a float could overflow)."""
-    digits = str(number)
-    return f"{number:,}" if number < 10**15 else f"{digits[0]}.{digits[1]}e{len(digits) - 1}"
-
-
 def _buildable_spec(name):
     """(spec, default model name) of what `build_model` and `backbone` are asked to build;
     refuses, before any layer is made, a network whose float32 weights alone exceed this
     machine's memory: building it would run for hours or end in an allocator's OOM."""
-    spec = resolve_spec(name)
+    spec = specs.resolve_spec(name)
     label = _label(name, spec)
-    weights, have = spec.min_weights(), machine.physical_memory()
-    need = 4 * weights
-    if have is not None and need > have:
-        shown = name.strip() if isinstance(name, str) else label
-        raise ValueError(
-            f"Model {shown!r} has at least {_about(weights)} weights "
-            f"({_about(need >> 30)} GiB in float32), more than this machine's "
-            f"{have / 2**30:.1f} GiB of memory; use fewer blocks (stage_blocks) or fewer filters "
-            f"(stage_filters, width_multiplier)."
-        )
+    machine.check_memory(
+        4 * spec.min_weights(),
+        f"Model {name.strip() if isinstance(name, str) else label!r} (its float32 weights alone)",
+        "use fewer blocks (stage_blocks) or fewer filters (stage_filters, width_multiplier)",
+    )
     return spec, label
 
 
@@ -340,7 +331,9 @@ def _body_defaults():
     return {p.name: p.default for p in parameters if p.name not in head}
 
 
-def backbone(name, *, model_name=None, **kwargs):
+def backbone(
+    name: str | ResNetSpec | dict, *, model_name: str | None = None, **kwargs
+) -> keras.Model:
     """A ResNet's stem and stages as a multi-scale feature extractor (detection, segmentation).
 
     Args:
@@ -377,12 +370,12 @@ def backbone(name, *, model_name=None, **kwargs):
         return keras.Model(features.inputs, outputs, name=model_name or f"{label}_backbone")
 
 
-def count_params(model):
+def count_params(model: keras.Model) -> int:
     """Trainable parameters (what the paper and torchvision count; excludes BN moving stats)."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def count_flops(model):
+def count_flops(model: keras.Model) -> int:
     """Multiply-adds of one image through the convs and dense layers (the paper's "FLOPs")."""
     total = 0
     for layer in model.layers:
@@ -395,12 +388,14 @@ def count_flops(model):
     return int(total)
 
 
-def model_table(names=None, input_size=None):
+def model_table(
+    names: Sequence[str | ResNetSpec | dict] | None = None, input_size: int | None = None
+) -> list[tuple[str, int, str, int, int]]:
     """Rows (name, layers, shortcut, params, multiply-adds) for the named networks: model
     names, spec strings or specs, as `build_model` takes them."""
     rows = []
-    for name in names or listed_names():
-        spec = resolve_spec(name)
+    for name in names or specs.listed_names():
+        spec = specs.resolve_spec(name)
         size = input_size or spec.default_input_shape[0]
         stride = "v1" if spec.family == "imagenet" else "v1.5"
         model = build_model(name, input_shape=(size, size, 3), stride_placement=stride)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfresnet import distribute
 from tfresnet import images as images_lib
-from tfresnet.data import Data, DataError
+from tfresnet.data import Data, DataError, DataInfo
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 4 << 30  # cache decoded training images in memory below this size
@@ -26,7 +26,9 @@ CACHE_LIMIT_BYTES = 4 << 30  # cache decoded training images in memory below thi
 log = logging.getLogger(__name__)
 
 
-def cifar_augment(image, seed, size, flip):
+def cifar_augment(
+    image: tf.Tensor, seed: tf.Tensor, size: tuple[int, int], flip: bool
+) -> tf.Tensor:
     """Pad by size/8 (4 px at 32x32), random size x size crop, random flip; stateless."""
     pad = max(1, int(round(size[0] / 8)))
     image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -43,7 +45,9 @@ def _resize_shorter_side(image, shorter):
     return tf.image.resize(image, new, antialias=True)
 
 
-def imagenet_augment(image, seed, size, flip):
+def imagenet_augment(
+    image: tf.Tensor, seed: tf.Tensor, size: tuple[int, int], flip: bool
+) -> tf.Tensor:
     """Shorter side random in [256, 480] * size/224, random size x size crop, random flip."""
     low, high = int(256 * size[0] / 224), int(480 * size[0] / 224)
     shorter = tf.random.stateless_uniform(
@@ -56,7 +60,7 @@ def imagenet_augment(image, seed, size, flip):
     return image
 
 
-def ten_crops(image, size):
+def ten_crops(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """The paper's 10-crop test views: four corners and the centre, and their mirror images."""
     image = _resize_shorter_side(image, int(round(256 * size[0] / 224)))
     shape = tf.shape(image)
@@ -74,21 +78,21 @@ def ten_crops(image, size):
 
 
 def make_pipeline(
-    dataset,
-    info,
+    dataset: tf.data.Dataset,
+    info: DataInfo,
     *,
-    batch_size,
-    training,
-    seed=0,
-    cache=True,
-    drop_remainder=None,
-    first_epoch=0,
-    epochs=None,
-    skip_batches=0,
-    epoch_examples=None,
-    worker=0,
-    static_batches=False,
-):
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    cache: bool = True,
+    drop_remainder: bool | None = None,
+    first_epoch: int = 0,
+    epochs: int | None = None,
+    skip_batches: int = 0,
+    epoch_examples: int | None = None,
+    worker: int = 0,
+    static_batches: bool = False,
+) -> tf.data.Dataset:
     """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`; with
     `static_batches`, `(image, label, float32 weight)`.
 
@@ -190,7 +194,7 @@ def _padded_batches(dataset, image_shape, batch_size):
 
 def training_input(
     data: Data,
-    strategy,
+    strategy: tf.distribute.Strategy,
     *,
     batch_size: int,
     steps_per_epoch: int,
@@ -198,7 +202,7 @@ def training_input(
     first_epoch: int = 0,
     epochs: int | None = None,
     skip_batches: int = 0,
-):
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """The training input for `model.fit` under `strategy`, sharded as `distribute.shard_policy`
     decides for this data's files and the strategy's workers.
 

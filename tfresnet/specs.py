@@ -86,11 +86,11 @@ class ResNetSpec:
 
     family: str
     block: str
-    stage_blocks: tuple
+    stage_blocks: tuple[int, ...]
     residual: bool = True
-    stage_filters: tuple = None
-    stem: str = None
-    stem_filters: int = None
+    stage_filters: tuple[int, ...] | None = None
+    stem: str | None = None
+    stem_filters: int | None = None
 
     def __post_init__(self):
         set_field = functools.partial(object.__setattr__, self)
@@ -116,36 +116,36 @@ class ResNetSpec:
         set_field("stem_filters", _positive_ints("stem_filters", [self.stem_filters])[0])
 
     @property
-    def depth(self):
+    def depth(self) -> int:
         convs = 3 if self.block == "bottleneck" else 2
         return convs * sum(self.stage_blocks) + 2
 
     @property
-    def default_shortcut(self):
+    def default_shortcut(self) -> str:
         # The paper: option A on CIFAR (Sec. 4.2), option B on ImageNet (Table 3/4).
         if not self.residual:
             return "none"
         return "A" if self.family == "cifar" else "B"
 
     @property
-    def default_input_shape(self):
+    def default_input_shape(self) -> tuple[int, int, int]:
         return (32, 32, 3) if self.family == "cifar" else (224, 224, 3)
 
     @property
-    def default_num_classes(self):
+    def default_num_classes(self) -> int:
         return 10 if self.family == "cifar" else 1000
 
     @property
-    def feature_strides(self):
+    def feature_strides(self) -> dict[str, int]:
         """{"stage1": stride, ...}: each stage output's downsampling of the input."""
         stem = STEMS[self.stem]
         return {f"stage{i}": stem * 2 ** (i - 1) for i in range(1, len(self.stage_blocks) + 1)}
 
     @property
-    def min_input_size(self):
+    def min_input_size(self) -> int:
         return self.feature_strides[f"stage{len(self.stage_blocks)}"]  # total downsampling
 
-    def min_weights(self):
+    def min_weights(self) -> int:
         """A lower bound on the weight count: the stages' main-path conv kernels alone (no
         stem, shortcut projections, BatchNorm or head), so it can be computed before building."""
         bottleneck = self.block == "bottleneck"
@@ -160,7 +160,7 @@ class ResNetSpec:
             channels = out
         return total
 
-    def widened(self, multiplier):
+    def widened(self, multiplier: float) -> "ResNetSpec":
         """This spec with every stage's filters times `multiplier` (Wide ResNets' k; the stem
         keeps its filters, as in Zagoruyko & Komodakis 2016)."""
         number = isinstance(multiplier, numbers.Real) and not isinstance(multiplier, bool)
@@ -172,7 +172,7 @@ class ResNetSpec:
         filters = tuple(max(1, round(f)) for f in scaled)
         return dataclasses.replace(self, stage_filters=filters)
 
-    def table_name(self):
+    def table_name(self) -> str | None:
         """The network's name in the table (`get_spec(name) == self`), or None."""
         kind = "resnet" if self.residual else "plain"
         for name in (f"{kind}{self.depth}", f"cifar_{kind}{self.depth}"):
@@ -183,7 +183,7 @@ class ResNetSpec:
                 continue
         return None
 
-    def to_string(self):
+    def to_string(self) -> str:
         """The table name, or a spec string that `parse_model` turns back into this spec."""
         name = self.table_name()
         if name:
@@ -198,12 +198,13 @@ class ResNetSpec:
         return f"{self.family}:{';'.join(parts)}"
 
 
-def cifar_spec(n, residual=True):
+def cifar_spec(n: int, residual: bool = True) -> ResNetSpec:
     """The paper's CIFAR network with 6n+2 layers: three stages of n basic blocks."""
     return ResNetSpec("cifar", "basic", (n, n, n), residual)
 
 
-def imagenet_spec(depth, residual=True):
+def imagenet_spec(depth: int, residual: bool = True) -> ResNetSpec:
+    """The paper's ImageNet network of `depth` layers (Table 1; 200 from He et al. 2016)."""
     block, stage_blocks = IMAGENET_DEPTHS[depth]
     return ResNetSpec("imagenet", block, stage_blocks, residual)
 
@@ -211,7 +212,7 @@ def imagenet_spec(depth, residual=True):
 _NAME = re.compile(r"^(cifar_)?(resnet|plain)(\d+)$")
 
 
-def listed_names():
+def listed_names() -> list[str]:
     """The networks named in the paper (what `--list` shows and the tests cover)."""
     names = [f"resnet{d}" for d in CIFAR_LISTED_DEPTHS if d not in IMAGENET_DEPTHS]
     names += [f"plain{d}" for d in CIFAR_PLAIN_LISTED_DEPTHS]
@@ -220,7 +221,14 @@ def listed_names():
     return names
 
 
-def get_spec(name):
+def canonical_name(text: str) -> str | None:
+    """`text` as the table spells names (" ResNet20" -> "resnet20") if it has a name's form
+    (resnet<d>, plain<d>, cifar_resnet<d>, cifar_plain<d>), else None."""
+    text = str(text).strip().lower()
+    return text if _NAME.match(text) else None
+
+
+def get_spec(name: str) -> ResNetSpec:
     """Turn a model name into its spec, or raise a ValueError that says what names exist."""
     match = _NAME.match(str(name).lower())
     if not match:
@@ -269,7 +277,7 @@ _SPEC_KEYS = {
 }
 
 
-def parse_model(text):
+def parse_model(text: str) -> ResNetSpec:
     """A `ResNetSpec` from a model name or a spec string (what a config file or flag holds).
 
     Args:
@@ -326,7 +334,7 @@ def parse_model(text):
     return spec if multiplier is None else spec.widened(multiplier)
 
 
-def resolve_spec(name):
+def resolve_spec(name: str | ResNetSpec | dict) -> ResNetSpec:
     """The spec of `name`: a model name or spec string (`parse_model`), a ResNetSpec, or a
     dict of ResNetSpec fields (`dataclasses.asdict(spec)`, e.g. read back from JSON)."""
     if isinstance(name, ResNetSpec):
@@ -348,7 +356,7 @@ def resolve_spec(name):
     )
 
 
-def feature_strides(name):
+def feature_strides(name: str | ResNetSpec | dict) -> dict[str, int]:
     """{"stage1": stride, ...}: how much each stage output of `backbone(name)` is downsampled.
 
     ImageNet nets: {"stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}, which keras-hub and

@@ -24,7 +24,8 @@ def run(fv, args):
     return 0
 
 
-def format_table(rows):
+def format_table(rows: list[tuple[str, int, str, int, int]]) -> str:
+    """`models.model_table` rows as a markdown table (params with commas, multiply-adds in G)."""
     return markdown.table(
         ["model", "layers", "shortcut", "params", "multiply-adds"],
         [(name, d, s, f"{params:,}", f"{flops / 1e9:.3g}G") for name, d, s, params, flops in rows],
