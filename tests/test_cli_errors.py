@@ -282,6 +282,7 @@ CASES = [
     ("predict: JPEG XL", [*PREDICT, "{tmp}/image.jxl"], 1, "JPEG XL images are not accepted"),
     ("predict: JPEG libjpeg rejects", [*PREDICT, "{tmp}/huffman.jpg"], 1, "(Bogus Huffman table"),
     ("predict: JPEG header damaged", [*PREDICT, "{tmp}/damaged.jpg"], 1, "header too short, dam"),
+    ("predict: a FIFO", [*PREDICT, "{tmp}/fifo/a/pipe.png"], 1, "FIFO (named pipe), not a regular"),
 ]
 
 PLACEHOLDERS = {
