@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags
 
 import benchmarks
-from tfresnet import inference, models, precision
+from tfresnet import inference, models, precision, specs
 from tfresnet.timing import EpochTimer
 
 PRECISIONS = tuple(p for p in precision.PRECISIONS if p != "auto")  # "auto" asks TF
@@ -72,7 +72,7 @@ class BackendBenchConfig:
         for name in ("image_size", "batch_size", "steps", "repeats", "steps_per_execution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        models.resolve_spec(self.model)  # raises with the allowed names
+        specs.resolve_spec(self.model)  # raises with the allowed names
 
 
 def device_name():

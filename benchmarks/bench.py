@@ -42,7 +42,7 @@ from absl import flags
 
 import benchmarks
 from tfresnet import data as data_lib
-from tfresnet import files, inference, layers, markdown, models
+from tfresnet import files, inference, layers, markdown, models, pipeline, specs
 from tfresnet.cli import native_logs
 from tfresnet.precision import PRECISIONS as POLICIES
 from tfresnet.timing import EpochTimer
@@ -107,7 +107,7 @@ class BenchConfig:
         for name in self.models:
             if name != KERAS_BASELINE:  # refused now, not after the host and matmul benchmarks
                 size = case_for(name, self).image_size
-                models.check_input_shape((size, size, 3), models.resolve_spec(name), name)
+                specs.check_input_shape((size, size, 3), specs.resolve_spec(name), name)
 
 
 def case_for(name, config):
@@ -117,7 +117,7 @@ def case_for(name, config):
     elif name in CASES:
         base = CASES[name]
     else:
-        cifar = models.resolve_spec(name).family == "cifar"
+        cifar = specs.resolve_spec(name).family == "cifar"
         base = Case(32, 128, 16) if cifar else Case(224, 32, 6)
     return Case(
         config.image_size or base.image_size,
@@ -262,7 +262,7 @@ def matmul_peak(precision, size, repeats=10):
 
 
 def pipeline_rate(config, images=10_000, batch_size=128, repeats=3):
-    """Images/s of the training input pipeline (`data.make_pipeline`) on 32x32 uint8 CIFAR data.
+    """Images/s of the training input pipeline (`pipeline.make_pipeline`) on 32x32 uint8 CIFAR data.
 
     The pipeline the trainer uses: cache, shuffle, pad 4 + random crop + flip in a parallel
     map, batch 128, prefetch. It must run many times faster than training consumes images.
@@ -282,7 +282,7 @@ def pipeline_rate(config, images=10_000, batch_size=128, repeats=3):
         sizes={"train": images},
     )
     split = tf.data.Dataset.from_tensor_slices((pixels, np.zeros(images, "int32")))
-    batches = data_lib.make_pipeline(split, info, batch_size=batch_size, training=True)
+    batches = pipeline.make_pipeline(split, info, batch_size=batch_size, training=True)
     for _ in batches:  # first epoch fills the cache and starts the threads
         pass
     best = float("inf")

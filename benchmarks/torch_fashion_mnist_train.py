@@ -216,7 +216,7 @@ def main(argv=None):
     if n < args.batch_size:
         raise SystemExit(f"batch_size {args.batch_size} > {n} training images.")
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    pad = max(1, round(h / 8))  # 4 px at 28x28 and 32x32, as tfresnet.data.cifar_augment
+    pad = max(1, round(h / 8))  # 4 px at 28x28 and 32x32, as tfresnet.pipeline.cifar_augment
     steps_per_epoch = n // args.batch_size  # drop_last
     total_steps = args.epochs * steps_per_epoch
     boundaries, values = paper_schedule(total_steps, args.depth, 0.1 * args.batch_size / 128)

@@ -22,7 +22,7 @@ from absl import app
 
 from experiments import common
 from tfresnet import data as data_lib
-from tfresnet import files, markdown
+from tfresnet import files, markdown, pipeline
 
 EXPERIMENT = "layer_responses"
 RESPONSES = "layer_responses.json"  # a run's measured responses, beside its results.json
@@ -117,7 +117,7 @@ def measure(settings, runs):
     @functools.cache
     def test():  # read only if some run has not been measured yet
         data = data_lib.load_data(settings.dataset)
-        return data_lib.make_pipeline(data.test, data.info, batch_size=128, training=False)
+        return pipeline.make_pipeline(data.test, data.info, batch_size=128, training=False)
 
     return {
         key: np.mean(

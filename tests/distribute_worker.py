@@ -225,7 +225,7 @@ def scenario_file_shards(out_dir):
     import keras
     import tensorflow as tf
 
-    from tfresnet import data, distribute, train
+    from tfresnet import data, distribute, pipeline, train
 
     strategy = distribute.make_strategy("multi_worker")
     task = strategy.cluster_resolver.task_id
@@ -236,7 +236,7 @@ def scenario_file_shards(out_dir):
 
     def stream(first_epoch=0, skip_batches=0):
         """(labels, image sums) of each step on this worker, epochs first_epoch..1."""
-        ds = data.training_input(
+        ds = pipeline.training_input(
             d, strategy, batch_size=BATCH, steps_per_epoch=steps, seed=0,
             first_epoch=first_epoch, epochs=2, skip_batches=skip_batches,
         )  # fmt: skip

@@ -30,7 +30,7 @@ from repo_files import ROOT, repo_file
 
 import tfresnet
 from benchmarks import backend_bench
-from tfresnet import models
+from tfresnet import specs
 
 # resolve(): under `bazel test` this file is a symlink into the checkout.
 DATA = repo_file("tests/data/backends")
@@ -38,9 +38,9 @@ REFERENCE = DATA / "reference.npz"
 BACKENDS = ("tensorflow", "jax", "torch")
 BACKEND = keras.backend.backend()
 
-BASIC = models.ResNetSpec("cifar", "basic", (1, 1), stage_filters=(4, 8))
+BASIC = specs.ResNetSpec("cifar", "basic", (1, 1), stage_filters=(4, 8))
 # stem_filters=8: the first block keeps its shape (an identity shortcut unless option C)
-BOTTLENECK = models.ResNetSpec(
+BOTTLENECK = specs.ResNetSpec(
     "imagenet", "bottleneck", (1, 1), stage_filters=(2, 4), stem_filters=8
 )
 # name -> (spec, shortcut, input size): every shortcut option on both block kinds; stride-2
@@ -244,6 +244,7 @@ def test_model_family_imports_without_tensorflow():
     import tfresnet.layers  # noqa: F401
     import tfresnet.models  # noqa: F401
     import tfresnet.pretrained  # noqa: F401
+    import tfresnet.specs  # noqa: F401
 
     assert "tensorflow" not in sys.modules
 

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 import test_untrusted
 from PIL import Image
 
-from tfresnet import data, export, images
+from tfresnet import data, export, images, pipeline
 
 
 def test_digits_split_is_deterministic_and_complete():
@@ -29,7 +29,7 @@ def test_digits_split_is_deterministic_and_complete():
 
 def test_cifar_augmentation_pads_by_an_eighth_and_crops_back():
     image = tf.reshape(tf.range(8 * 8, dtype=tf.int32), (8, 8, 1))
-    out = data.cifar_augment(image, tf.constant([1, 2], tf.int64), (8, 8), flip=False)
+    out = pipeline.cifar_augment(image, tf.constant([1, 2], tf.int64), (8, 8), flip=False)
     assert out.shape == (8, 8, 1)
     # A 1-pixel pad: the crop is the image shifted by at most one pixel, zeros at the border.
     values = set(np.unique(out.numpy())) - {0}
@@ -38,14 +38,14 @@ def test_cifar_augmentation_pads_by_an_eighth_and_crops_back():
 
 def test_training_pipeline_is_seeded_and_changes_every_epoch():
     d = data.load_data("digits")
-    ds = data.make_pipeline(d.train, d.info, batch_size=32, training=True, seed=3)
+    ds = pipeline.make_pipeline(d.train, d.info, batch_size=32, training=True, seed=3)
     first = [x.numpy() for x, _ in ds.take(2)]
     second = [x.numpy() for x, _ in ds.take(2)]
     again = [
         x.numpy()
-        for x, _ in data.make_pipeline(d.train, d.info, batch_size=32, training=True, seed=3).take(
-            2
-        )
+        for x, _ in pipeline.make_pipeline(
+            d.train, d.info, batch_size=32, training=True, seed=3
+        ).take(2)
     ]
     np.testing.assert_array_equal(first[0], again[0])
     assert not np.array_equal(first[0], second[0])
@@ -54,7 +54,7 @@ def test_training_pipeline_is_seeded_and_changes_every_epoch():
 
 def test_evaluation_pipeline_keeps_every_example_unaugmented():
     d = data.load_data("digits")
-    ds = data.make_pipeline(d.test, d.info, batch_size=100, training=False)
+    ds = pipeline.make_pipeline(d.test, d.info, batch_size=100, training=False)
     images = np.concatenate([x.numpy() for x, _ in ds])
     raw = np.stack([x for x, _ in d.test.as_numpy_iterator()])
     np.testing.assert_array_equal(images, raw.astype("float32"))
@@ -68,7 +68,7 @@ def test_tfds_path_with_mock_data(tmp_path):
         assert d.info.image_shape == (32, 32, 3) and d.info.num_classes == 10
         assert d.info.style == "cifar" and d.info.flip
         assert d.info.sizes["train"] == 24 and d.info.pixel_mean.shape == (32, 32, 3)
-        x, y = next(iter(data.make_pipeline(d.train, d.info, batch_size=8, training=True)))
+        x, y = next(iter(pipeline.make_pipeline(d.train, d.info, batch_size=8, training=True)))
         assert x.shape == (8, 32, 32, 3) and y.dtype == tf.int32
 
 
@@ -104,7 +104,7 @@ def test_image_folder_skips_corrupt_files_with_a_warning(tmp_path, caplog):
     assert d.info.class_names == ("cat", "dog")
     assert d.info.sizes == {"train": 8, "validation": 0, "test": 2}
     assert d.info.image_shape == (16, 16, 3)
-    batch = next(iter(data.make_pipeline(d.test, d.info, batch_size=2, training=False)))
+    batch = next(iter(pipeline.make_pipeline(d.test, d.info, batch_size=2, training=False)))
     assert batch[0].shape == (2, 16, 16, 3)
     assert sorted(batch[1].numpy().tolist()) == [0, 1]
 
@@ -127,9 +127,9 @@ def test_imagenet_style_views():
     np.testing.assert_allclose(crop[:, 0, 0].mean(), 255 * 58 / 0.8533 / 399, atol=2)
     served = export.fit_to_size(tf.cast(image[None], tf.float32), (224, 224), "crop")[0]
     np.testing.assert_array_equal(served.numpy(), crop)  # training and serving see one view
-    aug = data.imagenet_augment(image, tf.constant([4, 5], tf.int64), (224, 224), flip=True)
+    aug = pipeline.imagenet_augment(image, tf.constant([4, 5], tf.int64), (224, 224), flip=True)
     assert aug.shape == (224, 224, 3)
-    crops = data.ten_crops(image, (64, 64)).numpy()
+    crops = pipeline.ten_crops(image, (64, 64)).numpy()
     assert crops.shape == (10, 64, 64, 3)
     assert crops[0].mean() < crops[4].mean() < crops[1].mean()  # left corner, centre, right
     np.testing.assert_array_equal(crops[5], crops[0][:, ::-1])  # the mirrored views
@@ -204,7 +204,7 @@ def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, ca
         d = data.load_data(str(tmp_path))
     assert "cut.jpg (" in caplog.text and "big.png (900 pixels, more than 800)" in caplog.text
     assert d.info.sizes["train"] + d.info.sizes["test"] == 9  # 8 PNGs + good.jpg
-    list(data.make_pipeline(d.train, d.info, batch_size=4, training=True).take(2))
+    list(pipeline.make_pipeline(d.train, d.info, batch_size=4, training=True).take(2))
 
 
 def test_image_folder_refuses_bombs_by_their_headers_before_pillow_warns(tmp_path, caplog):
@@ -238,7 +238,7 @@ def test_grey_bmp_folder_trains(tmp_path):
             Image.new("L", (10, 12), value + i).save(path)
     d = data.load_data(str(tmp_path))
     assert d.info.image_shape == (12, 12, 1)
-    x, _ = next(iter(data.make_pipeline(d.train, d.info, batch_size=2, training=False)))
+    x, _ = next(iter(pipeline.make_pipeline(d.train, d.info, batch_size=2, training=False)))
     assert x.shape == (2, 12, 12, 1)
 
 
@@ -345,7 +345,7 @@ def test_every_epoch_of_a_worker_has_exactly_its_share(tmp_path):
     d = data.load_data(SHARDED_NAME, data_dir=write_sharded_tfds(tmp_path / "tfds"))
     part = d.train_files.read(4, 0)  # 12 examples
     for share in (8, 20):
-        ds = data.make_pipeline(
+        ds = pipeline.make_pipeline(
             part, d.info, batch_size=4, training=True, epochs=2, epoch_examples=share, worker=1
         )
         batches = [y.numpy() for _, y in ds]
@@ -360,7 +360,7 @@ def test_one_worker_trains_on_the_plain_pipeline_even_with_files(tmp_path):
     d = data.load_data(SHARDED_NAME, data_dir=write_sharded_tfds(tmp_path / "tfds"))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     assert distribute.input_pipelines(strategy) == 1
-    ds = data.training_input(d, strategy, batch_size=8, steps_per_epoch=6, epochs=1)
+    ds = pipeline.training_input(d, strategy, batch_size=8, steps_per_epoch=6, epochs=1)
     assert isinstance(ds, tf.data.Dataset)
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == list(range(48))
 
@@ -380,11 +380,13 @@ def test_padded_evaluation_gives_exactly_the_unpadded_metrics():
     )  # fmt: skip
     recipe = recipes.get_recipe("cifar")
     train_lib.compile_model(model, recipe, 0.1)
-    train = data.make_pipeline(d.train, d.info, batch_size=64, training=True)
+    train = pipeline.make_pipeline(d.train, d.info, batch_size=64, training=True)
     model.fit(train, steps_per_epoch=20, shuffle=False, verbose=0)  # accuracy well above 10%
 
-    plain = data.make_pipeline(d.train, d.info, batch_size=64, training=False)
-    padded = data.make_pipeline(d.train, d.info, batch_size=64, training=False, static_batches=True)
+    plain = pipeline.make_pipeline(d.train, d.info, batch_size=64, training=False)
+    padded = pipeline.make_pipeline(
+        d.train, d.info, batch_size=64, training=False, static_batches=True
+    )
     assert padded.element_spec[0].shape == (64, 8, 8, 1)  # static: what XLA on a TPU needs
     weights = np.concatenate([w.numpy() for _, _, w in padded])
     assert len(weights) == 23 * 64 and np.count_nonzero(weights) == 1438

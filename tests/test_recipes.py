@@ -47,12 +47,20 @@ def test_total_steps_from_budget_epochs_or_steps():
             recipes.total_steps(CIFAR, steps_per_epoch=1, batch_size=128, budget=budget)
 
 
-def test_imagenet_recipe_and_unknown_recipe():
+def test_imagenet_schedule_drops_at_30_60_90_of_120_epochs_without_warm_up():
+    """Sec. 3.4 at batch 256 (5,005 steps an epoch on 1.28M images): 0.1, divided by 10 at
+    150k, 300k and 450k of 600k iterations; no warm-up, however deep."""
     imagenet = recipes.get_recipe("imagenet")
-    assert (imagenet.batch_size, imagenet.total_steps, imagenet.weight_decay) == (
-        256,
-        600_000,
-        1e-4,
+    steps = recipes.total_steps(imagenet, steps_per_epoch=5005, batch_size=256)
+    assert steps == 600_000
+    assert recipes.total_steps(imagenet, steps_per_epoch=2503, batch_size=512) == 300_000
+    schedule = recipes.paper_schedule(imagenet, steps, depth=152)
+    probes = (0, 149_999, 150_001, 299_999, 300_001, 449_999, 450_001)
+    assert [_lr(schedule, s) for s in probes] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0001]
     )
-    with pytest.raises(ValueError, match="allowed: cifar, imagenet"):
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(ValueError, match="Unknown recipe 'mnist'; allowed: cifar, imagenet"):
         recipes.get_recipe("mnist")

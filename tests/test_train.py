@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfresnet import data as data_lib
 from tfresnet import evaluate as evaluate_lib
-from tfresnet import files, models, rundir
+from tfresnet import files, models, pipeline, rundir
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -289,7 +289,7 @@ def test_results_hold_an_unaugmented_inference_pass_over_the_training_images(tmp
     assert final["test_cross_entropy"] == pytest.approx(final["test_loss"] - decay, rel=1e-5)
     assert final["train_error_eval"] != final["train_error"]  # not fit's running figure
     # The padded, augmented images this run trained on give another number.
-    augmented = data_lib.make_pipeline(
+    augmented = pipeline.make_pipeline(
         data.train, data.info, batch_size=64, training=True, drop_remainder=False
     )
     assert model.evaluate(augmented, verbose=0, return_dict=True)["loss"] != pytest.approx(

@@ -13,19 +13,19 @@ import sys
 __version__ = "0.1.0"
 _EXPORTS = {
     "ConvSettings": "tfresnet.blocks",
-    "ResNetSpec": "tfresnet.models",
+    "ResNetSpec": "tfresnet.specs",
     "backbone": "tfresnet.models",
     "basic_block": "tfresnet.blocks",
     "bottleneck_block": "tfresnet.blocks",
     "build_model": "tfresnet.models",
     "count_flops": "tfresnet.models",
     "count_params": "tfresnet.models",
-    "feature_strides": "tfresnet.models",
+    "feature_strides": "tfresnet.specs",
     "fold_batch_norm": "tfresnet.inference",
-    "get_spec": "tfresnet.models",
-    "listed_names": "tfresnet.models",
+    "get_spec": "tfresnet.specs",
+    "listed_names": "tfresnet.specs",
     "load_weights_by_name": "tfresnet.pretrained",
-    "parse_model": "tfresnet.models",
+    "parse_model": "tfresnet.specs",
     "residual_unit": "tfresnet.blocks",
 }
 __all__ = sorted(_EXPORTS)

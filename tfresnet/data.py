@@ -1,17 +1,8 @@
-"""Data: the embedded digits set, any tensorflow-datasets image set, or a folder of class folders.
+"""Data sets as unbatched uint8 `(image, label)` splits plus a `DataInfo`: the embedded digits,
+Fashion-MNIST or any folder of MNIST-format IDX files, any tensorflow-datasets image set, or a
+folder of class folders (`folders`).
 
-`load_data(name)` gives unbatched uint8 `(image, label)` splits plus a `DataInfo`; `make_pipeline`
-turns a split into batches with the paper's augmentation:
-
-  CIFAR-style (small images): pad by size/8 (4 px at 32x32), random crop, horizontal flip;
-                              per-pixel mean and a scalar std of the training set.
-  ImageNet-style:             shorter side resized at random in [256, 480] (scaled to the input
-                              size), random crop, flip; evaluation resizes the shorter side to 256
-                              and takes the centre crop; per-channel ImageNet mean/std (documented
-                              instead of the paper's per-pixel mean, which needs a pass over 1.28M
-                              images).
-Normalisation lives inside the model (`build_model(pixel_mean=..., pixel_std=...)`), so pipelines
-yield raw 0..255 float pixels and exported models take raw images.
+`load_data(name)` picks the source; `pipeline.make_pipeline` turns a split into batches.
 """
 
 import dataclasses
@@ -21,14 +12,12 @@ import math
 import os
 import pathlib
 import unicodedata
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import distribute, files, idx, untrusted
-from tfresnet import images as images_lib
+from tfresnet import idx
 
 EMBEDDED = "digits"
 FASHION_MNIST = "fashion_mnist"
@@ -41,14 +30,9 @@ FASHION_MNIST_CLASSES = (
 # Data sets of written symbols: a mirror image is another symbol, so no horizontal flips. An
 # MNIST-format folder is taken as symbols too unless its name says "fashion".
 NO_FLIP = ("digits", "mnist", "kmnist", "emnist", "binarized_mnist")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IMAGENET_MEAN = (123.68, 116.78, 103.94)
 IMAGENET_STD = (58.40, 57.12, 57.38)
 SMALL_IMAGE_LIMIT = 64  # images up to this size are treated CIFAR-style
-AUTOTUNE = tf.data.AUTOTUNE
-CACHE_LIMIT_BYTES = 4 << 30  # cache decoded training images in memory below this size
-
-log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -70,7 +54,7 @@ class ImageSizeError(DataError):
         super().__init__(f"{self.reason}; leave it out.")
 
 
-def describe_shape(shape) -> str:
+def describe_shape(shape: tuple) -> str:
     """(28, 28, 1) as "28x28x1", the way messages show image shapes (None as "?")."""
     return "x".join("?" if d is None else str(int(d)) for d in shape)
 
@@ -107,7 +91,7 @@ class DataInfo:
 
     name: str
     num_classes: int
-    image_shape: tuple  # (height, width, channels) the model sees
+    image_shape: tuple[int, int, int]  # (height, width, channels) the model sees
     style: str  # "cifar" (small images) or "imagenet"
     flip: bool  # horizontal flips keep the label (not for digits)
     pixel_mean: np.ndarray  # per-pixel (H, W, C) or per-channel (C,)
@@ -142,8 +126,14 @@ class Data:
 
 
 def load_data(
-    name=EMBEDDED, *, data_dir=None, validation_size=0, image_size=None, download=False, seed=0
-):
+    name: str = EMBEDDED,
+    *,
+    data_dir: str | None = None,
+    validation_size: float = 0,
+    image_size: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> Data:
     """Load `name`: "digits", "fashion_mnist", a tfds name ("cifar10", ...) or a folder path.
 
     A folder holding the four MNIST-format IDX files is read as such; any other folder as class
@@ -163,11 +153,15 @@ def load_data(
     if os.sep in str(name) or os.path.isdir(str(name)):
         if idx.find_files(str(name)) is not None:
             return _load_idx(str(name), validation_size, image_size)
-        return _load_folder(pathlib.Path(name), validation_size, image_size, seed)
+        from tfresnet import folders  # it builds on this module's types
+
+        return folders.load_folder(pathlib.Path(name), validation_size, image_size, seed)
     return _load_tfds(name, data_dir, validation_size, image_size, download)
 
 
-def _holdout_count(validation_size, train_size):
+def holdout_count(validation_size: float, train_size: int) -> int:
+    """How many of `train_size` training examples `validation_size` (a count, or a fraction if
+    < 1) holds out; an error if none would be left to train on."""
     count = int(round(validation_size * train_size)) if validation_size < 1 else validation_size
     if count >= train_size:
         raise DataError(
@@ -176,7 +170,7 @@ def _holdout_count(validation_size, train_size):
     return int(count)
 
 
-def _small_style_stats(images):
+def small_image_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe).
 
     Two passes in chunks of float64, so a large uint8 set is never converted whole.
@@ -272,10 +266,10 @@ def _from_arrays_splits(name, *, train, test, validation_size, image_size, class
     stored = train[0].shape[1:]
     if image_size is not None and (image_size, image_size) != stored[:2]:
         raise ImageSizeError(name, image_size, stored)
-    n_val = _holdout_count(validation_size, len(train[1])) if validation_size else 0
+    n_val = holdout_count(validation_size, len(train[1])) if validation_size else 0
     val = (train[0][:n_val], train[1][:n_val])
     train = (train[0][n_val:], train[1][n_val:])
-    mean, std = _small_style_stats(train[0])
+    mean, std = small_image_stats(train[0])
     info = DataInfo(
         name=name,
         num_classes=len(class_names),
@@ -365,7 +359,7 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         ds = builder.as_dataset(
             split=spec, as_supervised=True, shuffle_files=False, read_config=read_config
         )
-        return ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+        return ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
 
     def size(spec, ds):
         # Split sizes come from the metadata; count only when it has none (tfds mock data).
@@ -378,7 +372,7 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         raise DataError(f"{name!r} needs a train and a test or validation split; has {splits}.")
     full_train = split("train")
     train_size = size("train", full_train)
-    n_val = _holdout_count(validation_size, train_size) if validation_size else 0
+    n_val = holdout_count(validation_size, train_size) if validation_size else 0
     train_spec = f"train[{n_val}:]" if n_val else "train"
     train = split(train_spec) if n_val else full_train
     test = split(test_split)
@@ -389,11 +383,11 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
     style = "cifar" if small and image_size is None else "imagenet"
     if style == "cifar":
         # Per-pixel mean and std over the whole training split (one pass, like the paper).
-        mean, std = _small_style_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+        mean, std = small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
         shape = (height, width, channels)
     else:
         shape = (image_size or 224, image_size or 224, channels)
-        mean, std = _imagenet_stats(channels)
+        mean, std = imagenet_stats(channels)
     label = info.features["label"]
     data_info = DataInfo(
         name=name,
@@ -421,396 +415,10 @@ def _tfds_file_count(info, spec):
         return None
 
 
-def _imagenet_stats(channels):
+def imagenet_stats(channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """ImageNet's per-channel mean and std (one value for grayscale), for large images."""
     if channels == 1:
         return np.asarray([np.mean(IMAGENET_MEAN)], "float32"), np.asarray(
             [np.mean(IMAGENET_STD)], "float32"
         )
     return np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32")
-
-
-# Modes PIL reports for single-channel images; anything else (RGB, RGBA, P, CMYK) is colour.
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def _truncated(path, img):
-    """Why the JPEG or PNG at `path` cannot be used (cut off: no end marker), or None."""
-    if img.format in ("JPEG", "PNG"):
-        # A cut-off file still has a valid header; its end marker is what goes missing.
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 12))
-            tail = f.read()
-        end = b"\xff\xd9" if img.format == "JPEG" else b"IEND"
-        if end not in tail:
-            return "truncated: no end marker"
-    return None
-
-
-def _scan_folder(root):
-    """Class folders -> (classes, [(path, label, mode, size)]); unusable files are skipped.
-
-    Every file is checked as training will decode it (`untrusted.image_problems`: a format
-    TensorFlow decodes, its size by the headers within the pixel limit), then opened by Pillow
-    for its mode and a verify: non-images, truncated JPEG/PNG files and images over the pixel
-    limit are skipped with one warning naming them. A class folder with no usable image is an
-    error (it would be a class the model can never learn), and so are, before any file is
-    opened, a class name `check_class_name` refuses and anything but folders and regular files
-    (a FIFO, socket or device: opening or reading one can block forever, in PIL here as in
-    `tf.io.read_file` and `keras.utils.image_dataset_from_directory`).
-    """
-    from PIL import Image
-
-    if not root.is_dir():
-        raise DataError(f"Data folder {str(root)!r} does not exist or is not a directory.")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(
-            f"Folder {str(root)!r} must hold one sub-folder per class (at least 2); found "
-            f"{classes or 'none'}."
-        )
-    for cls in classes:
-        check_class_name(cls, f"the class folder {str(root / cls)!r}")
-    entries = [
-        (i, path) for i, cls in enumerate(classes) for path in sorted((root / cls).rglob("*"))
-    ]
-    for _, path in entries:
-        kind = files.special_file(str(path))
-        if kind:
-            raise DataError(
-                f"{str(path)!r} is a {kind}, not a regular file: an image folder may hold only "
-                "folders and regular files (reading anything else can block forever); remove it."
-            )
-    candidates, skipped = [], []
-    for label, path in entries:
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            candidates.append((path, label))
-        elif path.is_file():
-            skipped.append(f"{path} (not an image extension)")
-    found = []
-    problems = untrusted.image_problems([path for path, _ in candidates])
-    for (path, label), problem in zip(candidates, problems, strict=True):
-        if not problem:
-            try:
-                with warnings.catch_warnings():  # Pillow's own bomb limit: a refusal, not a line
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    with Image.open(path) as img:
-                        img.verify()
-                        problem = _truncated(path, img)
-                        mode, size = img.mode, img.size
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-                problem = str(err).split(",")[0]
-            except Exception as err:
-                problem = type(err).__name__
-        if problem:
-            skipped.append(f"{path} ({problem})")
-            continue
-        found.append((str(path), label, mode, size))
-    if skipped:
-        log.warning(
-            "Skipped %d unreadable or non-image files: %s", len(skipped), "; ".join(skipped)
-        )
-    if not found:
-        raise DataError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
-    empty = [c for i, c in enumerate(classes) if not any(f[1] == i for f in found)]
-    if empty:
-        raise DataError(
-            f"Class folder(s) {', '.join(repr(str(root / c)) for c in empty)} hold no readable "
-            "image; remove them or add images (every class needs examples)."
-        )
-    return classes, found
-
-
-def folder_shape(found, image_size=None):
-    """(size, channels) for a folder's images, from the whole set so that no seed changes it.
-
-    Channels: 3 if any image is in colour, else 1 (colour images are then read as RGB, alpha
-    dropped; grayscale ones are repeated to RGB). Size: `image_size` if given; else the largest
-    side in the set when it is at most 64 px (CIFAR-style, every image resized to it); else 224.
-    """
-    channels = 3 if any(mode not in GRAY_MODES for _, _, mode, _ in found) else 1
-    natural = max(max(size) for _, _, _, size in found)
-    return image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224), channels
-
-
-def _load_folder(root, validation_size, image_size, seed):
-    """A directory of class folders, or with train/ and test/ sub-directories of them.
-
-    Without train/ and test/, every class is split 80/20 by a fixed seed. Corrupt or non-image
-    files are skipped with a warning naming them (they never reach training).
-    """
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes, train_files = _scan_folder(root / "train")
-        test_classes, test_files = _scan_folder(root / "test")
-        if test_classes != classes:
-            raise DataError(f"train/ and test/ of {str(root)!r} have different class folders.")
-    else:
-        classes, found = _scan_folder(root)
-        rng = np.random.default_rng(seed)
-        train_files, test_files = [], []
-        for label in range(len(classes)):
-            mine = [f for f in found if f[1] == label]
-            rng.shuffle(mine)
-            n_test = max(1, len(mine) // 5) if len(mine) > 1 else 0
-            test_files += mine[:n_test]
-            train_files += mine[n_test:]
-    size, channels = folder_shape(train_files + test_files, image_size)
-    order = np.random.default_rng(seed).permutation(len(train_files))
-    train_files = [train_files[i] for i in order]
-    n_val = _holdout_count(validation_size, len(train_files)) if validation_size else 0
-    val_files, train_files = train_files[:n_val], train_files[n_val:]
-    style = "cifar" if size <= SMALL_IMAGE_LIMIT else "imagenet"
-    shape = (size, size, channels)
-
-    def to_dataset(items):
-        paths = [os.fsencode(f[0]) for f in items]  # bytes: a name need not be UTF-8
-        labels = np.asarray([f[1] for f in items], "int32")
-
-        def read(path, label):
-            image = untrusted.decode_image(tf.io.read_file(path), channels)
-            if style == "cifar":
-                image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
-            return image, label
-
-        return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-            read, num_parallel_calls=AUTOTUNE
-        )
-
-    train = to_dataset(train_files)
-    if style == "cifar":
-        mean, std = _small_style_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
-    else:
-        mean, std = _imagenet_stats(channels)
-    info = DataInfo(
-        name=str(root),
-        num_classes=len(classes),
-        image_shape=shape,
-        style=style,
-        flip=True,
-        pixel_mean=mean,
-        pixel_std=std,
-        class_names=tuple(classes),
-        sizes={"train": len(train_files), "validation": n_val, "test": len(test_files)},
-    )
-    source = FileSource(len(train_files), lambda parts, i: to_dataset(train_files[i::parts]))
-    return Data(
-        info,
-        train,
-        to_dataset(test_files),
-        to_dataset(val_files) if n_val else None,
-        train_files=source,
-    )
-
-
-# --- augmentation -------------------------------------------------------------------------
-
-
-def cifar_augment(image, seed, size, flip):
-    """Pad by size/8 (4 px at 32x32), random size x size crop, random flip; stateless."""
-    pad = max(1, int(round(size[0] / 8)))
-    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-    image = tf.image.stateless_random_crop(image, (*size, tf.shape(image)[-1]), seed=seed)
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-    return image
-
-
-def _resize_shorter_side(image, shorter):
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.cast(shorter, tf.float32) / tf.reduce_min(shape)
-    new = tf.cast(tf.round(shape * scale), tf.int32)
-    return tf.image.resize(image, new, antialias=True)
-
-
-def imagenet_augment(image, seed, size, flip):
-    """Shorter side random in [256, 480] * size/224, random size x size crop, random flip."""
-    low, high = int(256 * size[0] / 224), int(480 * size[0] / 224)
-    shorter = tf.random.stateless_uniform(
-        (), seed=seed, minval=low, maxval=high + 1, dtype=tf.int32
-    )
-    image = _resize_shorter_side(image, shorter)
-    image = tf.image.stateless_random_crop(image, (*size, tf.shape(image)[-1]), seed=seed + 1)
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 2)
-    return image
-
-
-def ten_crops(image, size):
-    """The paper's 10-crop test views: four corners and the centre, and their mirror images."""
-    image = _resize_shorter_side(image, int(round(256 * size[0] / 224)))
-    shape = tf.shape(image)
-    h, w = size
-    offsets = [
-        (0, 0),
-        (0, shape[1] - w),
-        (shape[0] - h, 0),
-        (shape[0] - h, shape[1] - w),
-        ((shape[0] - h) // 2, (shape[1] - w) // 2),
-    ]
-    crops = [image[t : t + h, s : s + w, :] for t, s in offsets]
-    crops += [tf.image.flip_left_right(c) for c in crops]
-    return tf.stack(crops)
-
-
-def make_pipeline(
-    dataset,
-    info,
-    *,
-    batch_size,
-    training,
-    seed=0,
-    cache=True,
-    drop_remainder=None,
-    first_epoch=0,
-    epochs=None,
-    skip_batches=0,
-    epoch_examples=None,
-    worker=0,
-    static_batches=False,
-):
-    """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`; with
-    `static_batches`, `(image, label, float32 weight)`.
-
-    For training with `epochs`, the pipeline yields epochs `first_epoch` .. `epochs`-1 back to
-    back, each a fresh shuffle, and every random choice is a function of (seed, epoch, position)
-    alone: a run resumed at epoch K sees exactly the batches an uninterrupted run saw from epoch
-    K on. Without `epochs` it is one epoch, repeated with a new shuffle each time it is iterated.
-    `skip_batches` drops the first batches of `first_epoch` (resuming inside an epoch).
-    `epoch_examples` makes every epoch exactly that long (cycling through the shuffle again if
-    `dataset` is shorter), and `worker`, the index of this input pipeline, is folded into the
-    augmentation seeds: both for a worker reading only its own files (`training_input`).
-
-    Evaluation keeps a partial last batch, or with `static_batches` pads it (`_padded_batches`):
-    every batch then has the same static shape, as XLA on a TPU needs, and the metrics stay exact.
-    """
-    size = info.image_shape[:2]
-    n = info.sizes.get("train" if training else "test", 0)
-    if cache and n * int(np.prod(info.image_shape)) < CACHE_LIMIT_BYTES and info.style == "cifar":
-        dataset = dataset.cache()
-    drop = training if drop_remainder is None else drop_remainder
-    if training:
-        augment = cifar_augment if info.style == "cifar" else imagenet_augment
-        buffer = min(max(n, 1), 20_000)
-
-        def one_epoch(epoch):
-            epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
-            # This function's own graph: with no graph-level seed, shuffle's seed is epoch_seed
-            # alone (TF's get_seed cannot compare a tensor seed against a global seed of 0).
-            tf.compat.v1.get_default_graph().seed = None
-            shuffled = dataset.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-            if epoch_examples is not None:
-                shuffled = shuffled.repeat().take(epoch_examples)
-
-            def train_map(position, example):
-                image, label = example
-                pair = tf.stack([epoch_seed, position]) % (2**31 - 3)
-                if worker:
-                    pair = tf.random.experimental.stateless_fold_in(pair, worker)
-                image = augment(image, pair, size, info.flip)
-                return tf.cast(image, tf.float32), label
-
-            return (
-                shuffled.enumerate()
-                .map(train_map, num_parallel_calls=AUTOTUNE)
-                .batch(batch_size, drop_remainder=drop)
-            )
-
-        if epochs is None:
-            counter = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            dataset = counter.take(1).flat_map(one_epoch)
-        else:
-            dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-            dataset = dataset.skip(skip_batches) if skip_batches else dataset
-    else:
-
-        def eval_map(image, label):
-            if info.style == "imagenet":
-                image = images_lib.center_crop(image, size)
-            return tf.cast(image, tf.float32), label
-
-        dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
-        if static_batches:
-            dataset = _padded_batches(dataset, info.image_shape, batch_size)
-        else:
-            dataset = dataset.batch(batch_size, drop_remainder=drop)
-    # DATA sharding for Keras' own distribution: every pipeline here ends in batches of
-    # examples, whatever its source (FILE sharding is built per worker: `training_input`).
-    options = distribute.data_sharding_options()
-    options.deterministic = True
-    return dataset.with_options(options).prefetch(AUTOTUNE)
-
-
-def _padded_batches(dataset, image_shape, batch_size):
-    """`(image, label, weight)` batches all of `batch_size` examples: the last one is filled up
-    with zero images of weight 0, and the real examples weigh `padded / count`.
-
-    Why that weight: Keras averages each batch's loss over the whole batch (pads included) and
-    weighs the batch by its size, so with weight 1 the mean loss would come out `count / padded`
-    times too small. With `padded / count` the loss is exactly the unpadded mean, and the
-    accuracy metrics, weighted means, ignore a constant weight: every metric is exact, as long
-    as the model compiles them as `weighted_metrics` (`train.compile_model` does; plain
-    `metrics` ignore sample weights and would count the pads as errors).
-    """
-    count = int(dataset.cardinality())
-    if count < 0:  # unknown (a source tf.data cannot count in advance): count it once
-        count = int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
-    if count == 0:
-        raise DataError("There is no example to evaluate: the split is empty.")
-    padded = -(-count // batch_size) * batch_size
-    weight = tf.constant(padded / count, tf.float32)
-    real = dataset.map(
-        lambda x, y: (tf.ensure_shape(x, image_shape), y, weight), num_parallel_calls=AUTOTUNE
-    )
-    filler = tf.data.Dataset.from_tensors(
-        (tf.zeros(image_shape, tf.float32), tf.constant(0, tf.int32), tf.constant(0.0))
-    ).repeat(padded - count)
-    return real.concatenate(filler).batch(batch_size, drop_remainder=True)
-
-
-def training_input(
-    data: Data,
-    strategy,
-    *,
-    batch_size: int,
-    steps_per_epoch: int,
-    seed: int = 0,
-    first_epoch: int = 0,
-    epochs: int | None = None,
-    skip_batches: int = 0,
-):
-    """The training input for `model.fit` under `strategy`, sharded as `distribute.shard_policy`
-    decides for this data's files and the strategy's workers.
-
-    DATA (in-memory data, one worker, or fewer files than workers): `make_pipeline` over the
-    whole split; Keras gives each worker its share of every global batch, so the batches are
-    the ones a single process would train on.
-    FILE: a `tf.distribute.DistributedDataset` whose pipeline on each worker reads only that
-    worker's files (`Data.train_files`), shuffles and augments them, and yields per-replica
-    batches. Each worker yields exactly `steps_per_epoch` steps' share of examples per epoch
-    (cycling through its part if it holds fewer, leaving the rest if more), so workers always
-    agree on where an epoch ends. The batches are a function of (seed, epoch, number of workers)
-    alone: a resumed run sees the same ones, given the same number of workers.
-    """
-    source = data.train_files
-    workers = distribute.input_pipelines(strategy)
-    policy = distribute.shard_policy(source.num_files if source else None, workers)
-    common = dict(training=True, seed=seed, first_epoch=first_epoch, epochs=epochs)
-    if policy != tf.data.experimental.AutoShardPolicy.FILE:
-        return make_pipeline(
-            data.train, data.info, batch_size=batch_size, skip_batches=skip_batches, **common
-        )
-    log.info("FILE sharding: %d workers share %d files", workers, source.num_files)
-
-    def worker_pipeline(context):
-        local_batch = context.get_per_replica_batch_size(batch_size)
-        replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
-        return make_pipeline(
-            source.read(context.num_input_pipelines, context.input_pipeline_id),
-            data.info,
-            batch_size=local_batch,
-            skip_batches=skip_batches * replicas_here,  # a step takes one batch per replica
-            epoch_examples=steps_per_epoch * replicas_here * local_batch,
-            worker=context.input_pipeline_id,
-            **common,
-        )
-
-    return strategy.distribute_datasets_from_function(worker_pipeline)

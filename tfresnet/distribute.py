@@ -705,7 +705,7 @@ def shard_policy(num_files: int | None, num_workers: int) -> tf.data.experimenta
 
 def data_sharding_options() -> tf.data.Options:
     """`tf.data.Options` for a pipeline that Keras distributes itself: DATA sharding, which works
-    for any source; a FILE-sharded input is built per worker instead (`data.training_input`)."""
+    for any source; a FILE-sharded input is built per worker instead (`pipeline.training_input`)."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, rundir, untrusted
+from tfresnet import files, inference, pipeline, rundir, untrusted
 
 
 class ModelFileError(ValueError):
@@ -99,7 +99,7 @@ def evaluate(
         if model.output_shape[-1] > 5:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
         model.compile(loss="sparse_categorical_crossentropy", metrics=metrics)
-        test_ds = data_lib.make_pipeline(data.test, info, batch_size=batch_size, training=False)
+        test_ds = pipeline.make_pipeline(data.test, info, batch_size=batch_size, training=False)
         out = model.evaluate(test_ds, verbose=0, return_dict=True)
         result = {
             "top1_error": 1.0 - float(out["accuracy"]),
@@ -145,7 +145,7 @@ def _ten_crop_errors(model, dataset, info, batch_size):
     """The paper's 10-crop protocol: average the softmax over 4 corners, centre and mirrors."""
     size = info.image_shape[:2]
     top1 = top5 = n = 0
-    views = dataset.map(lambda x, y: (data_lib.ten_crops(x, size), y)).batch(batch_size)
+    views = dataset.map(lambda x, y: (pipeline.ten_crops(x, size), y)).batch(batch_size)
     for crops, labels in views:
         b = tf.shape(crops)[0]
         flat = tf.reshape(tf.cast(crops, tf.float32), (-1, *info.image_shape))

@@ -1,7 +1,8 @@
-"""What CPU this is: its model name and feature flags, read once from /proc/cpuinfo (Linux).
+"""What machine this is: its CPU's model name and feature flags, read once from /proc/cpuinfo
+(Linux), and its memory.
 
 The one reader behind the dtype choice (`precision`: bfloat16 instructions), the benchmark's
-host line and the experiments' hardware line.
+host line, the experiments' hardware line and the refusal of a net too big to build.
 """
 
 import dataclasses
@@ -43,3 +44,31 @@ def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
     except OSError:
         pass
     return CpuInfo(model, flags)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the platform does not say (Windows)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
+
+
+def check_memory(need: int, what: str, fix: str, error: type[Exception] = ValueError) -> None:
+    """Raises `error` when `what` needs more than this machine's memory (`need` bytes), before
+    anything is allocated: allocating it would swap for hours or end in an OOM kill. Silent
+    where the platform does not say how much memory there is."""
+    have = physical_memory()
+    if have is not None and need > have:
+        raise error(
+            f"{what} needs at least {_about(need >> 30)} GiB of memory, more than this "
+            f"machine's {have / 2**30:.1f} GiB; {fix}."
+        )
+
+
+def _about(number: int) -> str:
+    """An int as a message shows it: with thousands separators, or as 2.6e15 when longer (a
+    float could overflow)."""
+    digits = str(number)
+    return f"{number:,}" if number < 10**15 else f"{digits[0]}.{digits[1]}e{len(digits) - 1}"

@@ -114,6 +114,9 @@ def predict_files(export_dir, paths, top_k=5):
         path = os.fspath(path)
         native = []
         try:
+            kind = files.special_file(path)
+            if kind:  # opening a FIFO blocks until someone writes; a device reads forever
+                raise untrusted.FileRefused(f"a {kind}, not a regular file: not read")
             data = untrusted.read_image_file(path)
             with _native_stderr(native):
                 outputs = signature(image_bytes=tf.constant([data]))

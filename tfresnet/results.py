@@ -16,7 +16,7 @@ import dataclasses
 import os
 import platform
 
-from tfresnet import models, rundir
+from tfresnet import models, rundir, specs
 
 
 def package_versions() -> dict:
@@ -97,7 +97,7 @@ def summarize(
         "curves": curves,
         "model": {
             "name": model.name,
-            "depth": models.resolve_spec(config.model).depth,
+            "depth": specs.resolve_spec(config.model).depth,
             "params": models.count_params(model),
             "multiply_adds": models.count_flops(model),
         },

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import keras
 
 from tfresnet import data as data_lib
-from tfresnet import distribute, files, models, precision, recipes, rundir, runlock
+from tfresnet import distribute, files, models, pipeline, precision, recipes, rundir, runlock, specs
 from tfresnet import results as results_lib
 from tfresnet.timing import EpochTimer
 
@@ -98,7 +98,7 @@ class TrainConfig:
         distribute.check_peer_timeout(self.peer_timeout)
         if self.recipe is not None:
             recipes.get_recipe(self.recipe)
-        models.resolve_spec(self.model)  # a table name or a spec string (models.parse_model)
+        specs.resolve_spec(self.model)  # a table name or a spec string (specs.parse_model)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
         if self.steps_per_execution is not None and self.steps_per_execution < 1:
@@ -230,7 +230,7 @@ def plan_schedule(config, info, strategy) -> Schedule:
     """The run's `Schedule`; raises ValueError for settings that cannot train on this data."""
     recipe = pick_recipe(config, info)
     # Before anything is written (and before --overwrite deletes the old run), not at the build.
-    models.check_input_shape(info.image_shape, models.resolve_spec(config.model), config.model)
+    specs.check_input_shape(info.image_shape, specs.resolve_spec(config.model), config.model)
     batch_size = config.batch_size or recipe.batch_size
     distribute.per_replica_batch_size(batch_size, strategy)
     replicas = strategy.num_replicas_in_sync
@@ -392,7 +392,7 @@ def fit_model(
                 lr = recipes.paper_schedule(
                     pick_recipe(config, data.info),
                     schedule.steps,
-                    depth=models.resolve_spec(config.model).depth,
+                    depth=specs.resolve_spec(config.model).depth,
                     learning_rate=schedule.learning_rate,
                 )
                 # --overwrite starts afresh on every worker, whenever the chief's clear lands.
@@ -485,7 +485,7 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
         for first, end, skip in parts:
             if first >= end:
                 continue
-            train_ds = data_lib.training_input(
+            train_ds = pipeline.training_input(
                 data,
                 model.distribute_strategy,
                 batch_size=batch_size,
@@ -562,8 +562,8 @@ def _finish(
 
 def _eval_input(split, info, batch_size, strategy, cache=True):
     """Batches of an evaluation split; under TPUStrategy the last one is padded (XLA needs one
-    static batch shape; `data.make_pipeline`'s `static_batches`)."""
-    return data_lib.make_pipeline(
+    static batch shape; `pipeline.make_pipeline`'s `static_batches`)."""
+    return pipeline.make_pipeline(
         split,
         info,
         batch_size=batch_size,

@@ -41,18 +41,18 @@ from tfresnet import (
     distribute,
     files,
     markdown,
-    models,
+    pipeline,
     precision,
     rundir,
     runlock,
+    specs,
     untrusted,
 )
-from tfresnet import data as data_lib
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
 
 TUNERS = ("random", "hyperband", "bayesian", "grid")
-FAMILIES = models.FAMILIES
+FAMILIES = specs.FAMILIES
 PAPER_DEPTHS = {
     "cifar": (20, 32, 44, 56, 110),  # 6n+2 with n = 3, 5, 7, 9, 18 (paper Sec. 4.2)
     "imagenet": (18, 34, 50, 101, 152),  # paper Table 1
@@ -179,12 +179,12 @@ def model_name(family, depth, shortcut):
     """The model-table name of one trial: `cifar_resnet<d>`, `resnet<d>`, `cifar_plain<d>`, ..."""
     kind = "plain" if shortcut == "none" else "resnet"
     prefix = "cifar_" if family == "cifar" else ""
-    if family == "imagenet" and depth not in models.IMAGENET_DEPTHS:
+    if family == "imagenet" and depth not in specs.IMAGENET_DEPTHS:
         raise ValueError(
-            f"ImageNet-family depth must be one of {sorted(models.IMAGENET_DEPTHS)}; got {depth}."
+            f"ImageNet-family depth must be one of {sorted(specs.IMAGENET_DEPTHS)}; got {depth}."
         )
     name = f"{prefix}{kind}{depth}"
-    models.get_spec(name)  # CIFAR: 6n+2; the error lists what is allowed
+    specs.get_spec(name)  # CIFAR: 6n+2; the error lists what is allowed
     return name
 
 
@@ -324,7 +324,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         depth = values["depth"]
         shortcut = values.get("shortcut", base.shortcut)
         if shortcut is None:
-            shortcut = models.get_spec(model_name(self.family, depth, "A")).default_shortcut
+            shortcut = specs.get_spec(model_name(self.family, depth, "A")).default_shortcut
         overrides = dict(
             model=model_name(self.family, depth, shortcut),
             shortcut=shortcut,
@@ -828,7 +828,7 @@ def measure_and_export(config, best, hypermodel):
     if config.evaluate_best:
         info = hypermodel.data.info
         batch_size = config.train.batch_size or train_lib.pick_recipe(config.train, info).batch_size
-        test_ds = data_lib.make_pipeline(
+        test_ds = pipeline.make_pipeline(
             hypermodel.data.test, info, batch_size=batch_size, training=False
         )
         found["test_error"] = 1.0 - float(

@@ -1,4 +1,4 @@
-"""`tfresnet models [MODEL ...]`: the model table (`models.model_table`, `models.format_table`).
+"""`tfresnet models [MODEL ...]`: the model table (`models.model_table`) as markdown.
 
 Models are names (`--names=resnet20,plain56`) or, as arguments, names and spec strings, whose
 commas `--names` would split: `tfresnet models "cifar:stage_blocks=2,2,2;width_multiplier=2"`.
@@ -6,7 +6,7 @@ commas `--names` would split: `tfresnet models "cifar:stage_blocks=2,2,2;width_m
 
 from absl import flags
 
-from tfresnet import models
+from tfresnet import markdown, models
 
 TAKES_ARGUMENTS = True
 
@@ -16,9 +16,18 @@ def define_flags(fv):
 
 
 def run(fv, args):
-    print(models.format_table(models.model_table([*(fv.names or ()), *args] or None)))
+    print(format_table(models.model_table([*(fv.names or ()), *args] or None)))
     print(
         "\nCIFAR nets at 32x32x3 with 10 classes; ImageNet nets at 224x224x3 with 1000 classes "
         "and v1 (paper) bottleneck strides; params are trainable weights."
     )
     return 0
+
+
+def format_table(rows: list[tuple[str, int, str, int, int]]) -> str:
+    """`models.model_table` rows as a markdown table (params with commas, multiply-adds in G)."""
+    return markdown.table(
+        ["model", "layers", "shortcut", "params", "multiply-adds"],
+        [(name, d, s, f"{params:,}", f"{flops / 1e9:.3g}G") for name, d, s, params, flops in rows],
+        align="lrcrr",
+    )

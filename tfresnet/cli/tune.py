@@ -7,7 +7,7 @@ import dataclasses
 
 from absl import flags
 
-from tfresnet import blocks, models, tuning
+from tfresnet import blocks, specs, tuning
 from tfresnet.cli import train as train_cli
 
 # SearchSpace dimension -> (absl's parser of one value, help). A list is searched, one value
@@ -56,7 +56,7 @@ def define_flags(fv):
         "directory", None, "Search directory; default runs/tune-<tuner>-<data>.", flag_values=fv
     )
     flags.DEFINE_enum(
-        "family", None, models.FAMILIES, "Model family; default by image size.", flag_values=fv
+        "family", None, specs.FAMILIES, "Model family; default by image size.", flag_values=fv
     )
     for name, (item, help_text) in DIMENSIONS.items():
         flags.DEFINE(

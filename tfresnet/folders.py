@@ -1,0 +1,203 @@
+"""A folder of class folders as a data set: every file checked once before training (class
+names, file types, decodable and complete images), the image size and channels taken from the
+whole set.
+"""
+
+import logging
+import os
+import pathlib
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from tfresnet import files, untrusted
+from tfresnet.data import (
+    SMALL_IMAGE_LIMIT,
+    Data,
+    DataError,
+    DataInfo,
+    FileSource,
+    check_class_name,
+    holdout_count,
+    imagenet_stats,
+    small_image_stats,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+log = logging.getLogger(__name__)
+
+
+# Modes PIL reports for single-channel images; anything else (RGB, RGBA, P, CMYK) is colour.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _truncated(path, img):
+    """Why the JPEG or PNG at `path` cannot be used (cut off: no end marker), or None."""
+    if img.format in ("JPEG", "PNG"):
+        # A cut-off file still has a valid header; its end marker is what goes missing.
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 12))
+            tail = f.read()
+        end = b"\xff\xd9" if img.format == "JPEG" else b"IEND"
+        if end not in tail:
+            return "truncated: no end marker"
+    return None
+
+
+def _scan_folder(root):
+    """Class folders -> (classes, [(path, label, mode, size)]); unusable files are skipped.
+
+    Every file is checked as training will decode it (`untrusted.image_problems`: a format
+    TensorFlow decodes, its size by the headers within the pixel limit), then opened by Pillow
+    for its mode and a verify: non-images, truncated JPEG/PNG files and images over the pixel
+    limit are skipped with one warning naming them. A class folder with no usable image is an
+    error (it would be a class the model can never learn), and so are, before any file is
+    opened, a class name `check_class_name` refuses and anything but folders and regular files
+    (a FIFO, socket or device: opening or reading one can block forever, in PIL here as in
+    `tf.io.read_file` and `keras.utils.image_dataset_from_directory`).
+    """
+    from PIL import Image
+
+    if not root.is_dir():
+        raise DataError(f"Data folder {str(root)!r} does not exist or is not a directory.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(
+            f"Folder {str(root)!r} must hold one sub-folder per class (at least 2); found "
+            f"{classes or 'none'}."
+        )
+    for cls in classes:
+        check_class_name(cls, f"the class folder {str(root / cls)!r}")
+    entries = [
+        (i, path) for i, cls in enumerate(classes) for path in sorted((root / cls).rglob("*"))
+    ]
+    for _, path in entries:
+        kind = files.special_file(str(path))
+        if kind:
+            raise DataError(
+                f"{str(path)!r} is a {kind}, not a regular file: an image folder may hold only "
+                "folders and regular files (reading anything else can block forever); remove it."
+            )
+    candidates, skipped = [], []
+    for label, path in entries:
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            candidates.append((path, label))
+        elif path.is_file():
+            skipped.append(f"{path} (not an image extension)")
+    found = []
+    problems = untrusted.image_problems([path for path, _ in candidates])
+    for (path, label), problem in zip(candidates, problems, strict=True):
+        if not problem:
+            try:
+                with warnings.catch_warnings():  # Pillow's own bomb limit: a refusal, not a line
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        img.verify()
+                        problem = _truncated(path, img)
+                        mode, size = img.mode, img.size
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+                problem = str(err).split(",")[0]
+            except Exception as err:
+                problem = type(err).__name__
+        if problem:
+            skipped.append(f"{path} ({problem})")
+            continue
+        found.append((str(path), label, mode, size))
+    if skipped:
+        log.warning(
+            "Skipped %d unreadable or non-image files: %s", len(skipped), "; ".join(skipped)
+        )
+    if not found:
+        raise DataError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
+    empty = [c for i, c in enumerate(classes) if not any(f[1] == i for f in found)]
+    if empty:
+        raise DataError(
+            f"Class folder(s) {', '.join(repr(str(root / c)) for c in empty)} hold no readable "
+            "image; remove them or add images (every class needs examples)."
+        )
+    return classes, found
+
+
+def folder_shape(found: list[tuple], image_size: int | None = None) -> tuple[int, int]:
+    """(size, channels) for a folder's images, from the whole set so that no seed changes it.
+
+    Channels: 3 if any image is in colour, else 1 (colour images are then read as RGB, alpha
+    dropped; grayscale ones are repeated to RGB). Size: `image_size` if given; else the largest
+    side in the set when it is at most 64 px (CIFAR-style, every image resized to it); else 224.
+    """
+    channels = 3 if any(mode not in GRAY_MODES for _, _, mode, _ in found) else 1
+    natural = max(max(size) for _, _, _, size in found)
+    return image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224), channels
+
+
+def load_folder(
+    root: pathlib.Path, validation_size: float, image_size: int | None, seed: int
+) -> Data:
+    """A directory of class folders, or with train/ and test/ sub-directories of them.
+
+    Without train/ and test/, every class is split 80/20 by a fixed seed. Corrupt or non-image
+    files are skipped with a warning naming them (they never reach training).
+    """
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes, train_files = _scan_folder(root / "train")
+        test_classes, test_files = _scan_folder(root / "test")
+        if test_classes != classes:
+            raise DataError(f"train/ and test/ of {str(root)!r} have different class folders.")
+    else:
+        classes, found = _scan_folder(root)
+        rng = np.random.default_rng(seed)
+        train_files, test_files = [], []
+        for label in range(len(classes)):
+            mine = [f for f in found if f[1] == label]
+            rng.shuffle(mine)
+            n_test = max(1, len(mine) // 5) if len(mine) > 1 else 0
+            test_files += mine[:n_test]
+            train_files += mine[n_test:]
+    size, channels = folder_shape(train_files + test_files, image_size)
+    order = np.random.default_rng(seed).permutation(len(train_files))
+    train_files = [train_files[i] for i in order]
+    n_val = holdout_count(validation_size, len(train_files)) if validation_size else 0
+    val_files, train_files = train_files[:n_val], train_files[n_val:]
+    style = "cifar" if size <= SMALL_IMAGE_LIMIT else "imagenet"
+    shape = (size, size, channels)
+
+    def to_dataset(items):
+        paths = [os.fsencode(f[0]) for f in items]  # bytes: a name need not be UTF-8
+        labels = np.asarray([f[1] for f in items], "int32")
+
+        def read(path, label):
+            image = untrusted.decode_image(tf.io.read_file(path), channels)
+            if style == "cifar":
+                image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
+            return image, label
+
+        return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+            read, num_parallel_calls=tf.data.AUTOTUNE
+        )
+
+    train = to_dataset(train_files)
+    if style == "cifar":
+        mean, std = small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+    else:
+        mean, std = imagenet_stats(channels)
+    info = DataInfo(
+        name=str(root),
+        num_classes=len(classes),
+        image_shape=shape,
+        style=style,
+        flip=True,
+        pixel_mean=mean,
+        pixel_std=std,
+        class_names=tuple(classes),
+        sizes={"train": len(train_files), "validation": n_val, "test": len(test_files)},
+    )
+    source = FileSource(len(train_files), lambda parts, i: to_dataset(train_files[i::parts]))
+    return Data(
+        info,
+        train,
+        to_dataset(test_files),
+        to_dataset(val_files) if n_val else None,
+        train_files=source,
+    )
