@@ -32,3 +32,7 @@ python -m experiments.depth "${MAIN[@]}"                                   # + R
 WHOLE=(--dataset=fashion_mnist --budget=1 --precision=mixed_bfloat16 "$@")
 python -m experiments.depth "${WHOLE[@]}" --depths=20      # table of ResNet-20 alone
 python -m experiments.depth "${WHOLE[@]}" --depths=20,56   # same table file, + ResNet-56
+# Second seeds at the whole schedule (issue 33): ResNet-20 seed 1 (about 2.3 h), then ResNet-56
+# seed 1 (about 9 h); the tables then give both seeds.
+python -m experiments.depth "${WHOLE[@]}" --depths=20 --seeds=2
+python -m experiments.depth "${WHOLE[@]}" --depths=20,56 --seeds=2
