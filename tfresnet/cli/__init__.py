@@ -250,8 +250,9 @@ def run():
     hidden (see `native_logs`; `--verbose_logs` shows them): the environment is set before
     TensorFlow is imported, and fd 2 goes through their filter for the whole command.
     """
-    _stop_on_sigterm()
     try:
+        # Inside the try: the handler can fire before signal.signal has even returned.
+        _stop_on_sigterm()
         level = native_logs.configure(sys.argv)
         with native_logs.filtered_stderr(level):
             if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
