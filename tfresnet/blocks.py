@@ -45,8 +45,11 @@ class ConvSettings:
       >>> y = basic_block(keras.Input((8, 8, 4)), 4, settings=ConvSettings(weight_decay=1e-4))
     """
 
-    # SGD-style decay: loss += weight_decay / 2 * ||kernel||^2
-    weight_decay: float = setting(0.0, "SGD weight decay", check=at_least(0, "a number"))
+    weight_decay: float = setting(
+        0.0,
+        "SGD-style decay: loss += weight_decay / 2 * ||kernel||^2",
+        check=at_least(0, "a number"),
+    )
     conv_bias: bool = False  # keras.applications' ResNets carry conv biases; the paper's don't
     sync_bn: bool = False  # synchronise BN statistics across replicas
     bn_epsilon: float = layers.BN_EPSILON

@@ -147,20 +147,16 @@ class SearchSpace:
     )
 
     def __post_init__(self):
-        for name, kind in (
-            ("depth", int),
-            ("shortcut", str),
-            ("preact", bool),
-            ("learning_rate", float),
-            ("weight_decay", float),
-        ):
-            values = _as_values(name, getattr(self, name), kind)
-            object.__setattr__(self, name, values)
-            if name in SPACE_FIELDS:
+        for field in dataclasses.fields(self):
+            if field.metadata["item"] is None:
+                continue
+            values = _as_values(field.name, getattr(self, field.name), field.metadata["item"])
+            object.__setattr__(self, field.name, values)
+            if field.name in SPACE_FIELDS:
                 for value in values or ():
-                    config_lib.check_value(train_lib.TrainConfig, name, value)
+                    config_lib.check_value(train_lib.TrainConfig, field.name, value)
+        config_lib.check_fields(self)  # the family
         if self.family is not None:
-            config_lib.check_choice("family", self.family, FAMILIES)
             self.depths(self.family)
 
     def depths(self, family):
