@@ -53,11 +53,11 @@ def check_choice(name: str, value, choices: Iterable) -> None:
         raise ValueError(f"Unknown {name} {value!r}; allowed: {', '.join(map(str, choices))}.")
 
 
-def at_least(low: float, kind: str = "", *, strict: bool = False) -> Check:
+def at_least(low: float, kind: str = "", *, strict: bool = False, why: str = "") -> Check:
     """A check: a finite number >= `low` (> with `strict`); the message says `kind` ("a number",
-    "a count or a fraction") before the bound."""
+    "a count or a fraction") before the bound and `why` after it."""
     bound = f"{'>' if strict else '>='} {low}"
-    words = f"{kind} {bound}" if kind else bound
+    words = (f"{kind} {bound}" if kind else bound) + (f" ({why})" if why else "")
 
     def check(name, value):
         number = isinstance(value, int | float) and not isinstance(value, bool)

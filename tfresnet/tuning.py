@@ -253,7 +253,7 @@ class TuneConfig:
         3,
         "Hyperband reduction factor: each round keeps 1/factor of the trials.",
         group="search",
-        check=at_least(2),
+        check=at_least(2, why="each round keeps 1/factor of the trials"),
     )
     hyperband_iterations: int = setting(
         1, "Hyperband iterations.", group="search", check=at_least(1)

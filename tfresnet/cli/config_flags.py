@@ -131,8 +131,8 @@ def values_from_flags(
         raise ValueError(f"--config file {path!r} does not exist (give a run's config.json).")
     try:
         saved = files.read_json(path)
-    except ValueError as err:
-        raise ValueError(f"--config file {path!r} is not readable JSON ({err}).") from err
+    except files.CorruptFile as err:
+        raise files.CorruptFile(f"--config: {err}.") from err
     values = config_lib.from_dict(cls, saved, f"--config file {path!r}")
     values = {name: value for name, value in values.items() if name not in not_saved}
     values.update({name: fv[name].value for name in names if fv[name].present})
