@@ -9,6 +9,7 @@ import re
 
 import pytest
 from absl import flags
+from repo_files import ROOT
 
 from tfresnet import cli, files, tuning
 from tfresnet import train as train_lib
@@ -16,7 +17,6 @@ from tfresnet.cli import train as train_cli
 from tfresnet.cli import tune as tune_cli
 from tfresnet.train import TrainConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILE_FLAG = "config"  # --config=PATH: the one train flag that is no TrainConfig field
 
 
@@ -109,7 +109,7 @@ def test_a_saved_overwrite_or_resume_is_not_taken_over(tmp_path):
 
 def test_committed_flat_config_files_load_as_the_same_run(tmp_path):
     """The experiments' config.json files (flat, verbose an int) are still "the same run"."""
-    committed = sorted(glob.glob(os.path.join(ROOT, "experiments/results/*/*/config.json")))
+    committed = sorted(glob.glob(str(ROOT / "experiments/results/*/*/config.json")))
     assert committed
     for source in committed[:3]:
         saved = files.read_json(source)
