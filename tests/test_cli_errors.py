@@ -287,7 +287,7 @@ CASES = [
     ("predict: JPEG header damaged", [*PREDICT, "{tmp}/damaged.jpg"], 1, "header too short, dam"),
     ("predict: a FIFO", [*PREDICT, "{tmp}/fifo/a/pipe.png"], 1, "FIFO (named pipe), not a regular"),
     ("config file missing", ["train", "--config={tmp}/no/config.json"], 2, "does not exist"),
-    ("config file not JSON", ["train", "--config={keras}"], 2, "is not readable JSON"),
+    ("config file not JSON", ["train", "--config={tmp}/one/a/0.png"], 2, "not readable JSON"),
 ]
 
 PLACEHOLDERS = {
