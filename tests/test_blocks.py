@@ -98,7 +98,7 @@ def test_weight_decay_regularises_kernels_only():
 
 
 def test_unknown_shortcut_and_stride_placement_are_rejected():
-    with pytest.raises(ValueError, match="Unknown shortcut option 'D'; allowed: A, B, C, none"):
+    with pytest.raises(ValueError, match="Unknown shortcut 'D'; allowed: A, B, C, none"):
         _block_model(blocks.basic_block, 4, 4, 1, shortcut="D", preact=False)
     with pytest.raises(ValueError, match="Unknown stride_placement 'v2'"):
         _block_model(

@@ -10,8 +10,8 @@ import pytest
 from repo_files import ROOT
 
 from tfresnet import cli
+from tfresnet import train as train_lib
 from tfresnet.cli import native_logs
-from tfresnet.cli import train as train_cli
 
 
 def test_usage_and_unknown_command(capsys):
@@ -307,6 +307,6 @@ def test_verbose_auto_is_the_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(
         def __init__(self, tty):
             self.isatty = lambda: tty
 
-    assert train_cli.keras_verbose("auto", Stream(True)) == 1
-    assert train_cli.keras_verbose("auto", Stream(False)) == 2
-    assert train_cli.keras_verbose("0", Stream(True)) == 0
+    assert train_lib.keras_verbose("auto", Stream(True)) == 1
+    assert train_lib.keras_verbose("auto", Stream(False)) == 2
+    assert train_lib.keras_verbose("0", Stream(True)) == 0

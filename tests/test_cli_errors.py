@@ -286,6 +286,8 @@ CASES = [
     ("predict: JPEG libjpeg rejects", [*PREDICT, "{tmp}/huffman.jpg"], 1, "(Bogus Huffman table"),
     ("predict: JPEG header damaged", [*PREDICT, "{tmp}/damaged.jpg"], 1, "header too short, dam"),
     ("predict: a FIFO", [*PREDICT, "{tmp}/fifo/a/pipe.png"], 1, "FIFO (named pipe), not a regular"),
+    ("config file missing", ["train", "--config={tmp}/no/config.json"], 2, "does not exist"),
+    ("config file not JSON", ["train", "--config={tmp}/one/a/0.png"], 2, "not readable JSON"),
 ]
 
 PLACEHOLDERS = {

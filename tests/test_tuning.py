@@ -116,10 +116,14 @@ def test_space_takes_single_values_as_fixed_and_checks_them():
         SearchSpace(depth=(20, 20))
     with pytest.raises(ValueError, match="allowed: cifar, imagenet"):
         SearchSpace(family="mnist")
-    with pytest.raises(ValueError, match="learning_rate values must be numbers > 0"):
-        SearchSpace(learning_rate=(0.1, float("nan")))
-    with pytest.raises(ValueError, match="weight_decay values must be numbers >= 0"):
-        SearchSpace(weight_decay=float("inf"))
+    # Each value is checked by the TrainConfig field it becomes: the same words as `train`'s.
+    for field, bad in (("learning_rate", (0.1, float("nan"))), ("weight_decay", float("inf"))):
+        with pytest.raises(ValueError) as space_error:
+            SearchSpace(**{field: bad})
+        with pytest.raises(ValueError) as train_error:
+            TrainConfig(**{field: bad[-1] if isinstance(bad, tuple) else bad})
+        assert str(space_error.value) == str(train_error.value)
+        assert str(space_error.value).startswith(f"{field} must be a number")
 
 
 def test_model_names_force_the_family():

@@ -23,6 +23,7 @@ import numbers
 import keras
 
 from tfresnet import layers
+from tfresnet.config import at_least, check_choice, check_fields, setting
 
 SHORTCUTS = ("A", "B", "C", "none")
 STRIDE_PLACEMENTS = ("v1", "v1.5")
@@ -44,11 +45,18 @@ class ConvSettings:
       >>> y = basic_block(keras.Input((8, 8, 4)), 4, settings=ConvSettings(weight_decay=1e-4))
     """
 
-    weight_decay: float = 0.0  # SGD-style decay: loss += weight_decay / 2 * ||kernel||^2
+    weight_decay: float = setting(
+        0.0,
+        "SGD-style decay: loss += weight_decay / 2 * ||kernel||^2",
+        check=at_least(0, "a number"),
+    )
     conv_bias: bool = False  # keras.applications' ResNets carry conv biases; the paper's don't
     sync_bn: bool = False  # synchronise BN statistics across replicas
     bn_epsilon: float = layers.BN_EPSILON
     zero_init_residual: bool = False  # start each residual branch as the zero function
+
+    def __post_init__(self):
+        check_fields(self)
 
     def regularizer(self):
         # Keras' L2(l) adds l * sum(w^2); its gradient 2*l*w equals SGD weight decay when l = wd/2.
@@ -99,8 +107,7 @@ def _check_unit_args(x, convs, shortcut, preact, settings):
             f"convs must be a non-empty list of (filters, kernel_size, strides) ints >= 1; "
             f"got {convs!r}."
         )
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"Unknown shortcut option {shortcut!r}; allowed: {', '.join(SHORTCUTS)}.")
+    check_choice("shortcut", shortcut, SHORTCUTS)
     if preact not in (True, False):
         raise ValueError(f"preact must be True or False; got {preact!r}.")
     if not isinstance(settings, ConvSettings):
@@ -267,11 +274,7 @@ def bottleneck_block(
       (None, 4, 4, 128)
     """
     _check_block_args(filters, strides)
-    if stride_placement not in STRIDE_PLACEMENTS:
-        raise ValueError(
-            f"Unknown stride_placement {stride_placement!r}; allowed: "
-            f"{', '.join(STRIDE_PLACEMENTS)}."
-        )
+    check_choice("stride_placement", stride_placement, STRIDE_PLACEMENTS)
     name = name or f"bottleneck_block{keras.backend.get_uid('bottleneck_block')}"
     s1, s3 = (strides, 1) if stride_placement == "v1" else (1, strides)
     convs = [(filters, 1, s1), (filters, 3, s3), (4 * filters, 1, 1)]

@@ -18,7 +18,6 @@ the rows `tfresnet models` prints.
 import collections
 import contextlib
 import inspect
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from tfresnet import blocks, machine, specs
+from tfresnet.config import check_choice
 
 # The spec names tfresnet.models offered before specs.py (`tfresnet.get_spec` etc. are the same).
 from tfresnet.specs import (  # noqa: F401
@@ -84,15 +84,10 @@ def _features(
     """Validate the body arguments (`build_model`'s, the defaults are there), then build the
     input, standardisation, stem and stages."""
     shortcut = spec.default_shortcut if shortcut is None else shortcut
-    if shortcut not in blocks.SHORTCUTS:
-        raise ValueError(f"Unknown shortcut {shortcut!r}; allowed: {', '.join(blocks.SHORTCUTS)}.")
     if not spec.residual and shortcut != "none":
         raise ValueError(f"{label} is a plain network; it takes shortcut='none', not {shortcut!r}.")
-    if stride_placement not in blocks.STRIDE_PLACEMENTS:
-        raise ValueError(
-            f"Unknown stride_placement {stride_placement!r}; allowed: "
-            f"{', '.join(blocks.STRIDE_PLACEMENTS)}."
-        )
+    # Basic blocks ignore it, but a config that names a placement must name a real one.
+    check_choice("stride_placement", stride_placement, blocks.STRIDE_PLACEMENTS)
     if input_tensor is not None:
         if not keras.backend.is_keras_tensor(input_tensor) or len(input_tensor.shape) != 4:
             raise ValueError(
@@ -108,8 +103,6 @@ def _features(
         input_shape = tensor_shape
     input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
     specs.check_input_shape(input_shape, spec, label)
-    if not 0 <= weight_decay < math.inf:
-        raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay}.")
 
     settings = blocks.ConvSettings(
         weight_decay=weight_decay,

@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from tfresnet import blocks
+from tfresnet.config import check_choice
 
 FAMILIES = ("cifar", "imagenet")
 # Stem kind -> its downsampling: "cifar" a 3x3/1 conv, "imagenet" a 7x7/2 conv + 3x3/2 max-pool.
@@ -39,11 +40,6 @@ IMAGENET_DEPTHS = {
 CIFAR_LISTED_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_PLAIN_LISTED_DEPTHS = (20, 32, 44, 56, 110)
 IMAGENET_PLAIN_LISTED_DEPTHS = (18, 34)
-
-
-def _check_choice(what, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"Unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}.")
 
 
 def _positive_ints(what, values):
@@ -94,8 +90,8 @@ class ResNetSpec:
 
     def __post_init__(self):
         set_field = functools.partial(object.__setattr__, self)
-        _check_choice("family", self.family, FAMILIES)
-        _check_choice("block", self.block, tuple(blocks.BLOCKS))
+        check_choice("family", self.family, FAMILIES)
+        check_choice("block", self.block, tuple(blocks.BLOCKS))
         set_field("stage_blocks", _positive_ints("stage_blocks", self.stage_blocks))
         if not isinstance(self.residual, (bool, np.bool_)):
             raise ValueError(f"residual must be True or False; got {self.residual!r}.")
@@ -110,7 +106,7 @@ class ResNetSpec:
                 f"stage_blocks {self.stage_blocks} has {len(self.stage_blocks)}; give one each."
             )
         set_field("stem", self.family if self.stem is None else self.stem)
-        _check_choice("stem", self.stem, tuple(STEMS))
+        check_choice("stem", self.stem, tuple(STEMS))
         if self.stem_filters is None:
             set_field("stem_filters", self.stage_filters[0])
         set_field("stem_filters", _positive_ints("stem_filters", [self.stem_filters])[0])

@@ -16,13 +16,27 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 
 import keras
 
+from tfresnet import (
+    blocks,
+    distribute,
+    files,
+    models,
+    pipeline,
+    precision,
+    recipes,
+    rundir,
+    runlock,
+    specs,
+)
+from tfresnet import config as config_lib
 from tfresnet import data as data_lib
-from tfresnet import distribute, files, models, pipeline, precision, recipes, rundir, runlock, specs
 from tfresnet import results as results_lib
+from tfresnet.config import at_least, setting
 from tfresnet.timing import EpochTimer
 
 log = logging.getLogger(__name__)
@@ -36,9 +50,12 @@ NON_IDENTITY_FIELDS = (
     "steps_per_execution",
     "peer_timeout",
 )
+# What one command asks of its run directory: never taken over from a saved config.
+COMMAND_FIELDS = ("resume", "overwrite")
 DEFAULT_EPOCHS = {"digits": 30}  # the embedded set's default budget: 25-60 s on 2 CPU cores
 # The most training steps per tf.function call that `steps_per_execution=None` picks.
 AUTO_STEPS_PER_EXECUTION = {"tpu": 32, "other": 8}
+VERBOSE_CHOICES = ("auto", "0", "1", "2")  # Keras' verbose, and auto: by terminal (keras_verbose)
 
 
 OVERWRITE_HINT = (
@@ -50,77 +67,175 @@ class TrainingError(RuntimeError):
     """Training could not finish (diverged, or the run directory is in the way)."""
 
 
+def _check_model(name, value):
+    specs.resolve_spec(value)  # a table name or a spec string (specs.parse_model)
+
+
+def _check_seed(name, value):
+    if not 0 <= value < 2**32:
+        raise ValueError(f"seed must be between 0 and 2**32 - 1; got {value}.")
+
+
+def _check_peer_timeout(name, value):
+    distribute.check_peer_timeout(value)
+
+
+def _check_pretrained(name, value):
+    if value and not files.exists(value):
+        raise ValueError(
+            f"pretrained weights file {value!r} does not exist (give a keras.applications ResNet "
+            ".h5 file)."
+        )
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that defines a run; saved as `config.json` beside its results."""
+    """Everything that defines a run; saved as `config.json` beside its results.
 
-    model: str = "resnet20"  # any name build_model knows
-    dataset: str = data_lib.EMBEDDED  # "digits", a tfds name, or a folder of class folders
-    data_dir: str | None = None  # tfds data directory
-    download: bool = False  # let tfds download and prepare the data set
-    image_size: int | None = None  # model input size for folders / large-image data sets
-    validation_size: float = 0.0  # held out from train for model selection (count or fraction)
-    shortcut: str | None = None  # A | B | C | none; None: the paper's default for the family
-    preact: bool = False  # pre-activation blocks (He et al. 2016)
-    stride_placement: str = "v1.5"
-    zero_init_residual: bool = False
-    recipe: str | None = None  # "cifar" | "imagenet"; None: by the data set's image size
-    batch_size: int | None = None  # global batch; None: the recipe's (128 CIFAR, 256 ImageNet)
-    learning_rate: float | None = None  # None: the recipe's, scaled by `lr_rule` for the batch
-    lr_rule: str = "linear"
-    weight_decay: float | None = None  # None: the recipe's 1e-4
-    budget: float | None = None  # fraction of the paper's iterations
-    epochs: int | None = None  # or a number of epochs
-    steps: int | None = None  # or a number of iterations
-    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 | auto (precision.py)
-    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker | tpu
-    num_replicas: int | None = None
-    tpu: str | None = None
-    peer_timeout: float = distribute.DEFAULT_PEER_TIMEOUT  # s a multi-worker start waits for peers
-    sync_bn: bool | None = None  # None: synchronised BN whenever there is more than one replica
-    steps_per_execution: int | None = None  # None: the largest divisor of an epoch up to 8
-    seed: int = 0
-    run_dir: str | None = None  # None: runs/<model>-<dataset>
-    pretrained: str | None = None  # keras.applications .h5 weights to start from
-    export: bool = True  # write a SavedModel for TF Serving at the end
-    eval_test_each_epoch: bool = True  # test-error curves (the paper's Fig. 6); not for selection
-    resume: bool = False  # continue the unfinished run in run_dir with its saved config
-    overwrite: bool = False  # replace whatever run is in run_dir
-    verbose: int | str = "auto"  # Keras progress: "auto" (bar on a terminal), 0, 1 or 2
+    Each field is written once, here: its default, its help (`tfresnet train --help`), its group
+    and its check. The groups are the sections of the config: model, data, schedule, runtime,
+    output; the config itself stays flat, one JSON object.
+    """
+
+    model: str = setting(
+        "resnet20",
+        "Model name, e.g. resnet20, plain56, resnet50.",
+        group="model",
+        check=_check_model,
+    )
+    dataset: str = setting(
+        data_lib.EMBEDDED,
+        "digits (embedded), fashion_mnist (tfds, or Debian's dataset-fashion-mnist offline), a "
+        "tfds name (cifar10, imagenet2012, ...), a folder of class folders or of MNIST-format "
+        "IDX files.",
+        group="data",
+    )
+    data_dir: str | None = setting(None, "tensorflow-datasets data directory.", group="data")
+    download: bool = setting(False, "Let tfds download and prepare the data set.", group="data")
+    image_size: int | None = setting(
+        None, "Model input size for folders/large images.", group="data", check=at_least(1)
+    )
+    validation_size: float = setting(
+        0.0,
+        "Training examples held out for validation (count, or fraction if < 1).",
+        group="data",
+        check=at_least(0, "a count or a fraction"),
+    )
+    shortcut: str | None = setting(
+        None,
+        "Shortcut option; default: A for CIFAR nets, B for ImageNet nets.",
+        group="model",
+        choices=blocks.SHORTCUTS,
+    )
+    preact: bool = setting(False, "Pre-activation blocks (He et al. 2016).", group="model")
+    stride_placement: str = setting(
+        "v1.5",
+        "Bottleneck stride on the first 1x1 (v1, the paper) or the 3x3 (v1.5).",
+        group="model",
+        choices=blocks.STRIDE_PLACEMENTS,
+    )
+    zero_init_residual: bool = setting(False, "Start residual branches at zero.", group="model")
+    recipe: str | None = setting(
+        None, "Training recipe; default by image size.", group="schedule", choices=recipes.RECIPES
+    )
+    batch_size: int | None = setting(
+        None,
+        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet).",
+        group="schedule",
+        check=at_least(1),
+    )
+    learning_rate: float | None = setting(
+        None,
+        "Base learning rate; default: the recipe's 0.1, scaled linearly with the batch.",
+        group="schedule",
+        check=at_least(0, "a number", strict=True),
+    )
+    lr_rule: str = setting(
+        "linear",
+        "Learning-rate scaling with the global batch.",
+        group="schedule",
+        choices=distribute.LR_SCALING_RULES,
+    )
+    weight_decay: float | None = setting(
+        None,
+        "Weight decay; default the recipe's 1e-4.",
+        group="schedule",
+        check=config_lib.check_of(blocks.ConvSettings, "weight_decay"),
+    )
+    budget: float | None = setting(
+        None, "Fraction of the paper's iterations (1.0 = 64k on CIFAR).", group="schedule"
+    )
+    epochs: int | None = setting(
+        None, "Epochs (instead of --budget); digits default 30.", group="schedule"
+    )
+    steps: int | None = setting(
+        None, "Iterations (instead of --budget/--epochs).", group="schedule"
+    )
+    precision: str = setting(
+        "float32",
+        "Keras dtype policy; auto: bfloat16 where the CPU/GPU/TPU runs it fast.",
+        group="runtime",
+        choices=precision.PRECISIONS,
+    )
+    strategy: str = setting(
+        "auto", "tf.distribute strategy.", group="runtime", choices=distribute.STRATEGY_NAMES
+    )
+    num_replicas: int | None = setting(
+        None, "Replicas for mirrored (logical CPUs on a CPU).", group="runtime"
+    )
+    tpu: str | None = setting(
+        None, "TPU name or address for --strategy=tpu ('local' on a TPU VM).", group="runtime"
+    )
+    peer_timeout: float = setting(
+        distribute.DEFAULT_PEER_TIMEOUT,
+        "Seconds a multi-worker start waits for every other worker in TF_CONFIG to come up; "
+        "then it gives up, naming the missing ones, with the retryable exit status 138.",
+        group="runtime",
+        check=_check_peer_timeout,
+    )
+    sync_bn: bool | None = setting(
+        None,
+        "Synchronise BatchNorm statistics across replicas; default: on with more than one.",
+        group="runtime",
+    )
+    steps_per_execution: int | None = setting(
+        None,
+        "Training steps per tf.function call; default: the largest divisor of an epoch's steps "
+        "up to 8 (32 on TPU), 1 under mirrored strategies.",
+        group="runtime",
+        check=at_least(1),
+    )
+    seed: int = setting(0, "Random seed.", group="schedule", check=_check_seed)
+    run_dir: str | None = setting(
+        None, "Where this run's files go; default runs/<model>-<data>.", group="output"
+    )
+    pretrained: str | None = setting(
+        None,
+        "keras.applications ResNet .h5 weights to start from (fine-tuning).",
+        group="model",
+        check=_check_pretrained,
+    )
+    export: bool = setting(True, "Export a SavedModel for TF Serving at the end.", group="output")
+    eval_test_each_epoch: bool = setting(
+        True,
+        "Measure the test error after every epoch: the paper's test curves (Fig. 6), never used "
+        "for selection.",
+        group="output",
+    )
+    resume: bool = setting(False, "Continue the unfinished run in --run_dir.", group="output")
+    overwrite: bool = setting(False, "Replace the run in --run_dir.", group="output")
+    verbose: int | str = setting(
+        "auto",
+        "Keras progress output: 0 none, 1 a progress bar, 2 one line per epoch; auto: the bar "
+        "when stdout is a terminal, else one line per epoch (logs, CI, nohup).",
+        group="runtime",
+        choices=VERBOSE_CHOICES,
+    )
 
     def __post_init__(self):
-        precision.check(self.precision)
-        if self.strategy not in distribute.STRATEGY_NAMES:
-            raise ValueError(
-                f"Unknown strategy {self.strategy!r}; allowed: "
-                f"{', '.join(distribute.STRATEGY_NAMES)}."
-            )
-        distribute.check_peer_timeout(self.peer_timeout)
-        if self.recipe is not None:
-            recipes.get_recipe(self.recipe)
-        specs.resolve_spec(self.model)  # a table name or a spec string (specs.parse_model)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
-        if self.steps_per_execution is not None and self.steps_per_execution < 1:
-            raise ValueError(f"steps_per_execution must be >= 1; got {self.steps_per_execution}.")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1; got {self.image_size}.")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be between 0 and 2**32 - 1; got {self.seed}.")
-        if self.learning_rate is not None and not 0 < self.learning_rate < math.inf:
-            raise ValueError(f"learning_rate must be a number > 0; got {self.learning_rate}.")
-        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be a number >= 0; got {self.weight_decay}.")
-        if not 0 <= self.validation_size < math.inf:
-            raise ValueError(
-                f"validation_size must be a count or a fraction >= 0; got {self.validation_size}."
-            )
-        if self.pretrained and not files.exists(self.pretrained):
-            raise ValueError(
-                f"pretrained weights file {self.pretrained!r} does not exist (give a "
-                "keras.applications ResNet .h5 file)."
-            )
-        recipes.check_length(self.budget, self.epochs, self.steps)
+        self.verbose = str(self.verbose)  # the runs saved before kept Keras' int
+        config_lib.check_fields(self)
+        recipes.check_length(self.budget, self.epochs, self.steps)  # one at most, in range
         if self.resume and self.overwrite:
             raise ValueError("Give at most one of resume and overwrite.")
         if self.run_dir is None:
@@ -128,6 +243,13 @@ class TrainConfig:
 
     def identity(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
+
+
+def keras_verbose(value, stream=None) -> int:
+    """Keras' `verbose` for a `verbose` setting: "auto" is the bar on a terminal, else 2."""
+    if str(value) != "auto":
+        return int(value)
+    return 1 if (stream or sys.stdout).isatty() else 2
 
 
 def _slug(name):
@@ -503,7 +625,7 @@ def _fit_epochs(config, model, data, schedule, state, out, extra_callbacks, time
                 validation_data=val_ds,
                 callbacks=callbacks,
                 shuffle=False,  # the pipeline shuffles, seeded per epoch
-                verbose=config.verbose,
+                verbose=keras_verbose(config.verbose),
             )
     except (RuntimeError, FloatingPointError) as err:
         if isinstance(err, RuntimeError) and "NaN or Inf loss" not in str(err):

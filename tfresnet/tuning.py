@@ -48,8 +48,10 @@ from tfresnet import (
     specs,
     untrusted,
 )
+from tfresnet import config as config_lib
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
+from tfresnet.config import at_least, setting
 
 TUNERS = ("random", "hyperband", "bayesian", "grid")
 FAMILIES = specs.FAMILIES
@@ -60,6 +62,8 @@ PAPER_DEPTHS = {
 DEFAULT_MAX_TRIALS = 10  # random and bayesian; grid runs its whole grid
 # TrainConfig fields the search space sets per trial (the rest of the config is shared).
 SPACE_FIELDS = ("model", "shortcut", "preact", "learning_rate", "weight_decay")
+# TrainConfig fields each trial sets itself: its own run directory, no test set, a fresh start.
+TRIAL_FIELDS = ("run_dir", "eval_test_each_epoch", "resume", "overwrite")
 # TrainConfig fields that do not define a search (a re-run may change them).
 NON_IDENTITY_FIELDS = (*train_lib.NON_IDENTITY_FIELDS, "run_dir", *SPACE_FIELDS)
 RESULTS_COLUMNS = (
@@ -103,42 +107,55 @@ def _as_values(name, value, kind):
     return values
 
 
+SPACE_GROUP = "search space (unset: the tuner's default)"
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     """What to search. Each field: a list of values (searched), one value (fixed) or None.
 
     None takes the value from the search's base `TrainConfig` (not a hyperparameter); for
     `depth`, None means the family's depths from the paper. The defaults are the whole space;
-    `PAPER_GRID` is the paper's depth x shortcut comparison.
+    `PAPER_GRID` is the paper's depth x shortcut comparison. Each value is checked as the
+    `TrainConfig` field of the same name checks it.
     """
 
-    depth: tuple | int | None = None  # None: PAPER_DEPTHS[family]; CIFAR: any 6n+2
-    shortcut: tuple | str | None = blocks.SHORTCUTS  # "none" = the plain net (model plain<d>)
-    preact: tuple | bool | None = (False, True)  # pre-activation blocks (He et al. 2016)
-    learning_rate: tuple | float | None = (0.05, 0.1, 0.2)  # used as given (no batch scaling)
-    weight_decay: tuple | float | None = (1e-4, 5e-4)
-    family: str | None = None  # "cifar" | "imagenet"; None: by the data (small images: cifar)
+    depth: tuple | int | None = setting(
+        None,
+        "Depths to search; default the paper's (CIFAR 20,32,44,56,110; ImageNet 18,...,152).",
+        group=SPACE_GROUP,
+        item=int,
+    )
+    shortcut: tuple | str | None = setting(
+        blocks.SHORTCUTS,
+        f"Shortcut options among {','.join(blocks.SHORTCUTS)} (none = plain net).",
+        group=SPACE_GROUP,
+        item=str,
+        choices=blocks.SHORTCUTS,
+    )
+    preact: tuple | bool | None = setting(
+        (False, True), "Pre-activation: true, false or true,false.", group=SPACE_GROUP, item=bool
+    )
+    learning_rate: tuple | float | None = setting(
+        (0.05, 0.1, 0.2), "Learning rates (used as given).", group=SPACE_GROUP, item=float
+    )
+    weight_decay: tuple | float | None = setting(
+        (1e-4, 5e-4), "Weight decays.", group=SPACE_GROUP, item=float
+    )
+    family: str | None = setting(
+        None, "Model family; default by image size.", group=SPACE_GROUP, choices=FAMILIES
+    )
 
     def __post_init__(self):
-        for name, kind in (
-            ("depth", int),
-            ("shortcut", str),
-            ("preact", bool),
-            ("learning_rate", float),
-            ("weight_decay", float),
-        ):
-            object.__setattr__(self, name, _as_values(name, getattr(self, name), kind))
-        if self.family is not None and self.family not in FAMILIES:
-            raise ValueError(f"Unknown family {self.family!r}; allowed: {', '.join(FAMILIES)}.")
-        bad = [s for s in self.shortcut or () if s not in blocks.SHORTCUTS]
-        if bad:
-            raise ValueError(
-                f"Unknown shortcut {bad[0]!r}; allowed: {', '.join(blocks.SHORTCUTS)}."
-            )
-        if any(not 0 < v < math.inf for v in self.learning_rate or ()):
-            raise ValueError(f"learning_rate values must be numbers > 0; got {self.learning_rate}.")
-        if any(not 0 <= v < math.inf for v in self.weight_decay or ()):
-            raise ValueError(f"weight_decay values must be numbers >= 0; got {self.weight_decay}.")
+        for field in dataclasses.fields(self):
+            if field.metadata["item"] is None:
+                continue
+            values = _as_values(field.name, getattr(self, field.name), field.metadata["item"])
+            object.__setattr__(self, field.name, values)
+            if field.name in SPACE_FIELDS:
+                for value in values or ():
+                    config_lib.check_value(train_lib.TrainConfig, field.name, value)
+        config_lib.check_fields(self)  # the family
         if self.family is not None:
             self.depths(self.family)
 
@@ -193,52 +210,86 @@ def model_name(family, depth, shortcut):
 # --------------------------------------------------------------------------
 
 
+def shared_train_config() -> train_lib.TrainConfig:
+    """The `TrainConfig` a search starts from: the defaults, with 0.1 of the training set held
+    out to select on (the test set never is)."""
+    return train_lib.TrainConfig(validation_size=0.1)
+
+
+def _check_objective(name, value):
+    make_objective(value)
+
+
 @dataclasses.dataclass
 class TuneConfig:
-    """Everything that defines a search; saved as `search.json` in its directory."""
+    """Everything that defines a search; saved as `search.json` in its directory.
 
-    train: train_lib.TrainConfig  # what every trial shares: data, recipe, budget, strategy
-    tuner: str = "random"  # random | hyperband | bayesian | grid
-    space: SearchSpace | None = None  # None: default_space(tuner)
-    directory: str | None = None  # None: runs/tune-<tuner>-<dataset>
-    max_trials: int | None = None  # None: the whole grid (grid), 10 (random, bayesian)
-    objective: str = "val_accuracy"  # one of OBJECTIVE_METRICS, or "name:min|max"
-    hyperband_factor: int = 3  # Hyperband keeps 1/factor of the trials each round
-    hyperband_iterations: int = 1
-    bayesian_initial_points: int | None = None  # None: KerasTuner's (3 x dimensions)
-    max_retries_per_trial: int = 0  # reruns of a trial that raised an unexpected error
-    max_consecutive_failed_trials: int = 3  # stop the search after this many in a row
-    evaluate_best: bool = True  # test error of the best trial, measured after selection
-    overwrite: bool = False  # delete the search in `directory` and start again
+    Each field is written once, here, with its help (`tfresnet tune --help`) and its check.
+    """
+
+    train: train_lib.TrainConfig = setting(
+        default_factory=shared_train_config,
+        help="What every trial shares: data, recipe, budget, strategy (not SPACE_FIELDS, "
+        "TRIAL_FIELDS).",
+    )
+    tuner: str = setting("random", "KerasTuner algorithm.", group="search", choices=TUNERS)
+    space: SearchSpace | None = setting(None, "What to search; None: default_space(tuner).")
+    directory: str | None = setting(
+        None, "Search directory; default runs/tune-<tuner>-<data>.", group="search"
+    )
+    max_trials: int | None = setting(
+        None,
+        f"Trials; default the whole grid, or {DEFAULT_MAX_TRIALS} (random/bayesian).",
+        group="search",
+        check=at_least(1),
+    )
+    objective: str = setting(
+        "val_accuracy",
+        "Validation metric to select on (a metric a trial logs, or name:min|max).",
+        group="search",
+        check=_check_objective,
+    )
+    hyperband_factor: int = setting(
+        3,
+        "Hyperband reduction factor: each round keeps 1/factor of the trials.",
+        group="search",
+        check=at_least(2, why="each round keeps 1/factor of the trials"),
+    )
+    hyperband_iterations: int = setting(
+        1, "Hyperband iterations.", group="search", check=at_least(1)
+    )
+    bayesian_initial_points: int | None = setting(
+        None,
+        "Random trials before the Bayesian model; default KerasTuner's (3 x dimensions).",
+        group="search",
+        check=at_least(1),
+    )
+    max_retries_per_trial: int = setting(
+        0, "Reruns of a trial that crashed unexpectedly.", group="search", check=at_least(0)
+    )
+    max_consecutive_failed_trials: int = setting(
+        3, "Stop after this many failures in a row.", group="search", check=at_least(1)
+    )
+    evaluate_best: bool = setting(
+        True, "Test error of the best trial, after selection.", group="search"
+    )
+    overwrite: bool = setting(
+        False, "Delete the search in --directory and start again.", group="search"
+    )
 
     def __post_init__(self):
-        _check_tuner(self.tuner)
+        config_lib.check_fields(self)
         if self.space is None:
             self.space = default_space(self.tuner)
         if self.directory is None:
             self.directory = os.path.join(
                 "runs", f"tune-{self.tuner}-{train_lib._slug(self.train.dataset)}"
             )
-        make_objective(self.objective)
         if not self.train.validation_size and self.objective.startswith("val_"):
             raise ValueError(
                 f"objective {self.objective!r} needs a validation split: set validation_size "
                 "(e.g. 0.1 of train, or 5000 for the paper's 45k/5k CIFAR-10 split). The test "
                 "set is never used for selection."
-            )
-        for name in ("max_trials", "hyperband_iterations", "bayesian_initial_points"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1; got {value}.")
-        if self.hyperband_factor < 2:
-            raise ValueError(
-                f"hyperband_factor must be >= 2 (each round keeps 1/factor of the trials); got "
-                f"{self.hyperband_factor}."
-            )
-        if self.max_consecutive_failed_trials < 1 or self.max_retries_per_trial < 0:
-            raise ValueError(
-                "max_consecutive_failed_trials must be >= 1 and max_retries_per_trial >= 0; got "
-                f"{self.max_consecutive_failed_trials} and {self.max_retries_per_trial}."
             )
         if self.tuner == "hyperband" and (self.train.steps or self.train.budget):
             raise ValueError(
@@ -261,8 +312,7 @@ def _run_identity(train: dict) -> dict:
 
 
 def _check_tuner(tuner):
-    if tuner not in TUNERS:
-        raise ValueError(f"Unknown tuner {tuner!r}; allowed: {', '.join(TUNERS)}.")
+    config_lib.check_choice("tuner", tuner, TUNERS)
 
 
 def max_epochs(train_config):
@@ -757,7 +807,9 @@ def search(config, *, strategy=None, data=None, verbose=None):
         _check_depths(config.space, hypermodel)
         check_search_dir(config)
         tuner = build_tuner(config, hypermodel)
-        tuner.search(verbose=config.train.verbose if verbose is None else verbose)
+        tuner.search(
+            verbose=train_lib.keras_verbose(config.train.verbose) if verbose is None else verbose
+        )
         if _is_worker():
             return {"worker": tuner.tuner_id}
         return summarize(config, tuner, hypermodel)

@@ -94,7 +94,7 @@ def main(argv):
         )
         return EXIT_USAGE
     if fv.help:
-        print(f"tfresnet {command} flags:\n{fv.get_help()}")
+        print(f"tfresnet {command} flags:\n{command_help(fv)}")
         return 0
     if args[1:] and not getattr(module, "TAKES_ARGUMENTS", False):
         print(
@@ -113,6 +113,12 @@ def main(argv):
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr)
         return status
+
+
+def command_help(fv) -> str:
+    """The flags' help, a section per group in the order the command defined them (absl's
+    `get_help` sorts its sections by name)."""
+    return "\n".join(fv.module_help(group) for group in fv.flags_by_module_dict())
 
 
 def classify_error(err, fv=None):
