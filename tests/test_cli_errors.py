@@ -514,6 +514,11 @@ def test_a_lost_worker_is_retryable_and_says_which_and_where_to_resume(tmp_path,
     assert status == 138 and message.startswith("lost contact with a peer worker (")
     assert cli.lost_workers(LOST_PEER) == [("worker", 1)]  # not its own devices, even unnamed
     assert cli.classify_error(KeyboardInterrupt(), fv)[0] == 130
+    # A damaged backup is the rerun's to refuse (naming it); this message only leaves out the epoch.
+    with open(os.path.join(run, "backup", rundir.STATE), "w") as f:
+        f.write('{"epoch": 4, "weig')
+    status, message = cli.classify_error(tf.errors.UnavailableError(None, None, LOST_PEER), fv)
+    assert status == 138 and message.endswith("the run resumes.") and "\n" not in message
 
 
 def _catches_sigterm(pid) -> bool:

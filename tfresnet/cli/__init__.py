@@ -206,7 +206,10 @@ def _lost_worker_message(detail, fv):
     resume = ""
     run_dir = getattr(fv, "run_dir", None) if fv is not None and "run_dir" in fv else None
     if run_dir:
-        resume = f" from epoch {rundir.load_state(run_dir).epoch + 1}"
+        try:
+            resume = f" from epoch {rundir.load_state(run_dir).epoch + 1}"
+        except ValueError:  # a damaged backup: the rerun refuses it, naming the file
+            pass
     return (
         f"lost contact with {who} (it stopped, or the network between the workers failed). "
         f"Restart every worker with the same command: the run resumes{resume}."
