@@ -9,9 +9,9 @@
 
 They reach tfresnet through its public calls and Keras callbacks only; tfresnet never imports
 them. A program started so (`python -m benchmarks.NAME`) that loads Keras hides TensorFlow's
-native log lines as the `tfresnet` command does (`--verbose_logs` shows them): in such a process
-`import tfresnet` leaves Keras alone (tfresnet/__init__.py), and it is loaded here, its load-time
-lines filtered, before the program's own imports run.
+native log lines as the `tfresnet` command does (`--verbose_logs` shows them): `import tfresnet`
+loads no Keras (tfresnet/__init__.py), so Keras is loaded here, its load-time lines filtered,
+before the program's own imports run.
 """
 
 import sys

@@ -1,13 +1,13 @@
 """tfresnet: deep residual networks (He et al. 2015) for Keras 3 / TensorFlow.
 
-`import tfresnet` registers the two custom layers with Keras (so `.keras` files load in safe
-mode); the public names below load their module on first use. One process is the exception:
-the `tfresnet` command imports this package before it can set TensorFlow's log environment
-(`tfresnet.cli.run`), so there Keras, and with it TensorFlow, is left for the command to load.
+The public names below load their module on first use: `import tfresnet` alone loads neither
+Keras nor TensorFlow, so the `tfresnet` command can set TensorFlow's log environment first
+(`tfresnet.cli.run`). The two custom layers are registered with Keras (so `.keras` files load
+in safe mode) by any tfresnet module that builds or loads a model, and by `import tfresnet`
+itself when Keras is already loaded (`import keras, tfresnet`), where it costs no import.
 """
 
 import importlib
-import os
 import sys
 
 __version__ = "0.1.0"
@@ -43,21 +43,5 @@ def __dir__():
     return sorted({*globals(), *_EXPORTS})
 
 
-def _started_as_the_command():
-    """Whether this process is `tfresnet ...`, `python -m tfresnet.cli ...`, Bazel's binary or a
-    program of a clone's benchmarks/ (`python -m benchmarks.NAME`, see benchmarks/__init__.py):
-    each sets TensorFlow's log environment before loading Keras. Nothing is imported from there."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    if os.path.basename(argv0).removesuffix(".exe") == "tfresnet":  # the console script
-        return True
-    if argv0.endswith(os.path.join("tfresnet", "cli", "__main__.py")):
-        return True
-    argv = getattr(sys, "orig_argv", [])
-    return any(
-        a == "-m" and (b == "tfresnet.cli" or b.startswith("benchmarks."))
-        for a, b in zip(argv, argv[1:], strict=False)
-    )
-
-
-if not _started_as_the_command():
+if "keras" in sys.modules:
     from tfresnet import layers  # noqa: F401 -- registers tfresnet>BatchNormalization, ...

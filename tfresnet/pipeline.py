@@ -119,10 +119,15 @@ def make_pipeline(
 
         def one_epoch(epoch):
             epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
-            # This function's own graph: with no graph-level seed, shuffle's seed is epoch_seed
-            # alone (TF's get_seed cannot compare a tensor seed against a global seed of 0).
-            tf.compat.v1.get_default_graph().seed = None
-            shuffled = dataset.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+            # Without a graph-level seed, shuffle's seed is epoch_seed alone (TF's get_seed cannot
+            # compare a tensor seed against a global seed of 0): cleared on this function's own
+            # graph for the one call, then put back.
+            graph = tf.compat.v1.get_default_graph()
+            graph_seed, graph.seed = graph.seed, None
+            try:
+                shuffled = dataset.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+            finally:
+                graph.seed = graph_seed
             if epoch_examples is not None:
                 shuffled = shuffled.repeat().take(epoch_examples)
 
