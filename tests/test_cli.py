@@ -173,12 +173,12 @@ def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow():
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
-def test_every_command_is_a_module_with_flags_and_a_runner():
-    modules = cli.command_modules()
-    assert tuple(modules) == cli.COMMANDS
-    for name, module in modules.items():
-        assert module.__name__ == f"tfresnet.cli.{name}"
-        assert callable(module.define_flags) and callable(module.run)
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_every_command_runs_and_lists_its_flags_under_help(capsys, command):
+    assert cli.main(["tfresnet", command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"tfresnet {command} flags:\n") and "verbose_logs" in out
+    assert out.count("\n  --") > 2  # its own flags, besides --traceback and --verbose_logs
 
 
 # --- output: quiet native logs, Keras progress by terminal ------------------------------------

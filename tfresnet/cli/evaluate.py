@@ -21,10 +21,11 @@ def define_flags(fv):
     )
     flags.DEFINE_integer("batch_size", 128, "Evaluation batch size.", flag_values=fv)
     flags.DEFINE_bool("ten_crop", False, "The paper's 10-crop testing.", flag_values=fv)
-    flags.mark_flag_as_required("model_path", flag_values=fv)
 
 
 def run(fv, args):
+    if not fv.model_path:  # checked here, not by absl's parse, so that --help still answers
+        raise ValueError("tfresnet evaluate needs --model_path (a .keras file or a run directory).")
     result = evaluate_lib.evaluate(
         fv.model_path,
         fv.dataset,
