@@ -86,6 +86,7 @@ def test_the_timer_splits_fit_into_first_step_training_evaluation_and_writes(mon
     assert clock.summary() == {"setup_s": 3.0, "train_eval_s": 2.0, "total_s": 5.0}
 
 
+@pytest.mark.slow  # a timed training; the clock's unit tests stay
 def test_a_timed_training_reports_every_phase(tmp_path):
     clock = PhaseClock(count_startup=False)
     results = timed_train.timed_train(_config(tmp_path), clock)

@@ -229,6 +229,7 @@ def test_image_folder_refuses_bombs_by_their_headers_before_pillow_warns(tmp_pat
     assert d.info.sizes["train"] + d.info.sizes["test"] == 6
 
 
+@pytest.mark.slow  # a training; folder reading stays in the other folder tests
 def test_grey_bmp_folder_trains(tmp_path):
     # TensorFlow cannot decode a BMP to 1 channel; it is decoded as RGB, then made grey.
     for cls, value in (("cat", 10), ("dog", 200)):
@@ -247,7 +248,7 @@ def test_image_folder_shape_comes_from_the_whole_set_not_the_seed(tmp_path):
     _png(tmp_path / "a" / "1.png", 5, size=(40, 20), mode="L")
     _png(tmp_path / "b" / "0.png", 5, size=(1, 1), mode="L")
     _png(tmp_path / "b" / "1.png", 9, size=(16, 16), mode="RGB")
-    shapes = {data.load_data(str(tmp_path), seed=s).info.image_shape for s in range(6)}
+    shapes = {data.load_data(str(tmp_path), seed=s).info.image_shape for s in range(3)}
     assert shapes == {(40, 40, 3)}  # largest side; colour if any image is in colour
 
 
@@ -326,6 +327,7 @@ def test_a_tfds_set_in_several_files_reads_in_disjoint_parts(tmp_path):
     assert sorted(sum(parts, []) + validation) == list(range(48))
 
 
+@pytest.mark.slow  # the tfds disjoint-parts test stays
 def test_an_image_folder_reads_in_parts_and_in_memory_data_has_no_files(tmp_path):
     for cls, value in (("cat", 10), ("dog", 200)):
         for i in range(5):
@@ -365,6 +367,7 @@ def test_one_worker_trains_on_the_plain_pipeline_even_with_files(tmp_path):
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == list(range(48))
 
 
+@pytest.mark.slow  # two evaluations; a TPU-only path
 def test_padded_evaluation_gives_exactly_the_unpadded_metrics():
     """1,438 digits at batch 64: 22 full batches and one of 30, padded to 64 with weight-0
     zeros. Loss (weight decay included), accuracy and top-5 equal the unpadded evaluation."""
@@ -437,6 +440,7 @@ def test_class_folder_names_are_checked_when_the_data_is_read(tmp_path, name, pr
         data.load_data(str(tmp_path))
 
 
+@pytest.mark.slow  # a training over a folder
 def test_image_file_names_need_not_be_utf8(tmp_path):
     for cls in ("a", "b"):
         for i in range(3):

@@ -35,12 +35,14 @@ def _folder(root, classes, size=8):
     return str(root)
 
 
+@pytest.mark.slow  # test_cli_errors' 'evaluate: 12 classes' case checks the message
 def test_a_class_count_the_model_does_not_have_is_refused(models, tmp_path):
     twelve = _folder(tmp_path / "twelve", [f"c{i:02d}" for i in range(12)])
     with pytest.raises(data.DataError, match="has 10 outputs \\(classes\\) but .*twelve has 12"):
         evaluate.evaluate(models["grey10"], twelve)
 
 
+@pytest.mark.slow  # test_cli_errors' 'evaluate: shape mismatch' case checks the advice
 def test_image_shapes_get_the_advice_that_fits(models, tmp_path):
     grey = _folder(tmp_path / "grey", ["a", "b"])
     with pytest.raises(data.DataError, match="8x8x3 images but .*8x8x1; the channels differ"):

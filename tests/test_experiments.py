@@ -239,6 +239,7 @@ def test_layer_responses_are_one_std_per_3x3_layer():
         layer_responses.response_layer_names(preact)
 
 
+@pytest.mark.slow  # the layer-response unit test stays
 def test_layer_responses_experiment_measures_the_degradation_nets(settings, degradation_result):
     result = layer_responses.run(settings)
     assert result["trained"] == []
@@ -249,6 +250,7 @@ def test_layer_responses_experiment_measures_the_degradation_nets(settings, degr
     _check_outputs(result, "plain-8 | 7", "ResNet-8 | 7")
 
 
+@pytest.mark.slow  # the layer-response unit test stays
 def test_layer_responses_are_kept_beside_each_run_for_a_clone_without_models(
     settings, degradation_result
 ):
@@ -342,6 +344,7 @@ def test_degradation_verdict_compares_the_deepest_with_the_shallowest():
     assert degradation.verdict(fake, (20,)) == ""
 
 
+@pytest.mark.slow  # the smoke run; its measures stay tested
 def test_shattered_gradients_plain_nets_decorrelate_faster_than_resnets(tmp_path):
     settings = common.Settings(
         smoke=True, depths=shattered_gradients.SMOKE_DEPTHS, seeds=2, results_dir=str(tmp_path)

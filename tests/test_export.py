@@ -287,7 +287,11 @@ def test_bad_input_fails_with_a_clear_message(served, case, text):
     "name, blob",
     [
         ("38-byte WebP of 10000 x 10000", test_untrusted.WEBP_BOMB),
-        ("GIF of a 1 x 1 screen and a 10000 x 10000 frame", test_untrusted.GIF_BOMB),
+        pytest.param(  # test_untrusted refuses the GIF bomb in every reader
+            "GIF of a 1 x 1 screen and a 10000 x 10000 frame",
+            test_untrusted.GIF_BOMB,
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_serving_bytes_refuses_bombs_the_old_header_check_missed(served, name, blob):
@@ -304,7 +308,14 @@ def test_serving_bytes_refuses_bombs_the_old_header_check_missed(served, name, b
             sess.run(fetch, {feed: [blob]})
 
 
-@pytest.mark.parametrize("fmt, mode", [("GIF", "RGB"), ("JPEG", "CMYK"), ("BMP", "RGB")])
+@pytest.mark.parametrize(  # JPEG-CMYK by default; GIF and BMP take the same decode-then-grey path
+    "fmt, mode",
+    [
+        pytest.param("GIF", "RGB", marks=pytest.mark.slow),
+        ("JPEG", "CMYK"),
+        pytest.param("BMP", "RGB", marks=pytest.mark.slow),
+    ],
+)
 def test_grey_export_serves_colour_gif_bmp_and_cmyk_as_their_grey_image(served, fmt, mode):
     # TensorFlow has no grey decode of these ("channels must be 0 or 3 for GIF", libjpeg's
     # "Unsupported color conversion request" for CMYK): the export decodes RGB, then greys.
@@ -343,6 +354,7 @@ def test_models_config_lists_every_export(served):
     }
 
 
+@pytest.mark.slow  # an export per version; test_models_config_keeps_other_models stays
 def test_next_version_and_refusing_an_existing_one(served):
     base, model = served["base"], served["rgb_model"]
     with pytest.raises(ValueError, match=r"Version 1 of cifar_resnet8 already exists.*=2"):
@@ -377,7 +389,7 @@ def test_unparsable_models_config_is_not_overwritten(tmp_path):
     assert (tmp_path / "models.config").read_text() == "this is not a text proto {"
 
 
-@pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.parametrize("existing", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_failed_export_leaves_no_version_and_no_temp_dir(tmp_path, monkeypatch, existing):
     model = _tiny_model()
     if existing:  # a served version 1 and its config entry
@@ -480,6 +492,7 @@ def _saved_op_types(path):
     return ops
 
 
+@pytest.mark.slow  # every export folds by default: the served fixture checks folded outputs
 def test_export_serves_the_batch_norm_folded_model_with_the_same_outputs(tmp_path):
     model = build_model("resnet8", input_shape=(8, 8, 3), num_classes=4)
     rng = np.random.default_rng(7)
@@ -513,7 +526,7 @@ def test_export_serves_the_batch_norm_folded_model_with_the_same_outputs(tmp_pat
         np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("when", ["before", "during"])
+@pytest.mark.parametrize("when", ["before", pytest.param("during", marks=pytest.mark.slow)])
 def test_an_export_refused_for_an_unreadable_models_config_leaves_nothing(
     tmp_path, monkeypatch, when
 ):

@@ -75,6 +75,7 @@ def test_models_save_and_load_on_ram():
     assert keras.saving.load_model(path).count_params() == model.count_params()
 
 
+@pytest.mark.slow  # a whole run on ram://; test_runlock's object-store test stays
 def test_train_evaluate_and_export_on_ram(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a local ./ram:/ folder would show a path taken as local
     run = _ram("runs/r8")

@@ -37,9 +37,9 @@ def _bn_names(model):
     "name, kwargs, folded, kept",
     [
         ("resnet8", {}, 7, set()),
-        ("plain8", {}, 7, set()),
+        pytest.param("plain8", {}, 7, set(), marks=pytest.mark.slow),  # A's fold minus adds
         ("resnet8", {"shortcut": "B"}, 9, set()),
-        ("resnet8", {"shortcut": "C"}, 10, set()),
+        pytest.param("resnet8", {"shortcut": "C"}, 10, set(), marks=pytest.mark.slow),  # B's
         # Pre-activation: a BN on the block input (also the shortcut) or after the last add
         # has no conv of its own to go into.
         ("resnet8", {"preact": True}, 3, {f"stage{s}_block1_bn1" for s in (1, 2, 3)} | {"post_bn"}),

@@ -132,6 +132,7 @@ def test_fused_batch_norm_gradients_equal_keras(training):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # trainings; the layer's forward equality tests stay
 def test_fused_batch_norm_resnet_training_curve_equals_keras():
     fused = models.build_model("resnet8", input_shape=(8, 8, 3))
     reference = layers.with_keras_batch_norm(fused)

@@ -47,8 +47,9 @@ TABLE6_MILLIONS = {
 TABLE1_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6,
                 "resnet152": 11.3, "plain18": 1.8, "plain34": 3.6}  # fmt: skip
 # Each takes more than a few seconds through the harness (on 2 cores); their blocks are covered.
-SLOW = ("resnet110", "plain110", "resnet1202", "resnet34", "plain34", "resnet50", "resnet101",
-        "resnet152", "resnet200")  # fmt: skip
+# The 6n+2 family is one builder: resnet20/32 and plain20/32 stand for 44, 56 and 110 by default.
+SLOW = ("resnet44", "plain44", "resnet56", "plain56", "resnet110", "plain110", "resnet1202",
+        "resnet34", "plain34", "resnet50", "resnet101", "resnet152", "resnet200")  # fmt: skip
 # Inputs whose sides halve exactly through every stride, as the paper's do: 1/4 and 1/7 of them.
 TINY = {"cifar": ((8, 8, 3), 4), "imagenet": ((32, 32, 3), 7)}
 
@@ -377,6 +378,7 @@ def test_custom_spec_stem_and_strides():
         build_model(spec, input_shape=(8, 8, 3))
 
 
+@pytest.mark.slow  # a fresh interpreter; test_backends checks the registration
 def test_loading_needs_only_import_tfresnet(tmp_path):
     """A fresh interpreter that imports tfresnet (and nothing from it) loads in safe mode."""
     assert keras.saving.get_registered_name(layers.ZeroPadShortcut) == "tfresnet>ZeroPadShortcut"

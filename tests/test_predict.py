@@ -139,6 +139,7 @@ def test_command_line_prints_predictions_and_fails_on_bad_files(exported, capsys
         predict_cli.run(fv, [])
 
 
+@pytest.mark.slow  # test_export's grey-export test stays
 def test_grey_export_predicts_cmyk_jpeg_and_gif_as_grey_with_a_clean_stderr(tmp_path, capfd):
     # Before: "channels must be 0 or 3 for GIF", and libjpeg's "Unsupported color conversion
     # request" printed to stderr for the CMYK JPEG.

@@ -146,6 +146,7 @@ def test_paper_bn_epsilon_is_accepted_and_changes_nothing_visible(source, target
             layer.epsilon = 1.001e-5
 
 
+@pytest.mark.slow  # keras.applications' ResNet50
 def test_raw_pixel_model_equals_keras_applications_after_preprocess_input(
     source, raw_target, images
 ):
@@ -166,6 +167,7 @@ def test_other_num_classes_skips_or_refuses_the_head(source, raw_target):
         load_pretrained(raw_target, source, skip_mismatched_head=False)
 
 
+@pytest.mark.slow  # keras.applications' ResNet50; the transplant test stays
 def test_notop_h5_file_loads_everything_but_the_head(tmp_path, source, raw_target, images):
     weights = _weights(source)
     del weights["predictions"]  # what resnet50_..._notop.h5 holds
@@ -187,6 +189,7 @@ def test_notop_h5_file_loads_everything_but_the_head(tmp_path, source, raw_targe
     _assert_close_to_scale(actual, expected)
 
 
+@pytest.mark.slow  # keras.applications' ResNet50
 def test_h5_model_saved_by_keras_gives_keras_applications_logits(tmp_path, source, images):
     """A whole model in Keras' legacy .h5 format (`model.save`), head of 10 classes included."""
     path = str(tmp_path / "resnet50.h5")
@@ -221,6 +224,7 @@ def test_imagenet_head_file_is_read_for_a_model_of_other_classes(tmp_path, sourc
     assert load_keras_application(path, headless).get_layer("predictions").units == 1000
 
 
+@pytest.mark.slow  # ResNet-50s; test_backbone loads by name
 def test_headless_target_and_backbone_take_all_but_the_classifier(source, images):
     headless = build_model("resnet50", input_shape=SHAPE, include_top=False, **_compatible())
     report = load_pretrained(headless, source)
@@ -233,6 +237,7 @@ def test_headless_target_and_backbone_take_all_but_the_classifier(source, images
     _assert_close_to_scale(_numpy(stages(images)["stage2"]), expected)
 
 
+@pytest.mark.slow  # two ResNet-50s
 def test_v1_5_strides_are_refused_naming_the_first_strided_conv(source):
     model = build_model("resnet50", input_shape=SHAPE, **_compatible(stride_placement="v1.5"))
     before = model.get_layer("stem_conv").get_weights()[0]

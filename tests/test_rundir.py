@@ -93,6 +93,7 @@ def _assert_whole_run(run, results, reference, exports=0):
     )
 
 
+@pytest.mark.slow  # three trainings; the other kill tests here stay
 def test_kill_between_backup_and_history_redoes_that_epoch(tmp_path, monkeypatch, reference):
     config = _config(tmp_path)
     fired = _kill_at_history_of_epoch(monkeypatch, 2)

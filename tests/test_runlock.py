@@ -104,6 +104,7 @@ def test_object_stores_go_unlocked_silently(caplog):
     assert files.listdir(run) == [] and caplog.records == []
 
 
+@pytest.mark.slow  # a training; test_cli_errors' busy-directory case stays
 def test_train_refuses_a_run_directory_in_training_and_writes_nothing(tmp_path):
     config = TrainConfig(
         model="cifar_resnet8", dataset="digits", epochs=1, batch_size=128, export=False,

@@ -110,6 +110,7 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == 3 * (1438 // 64)
 
 
+@pytest.mark.slow  # trainings; test_cli_errors' run-directory cases stay
 def test_run_directory_guards(tmp_path):
     train_lib.train(_config(tmp_path, epochs=1))
     with pytest.raises(TrainingError, match="holds a finished run"):
@@ -260,6 +261,7 @@ def test_steps_per_execution_that_cannot_work_is_refused(replicas, wanted, messa
         train_lib.plan_schedule(config, _info(60_000), _Strategy(replicas))
 
 
+@pytest.mark.slow  # two trainings and a resume
 def test_steps_per_execution_is_a_speed_setting_a_resume_may_change(tmp_path):
     config = _config(tmp_path, epochs=2, steps_per_execution=2, validation_size=0)
     train_lib.train(dataclasses.replace(config, epochs=1, overwrite=True))
@@ -270,6 +272,7 @@ def test_steps_per_execution_is_a_speed_setting_a_resume_may_change(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == 1438 // 64  # no step past the epoch
 
 
+@pytest.mark.slow  # a training
 def test_results_hold_an_unaugmented_inference_pass_over_the_training_images(tmp_path):
     """fit's training error is a running mean over augmented batches in training mode; the
     final pass is what model.evaluate gives on the plain training images (the split trained
@@ -297,6 +300,7 @@ def test_results_hold_an_unaugmented_inference_pass_over_the_training_images(tmp
     )
 
 
+@pytest.mark.slow  # a training; test_cli_errors evaluates through the command
 def test_evaluate_reports_top1_and_top5(tmp_path):
     results = train_lib.train(_config(tmp_path, epochs=1))
     report = evaluate_lib.evaluate(str(tmp_path / "run"))
@@ -354,6 +358,7 @@ def test_fine_tune_from_keras_applications_weights(tmp_path):
     )
 
 
+@pytest.mark.slow  # a training and an export; test_models round-trips custom specs
 def test_a_custom_spec_trains_exports_and_reloads(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default run directory is runs/<model>-<data> under it
     spec = "resnet8:width_multiplier=2"

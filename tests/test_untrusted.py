@@ -285,6 +285,7 @@ def test_deep_json_is_refused_before_the_parser_recurses():
     assert untrusted.parse_json('{"a": [1]}') == {"a": [1]}
 
 
+@pytest.mark.slow  # a deep archive at a raised limit; the bounded-nesting tests stay
 def test_deep_config_cannot_crash_even_under_a_raised_recursion_limit(tmp_path):
     # Keras' own JSON parse of this file segfaults when the recursion limit is 100,000.
     import subprocess
