@@ -366,6 +366,7 @@ def test_an_unexpected_error_is_retried_then_recorded_failed(tmp_path, fake_fit)
     assert sorted(outcomes.values()) == [["RuntimeError", "RuntimeError"], ["completed"]]
 
 
+@pytest.mark.slow  # a search run twice; the stop-and-resume test stays
 def test_a_rerun_continues_the_search_without_repeating_finished_trials(
     tmp_path, fake_fit, monkeypatch
 ):
