@@ -409,6 +409,7 @@ def _resumable_grid_search_oracle():
                 self._ordered_ids.insert(trial_id)
             self._populate_next = list(order)
 
+    ResumableGridSearchOracle.__qualname__ = "ResumableGridSearchOracle"
     return ResumableGridSearchOracle
 
 
