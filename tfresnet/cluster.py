@@ -27,7 +27,7 @@ class WorkersMissing(TimeoutError):
     """Workers of the TF_CONFIG cluster did not come up in time; starting again may find them."""
 
 
-def check_peer_timeout(peer_timeout) -> None:
+def check_peer_timeout(peer_timeout: float) -> None:
     """ValueError unless `peer_timeout` is a number of seconds > 0."""
     if (
         isinstance(peer_timeout, bool)

@@ -53,7 +53,9 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             else:
                 hp.Choice(name, list(values))
 
-    def trial_config(self, values, run_dir=None, epochs=None):
+    def trial_config(
+        self, values: dict, run_dir: str | None = None, epochs: int | None = None
+    ) -> train_lib.TrainConfig:
         """The base TrainConfig with one trial's hyperparameter values filled in."""
         base = self.base_config
         depth = values["depth"]
@@ -78,7 +80,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             overrides.update(epochs=epochs, steps=None, budget=None)
         return dataclasses.replace(base, **overrides)
 
-    def build(self, hp):
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         self.declare_hyperparameters(hp)
         config = self.trial_config(hp.values)
         keras.utils.set_random_seed(config.seed)

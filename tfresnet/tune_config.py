@@ -98,14 +98,14 @@ class SearchSpace:
         if self.family is not None:
             self.depths(self.family)
 
-    def depths(self, family):
+    def depths(self, family: str) -> tuple:
         """The depths to search for `family`, checked against the model table."""
         depths = self.depth or PAPER_DEPTHS[family]
         for depth in depths:
             model_name(family, depth, "A")  # raises, listing the allowed depths
         return depths
 
-    def dimensions(self, family):
+    def dimensions(self, family: str) -> tuple:
         """(name, values or None) in search order; the grid varies the last one fastest."""
         return (
             ("depth", self.depths(family)),
@@ -115,7 +115,7 @@ class SearchSpace:
             ("weight_decay", self.weight_decay),
         )
 
-    def grid_size(self, family):
+    def grid_size(self, family: str) -> int:
         size = 1
         for _, values in self.dimensions(family):
             size *= len(values or (None,))
@@ -125,13 +125,13 @@ class SearchSpace:
 PAPER_GRID = SearchSpace(preact=None, learning_rate=None, weight_decay=None)
 
 
-def default_space(tuner):
+def default_space(tuner: str) -> SearchSpace:
     """grid: the paper's depth x shortcut comparison; the sampling tuners: the whole space."""
     _check_tuner(tuner)
     return PAPER_GRID if tuner == "grid" else SearchSpace()
 
 
-def model_name(family, depth, shortcut):
+def model_name(family: str, depth: int, shortcut: str) -> str:
     """The model-table name of one trial: `cifar_resnet<d>`, `resnet<d>`, `cifar_plain<d>`, ..."""
     kind = "plain" if shortcut == "none" else "resnet"
     prefix = "cifar_" if family == "cifar" else ""
@@ -231,7 +231,7 @@ class TuneConfig:
                 "trains), not steps or budget."
             )
 
-    def identity(self):
+    def identity(self) -> dict:
         """What must match for a re-run to continue this search."""
         values = dataclasses.asdict(self)
         values.pop("overwrite")
@@ -249,7 +249,7 @@ def _check_tuner(tuner):
     config_lib.check_choice("tuner", tuner, TUNERS)
 
 
-def max_epochs(train_config):
+def max_epochs(train_config: train_lib.TrainConfig) -> int:
     """The most epochs one Hyperband trial trains: the base config's epochs."""
     epochs = train_config.epochs or train_lib.DEFAULT_EPOCHS.get(train_config.dataset)
     if epochs is None:
@@ -264,7 +264,7 @@ _EPOCH_METRICS = ("accuracy", "loss", "top5_accuracy")  # and each with val_
 OBJECTIVE_METRICS = (*_EPOCH_METRICS, *(f"val_{m}" for m in _EPOCH_METRICS), "weight_decay_loss")
 
 
-def make_objective(text):
+def make_objective(text: str) -> keras_tuner.Objective:
     """A `keras_tuner.Objective` from "val_accuracy", "val_loss" or "name:max" / "name:min".
 
     The direction is inferred here, not by KerasTuner, which builds a Keras metric to find it

@@ -6,6 +6,8 @@ import io
 import json
 import os
 
+import keras_tuner
+
 from tfresnet import files, markdown, rundir
 
 RESULTS_COLUMNS = (
@@ -25,7 +27,7 @@ RESULTS_COLUMNS = (
 )
 
 
-def trial_rows(tuner, hypermodel):
+def trial_rows(tuner: keras_tuner.Tuner, hypermodel: keras_tuner.HyperModel) -> list[dict]:
     """One dict per trial (RESULTS_COLUMNS plus details), in trial order."""
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
@@ -59,7 +61,7 @@ def trial_rows(tuner, hypermodel):
     return rows
 
 
-def write_results(directory, results):
+def write_results(directory: str, results: dict) -> None:
     """results.json (everything), results.csv and results.md (the table)."""
     files.write_json(os.path.join(directory, "results.json"), results)
     table = io.StringIO(newline="")
@@ -71,7 +73,7 @@ def write_results(directory, results):
     files.write_text(os.path.join(directory, "results.md"), results_markdown(results) + "\n")
 
 
-def results_markdown(results):
+def results_markdown(results: dict) -> str:
     """The trials as a markdown table, then a line on the best trial."""
     header = ["trial", "model", "depth", "shortcut", "preact", "lr", "weight decay", "epochs"]
     header += ["val error", "test error", "params", "time (s)", "status"]
@@ -129,11 +131,11 @@ def _last_line(message):
     return lines[-1].strip().split("FailedTrialError: ", 1)[-1] if lines else None
 
 
-def read_json_if_exists(path):
+def read_json_if_exists(path: str):
     return files.read_json(path) if files.exists(path) else None
 
 
-def read_jsonl(path):
+def read_jsonl(path: str) -> list:
     if not files.exists(path):
         return []
     return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]

@@ -84,7 +84,9 @@ def _trial_in_use(trial_id, run_dir):
     )
 
 
-def hold_or_refuse(stack, lock, refusal):
+def hold_or_refuse(
+    stack: contextlib.ExitStack, lock: contextlib.AbstractContextManager, refusal: Exception
+) -> None:
     """Enter `lock` (a `runlock.exclusive`) on `stack`; raise `refusal` if another process
     holds the directory."""
     try:
@@ -132,7 +134,9 @@ class GridSearch(_TrialRunner, keras_tuner.Tuner):
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
 
 
-def build_tuner(config, hypermodel):
+def build_tuner(
+    config: tune_config.TuneConfig, hypermodel: keras_tuner.HyperModel
+) -> keras_tuner.Tuner:
     """The KerasTuner tuner `config.tuner` names, over `hypermodel`, in `config.directory`."""
     directory = files.absolute(config.directory)
     common = dict(

@@ -24,8 +24,11 @@ and workers) uses KerasTuner's environment variables; see docs/tuning.md.
 import contextlib
 import os
 
+import keras
+import keras_tuner
 import tensorflow as tf
 
+from tfresnet import data as data_lib
 from tfresnet import (
     distribute,
     files,
@@ -70,7 +73,7 @@ from tfresnet.tuners import (
 )
 
 
-def check_search_dir(config):
+def check_search_dir(config: TuneConfig) -> None:
     """Refuse to continue a different search in the same directory; save this one's config."""
     path = os.path.join(config.directory, "search.json")
     if config.overwrite and not tuners.is_worker():
@@ -148,7 +151,13 @@ def _differences(a, b, prefix=""):
     return keys
 
 
-def search(config, *, strategy=None, data=None, verbose=None):
+def search(
+    config: TuneConfig,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    data: data_lib.Data | None = None,
+    verbose: int | str | None = None,
+) -> dict:
     """Run (or continue) the search `config` describes; returns the results dict.
 
     On a distributed worker it runs trials until the chief's oracle has no more, and returns
@@ -179,7 +188,7 @@ def search(config, *, strategy=None, data=None, verbose=None):
         return summarize(config, tuner, hypermodel)
 
 
-def summarize(config, tuner, hypermodel):
+def summarize(config: TuneConfig, tuner: keras_tuner.Tuner, hypermodel: ResNetHyperModel) -> dict:
     """Measure the best trial on the test set, export it, write and print the results table."""
     rows = trial_rows(tuner, hypermodel)
     best_trials = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
@@ -201,7 +210,7 @@ def summarize(config, tuner, hypermodel):
     return results
 
 
-def measure_and_export(config, best, hypermodel):
+def measure_and_export(config: TuneConfig, best: dict, hypermodel: ResNetHyperModel) -> dict:
     """Test error of the selected trial's final model, then its SavedModel under export/."""
     found = {"best": True}
     if not (config.evaluate_best or config.train.export):
@@ -221,7 +230,7 @@ def measure_and_export(config, best, hypermodel):
     return found
 
 
-def export_best(config, best, model, info):
+def export_best(config: TuneConfig, best: dict, model: keras.Model, info: data_lib.DataInfo) -> str:
     """Export the best model once per best trial (a re-run that selects it again reuses it)."""
     marker = os.path.join(config.directory, "best_export.json")
     done = tune_results.read_json_if_exists(marker)
