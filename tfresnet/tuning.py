@@ -19,6 +19,10 @@ search directory holds the KerasTuner state (re-running the same command continu
 `search.json` (the search's config), `results.{md,csv,json}` and `export/` (the best model,
 exported for TF Serving after its test error is measured). Distributed tuning (a chief oracle
 and workers) uses KerasTuner's environment variables; see docs/tuning.md.
+
+This module runs the search; the space and config are in `tune_config`, the hypermodel in
+`hypermodel`, the tuners in `tuners`, the results table in `tune_results` (their public names
+are re-exported here).
 """
 
 import contextlib
