@@ -290,47 +290,39 @@ def _build_archive(model, mode, top_k, class_names, max_pixels=untrusted.MAX_PIX
     return archive
 
 
-def _checked(tensor, assertions, static_shape):
-    """`tensor` gated on `assertions`, with `static_shape` set for the ops that follow.
+def check_images(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """Assert `images` is [N>=1, H, W, channels]; the clear error a client sees."""
+    return _checked_batch(images, "images", f"[N, height, width, {channels}]", channels)
+
+
+def _check_image_bytes(image_bytes):
+    return _checked_batch(image_bytes, "image_bytes", "[N] of encoded JPEG/PNG strings")
+
+
+def _checked_batch(tensor, name, layout, channels=None):
+    """`tensor` gated on assertions that it is a batch `layout` of >= 1 item (with `channels`:
+    4D, that many in the last axis), with its static shape set for the ops that follow.
 
     Reshape-to-own-shape (not Identity/EnsureShape) keeps grappler from inferring the input's
     rank from later ops and folding the rank assertion away before it can fire.
     """
-    with tf.control_dependencies(assertions):
+    rank = 1 if channels is None else 4
+    rank_check = tf.debugging.assert_equal(
+        tf.rank(tensor), rank, message=f"{name} must be a batch {layout} (rank {rank})"
+    )
+    with tf.control_dependencies([rank_check]):
+        shape = tf.shape(tensor)
+        checks = [rank_check]
+        if channels is not None:
+            message = f"{name} must have {channels} channel(s) (the model's) in the last axis"
+            checks.append(tf.debugging.assert_equal(shape[3], channels, message=message))
+        checks.append(
+            tf.debugging.assert_positive(shape[0], message=f"{name} must hold >= 1 image")
+        )
+    with tf.control_dependencies(checks):
         out = tf.reshape(tensor, tf.shape(tensor))
-    out.set_shape(static_shape)
+    out.set_shape([None] if channels is None else [None, None, None, channels])
     return out
-
-
-def check_images(images: tf.Tensor, channels: int) -> tf.Tensor:
-    """Assert `images` is [N>=1, H, W, channels]; the clear error a client sees."""
-    rank = tf.debugging.assert_equal(
-        tf.rank(images),
-        4,
-        message=f"images must be a batch [N, height, width, {channels}] (rank 4)",
-    )
-    with tf.control_dependencies([rank]):
-        shape = tf.shape(images)
-        depth = tf.debugging.assert_equal(
-            shape[3],
-            channels,
-            message=f"images must have {channels} channel(s) (the model's) in the last axis",
-        )
-        count = tf.debugging.assert_positive(shape[0], message="images must hold >= 1 image")
-    return _checked(images, [rank, depth, count], [None, None, None, channels])
-
-
-def _check_image_bytes(image_bytes):
-    rank = tf.debugging.assert_equal(
-        tf.rank(image_bytes),
-        1,
-        message="image_bytes must be a batch [N] of encoded JPEG/PNG strings (rank 1)",
-    )
-    with tf.control_dependencies([rank]):
-        count = tf.debugging.assert_positive(
-            tf.size(image_bytes), message="image_bytes must hold >= 1 image"
-        )
-    return _checked(image_bytes, [rank, count], [None])
 
 
 def decode_and_fit(
