@@ -10,6 +10,7 @@ copies a trained tfresnet model's weights into another of the same spec (e.g. it
 """
 
 import dataclasses
+import functools
 import os
 import re
 
@@ -85,13 +86,8 @@ def load_pretrained(
       ValueError naming the first layer whose layout differs, or saying why the file does not
       load. Nothing is changed then.
     """
-    if isinstance(source, (str, os.PathLike)):
-        source = load_keras_application(source, model)
-    if not isinstance(source, keras.Model):
-        raise ValueError(
-            f"source must be a keras.applications ResNet model or a path to its .h5 weights; "
-            f"got {type(source).__name__}."
-        )
+    what = "a keras.applications ResNet model or a path to its .h5 weights"
+    source = _source_model(source, lambda path: load_keras_application(path, model), what)
     weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
     by_target = {_target_name(name): (name, arrays) for name, arrays in weights.items()}
     rgb_stem = _takes_raw_rgb(model)
@@ -157,14 +153,10 @@ def load_weights_by_name(
       >>> len(load_weights_by_name(features, trained).loaded)
       14
     """
-    if isinstance(source, (str, os.PathLike)):
-        from tfresnet import untrusted
+    from tfresnet import untrusted
 
-        source = untrusted.load_keras_model(source, compile=False, safe_mode=True)
-    if not isinstance(source, keras.Model):
-        raise ValueError(
-            f"source must be a keras.Model or a .keras file path; got {type(source).__name__}."
-        )
+    load = functools.partial(untrusted.load_keras_model, compile=False, safe_mode=True)
+    source = _source_model(source, load, "a keras.Model or a .keras file path")
     by_name = {layer.name: layer for layer in source.layers}
     assignments, skipped = [], {}
     for layer in model.layers:
@@ -182,6 +174,15 @@ def load_weights_by_name(
             )
         assignments.append((layer, arrays))
     return _assign(assignments, skipped, rgb_stem=False)
+
+
+def _source_model(source, load, what):
+    """`source` as a keras.Model, `load`ed when it is a path; ValueError if it is neither."""
+    if isinstance(source, (str, os.PathLike)):
+        source = load(source)
+    if not isinstance(source, keras.Model):
+        raise ValueError(f"source must be {what}; got {type(source).__name__}.")
+    return source
 
 
 def _assign(assignments, skipped, rgb_stem):
