@@ -41,14 +41,10 @@ def find_export_dir(path: str | os.PathLike) -> str:
         raise ValueError(
             f"Export path {path} {what}; give the export's base, model or version directory."
         )
-    versions = [v for v in export.model_versions(path) if _is_saved_model(path, v)]
+    versions = _saved_versions(path)
     if versions:
         return os.path.join(path, str(versions[-1]))
-    models = sorted(
-        name
-        for name in os.listdir(path)
-        if any(_is_saved_model(os.path.join(path, name), v) for v in _versions_in(path, name))
-    )
+    models = sorted(name for name in os.listdir(path) if _saved_versions(os.path.join(path, name)))
     if len(models) == 1:
         return find_export_dir(os.path.join(path, models[0]))
     if models:
@@ -160,12 +156,12 @@ def format_predictions(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _is_saved_model(model_dir, version):
-    return os.path.isfile(os.path.join(model_dir, str(version), "saved_model.pb"))
-
-
-def _versions_in(base, name):
-    return export.model_versions(os.path.join(base, name))
+def _saved_versions(model_dir):
+    """The version folders of `model_dir` that hold a saved_model.pb, ascending."""
+    versions = export.model_versions(model_dir)
+    return [
+        v for v in versions if os.path.isfile(os.path.join(model_dir, str(v), "saved_model.pb"))
+    ]
 
 
 _LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d")  # TensorFlow's (absl's) log lines
