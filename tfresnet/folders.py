@@ -67,15 +67,14 @@ def _scan_folder(root):
     entries = [
         (i, path) for i, cls in enumerate(classes) for path in sorted((root / cls).rglob("*"))
     ]
-    for _, path in entries:
+    candidates, skipped = [], []
+    for label, path in entries:  # nothing is opened before every entry passed this loop
         kind = files.special_file(str(path))
         if kind:
             raise DataError(
                 f"{str(path)!r} is a {kind}, not a regular file: an image folder may hold only "
                 "folders and regular files (reading anything else can block forever); remove it."
             )
-    candidates, skipped = [], []
-    for label, path in entries:
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
             candidates.append((path, label))
         elif path.is_file():
