@@ -241,7 +241,7 @@ def _check_version(model_dir, version):
 # --- the serving graph --------------------------------------------------------------------
 
 
-def _build_archive(model, mode, top_k, class_names, max_pixels=untrusted.MAX_PIXELS):
+def _build_archive(model, mode, top_k, class_names, max_pixels):
     """An ExportArchive with both signatures; serving_default first (TF Serving's default)."""
     height, width, channels = _image_input_shape(model)
     size = (height, width)
