@@ -45,7 +45,7 @@ class ConvSettings:
     def __post_init__(self):
         check_fields(self)
 
-    def regularizer(self):
+    def regularizer(self) -> keras.regularizers.Regularizer | None:
         # Keras' L2(l) adds l * sum(w^2); its gradient 2*l*w equals SGD weight decay when l = wd/2.
         return keras.regularizers.L2(self.weight_decay / 2) if self.weight_decay else None
 
@@ -123,7 +123,17 @@ def _check_block_args(filters, strides):
             raise ValueError(f"{what} must be an int >= 1; got {value!r}.")
 
 
-def shortcut_path(x, preactivated, filters, strides, *, option, preact, name, settings):
+def shortcut_path(
+    x: keras.KerasTensor,
+    preactivated: keras.KerasTensor,
+    filters: int,
+    strides: int,
+    *,
+    option: str,
+    preact: bool,
+    name: str,
+    settings: ConvSettings,
+) -> keras.KerasTensor | None:
     """The shortcut of one block, or None for a plain block. Projections read the pre-activated
     input in pre-activation blocks (He et al. 2016), identity and zero-padding the input itself."""
     if option == "none":

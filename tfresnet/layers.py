@@ -14,7 +14,7 @@ class ZeroPadShortcut(keras.layers.Layer):
     """Option-A shortcut (paper Sec. 3.3): identity, subsampled by `strides`, with zero channels
     appended up to `filters`; no parameters."""
 
-    def __init__(self, filters, strides=1, **kwargs):
+    def __init__(self, filters: int, strides: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.strides = int(strides)

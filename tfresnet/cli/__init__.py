@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
         return status
 
 
-def command_help(fv) -> str:
+def command_help(fv: "flags.FlagValues") -> str:
     """The flags' help, a section per group in the order the command defined them (absl's
     `get_help` sorts its sections by name)."""
     return "\n".join(fv.module_help(group) for group in fv.flags_by_module_dict())
