@@ -7,7 +7,7 @@ from absl import flags
 from tfresnet import evaluate as evaluate_lib
 
 
-def define_flags(fv):
+def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model_path", None, "A .keras file or a run directory.", flag_values=fv)
     flags.DEFINE_string(
         "dataset",
@@ -23,7 +23,7 @@ def define_flags(fv):
     flags.DEFINE_bool("ten_crop", False, "The paper's 10-crop testing.", flag_values=fv)
 
 
-def run(fv, args):
+def run(fv: flags.FlagValues, args: list[str]) -> int:
     if not fv.model_path:  # checked here, not by absl's parse, so that --help still answers
         raise ValueError("tfresnet evaluate needs --model_path (a .keras file or a run directory).")
     result = evaluate_lib.evaluate(
