@@ -14,6 +14,7 @@ out.
 
 import argparse
 import collections
+import inspect
 import os
 import sys
 import tempfile
@@ -24,9 +25,13 @@ def _module(frame):
     return name if name.startswith("tfresnet") else None
 
 
-def trace_walk(run) -> list:
-    """The distinct (caller module, callee module) entries of `run()`, in first-seen order."""
-    edges = {}
+def trace_walk(run) -> tuple[list, list, list]:
+    """The distinct (caller module, callee module) entries of `run()`, in first-seen order; the
+    distinct (caller module, callee module, callee function) calls; and the top-level walk: the
+    modules that tfresnet.train's own code calls directly, in time order, repeats in a row
+    collapsed."""
+    edges, calls, top = {}, {}, []
+    generators = []  # tfresnet generator frames already started: a resume is no new entry
 
     def profile(frame, event, arg):
         if event != "call" or frame.f_code.co_name == "<module>":
@@ -34,6 +39,10 @@ def trace_walk(run) -> list:
         callee = _module(frame)
         if callee is None:
             return
+        if frame.f_code.co_flags & inspect.CO_GENERATOR:
+            if any(frame is g for g in generators):
+                return
+            generators.append(frame)
         caller, up = "<caller>", frame.f_back
         while up is not None:
             found = _module(up)
@@ -43,13 +52,20 @@ def trace_walk(run) -> list:
             up = up.f_back
         if caller != callee:
             edges.setdefault((caller, callee), None)
+            calls.setdefault((caller, callee, frame.f_code.co_qualname), None)
+            up = frame.f_back  # a `with` block's generator is entered through contextlib
+            while up is not None and up.f_globals.get("__name__") == "contextlib":
+                up = up.f_back
+            direct = up is not None and _module(up) == "tfresnet.train"
+            if direct and (not top or top[-1] != callee):
+                top.append(callee)
 
     sys.setprofile(profile)
     try:
         run()
     finally:
         sys.setprofile(None)
-    return list(edges)
+    return list(edges), list(calls), top
 
 
 def summarize(edges: list) -> dict:
@@ -89,12 +105,27 @@ def main(argv=None):
             verbose=0,
             validation_size=100,
         )
-        walk = summarize(trace_walk(lambda: train_lib.train(config)))
+        edges, calls, sequence = trace_walk(lambda: train_lib.train(config))
+    walk = summarize(edges)
+    seen, again, back, previous = [], 0, 0, None
+    for module in sequence:
+        if module in seen:
+            again += 1
+            back += seen.index(module) < seen.index(previous)
+        else:
+            seen.append(module)
+        previous = module
+    top = [c for c in calls if c[0] in ("tfresnet.train", "<caller>")]
+    print(f"train()'s walk ({len(sequence)} steps): {' -> '.join(sequence)}")
+    print(f"  modules {len(seen)}, returns to a module already entered {again}, climbs {back}")
     print(f"modules entered ({len(walk['modules'])}): {' -> '.join(walk['modules'])}")
     print(f"returns to a module already entered: {len(walk['returns'])}")
     print(f"climbs back up the flow: {len(walk['climbs'])}")
     print(f"modules entered more than once: {len(walk['repeated'])} {walk['repeated']}")
+    print(f"distinct functions of other modules called: {len(calls)}; by train(): {len(top)}")
     if args.verbose:
+        for caller, callee, function in top:
+            print(f"  {caller} calls {callee}.{function}")
         for caller, callee in walk["returns"]:
             mark = "climb" if (caller, callee) in walk["climbs"] else "return"
             print(f"  {mark}: {caller} -> {callee}")
