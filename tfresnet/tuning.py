@@ -398,7 +398,9 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         precision.set_policy(config.precision, self.strategy)
         return train_lib.make_model(config, self.data.info, self.strategy)
 
-    def fit(self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, **kwargs):
+    def fit(
+        self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, held=None, **kwargs
+    ):
         """Train `model` for one trial; returns the last epoch's metrics (the objective's too).
 
         Hyperband passes `epochs`/`initial_epoch`: a trial it continues starts from the parent
@@ -417,6 +419,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
                 model=model,
                 extra_callbacks=callbacks,
                 evaluate_test=False,
+                held=held,  # the tuner's hold of the trial's run directory
             )
         except (train_lib.TrainingError, tf.errors.ResourceExhaustedError) as err:
             # Deterministic failures (divergence, out of memory): record, do not retry.
@@ -446,6 +449,7 @@ class _TrialRunner:
         if isinstance(self.oracle, keras_tuner.Oracle):  # a worker holds a client of the chief's
             _write_state_atomically(self.oracle)
         self._trial_hold = contextlib.ExitStack()
+        self._held = None  # the `runlock.Hold` of the running trial's run directory
 
     def search(self, *args, **kwargs):
         try:
@@ -458,7 +462,8 @@ class _TrialRunner:
         if distribute.writes_run_dir(self.hypermodel.strategy):
             files.makedirs(run_dir)
             hold = runlock.exclusive(run_dir)
-            _hold(self._trial_hold, hold, TrialInUse(_trial_in_use(trial.trial_id, run_dir)))
+            refusal = TrialInUse(_trial_in_use(trial.trial_id, run_dir))
+            self._held = _hold(self._trial_hold, hold, refusal)
         super().on_trial_begin(trial)
 
     def on_trial_end(self, trial):
@@ -488,7 +493,7 @@ class _TrialRunner:
         _clear_unresumable(run_dir)
         start, outcome = time.perf_counter(), "completed"
         try:
-            return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
+            return super().run_trial(trial, *args, run_dir=run_dir, held=self._held, **kwargs)
         except BaseException as err:
             outcome = type(err).__name__
             raise
@@ -563,7 +568,7 @@ def _hold(stack, lock, refusal):
     """Enter `lock` (a `runlock.exclusive`) on `stack`; raise `refusal` if another process
     holds the directory."""
     try:
-        stack.enter_context(lock)
+        return stack.enter_context(lock)
     except runlock.RunDirInUse:
         raise refusal from None
 

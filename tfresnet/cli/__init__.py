@@ -227,18 +227,20 @@ class _Sigterm:
     cluster's grace period; anywhere else, or at a second SIGTERM, `Terminated`, once: from then
     on the command is already ending with EXIT_PREEMPTED, and more SIGTERMs change nothing.
 
-    It imports nothing and only reads and sets `preemption`'s flags, so it can run at any
-    instant, TensorFlow half imported included.
+    It imports nothing and only reads and sets its `stop` (`preemption.StopRequest`, which
+    training finds through `preemption.installed`), so it can run at any instant, TensorFlow
+    half imported included.
     """
 
     def __init__(self):
         self.ending = False  # set once the command has its exit status: it is only exiting
+        self.stop = preemption.StopRequest()
 
     def __call__(self, signum, frame):
         if self.ending:
             return
-        if preemption.IN_TRAINING.is_set() and not preemption.STOP_REQUESTED.is_set():
-            preemption.STOP_REQUESTED.set()
+        if self.stop.in_training.is_set() and not self.stop.requested.is_set():
+            self.stop.requested.set()
             return
         self.ending = True
         raise Terminated()
