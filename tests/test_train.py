@@ -370,14 +370,20 @@ def test_a_custom_spec_trains_exports_and_reloads(tmp_path, monkeypatch):
 
 
 def test_fit_model_leaves_the_process_as_it_found_it(tmp_path):
+    import random
     import sys
 
-    limit = sys.getrecursionlimit()
+    limit, argv = sys.getrecursionlimit(), list(sys.argv)
+    random.seed(11), np.random.seed(12), tf.random.set_seed(13)  # the caller's seeds
+    python, numpy = random.getstate(), np.random.get_state()
     stop = preemption.StopRequest()
-    config = _config(tmp_path, precision="mixed_bfloat16", epochs=1, validation_size=0)
+    config = _config(tmp_path, precision="mixed_bfloat16", epochs=1, validation_size=0, seed=5)
     train_lib.train(config, stop=stop)
     assert keras.mixed_precision.global_policy().name == "float32"
     assert not stop.in_training.is_set()  # a SIGTERM now stops the process itself
+    assert random.getstate() == python and sys.argv == argv
+    assert np.array_equal(np.random.get_state()[1], numpy[1])
+    assert tf.compat.v1.get_seed(None)[0] == 13  # train() set seed 5, then put this one back
     model = models.build_model("resnet56")  # 50 x 56 frames while building, then restored
     assert model.get_layer("stem_conv").compute_dtype == "float32"
     assert sys.getrecursionlimit() == limit

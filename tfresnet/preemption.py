@@ -3,7 +3,8 @@
 The entry point owns the request: its SIGTERM handler carries one as `stop` (the `tfresnet`
 command's does) and sets it; training is handed one, or takes the installed handler's
 (`installed`). Nothing heavy is imported, so a handler can use it at any instant, even while
-TensorFlow is still importing.
+TensorFlow is still importing. (TF's `PreemptionCheckpointHandler` supports only multi-worker
+and TPU strategies and saves its own checkpoint, not the run's epoch commit.)
 """
 
 import signal

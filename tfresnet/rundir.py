@@ -7,9 +7,12 @@
     <run_dir>/checkpoints/{last,best}.keras
     <run_dir>/model.keras, export/, results.json   written once training is over
 
-`callbacks.EpochRecorder` commits each epoch, `state.json` last. Every file is written
-atomically (`tfresnet.files`). The backup stays until `results.json` is written, so a kill while
-evaluating, saving or exporting resumes there without training again.
+`callbacks.EpochRecorder` commits each epoch, `state.json` last; every file is written atomically
+(`tfresnet.files`). The backup stays until `results.json` is written (`finish`), so a kill while
+evaluating, saving or exporting resumes there without training again. (`tf.train.CheckpointManager`
+keeps N weight checkpoints, but its commit point covers only them; state.json also covers
+history.csv, the checkpoints and the timings, and falls back a commit when the newest weights do
+not load.)
 
 `RUN_LAYOUT` and `SEARCH_LAYOUT` list every name a run (a search) of ours writes; `clear`, the
 one thing behind `--overwrite`, removes only those and refuses a folder that holds anything else.
