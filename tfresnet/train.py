@@ -170,9 +170,9 @@ def make_model(
     plan: schedule.Schedule | None = None,
 ) -> keras.Model:
     """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope and
-    made to train there (`distribute.multi_worker_compatible`); every path (`train`,
-    `fit_model`, the tuner's `HyperModel.build`) builds it here. `plan` gives the weight decay
-    (else the recipe's)."""
+    the config's dtype policy (restored after) and made to train there
+    (`distribute.multi_worker_compatible`); every path (`train`, `fit_model`, the tuner's
+    `HyperModel.build`) builds it here. `plan` gives the weight decay (else the recipe's)."""
     if plan is None:
         decay = schedule.resolved_weight_decay(config, schedule.pick_recipe(config, info))
     else:
@@ -195,7 +195,7 @@ def make_model(
         # keras.applications' layout (v1 strides, conv biases, its BN epsilon, option B) and
         # its caffe pixel means, so the transplanted weights see the inputs they were trained on.
         kwargs.update(pretrained.keras_applications_compatible_kwargs())
-    with strategy.scope():
+    with precision.policy_scope(config.precision, strategy), strategy.scope():
         model = models.build_model(
             config.model,
             num_classes=info.num_classes,

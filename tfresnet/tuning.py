@@ -42,7 +42,6 @@ from tfresnet import (
     files,
     markdown,
     pipeline,
-    precision,
     rundir,
     runlock,
     specs,
@@ -395,7 +394,6 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         self.declare_hyperparameters(hp)
         config = self.trial_config(hp.values)
         keras.utils.set_random_seed(config.seed)
-        precision.set_policy(config.precision, self.strategy)
         return train_lib.make_model(config, self.data.info, self.strategy)
 
     def fit(
