@@ -37,7 +37,9 @@ from tfresnet import (
     schedule,
 )
 from tfresnet import results as results_lib
-from tfresnet.rundir import data_slug as _slug  # noqa: F401 -- where callers found them
+
+# Where callers have always found these names:
+from tfresnet.rundir import data_slug as _slug  # noqa: F401
 from tfresnet.rundir import model_slug  # noqa: F401
 from tfresnet.schedule import DEFAULT_EPOCHS, Schedule, pick_recipe, plan_schedule  # noqa: F401
 from tfresnet.train_config import (  # noqa: F401
@@ -78,9 +80,9 @@ def train(
         plan = schedule.plan_schedule(config, data.info, strategy)
         # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = make_model(config, data.info, strategy, plan)
-        started = rundir.started(config.run_dir, config, hint=OVERWRITE_HINT) if writer else None
-        with started or contextlib.nullcontext() as held:
-            return _fit(config, model, data, plan, policy, callbacks, True, held, stop)
+        start = rundir.started(config.run_dir, config, hint=OVERWRITE_HINT)  # writes config.json
+        with start if writer else contextlib.nullcontext() as held:
+            return _fit(config, model, data, plan, policy, callbacks, held=held, stop=stop)
 
 
 @contextlib.contextmanager
@@ -123,12 +125,12 @@ def fit_model(
         plan = schedule.plan_schedule(config, data.info, strategy)
         model = model or make_model(config, data.info, strategy, plan)
         results = _fit(
-            config, model, data, plan, policy, extra_callbacks, evaluate_test, held, stop
+            config, model, data, plan, policy, extra_callbacks, evaluate_test, held=held, stop=stop
         )
     return model, results
 
 
-def _fit(config, model, data, plan, policy, callbacks, evaluate_test, held, stop) -> dict:
+def _fit(config, model, data, plan, policy, callbacks, evaluate_test=True, *, held, stop) -> dict:
     """compile -> restore -> fit -> results -> export, in `config.run_dir` held (`runlock`) from
     reading the backup on: another process training there could replace it."""
     recipe = schedule.pick_recipe(config, data.info)
