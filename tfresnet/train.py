@@ -13,10 +13,10 @@ experiments all train through `fit_model`.
 """
 
 import contextlib
-import dataclasses
 import math
 import random
 import sys
+import types
 from collections.abc import Iterator, Sequence
 
 import keras
@@ -244,60 +244,33 @@ def _compile_and_restore(config, model, recipe, lr, plan, out) -> rundir.RunStat
     return state
 
 
-@dataclasses.dataclass
-class _Inputs:
-    """The datasets of one `_fit`: the training parts (a partial epoch first, if any), each
-    `(first epoch, end epoch, batches skipped, dataset)`, and the evaluation splits."""
-
-    parts: list
-    validation: tf.data.Dataset | None
-    test: tf.data.Dataset | None
-    train_eval: tf.data.Dataset
-
-
-def _inputs(config, data, plan, state, strategy, evaluate_test) -> _Inputs:
-    """Every dataset the run reads, made in one place. Under TPUStrategy evaluation batches are
-    padded to one static shape (XLA), `pipeline.make_pipeline`'s `static_batches`."""
+def _inputs(config, data, plan, state, strategy, evaluate_test) -> types.SimpleNamespace:
+    """Every dataset the run reads, made in one place: the training `parts` (a partial epoch
+    first, if any: first epoch, end epoch, batches skipped, dataset) and the evaluation splits,
+    whose batches TPUStrategy pads to one static shape (XLA)."""
     static = distribute.is_tpu(strategy)
 
     def evaluation(split, cache=True):
         return pipeline.make_pipeline(
-            split,
-            data.info,
-            batch_size=plan.batch_size,
-            training=False,
-            cache=cache,
+            split, data.info, batch_size=plan.batch_size, training=False, cache=cache,
             static_batches=static,
-        )
+        )  # fmt: skip
+
+    def training(first, end, skip):
+        return pipeline.training_input(
+            data, strategy, batch_size=plan.batch_size, steps_per_epoch=plan.steps_per_epoch,
+            seed=config.seed, first_epoch=first, epochs=end, skip_batches=skip,
+        )  # fmt: skip
 
     bounds = [(state.epoch, state.epoch + 1, state.batch)] if state.batch else []
     bounds.append((state.epoch + (1 if state.batch else 0), plan.epochs, 0))
-    parts = [
-        (
-            first,
-            end,
-            skip,
-            pipeline.training_input(
-                data,
-                strategy,
-                batch_size=plan.batch_size,
-                steps_per_epoch=plan.steps_per_epoch,
-                seed=config.seed,
-                first_epoch=first,
-                epochs=end,
-                skip_batches=skip,
-            ),
-        )
-        for first, end, skip in bounds
-        if first < end
-    ]
-    return _Inputs(
-        parts=parts,
+    return types.SimpleNamespace(
+        parts=[(first, end, skip, training(first, end, skip)) for first, end, skip in bounds
+               if first < end],
         validation=None if data.validation is None else evaluation(data.validation),
         test=evaluation(data.test) if evaluate_test or config.eval_test_each_epoch else None,
-        # Not cached: it runs once.
-        train_eval=evaluation(data.train, cache=False),
-    )
+        train_eval=evaluation(data.train, cache=False),  # runs once: not cached
+    )  # fmt: skip
 
 
 def _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop) -> rundir.RunState:
@@ -334,10 +307,10 @@ def _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop) -> run
 
 def _diverged(err: Exception, good: int) -> TrainingError:
     kept = f"Epoch {good} was the last good one: its checkpoint and backup are kept. "
+    kept = kept if good else ""
     return TrainingError(
-        f"Training diverged in epoch {good + 1} ({str(err).splitlines()[0]}). "
-        + (kept if good else "")
-        + "Lower --learning_rate, use float32 (--precision), or check the data."
+        f"Training diverged in epoch {good + 1} ({str(err).splitlines()[0]}). {kept}Lower "
+        "--learning_rate, use float32 (--precision), or check the data."
     )
 
 

@@ -25,10 +25,6 @@ NON_IDENTITY_FIELDS = (
 COMMAND_FIELDS = ("resume", "overwrite")
 VERBOSE_CHOICES = ("auto", "0", "1", "2")  # Keras' verbose, and auto: by terminal (keras_verbose)
 
-OVERWRITE_HINT = (
-    "--overwrite deletes only what a run wrote: move those files away, or use another --run_dir"
-)
-
 
 class TrainingError(RuntimeError):
     """Training could not finish (diverged, or the run directory is in the way)."""
@@ -206,11 +202,12 @@ class TrainConfig:
                 "runs", f"{rundir.model_slug(self.model)}-{rundir.data_slug(self.dataset)}"
             )
 
-    def identity(self):
+    def identity(self) -> dict:
+        """The fields that say what the run computes (a restart must match them)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
 
 
-def check_run_dir(config):
+def check_run_dir(config: TrainConfig) -> TrainConfig:
     """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing.
 
     `resume` takes the saved config; an identical unfinished run continues; `overwrite` is
