@@ -15,12 +15,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfresnet import compat
 from tfresnet import distribute as dist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -288,19 +290,6 @@ def test_single_machine_strategies_have_one_input_pipeline():
 # --------------------------------------------------------------------------
 # The Keras multi-worker fix, in isolation (in process)
 # --------------------------------------------------------------------------
-
-
-def test_probe_finds_the_keras_axis0_reduction_bug():
-    if not keras.version().startswith("3.15."):
-        pytest.skip("expectation recorded for Keras 3.15 (keras#20585)")
-    assert dist._keras_reduces_logs_along_axis0() is True
-
-
-def test_replica_axis_wrapper_adds_a_leading_axis_of_one():
-    step = dist._with_replica_axis(lambda data: {"loss": 2.0, "per_class": tf.ones(3)})
-    logs = step(None)
-    assert logs["loss"].shape == (1,) and float(logs["loss"][0]) == 2.0
-    assert logs["per_class"].shape == (1, 3)
 
 
 def test_fix_is_a_no_op_outside_multi_worker(float32_policy):
@@ -680,7 +669,8 @@ def test_the_tpu_build_fix_applies_where_keras_reduces_the_first_batch():
         seen.update(iterator=iterator, batch=data_batch)
 
     double.reduced.clear()
-    wrapped = dist._build_from_local_batch(keras_build, double)
-    wrapped(iterator=[(0, 0, iter([(images, labels)]))])
+    model = types.SimpleNamespace(_maybe_symbolic_build=keras_build, distribute_strategy=double)
+    assert compat.build_from_local_batch(model)
+    model._maybe_symbolic_build(iterator=[(0, 0, iter([(images, labels)]))])
     assert seen["iterator"] is None and double.reduced == []  # built without reducing
     assert seen["batch"][1].dtype == tf.int32 and seen["batch"][0].shape == (2, 8, 8, 1)

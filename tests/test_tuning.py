@@ -16,10 +16,9 @@ import sys
 import uuid
 
 import keras
-import keras_tuner
 import pytest
 
-from tfresnet import cli, rundir, tuning
+from tfresnet import cli, rundir, tune_results, tuners, tuning
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig
 from tfresnet.tuning import SearchSpace, TuneConfig
@@ -425,20 +424,20 @@ def test_a_trials_run_directory_is_kept_only_to_resume_it(tmp_path):
     run = tmp_path / "run"
     (run / "backup").mkdir(parents=True)
     (run / "backup" / ".tmp-0a1b2c3d-epoch-1.weights.h5").write_text("")  # killed mid-write
-    tuning._clear_unresumable(str(run))
+    tuners._clear_unresumable(str(run))
     assert os.listdir(run) == []
     (run / "notes.txt").write_text("not the trial's")  # only what a run writes is removed
     with pytest.raises(rundir.ForeignFiles, match=r"\(notes\.txt\); move them out of the tri"):
-        tuning._clear_unresumable(str(run))
+        tuners._clear_unresumable(str(run))
     (run / "notes.txt").unlink()
     (run / "backup").mkdir()
     (run / "backup" / "state.json").write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
-    tuning._clear_unresumable(str(run))  # an interrupted trial: continued from its backup
+    tuners._clear_unresumable(str(run))  # an interrupted trial: continued from its backup
     assert (run / "backup" / "state.json").exists()
     (run / "results.json").write_text("{}")
-    tuning._clear_unresumable(str(run))  # a finished run (the trial is run again): cleared
+    tuners._clear_unresumable(str(run))  # a finished run (the trial is run again): cleared
     assert os.listdir(run) == []
-    tuning._clear_unresumable(str(tmp_path / "none"))  # nothing there yet
+    tuners._clear_unresumable(str(tmp_path / "none"))  # nothing there yet
     assert not (tmp_path / "none").exists()
 
 
@@ -604,7 +603,7 @@ def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypa
     ]
     assert results["directory"] == directory
     assert all(files.exists(f"{r['run_dir']}/model.keras") for r in trials)
-    assert all(len(tuning._read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
+    assert all(len(tune_results.read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
                for r in trials)  # fmt: skip
     best = results["best"]
     assert best["val_error"] == min(r["val_error"] for r in trials)
@@ -623,45 +622,9 @@ def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypa
     again = tuning.search(config)
     assert [r["trial"] for r in again["trials"]] == [r["trial"] for r in trials]
     assert again["best"]["export"] == best["export"]  # the marker: exported once
-    assert all(len(tuning._read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
+    assert all(len(tune_results.read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
                for r in trials)  # fmt: skip
     assert not os.listdir(tmp_path)
-
-
-def test_keras_tuners_state_and_checkpoints_are_replaced_whole_on_ram():
-    """ram://, like a killed in-place write, keeps stale bytes when a file is overwritten (its
-    overwrite appends): KerasTuner's own saves would leave unreadable JSON and stale weights."""
-    import numpy as np
-    import tensorflow as tf
-    from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
-
-    from tfresnet import distribute, files
-
-    folder = f"ram://{uuid.uuid4().hex[:8]}"
-    tuning._write_state(f"{folder}/oracle.json", {"trials": list(range(20))})
-    tuning._write_state(f"{folder}/oracle.json", {"trials": [], "score": float("nan")})
-    state = json.loads(files.read_text(f"{folder}/oracle.json"))
-    assert state["trials"] == [] and state["score"] != state["score"]  # NaN, as KerasTuner wrote
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    callback = SaveBestEpoch(keras_tuner.Objective("val_loss", "min"), f"{folder}/c.weights.h5")
-    callback = tuning._checkpoint_atomically(callback, distribute.make_strategy("one_device"))
-    callback.set_model(model)
-    for epoch, loss in enumerate([2.0, 1.0]):  # two better epochs: two saves
-        model.set_weights([np.full_like(w, epoch + 1.0) for w in model.get_weights()])
-        callback.on_epoch_end(epoch, {"val_loss": loss})
-    reloaded = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    reloaded.load_weights(f"{folder}/c.weights.h5")
-    assert all(float(np.min(w)) == 2.0 for w in reloaded.get_weights())
-    assert sorted(n.rstrip("/") for n in tf.io.gfile.listdir(folder)) == [
-        "c.weights.h5",
-        "oracle.json",
-    ]  # no temporary file left
-
-
-# --------------------------------------------------------------------------
-# Several processes: a chief oracle with two workers; mirrored trials
-# --------------------------------------------------------------------------
 
 
 def _free_port():

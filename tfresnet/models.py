@@ -16,16 +16,15 @@ the rows `tfresnet models` prints.
 """
 
 import collections
-import contextlib
 import inspect
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
 from tfresnet import blocks, machine, specs
+from tfresnet.compat import recursion_headroom
 from tfresnet.config import check_choice
 
 # The spec names tfresnet.models offered before specs.py (`tfresnet.get_spec` etc. are the same).
@@ -146,21 +145,6 @@ def _features(
             )
         stages.append(x)
     return _Features(inputs, stages, settings)
-
-
-@contextlib.contextmanager
-def recursion_headroom(frames: int) -> Iterator[None]:
-    """Python's recursion limit raised to at least `frames` inside the block, then restored.
-
-    Keras walks a functional graph recursively when it builds, saves and loads a model;
-    ResNet-1202 needs about 50 frames a layer of depth, more than Python's default 1000.
-    """
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(before, int(frames)))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(before)
 
 
 POOLINGS = (None, "avg", "max")

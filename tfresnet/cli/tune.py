@@ -15,7 +15,7 @@ from tfresnet.cli import config_flags
 NOT_SHARED = (*tuning.SPACE_FIELDS, *tuning.TRIAL_FIELDS)
 
 
-def define_flags(fv):
+def define_flags(fv) -> None:
     shared = dataclasses.asdict(tuning.shared_train_config())
     config_flags.define_flags(fv, train_lib.TrainConfig, exclude=NOT_SHARED, defaults=shared)
     space = config_flags.flag_names(tuning.SearchSpace)
@@ -23,7 +23,7 @@ def define_flags(fv):
     config_flags.define_flags(fv, tuning.TuneConfig)
 
 
-def space_from_flags(fv):
+def space_from_flags(fv) -> tuning.SearchSpace:
     """The tuner's default space with the dimensions given on the command line replaced."""
     given = {
         name: tuple(fv[name].value)
@@ -33,7 +33,7 @@ def space_from_flags(fv):
     return dataclasses.replace(tuning.default_space(fv.tuner), family=fv.family, **given)
 
 
-def config_from_flags(fv):
+def config_from_flags(fv) -> tuning.TuneConfig:
     shared = config_flags.flag_names(train_lib.TrainConfig, exclude=NOT_SHARED)
     own = config_flags.flag_names(tuning.TuneConfig)
     return tuning.TuneConfig(
@@ -43,7 +43,7 @@ def config_from_flags(fv):
     )
 
 
-def run(fv, args):
+def run(fv, args) -> int:
     del args  # none: main refuses them
     results = tuning.search(config_from_flags(fv))
     if "worker" in results:

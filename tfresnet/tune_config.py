@@ -1,0 +1,285 @@
+"""What defines a search: the search space (`SearchSpace`), its config (`TuneConfig`, saved as
+`search.json`) and the objective a trial is selected on."""
+
+import dataclasses
+import json
+import os
+
+import keras_tuner
+
+from tfresnet import blocks, specs
+from tfresnet import config as config_lib
+from tfresnet import train as train_lib
+from tfresnet.config import at_least, setting
+
+TUNERS = ("random", "hyperband", "bayesian", "grid")
+FAMILIES = specs.FAMILIES
+PAPER_DEPTHS = {
+    "cifar": (20, 32, 44, 56, 110),  # 6n+2 with n = 3, 5, 7, 9, 18 (paper Sec. 4.2)
+    "imagenet": (18, 34, 50, 101, 152),  # paper Table 1
+}
+DEFAULT_MAX_TRIALS = 10  # random and bayesian; grid runs its whole grid
+# TrainConfig fields the search space sets per trial (the rest of the config is shared).
+SPACE_FIELDS = ("model", "shortcut", "preact", "learning_rate", "weight_decay")
+# TrainConfig fields each trial sets itself: its own run directory, no test set, a fresh start.
+TRIAL_FIELDS = ("run_dir", "eval_test_each_epoch", "resume", "overwrite")
+# TrainConfig fields that do not define a search (a re-run may change them).
+NON_IDENTITY_FIELDS = (*train_lib.NON_IDENTITY_FIELDS, "run_dir", *SPACE_FIELDS)
+
+
+def _as_values(name, value, kind):
+    """None, or a non-empty tuple of `kind` values (a single value becomes a 1-tuple)."""
+    if value is None:
+        return None
+    values = tuple(value) if isinstance(value, list | tuple) else (value,)
+    if not values:
+        raise ValueError(f"{name}: give at least one value, or None.")
+    if kind is float:
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        values = tuple(float(v) for v in values) if ok else values
+    else:
+        ok = all(type(v) is kind for v in values)
+    if not ok:
+        raise ValueError(f"{name} values must be {kind.__name__}s; got {values!r}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} lists a value twice: {values!r}.")
+    return values
+
+
+SPACE_GROUP = "search space (unset: the tuner's default)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """What to search. Each field: a list of values (searched), one value (fixed) or None.
+
+    None takes the value from the search's base `TrainConfig` (not a hyperparameter); for
+    `depth`, None means the family's depths from the paper. The defaults are the whole space;
+    `PAPER_GRID` is the paper's depth x shortcut comparison. Each value is checked as the
+    `TrainConfig` field of the same name checks it.
+    """
+
+    depth: tuple | int | None = setting(
+        None,
+        "Depths to search; default the paper's (CIFAR 20,32,44,56,110; ImageNet 18,...,152).",
+        group=SPACE_GROUP,
+        item=int,
+    )
+    shortcut: tuple | str | None = setting(
+        blocks.SHORTCUTS,
+        f"Shortcut options among {','.join(blocks.SHORTCUTS)} (none = plain net).",
+        group=SPACE_GROUP,
+        item=str,
+        choices=blocks.SHORTCUTS,
+    )
+    preact: tuple | bool | None = setting(
+        (False, True), "Pre-activation: true, false or true,false.", group=SPACE_GROUP, item=bool
+    )
+    learning_rate: tuple | float | None = setting(
+        (0.05, 0.1, 0.2), "Learning rates (used as given).", group=SPACE_GROUP, item=float
+    )
+    weight_decay: tuple | float | None = setting(
+        (1e-4, 5e-4), "Weight decays.", group=SPACE_GROUP, item=float
+    )
+    family: str | None = setting(
+        None, "Model family; default by image size.", group=SPACE_GROUP, choices=FAMILIES
+    )
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            if field.metadata["item"] is None:
+                continue
+            values = _as_values(field.name, getattr(self, field.name), field.metadata["item"])
+            object.__setattr__(self, field.name, values)
+            if field.name in SPACE_FIELDS:
+                for value in values or ():
+                    config_lib.check_value(train_lib.TrainConfig, field.name, value)
+        config_lib.check_fields(self)  # the family
+        if self.family is not None:
+            self.depths(self.family)
+
+    def depths(self, family: str) -> tuple:
+        """The depths to search for `family`, checked against the model table."""
+        depths = self.depth or PAPER_DEPTHS[family]
+        for depth in depths:
+            model_name(family, depth, "A")  # raises, listing the allowed depths
+        return depths
+
+    def dimensions(self, family: str) -> tuple:
+        """(name, values or None) in search order; the grid varies the last one fastest."""
+        return (
+            ("depth", self.depths(family)),
+            ("shortcut", self.shortcut),
+            ("preact", self.preact),
+            ("learning_rate", self.learning_rate),
+            ("weight_decay", self.weight_decay),
+        )
+
+    def grid_size(self, family: str) -> int:
+        size = 1
+        for _, values in self.dimensions(family):
+            size *= len(values or (None,))
+        return size
+
+
+PAPER_GRID = SearchSpace(preact=None, learning_rate=None, weight_decay=None)
+
+
+def default_space(tuner: str) -> SearchSpace:
+    """grid: the paper's depth x shortcut comparison; the sampling tuners: the whole space."""
+    _check_tuner(tuner)
+    return PAPER_GRID if tuner == "grid" else SearchSpace()
+
+
+def model_name(family: str, depth: int, shortcut: str) -> str:
+    """The model-table name of one trial: `cifar_resnet<d>`, `resnet<d>`, `cifar_plain<d>`, ..."""
+    kind = "plain" if shortcut == "none" else "resnet"
+    prefix = "cifar_" if family == "cifar" else ""
+    if family == "imagenet" and depth not in specs.IMAGENET_DEPTHS:
+        raise ValueError(
+            f"ImageNet-family depth must be one of {sorted(specs.IMAGENET_DEPTHS)}; got {depth}."
+        )
+    name = f"{prefix}{kind}{depth}"
+    specs.get_spec(name)  # CIFAR: 6n+2; the error lists what is allowed
+    return name
+
+
+def shared_train_config() -> train_lib.TrainConfig:
+    """The `TrainConfig` a search starts from: the defaults, with 0.1 of the training set held
+    out to select on (the test set never is)."""
+    return train_lib.TrainConfig(validation_size=0.1)
+
+
+def _check_objective(name, value):
+    make_objective(value)
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Everything that defines a search; saved as `search.json` in its directory.
+
+    Each field is written once, here, with its help (`tfresnet tune --help`) and its check.
+    """
+
+    train: train_lib.TrainConfig = setting(
+        default_factory=shared_train_config,
+        help="What every trial shares: data, recipe, budget, strategy (not SPACE_FIELDS, "
+        "TRIAL_FIELDS).",
+    )
+    tuner: str = setting("random", "KerasTuner algorithm.", group="search", choices=TUNERS)
+    space: SearchSpace | None = setting(None, "What to search; None: default_space(tuner).")
+    directory: str | None = setting(
+        None, "Search directory; default runs/tune-<tuner>-<data>.", group="search"
+    )
+    max_trials: int | None = setting(
+        None,
+        f"Trials; default the whole grid, or {DEFAULT_MAX_TRIALS} (random/bayesian).",
+        group="search",
+        check=at_least(1),
+    )
+    objective: str = setting(
+        "val_accuracy",
+        "Validation metric to select on (a metric a trial logs, or name:min|max).",
+        group="search",
+        check=_check_objective,
+    )
+    hyperband_factor: int = setting(
+        3,
+        "Hyperband reduction factor: each round keeps 1/factor of the trials.",
+        group="search",
+        check=at_least(2, why="each round keeps 1/factor of the trials"),
+    )
+    hyperband_iterations: int = setting(
+        1, "Hyperband iterations.", group="search", check=at_least(1)
+    )
+    bayesian_initial_points: int | None = setting(
+        None,
+        "Random trials before the Bayesian model; default KerasTuner's (3 x dimensions).",
+        group="search",
+        check=at_least(1),
+    )
+    max_retries_per_trial: int = setting(
+        0, "Reruns of a trial that crashed unexpectedly.", group="search", check=at_least(0)
+    )
+    max_consecutive_failed_trials: int = setting(
+        3, "Stop after this many failures in a row.", group="search", check=at_least(1)
+    )
+    evaluate_best: bool = setting(
+        True, "Test error of the best trial, after selection.", group="search"
+    )
+    overwrite: bool = setting(
+        False, "Delete the search in --directory and start again.", group="search"
+    )
+
+    def __post_init__(self):
+        config_lib.check_fields(self)
+        if self.space is None:
+            self.space = default_space(self.tuner)
+        if self.directory is None:
+            self.directory = os.path.join(
+                "runs", f"tune-{self.tuner}-{train_lib._slug(self.train.dataset)}"
+            )
+        if not self.train.validation_size and self.objective.startswith("val_"):
+            raise ValueError(
+                f"objective {self.objective!r} needs a validation split: set validation_size "
+                "(e.g. 0.1 of train, or 5000 for the paper's 45k/5k CIFAR-10 split). The test "
+                "set is never used for selection."
+            )
+        if self.tuner == "hyperband" and (self.train.steps or self.train.budget):
+            raise ValueError(
+                "hyperband counts a trial's budget in epochs: give epochs (the most one trial "
+                "trains), not steps or budget."
+            )
+
+    def identity(self) -> dict:
+        """What must match for a re-run to continue this search."""
+        values = dataclasses.asdict(self)
+        values.pop("overwrite")
+        values.pop("directory")
+        values["train"] = run_identity(values["train"])
+        return json.loads(json.dumps(values, default=str))
+
+
+def run_identity(train: dict) -> dict:
+    """A trial config's fields that define what it computes (not `NON_IDENTITY_FIELDS`)."""
+    return {k: v for k, v in train.items() if k not in NON_IDENTITY_FIELDS}
+
+
+def _check_tuner(tuner):
+    config_lib.check_choice("tuner", tuner, TUNERS)
+
+
+def max_epochs(train_config: train_lib.TrainConfig) -> int:
+    """The most epochs one Hyperband trial trains: the base config's epochs."""
+    epochs = train_config.epochs or train_lib.DEFAULT_EPOCHS.get(train_config.dataset)
+    if epochs is None:
+        raise ValueError("hyperband needs the budget in epochs: pass epochs.")
+    return epochs
+
+
+# What `train.fit_model` logs each epoch, so what a trial can be selected on.
+_EPOCH_METRICS = ("accuracy", "loss", "top5_accuracy")  # and each with val_
+
+
+OBJECTIVE_METRICS = (*_EPOCH_METRICS, *(f"val_{m}" for m in _EPOCH_METRICS), "weight_decay_loss")
+
+
+def make_objective(text: str) -> keras_tuner.Objective:
+    """A `keras_tuner.Objective` from "val_accuracy", "val_loss" or "name:max" / "name:min".
+
+    The direction is inferred here, not by KerasTuner, which builds a Keras metric to find it
+    and so starts TensorFlow before a mirrored strategy could split the CPU.
+    """
+    name, _, direction = text.partition(":")
+    if name not in OBJECTIVE_METRICS:
+        raise ValueError(f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}.")
+    if not direction:
+        if name.endswith(("loss", "error")):
+            direction = "min"
+        elif name.endswith(("accuracy", "acc")):
+            direction = "max"
+    if direction not in ("min", "max"):
+        raise ValueError(
+            f"objective {text!r}: give the direction, {name}:max or {name}:min (min or max)."
+        )
+    return keras_tuner.Objective(name, direction)
