@@ -186,7 +186,7 @@ def test_a_start_that_ends_before_a_backup_leaves_nothing_in_the_way(tmp_path, m
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("the user's")  # not ours to remove
 
-    def refused(config, *args):  # what train() trains with once config.json is written
+    def refused(config, *args, **kwargs):  # what train() trains with after config.json
         assert (tmp_path / "run" / "config.json").exists()
         raise ValueError("a backup from another network")
 
@@ -198,7 +198,7 @@ def test_a_start_that_ends_before_a_backup_leaves_nothing_in_the_way(tmp_path, m
 
 
 def test_a_failure_after_the_run_finished_keeps_it(tmp_path, monkeypatch):
-    def finishes_then_fails(config, *args):  # e.g. gs:// failing to delete backup/
+    def finishes_then_fails(config, *args, **kwargs):  # e.g. gs:// failing to delete backup/
         (tmp_path / "run" / "results.json").write_text("{}")
         raise OSError("backup/ could not be removed")
 
