@@ -3,14 +3,8 @@
 Post-activation (He et al. 2015):  conv-BN-ReLU ... conv-BN, + shortcut, ReLU.
 Pre-activation (He et al. 2016):   BN-ReLU-conv ... BN-ReLU-conv, + shortcut.
 
-Shortcut options (paper Sec. 3.3 / Table 3):
-  "A"    identity; where dimensions grow: subsample + zero-padded channels (no parameters).
-  "B"    projection (1x1 conv + BN) only where dimensions change, identity elsewhere.
-  "C"    projection on every block.
-  "none" no shortcut at all: the plain counterpart with exactly the same residual-branch layers.
-
-Public API (also exported from `tfresnet`): `basic_block`, `bottleneck_block`, the general
-`residual_unit`, and `ConvSettings`; compose them into your own functional models:
+Shortcuts (paper Sec. 3.3): "A" identity, zero-padded where channels grow; "B" a 1x1 projection
+where the shape changes; "C" a projection on every block; "none" the plain counterpart.
 
     x = keras.Input((32, 32, 3))
     y = basic_block(x, 16, name="my_block1")        # 16 channels, same size; 1x1 projection
@@ -18,6 +12,7 @@ Public API (also exported from `tfresnet`): `basic_block`, `bottleneck_block`, t
 """
 
 import dataclasses
+import math
 import numbers
 
 import keras
@@ -33,14 +28,6 @@ STRIDE_PLACEMENTS = ("v1", "v1.5")
 class ConvSettings:
     """How every conv/BN of a model is made; one instance is shared by all its blocks.
 
-    Args:
-      weight_decay: float, SGD weight decay on conv kernels (an L2 loss of weight_decay / 2).
-      conv_bias: bool, biases on convs (keras.applications' layout).
-      sync_bn: bool, synchronise BN batch statistics across replicas.
-      bn_epsilon: float, BN epsilon.
-      zero_init_residual: bool, start each residual branch's last BN (pre-activation: conv)
-        at zero, so every block starts as the identity.
-
     Example:
       >>> y = basic_block(keras.Input((8, 8, 4)), 4, settings=ConvSettings(weight_decay=1e-4))
     """
@@ -51,19 +38,28 @@ class ConvSettings:
         check=at_least(0, "a number"),
     )
     conv_bias: bool = False  # keras.applications' ResNets carry conv biases; the paper's don't
-    sync_bn: bool = False  # synchronise BN statistics across replicas
+    sync_bn: bool = False  # synchronise BN batch statistics across replicas
     bn_epsilon: float = layers.BN_EPSILON
-    zero_init_residual: bool = False  # start each residual branch as the zero function
+    zero_init_residual: bool = False  # the branch's last BN (preact: conv) at zero: identity
 
     def __post_init__(self):
         check_fields(self)
 
-    def regularizer(self):
+    def regularizer(self) -> keras.regularizers.Regularizer | None:
         # Keras' L2(l) adds l * sum(w^2); its gradient 2*l*w equals SGD weight decay when l = wd/2.
         return keras.regularizers.L2(self.weight_decay / 2) if self.weight_decay else None
 
 
-def conv(x, filters, kernel_size, strides, name, settings, zero_init=False, padding="same"):
+def conv(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int,
+    strides: int,
+    name: str,
+    settings: ConvSettings,
+    zero_init: bool = False,
+    padding: str = "same",
+) -> keras.KerasTensor:
     """A He-normal initialised 2D convolution with the model's regulariser."""
     return keras.layers.Conv2D(
         filters,
@@ -77,17 +73,19 @@ def conv(x, filters, kernel_size, strides, name, settings, zero_init=False, padd
     )(x)
 
 
-def bn(x, name, settings, zero_gamma=False):
+def bn(
+    x: keras.KerasTensor, name: str, settings: ConvSettings, zero_gamma: bool = False
+) -> keras.KerasTensor:
     return layers.batch_norm(
         name, zero_gamma=zero_gamma, synchronized=settings.sync_bn, epsilon=settings.bn_epsilon
     )(x)
 
 
-def relu(x, name):
+def relu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     return keras.layers.ReLU(name=name)(x)
 
 
-def is_positive_int(value):
+def is_positive_int(value: object) -> bool:
     """True for an int >= 1 (numpy ints too; not bools or floats)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
@@ -125,12 +123,19 @@ def _check_block_args(filters, strides):
             raise ValueError(f"{what} must be an int >= 1; got {value!r}.")
 
 
-def shortcut_path(x, preactivated, filters, strides, *, option, preact, name, settings):
-    """The shortcut of one block, or None for a plain block.
-
-    Projections read the pre-activated input in pre-activation blocks (He et al. 2016);
-    identity and zero-padding read the block input itself.
-    """
+def shortcut_path(
+    x: keras.KerasTensor,
+    preactivated: keras.KerasTensor,
+    filters: int,
+    strides: int,
+    *,
+    option: str,
+    preact: bool,
+    name: str,
+    settings: ConvSettings,
+) -> keras.KerasTensor | None:
+    """The shortcut of one block, or None for a plain block. Projections read the pre-activated
+    input in pre-activation blocks (He et al. 2016), identity and zero-padding the input itself."""
     if option == "none":
         return None
     changes = strides != 1 or x.shape[-1] != filters
@@ -142,7 +147,15 @@ def shortcut_path(x, preactivated, filters, strides, *, option, preact, name, se
     return x
 
 
-def residual_unit(x, convs, *, shortcut="B", preact=False, name=None, settings=None):
+def residual_unit(
+    x: keras.KerasTensor,
+    convs: list[tuple[int, int, int]],
+    *,
+    shortcut: str = "B",
+    preact: bool = False,
+    name: str | None = None,
+    settings: ConvSettings | None = None,
+) -> keras.KerasTensor:
     """A chain of conv-BN(-ReLU) layers plus the shortcut around it: any residual block.
 
     Args:
@@ -155,10 +168,8 @@ def residual_unit(x, convs, *, shortcut="B", preact=False, name=None, settings=N
       preact: bool, False: conv-BN-ReLU ... conv-BN, + shortcut, ReLU (He et al. 2015);
         True: BN-ReLU-conv ..., + shortcut (He et al. 2016).
       name: str, prefix of every layer's name (`{name}_conv1`, `{name}_bn1`, `{name}_add`,
-        ...); default "residual_unit<k>", unique per Keras session. Names must be unique
-        within a model.
-      settings: ConvSettings, weight decay, conv biases, sync BN, BN epsilon and zero-init
-        of the last BN; default ConvSettings().
+        ...); default "residual_unit<k>", unique per Keras session.
+      settings: ConvSettings; default ConvSettings().
 
     Returns:
       Keras tensor, the block output.
@@ -176,21 +187,18 @@ def residual_unit(x, convs, *, shortcut="B", preact=False, name=None, settings=N
     _check_unit_args(x, convs, shortcut, preact, settings)
     name = name or f"residual_unit{keras.backend.get_uid('residual_unit')}"
     out_filters = convs[-1][0]
-    strides = 1
-    for _, _, s in convs:
-        strides *= s
+    strides = math.prod(s for _, _, s in convs)
     y, preactivated = x, x
     last = len(convs)
     for i, (filters, kernel_size, conv_strides) in enumerate(convs, start=1):
+        zero = settings.zero_init_residual and i == last
         if preact:
             y = relu(bn(y, f"{name}_bn{i}", settings), f"{name}_relu{i}")
             if i == 1:
                 preactivated = y
-            zero = settings.zero_init_residual and i == last
             y = conv(y, filters, kernel_size, conv_strides, f"{name}_conv{i}", settings, zero)
         else:
             y = conv(y, filters, kernel_size, conv_strides, f"{name}_conv{i}", settings)
-            zero = settings.zero_init_residual and i == last
             y = bn(y, f"{name}_bn{i}", settings, zero_gamma=zero)
             if i < last:
                 y = relu(y, f"{name}_relu{i}")
@@ -210,27 +218,23 @@ def residual_unit(x, convs, *, shortcut="B", preact=False, name=None, settings=N
 
 
 def basic_block(
-    x,
-    filters,
-    strides=1,
+    x: keras.KerasTensor,
+    filters: int,
+    strides: int = 1,
     *,
-    shortcut="B",
-    preact=False,
-    name=None,
-    settings=None,
-    stride_placement=None,
-):
+    shortcut: str = "B",
+    preact: bool = False,
+    name: str | None = None,
+    settings: ConvSettings | None = None,
+    stride_placement: str | None = None,
+) -> keras.KerasTensor:
     """Two 3x3 convs (paper Fig. 5 left), the block of ResNet-18/34 and the CIFAR nets.
 
     Args:
-      x: Keras tensor (batch, height, width, channels), the block input.
+      x, shortcut, preact, name, settings: as for `residual_unit`.
       filters: int, the output channels of both convs.
       strides: int, the first conv's (and the shortcut's) stride; 2 halves the size.
-      shortcut, preact, name, settings: as for `residual_unit` (default name "basic_block<k>").
-      stride_placement: ignored (accepted so that both blocks take the same arguments).
-
-    Returns:
-      Keras tensor with `filters` channels.
+      stride_placement: ignored (so that both blocks take the same arguments).
 
     Example:
       >>> x = keras.Input((8, 8, 16))
@@ -244,29 +248,24 @@ def basic_block(
 
 
 def bottleneck_block(
-    x,
-    filters,
-    strides=1,
+    x: keras.KerasTensor,
+    filters: int,
+    strides: int = 1,
     *,
-    shortcut="B",
-    preact=False,
-    name=None,
-    settings=None,
-    stride_placement="v1.5",
-):
+    shortcut: str = "B",
+    preact: bool = False,
+    name: str | None = None,
+    settings: ConvSettings | None = None,
+    stride_placement: str = "v1.5",
+) -> keras.KerasTensor:
     """1x1 reduce, 3x3, 1x1 expand to 4*filters (paper Fig. 5 right), ResNet-50 and deeper.
 
     Args:
-      x: Keras tensor (batch, height, width, channels), the block input.
+      x, shortcut, preact, name, settings: as for `residual_unit`.
       filters: int, the 1x1 and 3x3 convs' channels; the block outputs 4 * filters.
       strides: int, the block's stride; 2 halves the size.
-      shortcut, preact, name, settings: as for `residual_unit` (default name
-        "bottleneck_block<k>").
       stride_placement: str, "v1" strides the first 1x1 (the paper, keras.applications);
-        "v1.5" strides the 3x3 (torchvision, TF Model Garden), slightly more accurate and costly.
-
-    Returns:
-      Keras tensor with 4 * `filters` channels.
+        "v1.5" the 3x3 (torchvision), slightly more accurate and costly.
 
     Example:
       >>> x = keras.Input((8, 8, 64))

@@ -40,9 +40,8 @@ class DataError(ValueError):
 
 
 class ImageSizeError(DataError):
-    """An `image_size` given for a data set whose images are used at their stored size (the
-    embedded digits, IDX files); `reason` says so without the advice, for callers that know
-    better advice (evaluate knows the model's input)."""
+    """An `image_size` given for a data set used at its stored size (digits, IDX files);
+    `reason` says so without the advice, for callers that know better advice."""
 
     def __init__(self, name, image_size, stored_shape):
         self.stored_shape = tuple(stored_shape)
@@ -60,13 +59,9 @@ def describe_shape(shape: tuple) -> str:
 
 
 def check_class_name(name: str, where: str) -> None:
-    """Refuses a class name that cannot be one: empty, not valid UTF-8, or holding a control
-    character or line break (U+0000-U+001F, U+007F-U+009F, U+2028, U+2029).
-
-    Class names become lines of an export's class_names.txt and strings in the served graph
-    and in JSON; checked where they enter (class folders, --class_names files), so that no run
-    trains for an epoch and then cannot export. `where` names their source in the message.
-    """
+    """Refuses a class name that is empty, not UTF-8 or holds a control character or line
+    break: names become lines of an export's class_names.txt, so they are checked where they
+    enter (class folders, --class_names), not after an epoch. `where` names their source."""
     problem = "it is empty" if not name else None
     for char in name:
         category = unicodedata.category(char)
@@ -103,9 +98,8 @@ class DataInfo:
 
 @dataclasses.dataclass(frozen=True)
 class FileSource:
-    """A split stored in files, readable in parts: `read(parts, index)` gives the unbatched
-    examples of every `parts`-th file from the `index`-th on, so workers can each read only their
-    own files (FILE sharding, `training_input`)."""
+    """A split stored in files: `read(parts, index)` gives the examples of every `parts`-th file
+    from the `index`-th on, so each worker reads only its own files (FILE sharding)."""
 
     num_files: int
     read: Callable[[int, int], tf.data.Dataset]
@@ -113,10 +107,8 @@ class FileSource:
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    """Unbatched `(uint8 image, int32 label)` splits; `validation` is None when not asked for.
-
-    `train_files` is set when the training split is read from files (tfds, a folder of images),
-    None for in-memory data (digits, IDX files)."""
+    """Unbatched `(uint8 image, int32 label)` splits; `validation` None when not asked for,
+    `train_files` None for in-memory data (digits, IDX files)."""
 
     info: DataInfo
     train: tf.data.Dataset
@@ -134,13 +126,17 @@ def load_data(
     download: bool = False,
     seed: int = 0,
 ) -> Data:
-    """Load `name`: "digits", "fashion_mnist", a tfds name ("cifar10", ...) or a folder path.
+    """Load a data set as unbatched uint8 splits and their `DataInfo`.
 
-    A folder holding the four MNIST-format IDX files is read as such; any other folder as class
-    folders. "fashion_mnist" is tfds' own when it is prepared in `data_dir`, else Debian's
-    `dataset-fashion-mnist` files. `validation_size` holds out that many training examples (or
-    a fraction if < 1) for model selection; the test split is never used for it. `image_size`
-    overrides the model input size for folders and variable-size data sets.
+    Args:
+      name: str, "digits", "fashion_mnist" (tfds' when prepared, else Debian's IDX files), a
+        tfds name ("cifar10", ...), a folder of the four MNIST-format IDX files, or a folder of
+        class folders.
+      validation_size: float, training examples held out (a fraction if < 1); never the test set.
+      image_size: int, the model input size for folders and variable-size data sets.
+
+    Example:
+      >>> data = load_data("digits", validation_size=0.1)  # data.info.image_shape == (8, 8, 1)
     """
     if not 0 <= validation_size < math.inf:
         raise DataError(
@@ -162,6 +158,8 @@ def load_data(
 def holdout_count(validation_size: float, train_size: int) -> int:
     """How many of `train_size` training examples `validation_size` (a count, or a fraction if
     < 1) holds out; an error if none would be left to train on."""
+    if not validation_size:
+        return 0
     count = int(round(validation_size * train_size)) if validation_size < 1 else validation_size
     if count >= train_size:
         raise DataError(
@@ -171,10 +169,8 @@ def holdout_count(validation_size: float, train_size: int) -> int:
 
 
 def small_image_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe).
-
-    Two passes in chunks of float64, so a large uint8 set is never converted whole.
-    """
+    """Per-pixel mean and one scalar std over the training images (the paper's CIFAR recipe),
+    in float64 chunks so a large uint8 set is never converted whole."""
     chunk = 4096
     total = np.zeros(images.shape[1:], "float64")
     for i in range(0, len(images), chunk):
@@ -213,11 +209,8 @@ def _load_digits(validation_size, image_size):
 
 
 def _load_idx(folder, validation_size, image_size, name=None, class_names=None):
-    """An MNIST-format folder (four IDX files): its train and test splits, CIFAR-style.
-
-    Labels must lie in `class_names` when given (Fashion-MNIST's 10), else in
-    0..idx.MAX_CLASSES-1; the classes are then 0..the largest label.
-    """
+    """An MNIST-format folder's train and test splits, CIFAR-style; without `class_names` the
+    classes are 0..the largest label."""
     try:
         splits = idx.load_folder(folder, len(class_names) if class_names else None)
     except idx.IdxError as err:
@@ -260,13 +253,12 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
 
 
 def _from_arrays_splits(name, *, train, test, validation_size, image_size, class_names, flip):
-    """Data from in-memory uint8 (N, H, W, C) splits: the first `validation_size` train examples
-    are held out; CIFAR-style statistics come from the rest. The images are used as stored: an
-    `image_size` other than their size is refused, not ignored."""
+    """Data from in-memory uint8 (N, H, W, C) splits, used as stored (another `image_size` is
+    refused); the first `validation_size` train examples are held out."""
     stored = train[0].shape[1:]
     if image_size is not None and (image_size, image_size) != stored[:2]:
         raise ImageSizeError(name, image_size, stored)
-    n_val = holdout_count(validation_size, len(train[1])) if validation_size else 0
+    n_val = holdout_count(validation_size, len(train[1]))
     val = (train[0][:n_val], train[1][:n_val])
     train = (train[0][n_val:], train[1][n_val:])
     mean, std = small_image_stats(train[0])
@@ -295,14 +287,13 @@ def _flips(name):
 
 
 def _no_variant_folder_warning(record):
-    """False for tfds' "Variant folder ... has no dataset_info.json" (an unprepared data set),
-    True for everything else."""
+    """False for tfds' "Variant folder ... has no dataset_info.json" (an unprepared data set)."""
     return "has no dataset_info.json" not in record.getMessage()
 
 
 def _is_prepared(builder):
-    """`builder.is_prepared()` without tfds' warning for a data set that is not: the caller
-    says what to do about it in its own error or falls back to another source."""
+    """`builder.is_prepared()` without tfds' warning for one that is not (the caller says what
+    to do)."""
     absl_logger = logging.getLogger("absl")
     absl_logger.addFilter(_no_variant_folder_warning)
     try:
@@ -372,7 +363,7 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         raise DataError(f"{name!r} needs a train and a test or validation split; has {splits}.")
     full_train = split("train")
     train_size = size("train", full_train)
-    n_val = holdout_count(validation_size, train_size) if validation_size else 0
+    n_val = holdout_count(validation_size, train_size)
     train_spec = f"train[{n_val}:]" if n_val else "train"
     train = split(train_spec) if n_val else full_train
     test = split(test_split)
@@ -382,12 +373,10 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
     small = height is not None and width is not None and max(height, width) <= SMALL_IMAGE_LIMIT
     style = "cifar" if small and image_size is None else "imagenet"
     if style == "cifar":
-        # Per-pixel mean and std over the whole training split (one pass, like the paper).
-        mean, std = small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
         shape = (height, width, channels)
     else:
         shape = (image_size or 224, image_size or 224, channels)
-        mean, std = imagenet_stats(channels)
+    mean, std = pixel_stats(train, style, channels)
     label = info.features["label"]
     data_info = DataInfo(
         name=name,
@@ -407,8 +396,7 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
 
 
 def _tfds_file_count(info, spec):
-    """How many record files hold split `spec` of a prepared tfds data set; None without split
-    metadata (`tfds.testing.mock_data` generates examples instead of reading files)."""
+    """How many record files hold split `spec`; None without split metadata (tfds' mock data)."""
     try:
         return len(info.splits[spec].file_instructions) or None
     except KeyError:  # tfds: "`splits` is empty"
@@ -417,8 +405,15 @@ def _tfds_file_count(info, spec):
 
 def imagenet_stats(channels: int) -> tuple[np.ndarray, np.ndarray]:
     """ImageNet's per-channel mean and std (one value for grayscale), for large images."""
+    mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
     if channels == 1:
-        return np.asarray([np.mean(IMAGENET_MEAN)], "float32"), np.asarray(
-            [np.mean(IMAGENET_STD)], "float32"
-        )
-    return np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32")
+        mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+    return mean.astype("float32"), std.astype("float32")
+
+
+def pixel_stats(train: tf.data.Dataset, style: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The standardisation for `style`: "cifar" the training split's `small_image_stats`
+    (one pass over it), else `imagenet_stats`."""
+    if style == "cifar":
+        return small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
+    return imagenet_stats(channels)

@@ -3,19 +3,15 @@
     path = export_for_serving(model, "exports", class_names=names)   # exports/resnet20/1
     tensorflow_model_server --model_config_file=exports/models.config --rest_api_port=8501
 
-The export holds two signatures around the model (whose own "standardize" layer already
-normalises raw pixels, so the signatures only decode, cast and resize):
-  serving_default  images: uint8 [N, H, W, C] of any H, W    (C = the model's channels)
-  serving_bytes    image_bytes: string [N], encoded JPEG/PNG/GIF/BMP/WebP  (REST: {"b64": ...})
-Both return `probabilities`, `top_k_classes`, `top_k_scores` (and `top_k_names` when class
-names are known). `assets.extra/` holds a TF Serving warm-up request and `class_names.txt`.
-The served graph is the inference form of the model, BN folded into the convs
-(`inference.fold_batch_norm`; `fold_batch_norm=False` serves the model as it is).
+Two signatures, `serving_default` (uint8 images [N, H, W, C] of any H, W) and `serving_bytes`
+(encoded images [N]), decode, cast and resize only: the model standardises raw pixels itself.
+docs/serving.md describes the outputs and the files beside the SavedModel.
 """
 
+import numbers
 import os
 import re
-import uuid
+from typing import Any
 
 import keras
 import numpy as np
@@ -36,19 +32,22 @@ MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a folder name TF Serving a
 
 
 def export_for_serving(
-    model,
-    base_dir,
+    model: keras.Model,
+    base_dir: str | os.PathLike,
     *,
-    model_name=None,
-    version=None,
-    class_names=None,
-    top_k=5,
-    resize="auto",
-    warmup=True,
-    fold_batch_norm=True,
-    max_pixels=untrusted.MAX_PIXELS,
-):
+    model_name: str | None = None,
+    version: int | None = None,
+    class_names: list[str] | None = None,
+    top_k: int = 5,
+    resize: str = "auto",
+    warmup: bool = True,
+    fold_batch_norm: bool = True,
+    max_pixels: int = untrusted.MAX_PIXELS,
+) -> str:
     """Export `model` for TF Serving into `<base_dir>/<model_name>/<version>/` and list it.
+
+    Written to a temporary folder and renamed into place: TF Serving never sees half a version,
+    and a failed export leaves nothing behind.
 
     Args:
       model: keras.Model with one image input [None, H, W, C] (C = 1 or 3) taking raw pixel
@@ -63,17 +62,12 @@ def export_for_serving(
         to size*256/224, then the central H x W crop; ImageNet-like) or "auto" (crop when
         H and W are at least 128).
       warmup: bool, write `assets.extra/tf_serving_warmup_requests` (one small request).
-      fold_batch_norm: bool, serve `inference.fold_batch_norm(model)`: each BN merged into
-        the conv before it, same outputs up to float rounding, 1.05-1.3x faster on CPU.
-      max_pixels: int, `serving_bytes` refuses images with more pixels (read from the headers,
-        every GIF frame counted, before decoding; `untrusted.decode_image`), so a small
-        decompression bomb cannot exhaust the server's memory.
+      fold_batch_norm: bool, serve `inference.fold_batch_norm(model)` (same outputs, faster).
+      max_pixels: int, `serving_bytes` refuses images with more pixels, read from the headers
+        before decoding (`untrusted.decode_image`).
 
     Returns:
       str, the version directory that was written.
-
-    The export is written to a temporary folder beside the target and renamed into place, so
-    TF Serving never sees a half-written version; on failure nothing is left behind.
 
     Example:
       >>> path = export_for_serving(build_model("resnet20"), "/tmp/exports")
@@ -83,7 +77,7 @@ def export_for_serving(
     model_name = model.name if model_name is None else model_name
     _check_model_name(model_name)
     class_names = _check_class_names(class_names, num_classes)
-    top_k = _check_top_k(top_k, num_classes)
+    top_k = min(check_int("top_k", top_k, 1), num_classes)
     mode = resize_mode(resize, (height, width))
 
     files.check_output_dir(os.fspath(base_dir), "export_dir")
@@ -93,7 +87,7 @@ def export_for_serving(
     _read_models_config(os.path.join(os.path.dirname(model_dir), CONFIG_FILE))  # before writing
     created_model_dir = not tf.io.gfile.isdir(model_dir)
     tf.io.gfile.makedirs(model_dir)
-    temp_dir = _temp_path(model_dir, f"{version}-")
+    temp_dir = files.temp_name(final_dir)  # TF Serving ignores non-integer folder names
     tf.io.gfile.mkdir(temp_dir)  # not mkdtemp: 0700, and TF Serving may run as another user
     try:
         served = inference.fold_batch_norm(model) if fold_batch_norm else model
@@ -114,7 +108,7 @@ def export_for_serving(
     return final_dir
 
 
-def resize_mode(resize, size):
+def resize_mode(resize: str, size: tuple[int, int]) -> str:
     """The resize actually used for a model input `size` (height, width): "stretch" or "crop"."""
     if resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize {resize!r}; allowed: {', '.join(RESIZE_MODES)}.")
@@ -123,23 +117,20 @@ def resize_mode(resize, size):
     return resize
 
 
-def model_versions(model_dir):
+def model_versions(model_dir: str) -> list[int]:
     """Integer version folders of a model directory, ascending (what TF Serving would load)."""
     if not tf.io.gfile.isdir(model_dir):
         return []
-    names = [n.rstrip("/") for n in tf.io.gfile.listdir(model_dir)]
-    names = [n for n in names if n.isdigit()]
+    names = [n for n in files.listdir(model_dir) if n.isdigit()]
     return sorted(int(n) for n in names if tf.io.gfile.isdir(os.path.join(model_dir, n)))
 
 
-def update_models_config(base_dir, model_name, model_dir, publish=None):
-    """Add or update `model_name` in `<base_dir>/models.config`, keeping the other models.
-
-    The file is TF Serving's text-format `ModelServerConfig`; it is replaced atomically so a
-    server polling it (`--model_config_file_poll_wait_seconds`) never reads half a file.
-    `publish` (the export's rename into its version folder) runs once the file has been read:
-    an export refused for an unreadable file leaves no version behind.
-    """
+def update_models_config(
+    base_dir: str, model_name: str, model_dir: str, publish: Any = None
+) -> str:
+    """Add or update `model_name` in `<base_dir>/models.config` (TF Serving's text proto),
+    keeping the other models; replaced atomically, under a lock. `publish()` runs once the file
+    has been read, so an export refused for an unreadable file leaves no version behind."""
     from google.protobuf import text_format
 
     base_dir = os.fspath(base_dir)
@@ -157,25 +148,19 @@ def update_models_config(base_dir, model_name, model_dir, publish=None):
     return path
 
 
-def _temp_path(directory, stem):
-    """A fresh hidden name in `directory`; TF Serving ignores non-integer folder names."""
-    return os.path.join(directory, f"{files.TEMP_MARK}{stem}{uuid.uuid4().hex}")
-
-
 def _read_models_config(path):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            try:
-                text_format.Parse(f.read(), config)
-            except (text_format.ParseError, UnicodeDecodeError) as e:
-                raise files.CorruptFile(
-                    f"{path} is not a TF Serving ModelServerConfig text proto ({e}); fix or "
-                    f"remove it, tfresnet will not overwrite it."
-                ) from e
+    if files.exists(path):
+        try:
+            text_format.Parse(files.read_text(path), config)
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            raise files.CorruptFile(
+                f"{path} is not a TF Serving ModelServerConfig text proto ({e}); fix or "
+                f"remove it, tfresnet will not overwrite it."
+            ) from e
         if config.WhichOneof("config") == "custom_model_config":
             raise ValueError(f"{path} uses custom_model_config; only model_config_list is allowed.")
     return config
@@ -184,15 +169,20 @@ def _read_models_config(path):
 # --- checks at the boundary ---------------------------------------------------------------
 
 
+def _one_shape(model, kind, rank, need):
+    """The shape of `model`'s one input or output ("inputs", "outputs") of `rank` and known
+    sizes, or a ValueError saying it `need`s one."""
+    tensors = getattr(model, kind)
+    shape = tuple(tensors[0].shape) if len(tensors) == 1 else None
+    if shape is None or len(shape) != rank or any(d is None for d in shape[1:]):
+        got = [tuple(x.shape) for x in tensors]
+        raise ValueError(f"export_for_serving needs {need}; {model.name} has {kind} {got}.")
+    return shape
+
+
 def _image_input_shape(model):
-    inputs = model.inputs
-    shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
-    if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
-        got = [tuple(x.shape) for x in inputs]
-        raise ValueError(
-            f"export_for_serving needs a model with one image input (None, height, width, "
-            f"channels) of known size; {model.name} has inputs {got}."
-        )
+    need = "a model with one image input (None, height, width, channels) of known size"
+    shape = _one_shape(model, "inputs", 4, need)
     if shape[3] not in IMAGE_CHANNELS:
         raise ValueError(
             f"Model input has {shape[3]} channels; exports decode images to one of "
@@ -202,15 +192,7 @@ def _image_input_shape(model):
 
 
 def _num_classes(model):
-    outputs = model.outputs
-    shape = tuple(outputs[0].shape) if len(outputs) == 1 else None
-    if shape is None or len(shape) != 2 or shape[1] is None:
-        got = [tuple(x.shape) for x in outputs]
-        raise ValueError(
-            f"export_for_serving needs one probability output (None, num_classes); "
-            f"{model.name} has outputs {got}."
-        )
-    return int(shape[1])
+    return int(_one_shape(model, "outputs", 2, "one probability output (None, num_classes)")[1])
 
 
 def _check_model_name(name):
@@ -234,10 +216,11 @@ def _check_class_names(class_names, num_classes):
     return names
 
 
-def _check_top_k(top_k, num_classes):
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1; got {top_k!r}.")
-    return min(int(top_k), num_classes)
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """`value` as an int; ValueError unless it is an integer >= `minimum` (numpy's too, no bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
 
 
 def _check_version(model_dir, version):
@@ -245,21 +228,20 @@ def _check_version(model_dir, version):
     next_free = existing[-1] + 1 if existing else 1
     if version is None:
         return next_free
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
-        raise ValueError(f"version must be an integer >= 0; got {version!r}.")
-    if tf.io.gfile.exists(os.path.join(model_dir, str(int(version)))):
+    version = check_int("version", version, 0)
+    if tf.io.gfile.exists(os.path.join(model_dir, str(version))):
         raise ValueError(
             f"Version {version} of {os.path.basename(model_dir)} already exists in {model_dir}; "
             f"versions are immutable once served. Use version={next_free} (the next free one) "
             f"or leave version unset."
         )
-    return int(version)
+    return version
 
 
 # --- the serving graph --------------------------------------------------------------------
 
 
-def _build_archive(model, mode, top_k, class_names, max_pixels=untrusted.MAX_PIXELS):
+def _build_archive(model, mode, top_k, class_names, max_pixels):
     """An ExportArchive with both signatures; serving_default first (TF Serving's default)."""
     height, width, channels = _image_input_shape(model)
     size = (height, width)
@@ -308,61 +290,56 @@ def _build_archive(model, mode, top_k, class_names, max_pixels=untrusted.MAX_PIX
     return archive
 
 
-def _checked(tensor, assertions, static_shape):
-    """`tensor` gated on `assertions`, with `static_shape` set for the ops that follow.
+def check_images(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """Assert `images` is [N>=1, H, W, channels]; the clear error a client sees."""
+    return _checked_batch(images, "images", f"[N, height, width, {channels}]", channels)
+
+
+def _check_image_bytes(image_bytes):
+    return _checked_batch(image_bytes, "image_bytes", "[N] of encoded JPEG/PNG strings")
+
+
+def _checked_batch(tensor, name, layout, channels=None):
+    """`tensor` gated on assertions that it is a batch `layout` of >= 1 item (with `channels`:
+    4D, that many in the last axis), with its static shape set for the ops that follow.
 
     Reshape-to-own-shape (not Identity/EnsureShape) keeps grappler from inferring the input's
     rank from later ops and folding the rank assertion away before it can fire.
     """
-    with tf.control_dependencies(assertions):
+    rank = 1 if channels is None else 4
+    rank_check = tf.debugging.assert_equal(
+        tf.rank(tensor), rank, message=f"{name} must be a batch {layout} (rank {rank})"
+    )
+    with tf.control_dependencies([rank_check]):
+        shape = tf.shape(tensor)
+        checks = [rank_check]
+        if channels is not None:
+            message = f"{name} must have {channels} channel(s) (the model's) in the last axis"
+            checks.append(tf.debugging.assert_equal(shape[3], channels, message=message))
+        checks.append(
+            tf.debugging.assert_positive(shape[0], message=f"{name} must hold >= 1 image")
+        )
+    with tf.control_dependencies(checks):
         out = tf.reshape(tensor, tf.shape(tensor))
-    out.set_shape(static_shape)
+    out.set_shape([None] if channels is None else [None, None, None, channels])
     return out
 
 
-def check_images(images, channels):
-    """Assert `images` is [N>=1, H, W, channels]; the clear error a client sees."""
-    rank = tf.debugging.assert_equal(
-        tf.rank(images),
-        4,
-        message=f"images must be a batch [N, height, width, {channels}] (rank 4)",
-    )
-    with tf.control_dependencies([rank]):
-        shape = tf.shape(images)
-        depth = tf.debugging.assert_equal(
-            shape[3],
-            channels,
-            message=f"images must have {channels} channel(s) (the model's) in the last axis",
-        )
-        count = tf.debugging.assert_positive(shape[0], message="images must hold >= 1 image")
-    return _checked(images, [rank, depth, count], [None, None, None, channels])
-
-
-def _check_image_bytes(image_bytes):
-    rank = tf.debugging.assert_equal(
-        tf.rank(image_bytes),
-        1,
-        message="image_bytes must be a batch [N] of encoded JPEG/PNG strings (rank 1)",
-    )
-    with tf.control_dependencies([rank]):
-        count = tf.debugging.assert_positive(
-            tf.size(image_bytes), message="image_bytes must hold >= 1 image"
-        )
-    return _checked(image_bytes, [rank, count], [None])
-
-
-def decode_and_fit(data, size, channels, mode, max_pixels=untrusted.MAX_PIXELS):
+def decode_and_fit(
+    data: tf.Tensor,
+    size: tuple[int, int],
+    channels: int,
+    mode: str,
+    max_pixels: int = untrusted.MAX_PIXELS,
+) -> tf.Tensor:
     """One encoded image (JPEG, PNG, GIF, BMP, WebP) -> float32 [height, width, channels]."""
     image = untrusted.decode_image(data, channels, max_pixels)
     return fit_to_size(tf.cast(image[tf.newaxis], tf.float32), size, mode)[0]
 
 
-def fit_to_size(images, size, mode):
-    """Resize a float batch [N, h, w, C] of any h, w to the model's `size` (height, width).
-
-    "stretch": straight to size. "crop": scale (keeping aspect) so the image covers
-    size * 256/224, then take the central crop, the usual ImageNet evaluation.
-    """
+def fit_to_size(images: tf.Tensor, size: tuple[int, int], mode: str) -> tf.Tensor:
+    """A float batch [N, h, w, C] resized to `size`: "stretch" straight to it, "crop" the
+    ImageNet evaluation view (`images.center_crop`)."""
     height, width = size
     if mode == "stretch":
         out = tf.image.resize(images, size, antialias=True)
@@ -381,18 +358,16 @@ def _write_assets_extra(export_dir, model_name, input_shape, class_names, warmup
     extra = os.path.join(export_dir, EXTRA_DIR)
     tf.io.gfile.makedirs(extra)
     if class_names is not None:
-        with tf.io.gfile.GFile(os.path.join(extra, CLASS_NAMES_FILE), "w") as f:
-            f.write("".join(f"{name}\n" for name in class_names))
+        files.write_text(
+            os.path.join(extra, CLASS_NAMES_FILE), "".join(f"{n}\n" for n in class_names)
+        )
     if warmup:
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), model_name, input_shape)
 
 
-def write_warmup_requests(path, model_name, input_shape):
-    """One PredictionLog (a single black image to serving_default) as a TFRecord.
-
-    TF Serving replays it at load time, so the first real request does not pay for graph
-    initialisation.
-    """
+def write_warmup_requests(path: str, model_name: str, input_shape: tuple[int, int, int]) -> None:
+    """One PredictionLog (a black image to serving_default) as a TFRecord: TF Serving replays
+    it at load, so the first real request does not pay for graph initialisation."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     request = predict_pb2.PredictRequest(
@@ -408,10 +383,8 @@ def write_warmup_requests(path, model_name, input_shape):
 
 
 def _rename_into_place(temp_dir, final_dir):
-    """Move the finished export to its version folder; refuses to replace one that appeared
-    meanwhile. Atomic on a local file system. Object stores cannot rename a folder: the files
-    are copied one by one, saved_model.pb last (a loader that finds it finds a whole model),
-    then the temporary folder is removed."""
+    """Move the finished export to its version folder, never over one that appeared meanwhile.
+    Object stores cannot rename a folder: the files are copied, saved_model.pb last."""
     if tf.io.gfile.exists(final_dir):
         raise ValueError(
             f"Version folder {final_dir} appeared while exporting (another export?); "

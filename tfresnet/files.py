@@ -1,14 +1,9 @@
 """Files that survive a kill at any instant, on local disks and on object stores (gs://, ram://).
 
-Every path goes through `tf.io.gfile`, so a run directory can be local, on GCS or on TF's
-in-memory file system alike. A file is never written in place: it
-is written to a temporary name beside its target and renamed over it. On a local disk that
-rename is atomic; on an object store (any `scheme://` path) it is a server-side copy, and a
-single object becomes visible all at once. A reader therefore sees the old file or the new one,
-never half of one (a truncating overwrite in place is what this avoids: TF's ram:// file
-system, like a killed local write, would leave a mix of both). Multi-file records
-(a backup of an epoch) are made atomic one level up: new files under new names, then one small
-marker file that points at them, written last (see `tfresnet.rundir`).
+Every path goes through `tf.io.gfile`. A file is written to a temporary name beside its target
+and renamed over it (atomic locally; a server-side copy, visible all at once, on an object
+store), so a reader sees the old file or the new one, never half. Multi-file records are made
+atomic one level up, by a marker file written last (`tfresnet.rundir`).
 """
 
 import json
@@ -16,11 +11,16 @@ import math
 import os
 import stat
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
 
 from tfresnet import untrusted
+
+if TYPE_CHECKING:
+    import keras
 
 TEMP_MARK = ".tmp-"  # starts the names of temporary files and folders; left ones are stale
 
@@ -116,13 +116,9 @@ def temp_name(path: str) -> str:
     return join(folder, f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-{name}")
 
 
-def write_atomically(path: str, write) -> None:
-    """Make `path` by calling `write(target)`, so that `path` is either old or whole.
-
-    `write` gets a temporary name beside `path`, which is then renamed over it: atomic on a
-    local disk; on an object store a server-side copy, which makes the new object visible
-    all at once.
-    """
+def write_atomically(path: str, write: Callable[[str], object]) -> None:
+    """Make `path` by calling `write(temporary name beside it)`, then renaming that over it, so
+    `path` is either old or whole."""
     path = str(path)
     folder = os.path.dirname(path)
     if folder:
@@ -146,7 +142,7 @@ def write_text(path: str, text: str) -> None:
     write_atomically(path, write)
 
 
-def write_json(path: str, obj) -> None:
+def write_json(path: str, obj: Any) -> None:
     """Write strict JSON atomically: NaN and infinities become null, numpy values plain numbers."""
     write_text(path, json.dumps(_strict(obj), indent=2, allow_nan=False) + "\n")
 
@@ -156,7 +152,7 @@ class CorruptFile(ValueError):
     message names the file and says what is wrong."""
 
 
-def read_json(path: str):
+def read_json(path: str) -> Any:
     """The JSON document at `path`, its nesting checked before it is parsed
     (`untrusted.parse_json`); `CorruptFile` if it is not one (cut short, not UTF-8, too deep)."""
     try:
@@ -172,7 +168,7 @@ def append_line(path: str, line: str) -> None:
     write_text(path, f"{old}{line}\n")
 
 
-def save_model(model, path: str) -> None:
+def save_model(model: "keras.Model", path: str) -> None:
     """`model.save(path)` (a .keras file) atomically."""
     from tfresnet.models import recursion_headroom
 
@@ -180,7 +176,7 @@ def save_model(model, path: str) -> None:
         write_atomically(path, lambda target: _save_via_local(model.save, target, ".keras"))
 
 
-def save_weights(model, path: str) -> None:
+def save_weights(model: "keras.Model", path: str) -> None:
     """`model.save_weights(path)` (a .weights.h5 file, optimizer state included) atomically."""
     suffix = ".weights.h5"
     write_atomically(path, lambda target: _save_via_local(model.save_weights, target, suffix))
@@ -202,7 +198,7 @@ def _save_via_local(save, target, suffix):
         tf.io.gfile.copy(local, target, overwrite=True)
 
 
-def remove_stale_temps(folder: str) -> list:
+def remove_stale_temps(folder: str) -> list[str]:
     """Delete temporary files and folders left in `folder` by a killed write; returns them."""
     folder = str(folder)
     if not tf.io.gfile.isdir(folder):

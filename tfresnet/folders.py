@@ -20,8 +20,7 @@ from tfresnet.data import (
     FileSource,
     check_class_name,
     holdout_count,
-    imagenet_stats,
-    small_image_stats,
+    pixel_stats,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -47,16 +46,11 @@ def _truncated(path, img):
 
 
 def _scan_folder(root):
-    """Class folders -> (classes, [(path, label, mode, size)]); unusable files are skipped.
+    """Class folders -> (classes, [(path, label, mode, size)]).
 
-    Every file is checked as training will decode it (`untrusted.image_problems`: a format
-    TensorFlow decodes, its size by the headers within the pixel limit), then opened by Pillow
-    for its mode and a verify: non-images, truncated JPEG/PNG files and images over the pixel
-    limit are skipped with one warning naming them. A class folder with no usable image is an
-    error (it would be a class the model can never learn), and so are, before any file is
-    opened, a class name `check_class_name` refuses and anything but folders and regular files
-    (a FIFO, socket or device: opening or reading one can block forever, in PIL here as in
-    `tf.io.read_file` and `keras.utils.image_dataset_from_directory`).
+    Files `untrusted.image_problems` or Pillow's verify refuse are skipped with one warning
+    naming them; a class left without images, a bad class name or a special file (a FIFO can
+    block a reader forever) is an error.
     """
     from PIL import Image
 
@@ -73,15 +67,14 @@ def _scan_folder(root):
     entries = [
         (i, path) for i, cls in enumerate(classes) for path in sorted((root / cls).rglob("*"))
     ]
-    for _, path in entries:
+    candidates, skipped = [], []
+    for label, path in entries:  # nothing is opened before every entry passed this loop
         kind = files.special_file(str(path))
         if kind:
             raise DataError(
                 f"{str(path)!r} is a {kind}, not a regular file: an image folder may hold only "
                 "folders and regular files (reading anything else can block forever); remove it."
             )
-    candidates, skipped = [], []
-    for label, path in entries:
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
             candidates.append((path, label))
         elif path.is_file():
@@ -121,12 +114,9 @@ def _scan_folder(root):
 
 
 def folder_shape(found: list[tuple], image_size: int | None = None) -> tuple[int, int]:
-    """(size, channels) for a folder's images, from the whole set so that no seed changes it.
-
-    Channels: 3 if any image is in colour, else 1 (colour images are then read as RGB, alpha
-    dropped; grayscale ones are repeated to RGB). Size: `image_size` if given; else the largest
-    side in the set when it is at most 64 px (CIFAR-style, every image resized to it); else 224.
-    """
+    """(size, channels) for a folder's images, from the whole set so that no seed changes it:
+    3 channels if any image is in colour; `image_size`, else the largest side when it is at most
+    SMALL_IMAGE_LIMIT (CIFAR-style), else 224."""
     channels = 3 if any(mode not in GRAY_MODES for _, _, mode, _ in found) else 1
     natural = max(max(size) for _, _, _, size in found)
     return image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224), channels
@@ -135,11 +125,8 @@ def folder_shape(found: list[tuple], image_size: int | None = None) -> tuple[int
 def load_folder(
     root: pathlib.Path, validation_size: float, image_size: int | None, seed: int
 ) -> Data:
-    """A directory of class folders, or with train/ and test/ sub-directories of them.
-
-    Without train/ and test/, every class is split 80/20 by a fixed seed. Corrupt or non-image
-    files are skipped with a warning naming them (they never reach training).
-    """
+    """A directory of class folders, or of train/ and test/ holding them (else every class is
+    split 80/20 by `seed`); unusable files are skipped with a warning naming them."""
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes, train_files = _scan_folder(root / "train")
         test_classes, test_files = _scan_folder(root / "test")
@@ -158,7 +145,7 @@ def load_folder(
     size, channels = folder_shape(train_files + test_files, image_size)
     order = np.random.default_rng(seed).permutation(len(train_files))
     train_files = [train_files[i] for i in order]
-    n_val = holdout_count(validation_size, len(train_files)) if validation_size else 0
+    n_val = holdout_count(validation_size, len(train_files))
     val_files, train_files = train_files[:n_val], train_files[n_val:]
     style = "cifar" if size <= SMALL_IMAGE_LIMIT else "imagenet"
     shape = (size, size, channels)
@@ -178,10 +165,7 @@ def load_folder(
         )
 
     train = to_dataset(train_files)
-    if style == "cifar":
-        mean, std = small_image_stats(np.stack([x for x, _ in train.as_numpy_iterator()]))
-    else:
-        mean, std = imagenet_stats(channels)
+    mean, std = pixel_stats(train, style, channels)
     info = DataInfo(
         name=str(root),
         num_classes=len(classes),

@@ -1,14 +1,9 @@
 """The IDX file format of MNIST and its relatives (Fashion-MNIST, KMNIST), read into numpy.
 
 An IDX file is a big-endian header (two zero bytes, a type code, the number of dimensions, one
-uint32 per dimension) followed by the array. MNIST-format folders hold four of them, plain or
-gzipped: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte` and
-`t10k-labels-idx1-ubyte` (`.gz` optional; `-` or `.` before `idx`, as both spellings circulate).
-
-The files are untrusted: the header is read and checked first (a regular file, a known type, no
-dimension of 0, no more data than the file can hold), then exactly the bytes it promises, so
-memory never exceeds the header's promise. A gzip bomb or a header of absurd dimensions is
-refused before anything is allocated for it, and data beyond the promise is refused too.
+uint32 per dimension) followed by the array; an MNIST-format folder holds four, `.gz` optional.
+The files are untrusted: the header is checked first, then exactly the bytes it promises are
+read, so a gzip bomb or absurd dimensions are refused before anything is allocated.
 """
 
 import dataclasses
@@ -25,12 +20,9 @@ from tfresnet import files
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _PREFIXES = {"train": "train", "test": "t10k"}
 _KINDS = {"images": "idx3-ubyte", "labels": "idx1-ubyte"}
-# Deflate's best case: a 258-byte match costs at least 2 bits, so a byte of .gz inflates to at
-# most 1032 bytes; a header promising more than that is refused without inflating anything.
-MAX_DEFLATE_RATIO = 1032
-# Labels are class numbers below this, unless the data set says how many classes it has:
-# far above any MNIST-format set (EMNIST's 62), far below a label that would make the model's
-# last layer outgrow memory (a label of 2**31 - 1 asks for 2**31 outputs).
+MAX_DEFLATE_RATIO = 1032  # deflate's best case: a 258-byte match in 2 bits
+# Labels are below this unless the data set says: far above EMNIST's 62, far below a label that
+# would make the classifier outgrow memory.
 MAX_CLASSES = 65_536
 IMAGE_CHANNELS = (1, 3)  # grey or RGB: what image folders give and exports decode
 _CHUNK = 1 << 24  # bytes read at a time
@@ -112,11 +104,8 @@ def read_header(path: str) -> IdxHeader:
 
 
 def read_idx(path: str) -> np.ndarray:
-    """The array stored in the IDX file at `path` (gzipped when it ends in .gz).
-
-    Reads exactly the bytes the header promises into one buffer of that size; a file with
-    fewer or more is an `IdxError`, whatever it would inflate to.
-    """
+    """The array stored in the IDX file at `path` (gzipped when it ends in .gz): exactly the
+    bytes the header promises, read into one buffer; fewer or more is an `IdxError`."""
     path = os.fspath(path)
     try:
         with _open(path) as f:
@@ -137,10 +126,8 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def find_files(folder: str) -> dict | None:
-    """{(split, kind): path} for the four MNIST-format files in `folder`, or None if any is missing.
-
-    `split` is "train" or "test", `kind` "images" or "labels".
-    """
+    """{(split, kind): path} for the four MNIST-format files in `folder` (split "train" or
+    "test", kind "images" or "labels"), or None if any is missing."""
     if not os.path.isdir(folder):
         return None
     present = set(os.listdir(folder))
@@ -204,13 +191,12 @@ def _check_labels(labels, path, num_classes):
         )
 
 
-def load_folder(folder: str, num_classes: int | None = None) -> dict:
-    """{"train": (images, labels), "test": (images, labels)} from an MNIST-format folder.
-
-    Images come back as uint8 (N, H, W, 1) (or (N, H, W, C) for 4-D files), labels as int32,
-    every one in 0..num_classes-1 (the data set's classes when it defines them, else at most
-    MAX_CLASSES). All four headers are checked against each other before any data is read.
-    """
+def load_folder(
+    folder: str, num_classes: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (images, labels), "test": (images, labels)} from an MNIST-format folder:
+    uint8 (N, H, W, C) images and int32 labels in 0..num_classes-1 (default MAX_CLASSES), all
+    four headers checked against each other before any data is read."""
     paths = find_files(folder)
     if paths is None:
         raise IdxError(

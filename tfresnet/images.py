@@ -8,13 +8,10 @@ import tensorflow as tf
 CROP_RATIO = 256 / 224  # ImageNet evaluation: the shorter side to size * 256/224, then the centre
 
 
-def center_crop(images: tf.Tensor, size) -> tf.Tensor:
+def center_crop(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """The evaluation view of one image [h, w, C] or a batch [N, h, w, C]: scaled (aspect kept,
-    antialiased) so its shorter side is size * 256/224, then the central size crop.
-
-    The one implementation behind training's evaluation pipeline and the served model, so the
-    two never see different pixels.
-    """
+    antialiased) so its shorter side is size * 256/224, then the central crop; shared by the
+    evaluation pipeline and the served model, so the two never see different pixels."""
     height, width = size
     hw = tf.cast(tf.shape(images)[-3:-1], tf.float32)
     target = tf.constant(size, tf.float32) * CROP_RATIO

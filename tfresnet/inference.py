@@ -1,18 +1,15 @@
 """The inference form of a trained model: each BatchNormalization folded into the conv before it.
 
-At inference BN is a fixed per-channel affine map, y = (x - mean) * s + beta with
-s = gamma / sqrt(var + eps), so a Conv2D whose output feeds only that BN can absorb it:
-kernel * s and bias (b - mean) * s + beta. What is left is Conv2D + BiasAdd (+ Add) + ReLU,
-which TensorFlow's graph optimiser runs as one fused oneDNN convolution. Measured here: 1.05-1.3x
-faster inference (more in bfloat16); `export.export_for_serving` serves this form by default.
-The folded model is for inference only: it has no batch statistics left to train.
+At inference BN is the affine map (x - mean) * s + beta, s = gamma / sqrt(var + eps), so the conv
+absorbs it: kernel * s, bias (b - mean) * s + beta; TF then fuses conv, bias and ReLU (faster:
+docs/performance.md). The folded model has no batch statistics left to train.
 """
 
 import keras
 import numpy as np
 
 
-def fold_batch_norm(model):
+def fold_batch_norm(model: keras.Model) -> keras.Model:
     """A copy of functional `model` with every foldable BatchNormalization merged into its conv.
 
     Args:
@@ -20,12 +17,8 @@ def fold_batch_norm(model):
         model itself is not changed).
 
     Returns:
-      keras.Model with the same inputs, outputs, name and layer names, minus the folded BN
-      layers; its outputs equal `model(x, training=False)` up to float rounding. A BN is
-      folded when its input is the output of a `keras.layers.Conv2D` (not a subclass) with no
-      activation, used by nothing else, and it normalises the conv's channel axis (so
-      `BN -> ReLU -> conv` in pre-activation nets stays as it is). Models with nothing to
-      fold come back as a copy.
+      keras.Model with the same inputs, outputs and layer names minus the folded BNs (those of
+      `foldable_pairs`), equal to `model(x, training=False)` up to float rounding.
 
     Example:
       >>> served = fold_batch_norm(build_model("resnet20"))
@@ -57,8 +50,9 @@ def fold_batch_norm(model):
     return folded
 
 
-def foldable_pairs(model):
-    """{conv layer name: the BatchNormalization layer that can be folded into it}."""
+def foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
+    """{conv layer name: the BatchNormalization that can be folded into it}: a BN whose input is
+    a plain `keras.layers.Conv2D`'s alone, with no activation, on the conv's channel axis."""
     outputs = {id(t) for t in model.outputs}
     pairs = {}
     for bn in model.layers:

@@ -1,11 +1,5 @@
-"""The few custom layers tfresnet needs, each registered so `.keras` files load in safe mode.
-
-- `ZeroPadShortcut`: the paper's option-A shortcut (subsample + zero-pad channels, no parameters).
-- `BatchNormalization`: Keras' BatchNormalization running TF's fused kernel where it can.
-- `batch_norm`: the one place every block gets its BatchNormalization from, with the paper's
-  momentum and epsilon.
-- `with_keras_batch_norm`: a model's copy on Keras' own BatchNormalization (the reference).
-"""
+"""The few custom layers tfresnet needs, each registered so `.keras` files load in safe mode:
+the option-A `ZeroPadShortcut` and a `BatchNormalization` on TF's fused kernel."""
 
 import keras
 from keras import ops
@@ -17,13 +11,10 @@ BN_EPSILON = 1e-5
 
 @keras.saving.register_keras_serializable(package="tfresnet")
 class ZeroPadShortcut(keras.layers.Layer):
-    """Option-A shortcut: identity, subsampled by `strides` and zero-padded to `filters` channels.
+    """Option-A shortcut (paper Sec. 3.3): identity, subsampled by `strides`, with zero channels
+    appended up to `filters`; no parameters."""
 
-    The paper (Sec. 3.3, option A) uses this where dimensions increase, so the shortcut adds
-    no parameters. Extra channels are appended after the input channels.
-    """
-
-    def __init__(self, filters, strides=1, **kwargs):
+    def __init__(self, filters: int, strides: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.strides = int(strides)
@@ -66,14 +57,10 @@ FUSED_DTYPES = ("float32", "bfloat16", "float16")
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed by TF's fused kernel (FusedBatchNormV3).
 
-    Keras 3 builds BN from separate moments/normalize ops (about 2.3x slower ResNet-20 training
-    on CPU than with this layer). Under the TensorFlow backend, for 4D channels-last inputs
-    without sync BN, renorm or masks, one fused op computes the output, the batch statistics and,
-    in the backward pass, all three gradients; bfloat16/float16 activations go in and out
-    without casts. Anything else takes Keras' own path, the reference this layer is tested
-    against. Arguments, config and weights (gamma, beta, moving_mean, moving_variance) are
-    Keras'. The class keeps Keras' name on purpose: `.weights.h5` files address layers by
-    class name, so checkpoints load into models built with either layer.
+    Keras 3 builds BN from separate ops, slower (docs/performance.md). Under the TF
+    backend, 4D channels-last inputs without sync BN, renorm or masks take one fused op;
+    anything else takes Keras' own path, the reference this layer is tested against. The class
+    keeps Keras' name: `.weights.h5` files address layers by class name.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -117,11 +104,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
     def _update_moving_statistics(self, inputs, mean, unbiased_variance):
-        """Keras' momentum update, with Keras' biased (population) batch variance.
-
-        The fused kernel returns the Bessel-corrected variance n/(n-1) * var; Keras BN
-        averages the plain variance, so undo the correction to keep the statistics identical.
-        """
+        """Keras' momentum update; the fused kernel's Bessel-corrected variance is undone, as
+        Keras averages the plain (population) variance."""
         import tensorflow as tf
 
         count = tf.reduce_prod(tf.cast(tf.shape(inputs)[:-1], "float32"))
@@ -131,13 +115,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
 
 
-def batch_norm(name, *, zero_gamma=False, synchronized=False, epsilon=BN_EPSILON):
-    """BatchNormalization over channels with the paper's settings, on the fused kernel.
-
-    `zero_gamma` starts the layer as the zero function (used on the last BN of a residual
-    branch); `synchronized` averages batch statistics across replicas (sync BN, computed by
-    Keras' own path: the fused kernel sees one replica only).
-    """
+def batch_norm(
+    name: str, *, zero_gamma: bool = False, synchronized: bool = False, epsilon: float = BN_EPSILON
+) -> BatchNormalization:
+    """The BatchNormalization every block uses: the paper's momentum, `zero_gamma` to start as
+    the zero function, `synchronized` for sync BN (Keras' own path)."""
     return BatchNormalization(
         axis=-1,
         momentum=BN_MOMENTUM,
@@ -148,12 +130,9 @@ def batch_norm(name, *, zero_gamma=False, synchronized=False, epsilon=BN_EPSILON
     )
 
 
-def with_keras_batch_norm(model):
-    """A copy of `model` with Keras' own BatchNormalization layers and the same weights.
-
-    The reference the fused layer is measured and tested against; the copy's `.keras` files
-    also load where tfresnet is not installed.
-    """
+def with_keras_batch_norm(model: keras.Model) -> keras.Model:
+    """A copy of `model` on Keras' own BatchNormalization, same weights: the reference the fused
+    layer is tested against, loadable where tfresnet is not installed."""
 
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):

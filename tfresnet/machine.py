@@ -1,8 +1,5 @@
 """What machine this is: its CPU's model name and feature flags, read once from /proc/cpuinfo
-(Linux), and its memory.
-
-The one reader behind the dtype choice (`precision`: bfloat16 instructions), the benchmark's
-host line, the experiments' hardware line and the refusal of a net too big to build.
+(Linux), and its memory; behind the dtype choice, the hardware lines and the memory guard.
 """
 
 import dataclasses
@@ -30,14 +27,13 @@ _NOTABLE = (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512_BF16"), ("amx_bf16",
 @functools.cache
 def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
     """The first processor's model name and flags from `path`."""
-    model, flags = platform.processor() or platform.machine(), frozenset()
+    default = platform.processor() or platform.machine()
+    model, flags = default, frozenset()
     try:
         with open(path) as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == (
-                    platform.processor() or platform.machine()
-                ):
+                if key.strip() == "model name" and model == default:
                     model = value.strip()
                 elif key.strip() == "flags" and not flags:
                     flags = frozenset(value.split())

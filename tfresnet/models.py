@@ -2,17 +2,9 @@
 
     build_model("resnet56")                     # CIFAR, 6n+2 layers, option A
     build_model("resnet50", num_classes=100)    # ImageNet bottleneck, option B, v1.5 strides
-    build_model("plain20")                      # same layers as resnet20, no shortcuts
-
-Beyond the table (docs/models.md, "Use in your own model"):
-
-    build_model("resnet50", include_top=False, pooling="avg")  # keras.applications' arguments
     backbone("resnet50")                         # {"stage1": ..., "stage4": ...} features
-    build_model(ResNetSpec("cifar", "basic", (2, 2, 2), stage_filters=(64, 128, 256)))
-    build_model("resnet20:width_multiplier=4")   # a spec string (`parse_model`)
 
-`count_params` and `count_flops` count a built model as the paper does; `model_table` gives
-the rows `tfresnet models` prints.
+`count_params` and `count_flops` count a built model as the paper does; docs/models.md has more.
 """
 
 import collections
@@ -72,16 +64,12 @@ def _features(
     shortcut,
     preact,
     stride_placement,
-    weight_decay,
-    zero_init_residual,
-    sync_bn,
-    conv_bias,
-    bn_epsilon,
     pixel_mean,
     pixel_std,
+    **conv_settings,
 ):
-    """Validate the body arguments (`build_model`'s, the defaults are there), then build the
-    input, standardisation, stem and stages."""
+    """The input, standardisation, stem and stages, the body arguments (`build_model`'s)
+    checked first; the rest of them are `ConvSettings`."""
     shortcut = spec.default_shortcut if shortcut is None else shortcut
     if not spec.residual and shortcut != "none":
         raise ValueError(f"{label} is a plain network; it takes shortcut='none', not {shortcut!r}.")
@@ -103,13 +91,7 @@ def _features(
     input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
     specs.check_input_shape(input_shape, spec, label)
 
-    settings = blocks.ConvSettings(
-        weight_decay=weight_decay,
-        conv_bias=conv_bias,
-        sync_bn=sync_bn,
-        bn_epsilon=bn_epsilon,
-        zero_init_residual=zero_init_residual,
-    )
+    settings = blocks.ConvSettings(**conv_settings)
     if input_tensor is None:
         x = keras.Input(shape=input_shape, name="images")
         inputs = x
@@ -210,10 +192,8 @@ def build_model(
       input_tensor: a 4D Keras tensor to build the network on (an existing `keras.Input` or
         a layer's output); the model's inputs are then that tensor's source inputs.
       num_classes: int, classifier width; default 10 (CIFAR family) or 1000 (ImageNet).
-      input_shape: (height, width, channels); default (32, 32, 3) or (224, 224, 3), or the
-        shape of `input_tensor`.
-      shortcut: str, "A" | "B" | "C" | "none"; default per family as in the paper
-        (A for CIFAR, B for ImageNet, "none" for plain nets).
+      input_shape: (height, width, channels); default the family's or `input_tensor`'s.
+      shortcut: str, "A" | "B" | "C" | "none"; default per family as in the paper.
       preact: bool, pre-activation blocks (He et al. 2016).
       stride_placement: str, bottleneck stride on the first 1x1 ("v1", the paper) or on the
         3x3 ("v1.5", torchvision; the default).
@@ -228,9 +208,8 @@ def build_model(
         "custom_resnet<depth>" ("custom_plain<depth>").
 
     Returns:
-      A `keras.Model`. With the top its output "predictions" is float32 (batch, num_classes);
-      headless, the last stage's features, pooled or not. Layer names are the same either way,
-      so weights carry over by name (see docs/models.md, "Fine-tuning").
+      A `keras.Model`: float32 "predictions" (batch, num_classes), or headless the last stage's
+      features; layer names are the same either way, so weights carry over by name.
 
     Example:
       >>> build_model("resnet20", input_shape=(8, 8, 1)).output_shape
@@ -238,36 +217,22 @@ def build_model(
       >>> build_model("resnet20", input_shape=(8, 8, 1), include_top=False).output_shape
       (None, 2, 2, 64)
     """
+    arguments = locals()
+    body = {key: arguments[key] for key in _body_defaults()}
     spec, label = _buildable_spec(name)
     _check_head(include_top, pooling, classifier_activation, num_classes)
     num_classes = spec.default_num_classes if num_classes is None else int(num_classes)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
     with recursion_headroom(50 * spec.depth):
-        features = _features(
-            spec,
-            label,
-            input_shape=input_shape,
-            input_tensor=input_tensor,
-            shortcut=shortcut,
-            preact=preact,
-            stride_placement=stride_placement,
-            weight_decay=weight_decay,
-            zero_init_residual=zero_init_residual,
-            sync_bn=sync_bn,
-            conv_bias=conv_bias,
-            bn_epsilon=bn_epsilon,
-            pixel_mean=pixel_mean,
-            pixel_std=pixel_std,
-        )
+        features = _features(spec, label, **body)
         return _head(features, preact, include_top, pooling, classifier_activation, num_classes,
                      model_name or label)  # fmt: skip
 
 
 def _buildable_spec(name):
-    """(spec, default model name) of what `build_model` and `backbone` are asked to build;
-    refuses, before any layer is made, a network whose float32 weights alone exceed this
-    machine's memory: building it would run for hours or end in an allocator's OOM."""
+    """(spec, default model name) of `name`; refuses, before any layer is made, a network whose
+    float32 weights alone exceed this machine's memory."""
     spec = specs.resolve_spec(name)
     label = _label(name, spec)
     machine.check_memory(
@@ -321,11 +286,9 @@ def backbone(
         pixel_mean, pixel_std.
 
     Returns:
-      A `keras.Model` whose output is a dict {"stage1": ..., "stage2": ..., ...} of each
-      stage's last block output (keras-hub's `pyramid_outputs`; ImageNet nets' stage1-stage4
-      are its P2-P5). `feature_strides(name)` gives each one's stride. Layer names are
-      `build_model`'s, so a classifier's weights load by name (`.weights.h5` by structure).
-      Pre-activation nets' stage outputs are the raw block sums, before the final BN-ReLU.
+      A `keras.Model` whose output is a dict {"stage1": ..., ...} of each stage's last block
+      output (keras-hub's `pyramid_outputs`; strides from `feature_strides(name)`), with
+      `build_model`'s layer names. Pre-activation outputs come before the final BN-ReLU.
 
     Example:
       >>> features = backbone("resnet20", input_shape=(16, 16, 3))

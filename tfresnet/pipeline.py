@@ -1,14 +1,6 @@
-"""Batches for training and evaluation, with the paper's augmentation:
-
-  CIFAR-style (small images): pad by size/8 (4 px at 32x32), random crop, horizontal flip;
-                              per-pixel mean and a scalar std of the training set.
-  ImageNet-style:             shorter side resized at random in [256, 480] (scaled to the input
-                              size), random crop, flip; evaluation resizes the shorter side to 256
-                              and takes the centre crop; per-channel ImageNet mean/std (documented
-                              instead of the paper's per-pixel mean, which needs a pass over 1.28M
-                              images).
-Normalisation lives inside the model (`build_model(pixel_mean=..., pixel_std=...)`), so pipelines
-yield raw 0..255 float pixels and exported models take raw images.
+"""Batches for training and evaluation, with the paper's augmentation (CIFAR-style: pad, crop,
+flip; ImageNet-style: scale augmentation, crop, flip; evaluation: the centre crop). Pipelines
+yield raw 0..255 pixels: normalisation lives inside the model (`build_model(pixel_mean=...)`).
 """
 
 import logging
@@ -94,19 +86,13 @@ def make_pipeline(
     static_batches: bool = False,
 ) -> tf.data.Dataset:
     """Batches of `(float32 image in 0..255, int32 label)`, augmented when `training`; with
-    `static_batches`, `(image, label, float32 weight)`.
+    `static_batches`, `(image, label, float32 weight)`, the last batch padded (`_padded_batches`).
 
-    For training with `epochs`, the pipeline yields epochs `first_epoch` .. `epochs`-1 back to
-    back, each a fresh shuffle, and every random choice is a function of (seed, epoch, position)
-    alone: a run resumed at epoch K sees exactly the batches an uninterrupted run saw from epoch
-    K on. Without `epochs` it is one epoch, repeated with a new shuffle each time it is iterated.
-    `skip_batches` drops the first batches of `first_epoch` (resuming inside an epoch).
-    `epoch_examples` makes every epoch exactly that long (cycling through the shuffle again if
-    `dataset` is shorter), and `worker`, the index of this input pipeline, is folded into the
-    augmentation seeds: both for a worker reading only its own files (`training_input`).
-
-    Evaluation keeps a partial last batch, or with `static_batches` pads it (`_padded_batches`):
-    every batch then has the same static shape, as XLA on a TPU needs, and the metrics stay exact.
+    Training with `epochs` yields epochs `first_epoch`..`epochs`-1 back to back, every random
+    choice a function of (seed, epoch, position) alone, so a resumed run sees exactly the
+    batches an uninterrupted one saw; `skip_batches` resumes inside `first_epoch`. Without
+    `epochs`, one epoch, reshuffled each time it is iterated. `epoch_examples` fixes the epoch
+    length and `worker` is folded into the seeds: both for a worker reading its own files.
     """
     size = info.image_shape[:2]
     n = info.sizes.get("train" if training else "test", 0)
@@ -166,15 +152,10 @@ def make_pipeline(
 
 
 def _padded_batches(dataset, image_shape, batch_size):
-    """`(image, label, weight)` batches all of `batch_size` examples: the last one is filled up
-    with zero images of weight 0, and the real examples weigh `padded / count`.
-
-    Why that weight: Keras averages each batch's loss over the whole batch (pads included) and
-    weighs the batch by its size, so with weight 1 the mean loss would come out `count / padded`
-    times too small. With `padded / count` the loss is exactly the unpadded mean, and the
-    accuracy metrics, weighted means, ignore a constant weight: every metric is exact, as long
-    as the model compiles them as `weighted_metrics` (`train.compile_model` does; plain
-    `metrics` ignore sample weights and would count the pads as errors).
+    """`(image, label, weight)` batches all of `batch_size` examples (static shapes, as XLA on
+    a TPU needs): the last is filled with zero images of weight 0, and real examples weigh
+    `padded / count`, so Keras' loss (averaged over the padded batch) is exactly the unpadded
+    mean; the accuracies, compiled as `weighted_metrics`, ignore a constant weight.
     """
     count = int(dataset.cardinality())
     if count < 0:  # unknown (a source tf.data cannot count in advance): count it once
@@ -204,17 +185,10 @@ def training_input(
     skip_batches: int = 0,
 ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """The training input for `model.fit` under `strategy`, sharded as `distribute.shard_policy`
-    decides for this data's files and the strategy's workers.
-
-    DATA (in-memory data, one worker, or fewer files than workers): `make_pipeline` over the
-    whole split; Keras gives each worker its share of every global batch, so the batches are
-    the ones a single process would train on.
-    FILE: a `tf.distribute.DistributedDataset` whose pipeline on each worker reads only that
-    worker's files (`Data.train_files`), shuffles and augments them, and yields per-replica
-    batches. Each worker yields exactly `steps_per_epoch` steps' share of examples per epoch
-    (cycling through its part if it holds fewer, leaving the rest if more), so workers always
-    agree on where an epoch ends. The batches are a function of (seed, epoch, number of workers)
-    alone: a resumed run sees the same ones, given the same number of workers.
+    decides. DATA: `make_pipeline` over the whole split, the batches a single process would
+    see. FILE: each worker reads only its own files (`Data.train_files`) and yields exactly
+    `steps_per_epoch` steps' share per epoch, so workers agree on where an epoch ends; the
+    batches depend on (seed, epoch, number of workers) alone.
     """
     source = data.train_files
     workers = distribute.input_pipelines(strategy)

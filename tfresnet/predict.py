@@ -3,9 +3,8 @@
     results = predict_files("exports", ["cat.jpg", "dog.png"], top_k=3)
     print(format_predictions(results))
 
-Each file's bytes go through the export's `serving_bytes` signature, the same decode and
-resize TF Serving runs, so local predictions match served ones. A file that cannot be read
-or decoded gets an entry with an "error" (and a warning); the other files are still predicted.
+Each file goes through the export's `serving_bytes` signature, so local predictions match
+served ones; a file that cannot be read or decoded gets an "error" entry, the rest go on.
 """
 
 import contextlib
@@ -31,12 +30,9 @@ class ServingExport:
     class_names: tuple | None
 
 
-def find_export_dir(path):
-    """Resolve `path` to one version directory (the folder holding saved_model.pb).
-
-    Accepts a version dir, a model dir (`<base>/<name>`, newest version) or a base dir that
-    holds exactly one model (`<base>`, newest version of that model).
-    """
+def find_export_dir(path: str | os.PathLike) -> str:
+    """The version directory (holding saved_model.pb) that `path` names: itself, the newest
+    version of a model dir `<base>/<name>`, or of the one model in a base dir."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
@@ -45,14 +41,10 @@ def find_export_dir(path):
         raise ValueError(
             f"Export path {path} {what}; give the export's base, model or version directory."
         )
-    versions = [v for v in export.model_versions(path) if _is_saved_model(path, v)]
+    versions = _saved_versions(path)
     if versions:
         return os.path.join(path, str(versions[-1]))
-    models = sorted(
-        name
-        for name in os.listdir(path)
-        if any(_is_saved_model(os.path.join(path, name), v) for v in _versions_in(path, name))
-    )
+    models = sorted(name for name in os.listdir(path) if _saved_versions(os.path.join(path, name)))
     if len(models) == 1:
         return find_export_dir(os.path.join(path, models[0]))
     if models:
@@ -66,7 +58,7 @@ def find_export_dir(path):
     )
 
 
-def load_export(path):
+def load_export(path: str | os.PathLike) -> ServingExport:
     """Load the newest version under `path` (see `find_export_dir`) as a `ServingExport`."""
     version_dir = find_export_dir(path)
     try:
@@ -92,7 +84,9 @@ def load_export(path):
     return ServingExport(version_dir, saved_model, class_names)
 
 
-def predict_files(export_dir, paths, top_k=5):
+def predict_files(
+    export_dir: str | os.PathLike | ServingExport, paths: list[str], top_k: int = 5
+) -> list[dict]:
     """Top-k predictions for each image file, in order; bad files are reported, not fatal.
 
     Args:
@@ -105,8 +99,7 @@ def predict_files(export_dir, paths, top_k=5):
       One dict per path: {"file", "classes", "scores"} plus "names" when the export has class
       names, or {"file", "error"} when the file could not be read or decoded.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1; got {top_k!r}.")
+    export.check_int("top_k", top_k, 1)
     loaded = export_dir if isinstance(export_dir, ServingExport) else load_export(export_dir)
     signature = loaded.saved_model.signatures["serving_bytes"]
     results = []
@@ -147,7 +140,7 @@ def _top_k(path, probabilities, top_k, class_names):
     return result
 
 
-def format_predictions(results):
+def format_predictions(results: list[dict]) -> str:
     """Human-readable lines: `file: name (class) 93.1%, ...` or `file: ERROR reason`."""
     lines = []
     for result in results:
@@ -163,12 +156,12 @@ def format_predictions(results):
     return "\n".join(lines)
 
 
-def _is_saved_model(model_dir, version):
-    return os.path.isfile(os.path.join(model_dir, str(version), "saved_model.pb"))
-
-
-def _versions_in(base, name):
-    return export.model_versions(os.path.join(base, name))
+def _saved_versions(model_dir):
+    """The version folders of `model_dir` that hold a saved_model.pb, ascending."""
+    versions = export.model_versions(model_dir)
+    return [
+        v for v in versions if os.path.isfile(os.path.join(model_dir, str(v), "saved_model.pb"))
+    ]
 
 
 _LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d")  # TensorFlow's (absl's) log lines
@@ -176,9 +169,8 @@ _LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d")  # TensorFlow's (absl's) log
 
 @contextlib.contextmanager
 def _native_stderr(lines):
-    """Within the block, what is written to file descriptor 2 goes into `lines`, not the
-    terminal. libjpeg prints its errors there itself ("Bogus marker length"), past Python and
-    TensorFlow's log level; `predict_files` makes them part of that file's error instead."""
+    """Within the block, what is written to fd 2 goes into `lines`: libjpeg prints its errors
+    there itself ("Bogus marker length"), and they belong in that file's error."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:

@@ -4,27 +4,13 @@
     report = load_pretrained(model, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     report.skipped   # {"logits": "source has no classifier (include_top=False)"}
 
-keras.applications' ResNets are the paper's v1 layout (stride on the first 1x1 of a bottleneck)
-with conv biases and BN epsilon 1.001e-5; `keras_applications_compatible_kwargs()` builds
-exactly that. Layers are paired by structure, via their predictable names:
-
-    conv1_conv / conv1_bn                 -> stem_conv / stem_bn
-    conv{s+1}_block{b}_{i}_conv / _bn     -> stage{s}_block{b}_conv{i} / _bn{i}
-    conv{s+1}_block{b}_0_conv / _bn       -> stage{s}_block{b}_shortcut_conv / _bn
-    predictions                           -> logits
-
-A `.h5` file is read by Keras itself: `load_keras_application` builds the keras.applications
-ResNet of the model's depth (with the file's classifier, if any) and calls its `load_weights`,
-which checks the layer count and every shape; the weights are then copied across from it.
-
-BN momentum differs (Keras 0.99, tfresnet 0.9) but only matters while training: inference
-uses the moving statistics, so outputs are unchanged (tests/test_pretrained.py checks).
-
-`load_weights_by_name(model, source)` copies a trained tfresnet model's weights into another
-built from the same spec: a classifier's into its headless model or `backbone` for fine-tuning.
+Layers are paired by their predictable names (`conv3_block1_2_conv` -> `stage2_block1_conv2`);
+docs/serving.md ("Pretrained ImageNet weights") has the whole mapping. `load_weights_by_name`
+copies a trained tfresnet model's weights into another of the same spec (e.g. its `backbone`).
 """
 
 import dataclasses
+import functools
 import os
 import re
 
@@ -100,17 +86,10 @@ def load_pretrained(
       ValueError naming the first layer whose layout differs, or saying why the file does not
       load. Nothing is changed then.
     """
-    if isinstance(source, (str, os.PathLike)):
-        source = load_keras_application(source, model)
-    if not isinstance(source, keras.Model):
-        raise ValueError(
-            f"source must be a keras.applications ResNet model or a path to its .h5 weights; "
-            f"got {type(source).__name__}."
-        )
+    what = "a keras.applications ResNet model or a path to its .h5 weights"
+    source = _source_model(source, lambda path: load_keras_application(path, model), what)
     weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
-    by_target = {}
-    for name, arrays in weights.items():
-        by_target[_target_name(name)] = (name, arrays)
+    by_target = {_target_name(name): (name, arrays) for name, arrays in weights.items()}
     rgb_stem = _takes_raw_rgb(model)
     assignments, skipped = [], {}
     for layer in model.layers:
@@ -146,18 +125,14 @@ def load_pretrained(
             f"Source layer {source_name} has no counterpart in {model.name} (expected "
             f"{_target_name(source_name)}); the source is deeper than the model."
         )
-    for layer, arrays in assignments:
-        layer.set_weights(arrays)
-    return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem)
+    return _assign(assignments, skipped, rgb_stem)
 
 
 def load_weights_by_name(
     model: keras.Model, source: keras.Model | str | os.PathLike
 ) -> ImportReport:
-    """Copy weights into each layer of `model` from the layer of `source` with the same name.
-
-    tfresnet layer names say where a layer is (`stage2_block1_conv1`), so a classifier's
-    weights load into the headless model or `backbone` of the same spec, and back.
+    """Copy weights into each layer of `model` from the layer of `source` with the same name
+    (a classifier's into the headless model or `backbone` of the same spec, and back).
 
     Args:
       model: keras.Model to load into.
@@ -178,14 +153,10 @@ def load_weights_by_name(
       >>> len(load_weights_by_name(features, trained).loaded)
       14
     """
-    if isinstance(source, (str, os.PathLike)):
-        from tfresnet import untrusted
+    from tfresnet import untrusted
 
-        source = untrusted.load_keras_model(source, compile=False, safe_mode=True)
-    if not isinstance(source, keras.Model):
-        raise ValueError(
-            f"source must be a keras.Model or a .keras file path; got {type(source).__name__}."
-        )
+    load = functools.partial(untrusted.load_keras_model, compile=False, safe_mode=True)
+    source = _source_model(source, load, "a keras.Model or a .keras file path")
     by_name = {layer.name: layer for layer in source.layers}
     assignments, skipped = [], {}
     for layer in model.layers:
@@ -195,26 +166,40 @@ def load_weights_by_name(
             skipped[layer.name] = f"{source.name} has no layer {layer.name}"
             continue
         arrays = by_name[layer.name].get_weights()
-        shapes = [tuple(w.shape) for w in layer.weights]
-        source_shapes = [a.shape for a in arrays]
+        shapes, source_shapes = _shapes(layer, arrays)
         if shapes != source_shapes:
             raise ValueError(
                 f"Layer {layer.name}: weight shapes {shapes} != {source.name}'s "
                 f"{source_shapes}; build both models from the same spec and arguments."
             )
         assignments.append((layer, arrays))
+    return _assign(assignments, skipped, rgb_stem=False)
+
+
+def _source_model(source, load, what):
+    """`source` as a keras.Model, `load`ed when it is a path; ValueError if it is neither."""
+    if isinstance(source, (str, os.PathLike)):
+        source = load(source)
+    if not isinstance(source, keras.Model):
+        raise ValueError(f"source must be {what}; got {type(source).__name__}.")
+    return source
+
+
+def _assign(assignments, skipped, rgb_stem):
+    """Set every (layer, arrays) pair, once all were checked; the report of what was done."""
     for layer, arrays in assignments:
         layer.set_weights(arrays)
-    return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem=False)
+    return ImportReport(tuple(layer.name for layer, _ in assignments), skipped, rgb_stem)
+
+
+def _shapes(layer, arrays):
+    """(the shapes of `layer`'s weights, the shapes of `arrays`), as lists of tuples."""
+    return [tuple(w.shape) for w in layer.weights], [tuple(a.shape) for a in arrays]
 
 
 def load_keras_application(path: str | os.PathLike, like: keras.Model) -> keras.Model:
-    """The keras.applications ResNet of `like`'s depth, with the weights of the `.h5` file `path`.
-
-    Keras' own `load_weights` reads the file (layers in order; counts and shapes checked) into
-    the model that matches it: `like`'s blocks per stage pick ResNet50/101/152, and the file's
-    classifier, if it has one, its number of classes (the one thing read here: Keras' loader
-    must be handed a model of the file's shape).
+    """The keras.applications ResNet of `like`'s depth, with the weights of the `.h5` file `path`,
+    read by Keras' own `load_weights` (which checks layer counts and shapes).
 
     Args:
       path: a legacy Keras `.h5` weights file of keras.applications' ResNet50/101/152 (what
@@ -327,8 +312,7 @@ def _expected_strides(source_name):
 def _check_layer(layer, source_name, arrays):
     """Raise naming `layer` when its weights or settings differ from the source layer's."""
     where = f"Layer {layer.name} (from {source_name})"
-    shapes = [tuple(w.shape) for w in layer.weights]
-    source_shapes = [tuple(a.shape) for a in arrays]
+    shapes, source_shapes = _shapes(layer, arrays)
     if shapes != source_shapes:
         hint = ""
         if isinstance(layer, keras.layers.Conv2D) and len(shapes) < len(source_shapes):
@@ -354,8 +338,7 @@ def _head_mismatch(layer, source):
     """Why the classifier cannot be copied, or None when it can."""
     if source is None:
         return "source has no classifier (include_top=False)"
-    shapes = [tuple(w.shape) for w in layer.weights]
-    source_shapes = [tuple(a.shape) for a in source[1]]
+    shapes, source_shapes = _shapes(layer, source[1])
     if shapes != source_shapes:
         return f"classifier weight shapes {shapes} != source {source_shapes}"
     return None

@@ -1,15 +1,9 @@
 """The ResNet family as data: the table of named networks and `ResNetSpec` (He et al. 2015,
-Table 1 and Sec. 4.2).
+Table 1 and Sec. 4.2); `models.build_model` turns a spec into a Keras model.
 
-Names: `resnet<d>` / `plain<d>` where d is an ImageNet depth (18, 34, 50, 101, 152, 200) or any
-CIFAR depth 6n+2; `cifar_resnet<d>` / `cifar_plain<d>` force the CIFAR family (50 and 152 are
-both). A spec string (`parse_model`) describes any other ResNet:
-
-    get_spec("resnet56")                          # ResNetSpec("cifar", "basic", (9, 9, 9))
-    parse_model("resnet20:width_multiplier=4")    # Wide ResNet's k = 4
-    ResNetSpec("cifar", "basic", (2, 2, 2), stage_filters=(64, 128, 256))
-
-`models.build_model` turns any of them into a Keras model.
+Names: `resnet<d>` / `plain<d>` with d an ImageNet depth (18, 34, 50, 101, 152, 200) or any CIFAR
+depth 6n+2; `cifar_resnet<d>` / `cifar_plain<d>` force the CIFAR family. A spec string
+(`parse_model("resnet20:width_multiplier=4")`) describes any other ResNet.
 """
 
 import dataclasses
@@ -54,10 +48,7 @@ def _positive_ints(what, values):
 class ResNetSpec:
     """Architecture of one network: everything but the training and input choices.
 
-    The named networks are rows of specs (`get_spec("resnet56")`); any other ResNet is one more
-    spec, built by `build_model(spec)` and described by plain data (`dataclasses.asdict(spec)`,
-    `spec.to_string()`, `parse_model`). Fields left None take the family's values, so every
-    field holds a concrete value after construction and equal networks have equal specs.
+    Fields left None take the family's values, so equal networks have equal specs.
 
     Args:
       family: str, "cifar" or "imagenet": the defaults for the fields below, the shortcut
@@ -142,8 +133,8 @@ class ResNetSpec:
         return self.feature_strides[f"stage{len(self.stage_blocks)}"]  # total downsampling
 
     def min_weights(self) -> int:
-        """A lower bound on the weight count: the stages' main-path conv kernels alone (no
-        stem, shortcut projections, BatchNorm or head), so it can be computed before building."""
+        """A lower bound on the weight count (the stages' main-path conv kernels alone), known
+        before building."""
         bottleneck = self.block == "bottleneck"
 
         def block(cin, f):  # 1x1-3x3-1x1 (4x expansion) or two 3x3 convs
@@ -158,7 +149,7 @@ class ResNetSpec:
 
     def widened(self, multiplier: float) -> "ResNetSpec":
         """This spec with every stage's filters times `multiplier` (Wide ResNets' k; the stem
-        keeps its filters, as in Zagoruyko & Komodakis 2016)."""
+        keeps its filters)."""
         number = isinstance(multiplier, numbers.Real) and not isinstance(multiplier, bool)
         if not number or not 0 < multiplier < float("inf"):
             raise ValueError(f"width multiplier must be a number > 0; got {multiplier!r}.")
@@ -353,11 +344,8 @@ def resolve_spec(name: str | ResNetSpec | dict) -> ResNetSpec:
 
 
 def feature_strides(name: str | ResNetSpec | dict) -> dict[str, int]:
-    """{"stage1": stride, ...}: how much each stage output of `backbone(name)` is downsampled.
-
-    ImageNet nets: {"stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}, which keras-hub and
-    FPN papers call P2-P5 (level k has stride 2**k); CIFAR nets: {"stage1": 1, "stage2": 2,
-    "stage3": 4}.
+    """{"stage1": stride, ...}: how much each stage output of `backbone(name)` is downsampled
+    (an ImageNet net's 4, 8, 16, 32 are FPN's P2-P5).
 
     Example:
       >>> feature_strides("resnet20")

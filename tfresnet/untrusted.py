@@ -1,17 +1,9 @@
 """The one bounded reader for untrusted files: images, `.keras` archives and JSON.
 
-A small file can ask for a huge allocation: a 38-byte WebP says 10000 x 10000 pixels, a GIF
-whose screen is 1 x 1 holds a 10000 x 10000 frame, a 2.6 MB `.keras` inflates to 2.5 GB, and a
-0.8 KB `config.json` nests 200,000 brackets deep (enough to overflow the C stack of a parser
-running under a raised recursion limit). Everything here reads the sizes a file declares
-(image headers, every GIF frame, zip directory entries, HDF5 dataset shapes, bracket nesting)
-and refuses the file before anything of that size is allocated. Every reader in tfresnet goes
-through it: `decode_image` (the `serving_bytes` signature of exports, `tfresnet predict`,
-image folders in training), `read_image_file` and `image_problems` (predict, folder scans),
-`load_keras_model` (evaluate, export, tuning, pretrained weights) and `parse_json`
-(`files.read_json`). The image checks are TensorFlow ops, so they hold inside a SavedModel that
-TF Serving runs; TensorFlow is imported by those functions only, so `.keras` and JSON checks
-work on every Keras backend.
+A small file can ask for a huge allocation (a 38-byte WebP of 10000 x 10000 pixels, a zip bomb,
+JSON nested 200,000 deep), so the sizes a file declares are checked before anything of that size
+is allocated. The image checks are TF ops, so they also hold inside a served SavedModel;
+TensorFlow is imported only by them, so the `.keras` and JSON checks work on every backend.
 """
 
 import io
@@ -20,17 +12,20 @@ import os
 import re
 import sys
 import zipfile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: any real photo; a 12000 x 12000 bomb is 144M
 MAX_IMAGE_BYTES = 256 << 20  # an encoded image file; a 40 MP photo is a few tens of MB
 MAX_JSON_DEPTH = 100  # a Keras model config nests 11 levels (ResNet-1202's included)
 MAX_CONFIG_BYTES = 32 << 20  # a .keras config.json; ResNet-1202's (4209 layers) is 4 MB
 MAX_ARCHIVE_MEMBERS = 1000  # Keras writes config.json, metadata.json, model.weights.h5 (+assets)
-# Keras stores archive members uncompressed, so a real .keras inflates to about its own size.
-# Anything up to ARCHIVE_FLOOR_BYTES is let through whatever its ratio (cheap to read); above
-# that, the declared sizes may be at most MAX_EXPANSION times the bytes actually stored.
+# Keras stores members uncompressed: above the floor, declared sizes <= MAX_EXPANSION x stored.
 ARCHIVE_FLOOR_BYTES = 64 << 20
 MAX_EXPANSION = 10
 # Steps of the in-graph header walks: they bound the work a crafted file can cause.
@@ -77,12 +72,9 @@ def json_depth(text: bytes | str, stop_above: int = MAX_JSON_DEPTH) -> int:
     return peak
 
 
-def parse_json(text: bytes | str, what: str = "JSON", max_depth: int = MAX_JSON_DEPTH):
-    """`json.loads(text)` once its nesting is checked, at the process's recursion limit.
-
-    Python's JSON parser recurses once per level; under a raised recursion limit a deep enough
-    file overflows the C stack (SIGSEGV) instead of raising, so depth is refused first.
-    """
+def parse_json(text: bytes | str, what: str = "JSON", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads(text)` once its nesting is checked: Python's parser recurses per level, and
+    under a raised recursion limit a deep file overflows the C stack instead of raising."""
     import json
 
     depth = json_depth(text, max_depth)
@@ -98,14 +90,11 @@ def parse_json(text: bytes | str, what: str = "JSON", max_depth: int = MAX_JSON_
 
 
 def read_keras_config(path: str) -> dict:
-    """The parsed config.json of the `.keras` archive at `path`, after its bounds are checked.
+    """The parsed config.json of the `.keras` archive at `path`, its bounds checked first.
 
-    Refused (`FileRefused`): more than MAX_ARCHIVE_MEMBERS members; declared sizes over
-    ARCHIVE_FLOOR_BYTES and over MAX_EXPANSION times the archive's size (a zip bomb); a
-    config.json over MAX_CONFIG_BYTES or nested deeper than MAX_JSON_DEPTH; a weights file
-    whose HDF5 datasets declare more than MAX_EXPANSION times its size. Python's zipfile never
-    returns more than a member's declared size, so these checks bound what Keras reads too.
-    Other damage (not a zip, no config.json) raises what zipfile or json raise.
+    `FileRefused` for too many members, a zip or HDF5 bomb, or a config too large or too deep
+    (zipfile never returns more than a member's declared size, so this bounds Keras' read too).
+    Other damage raises what zipfile or json raise.
     """
     with _open_binary(path) as raw, zipfile.ZipFile(raw) as archive:
         raw.seek(0, io.SEEK_END)
@@ -133,15 +122,9 @@ def read_keras_config(path: str) -> dict:
     return parsed
 
 
-def load_keras_model(path: str, **kwargs):
-    """`keras.saving.load_model(path, **kwargs)` after `read_keras_config` accepts the file.
-
-    Keras rebuilds a functional graph recursively, about one Python frame per layer
-    (ResNet-1202 fails at the default limit of 1000), so the recursion limit is raised to
-    FRAMES_PER_LAYER per layer of this config for the load and restored after. The config was
-    parsed and its depth checked at the unraised limit; the parse Keras repeats inside cannot
-    recurse deeper than MAX_JSON_DEPTH.
-    """
+def load_keras_model(path: str, **kwargs) -> "keras.Model":
+    """`keras.saving.load_model(path, **kwargs)` after `read_keras_config` accepts the file,
+    under a recursion limit raised by FRAMES_PER_LAYER per layer (Keras rebuilds recursively)."""
     import keras
 
     from tfresnet.models import recursion_headroom
@@ -152,7 +135,7 @@ def load_keras_model(path: str, **kwargs):
         return keras.saving.load_model(path, **kwargs)
 
 
-def count_layers(config) -> int:
+def count_layers(config: Any) -> int:
     """Layers in a Keras config, nested models' included (no recursion: any depth is safe)."""
     count, stack = 0, [config]
     while stack:
@@ -216,7 +199,7 @@ def read_image_file(path: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     return data
 
 
-def image_format(data):
+def image_format(data: "tf.Tensor") -> "tf.Tensor":
     """int32 code (UNKNOWN, JPEG, ...) of encoded bytes, classified as TensorFlow's decoder
     does (tensorflow/core/kernels/image/decode_image_op.cc, ClassifyFileFormat)."""
     import tensorflow as tf
@@ -244,14 +227,10 @@ def image_format(data):
     return code
 
 
-def pixel_count(data, fmt=None):
-    """int64: the pixels TensorFlow's decoder will allocate for `data`, read from its headers.
-
-    JPEG (the first SOF segment), PNG (IHDR), BMP (width x |height|), WebP (the VP8, VP8L or
-    VP8X canvas), GIF (the larger of the screen and all frames together: giflib holds every
-    frame's raster, and a frame may be larger than the screen). -1 for unknown formats, JPEG XL
-    and headers too short or damaged to hold a size. Reads bytes only: no decoder runs.
-    """
+def pixel_count(data: "tf.Tensor", fmt: "tf.Tensor | None" = None) -> "tf.Tensor":
+    """int64: the pixels TensorFlow's decoder will allocate for `data`, read from its headers
+    (for a GIF the larger of the screen and all frames together); -1 for unknown formats,
+    JPEG XL and damaged headers. No decoder runs."""
     import tensorflow as tf
 
     fmt = image_format(data) if fmt is None else fmt
@@ -275,7 +254,7 @@ def pixel_count(data, fmt=None):
     return _switch_format(fmt, branches, lambda: none)
 
 
-def image_checks(data, max_pixels: int | None = None) -> list:
+def image_checks(data: "tf.Tensor", max_pixels: int | None = None) -> list:
     """Assertions, to run before decoding, that `data` is a JPEG, PNG, GIF, BMP or WebP whose
     header holds a size of at most `max_pixels` pixels (default MAX_PIXELS)."""
     import tensorflow as tf
@@ -306,16 +285,10 @@ def image_checks(data, max_pixels: int | None = None) -> list:
     return [known, accepted, sized, small]
 
 
-def decode_image(data, channels: int, max_pixels: int | None = None):
+def decode_image(data: "tf.Tensor", channels: int, max_pixels: int | None = None) -> "tf.Tensor":
     """uint8 [height, width, channels] (channels 1 or 3) of one encoded image, decoded only
-    after `image_checks` pass.
-
-    Grey comes from the decoder for JPEG and PNG; GIF, BMP, WebP and CMYK JPEGs have no grey
-    output in TensorFlow ("channels must be 0 or 3 for GIF", libjpeg's "Unsupported color
-    conversion request"), so they are decoded as RGB and made grey with
-    `tf.image.rgb_to_grayscale`. WebP decodes at its own channel count (RGBA WebPs refuse 3),
-    alpha dropped, as PNG's is.
-    """
+    after `image_checks` pass. GIF, BMP, WebP and CMYK JPEG have no grey decoder in TF: they
+    are decoded as RGB and converted; alpha is dropped."""
     import tensorflow as tf
 
     if channels not in (1, 3):
@@ -348,12 +321,11 @@ def decode_image(data, channels: int, max_pixels: int | None = None):
     return image
 
 
-def image_problems(paths, max_pixels: int | None = None, max_bytes: int = MAX_IMAGE_BYTES):
-    """For each image file in `paths`: why it is refused (a one-line reason) or None.
-
-    The checks of `decode_image`, run over all files at once in a tf.data pipeline (a folder
-    scan before training, so a refused file is skipped rather than failing an epoch).
-    """
+def image_problems(
+    paths: list[str], max_pixels: int | None = None, max_bytes: int = MAX_IMAGE_BYTES
+) -> list[str | None]:
+    """For each image file in `paths`: why `decode_image` would refuse it (one line), or None.
+    Runs over all files at once in a tf.data pipeline (a folder scan before training)."""
     import tensorflow as tf
 
     max_pixels = MAX_PIXELS if max_pixels is None else int(max_pixels)
@@ -403,8 +375,8 @@ def _switch_format(fmt, branches, default):
 
 
 def _reader(data):
-    """(byte, n): byte(i) is data[i] as int64 (i >= 0), 0 past the end; n the length. Reading
-    past the end never fails, so a parser needs no length check before each read."""
+    """(byte, n): byte(i) is data[i] as int64, 0 past the end (no length check needed); n the
+    length."""
     import tensorflow as tf
 
     raw = tf.concat([tf.io.decode_raw(data, tf.uint8), tf.zeros([1], tf.uint8)], 0)
@@ -439,11 +411,9 @@ def _signed32(value):
     return value - (value // (1 << 31)) * (1 << 32)  # two's complement: BMP heights may be < 0
 
 
-def jpeg_header(data):
-    """int64 [height, width, components] from a JPEG's first SOF segment, found by walking
-    its marker segments as libjpeg does; [-1, -1, -1] when the header ends or the scan (SOS)
-    starts first. Reads no pixel data and never calls libjpeg (which prints its errors to
-    stderr)."""
+def jpeg_header(data: "tf.Tensor") -> "tf.Tensor":
+    """int64 [height, width, components] from a JPEG's first SOF segment, walking its marker
+    segments as libjpeg does; [-1, -1, -1] when the header ends or the scan starts first."""
     import tensorflow as tf
 
     byte, n = _reader(data)
@@ -501,14 +471,9 @@ def _webp_pixels(data):
 
 
 def _gif_pixels(data):
-    """max(screen, all frames' image descriptors together) of a GIF, walking its blocks.
-
-    Layout: header (6 bytes), screen descriptor (7: width, height, flags, ...), global colour
-    table, then blocks: 0x2C an image (descriptor of 9 bytes: left, top, width, height, flags;
-    local colour table; LZW code size; data sub-blocks), 0x21 an extension (label; sub-blocks),
-    anything else ends it. Sub-blocks are a size byte and that many bytes, ended by size 0.
-    -1 past GIF_MAX_STEPS steps (a frame costs a few; so does each sub-block of < 255 bytes).
-    """
+    """max(screen, all frames together) of a GIF, walking its blocks: 0x2C an image
+    (descriptor, colour table, sub-blocks), 0x21 an extension, anything else the end.
+    -1 past GIF_MAX_STEPS steps."""
     import tensorflow as tf
 
     byte, n = _reader(data)

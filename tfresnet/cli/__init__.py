@@ -18,27 +18,23 @@ shows them; a TF_CPP_MIN_LOG_LEVEL you set is kept), and Keras' progress bar bec
 per epoch when stdout is not a terminal (`--verbose` chooses).
 """
 
-# Each command is a module here, `define_flags(fv)` and `run(fv, args)`: the flags fill plain
-# arguments or a config dataclass, and `run` calls the library function a notebook would call
-# (`train.train`, `evaluate.evaluate`, `tuning.search`, `export.export_for_serving`,
-# `predict.predict_files`, `models.model_table`). Nothing outside this package knows about
-# flags or exit codes (the benchmark programs of a clone's benchmarks/ parse their own).
-
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from tfresnet import preemption
 from tfresnet.cli import native_logs
 
+if TYPE_CHECKING:
+    from absl import flags
+
 COMMANDS = ("train", "evaluate", "tune", "export", "predict", "models")
 
 
-def command_modules():
-    """{command: its module}: each defines `define_flags(fv)` and `run(fv, args)`.
-
-    Imported on first use, not with this package: the command modules import the library and
-    so TensorFlow, which `run` imports only once it has set the log environment.
-    """
+def command_modules() -> dict:
+    """{command: its module}: each defines `define_flags(fv)` and `run(fv, args)`, the flags
+    filling the arguments of the library function a notebook would call. Imported on first use:
+    they import TensorFlow, which must wait for `run` to set the log environment."""
     from tfresnet.cli import evaluate, export, models, predict, train, tune
 
     return {
@@ -51,7 +47,7 @@ def command_modules():
     }
 
 
-def usage():
+def usage() -> str:
     return __doc__.strip() + "\n"
 
 
@@ -62,7 +58,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: the run resumes when the command is r
 EXIT_PREEMPTED = 143  # SIGTERM: backed up mid-epoch and stopped; retryable
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     """Run one subcommand; returns the exit status (see the EXIT_* codes)."""
     from absl import flags  # here: `run` installs the SIGTERM handler before any import
 
@@ -115,18 +111,15 @@ def main(argv):
         return status
 
 
-def command_help(fv) -> str:
+def command_help(fv: "flags.FlagValues") -> str:
     """The flags' help, a section per group in the order the command defined them (absl's
     `get_help` sorts its sections by name)."""
     return "\n".join(fv.module_help(group) for group in fv.flags_by_module_dict())
 
 
-def classify_error(err, fv=None):
-    """(exit status, one-line message) for an exception that ended a command.
-
-    Interruptions are told apart before anything is imported: they may come while TensorFlow
-    is still importing.
-    """
+def classify_error(err: BaseException, fv: "flags.FlagValues | None" = None) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception that ended a command; interruptions are
+    told apart before anything is imported (they may come while TensorFlow is importing)."""
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; run the same command again to resume the run."
     if isinstance(err, Terminated):
@@ -222,15 +215,10 @@ class Terminated(BaseException):
 
 
 class _Sigterm:
-    """The `tfresnet` command's SIGTERM handler: inside a training loop, training backs up once
-    its current call (steps_per_execution steps) ends and stops with EXIT_PREEMPTED, inside a
-    cluster's grace period; anywhere else, or at a second SIGTERM, `Terminated`, once: from then
-    on the command is already ending with EXIT_PREEMPTED, and more SIGTERMs change nothing.
-
-    It imports nothing and only reads and sets its `stop` (`preemption.StopRequest`, which
-    training finds through `preemption.installed`), so it can run at any instant, TensorFlow
-    half imported included.
-    """
+    """The command's SIGTERM handler: inside a training loop, training backs up after its
+    current call and stops with EXIT_PREEMPTED; anywhere else, or at a second SIGTERM,
+    `Terminated`, once. It imports nothing and only sets its `stop` (which training finds
+    through `preemption.installed`), so it can run at any instant."""
 
     def __init__(self):
         self.ending = False  # set once the command has its exit status: it is only exiting
@@ -253,14 +241,10 @@ def _stop_on_sigterm():
     return handler
 
 
-def run():
+def run() -> None:
     """Console-script entry point (`tfresnet`, `python -m tfresnet.cli`); exits with the status.
-
-    The SIGTERM handler comes first, before anything slow starts, so that a SIGTERM at any
-    instant after it ends the command with EXIT_PREEMPTED. TensorFlow's native log lines are
-    hidden (see `native_logs`; `--verbose_logs` shows them): the environment is set before
-    TensorFlow is imported, and fd 2 goes through their filter for the whole command.
-    """
+    The SIGTERM handler comes first, then the native log filter (`native_logs`), then
+    TensorFlow."""
     try:
         # Inside the try: the handler can fire before signal.signal has even returned.
         _stop_on_sigterm()

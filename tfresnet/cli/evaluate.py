@@ -7,7 +7,7 @@ from absl import flags
 from tfresnet import evaluate as evaluate_lib
 
 
-def define_flags(fv):
+def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model_path", None, "A .keras file or a run directory.", flag_values=fv)
     flags.DEFINE_string(
         "dataset",
@@ -24,7 +24,7 @@ def define_flags(fv):
     flags.mark_flag_as_required("model_path", flag_values=fv)
 
 
-def run(fv, args):
+def run(fv: flags.FlagValues, args: list[str]) -> int:
     result = evaluate_lib.evaluate(
         fv.model_path,
         fv.dataset,

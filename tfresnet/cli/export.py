@@ -1,7 +1,5 @@
-"""`tfresnet export`: a .keras model (or a run's) as a SavedModel for TF Serving.
-
-Calls `export.export_for_serving`.
-"""
+"""`tfresnet export`: a .keras model (or a run's) as a SavedModel for TF Serving
+(`export.export_for_serving`)."""
 
 import os
 
@@ -10,7 +8,7 @@ from absl import flags
 from tfresnet import evaluate, export, untrusted
 
 
-def define_flags(fv):
+def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "model_path", None, "A .keras file or a run directory (its model.keras).", flag_values=fv
     )
@@ -38,7 +36,7 @@ def define_flags(fv):
     )
 
 
-def run(fv, args):
+def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Load the .keras model the flags name, export it, print the version directory."""
     if not fv.model_path or not fv.export_dir:
         raise ValueError("tfresnet export needs --model_path (or --model) and --export_dir.")

@@ -1,8 +1,5 @@
-"""`tfresnet models [MODEL ...]`: the model table (`models.model_table`) as markdown.
-
-Models are names (`--names=resnet20,plain56`) or, as arguments, names and spec strings, whose
-commas `--names` would split: `tfresnet models "cifar:stage_blocks=2,2,2;width_multiplier=2"`.
-"""
+"""`tfresnet models [MODEL ...]`: the model table (`models.model_table`) as markdown. Spec
+strings go in as arguments (`--names` would split their commas)."""
 
 from absl import flags
 
@@ -11,11 +8,11 @@ from tfresnet import markdown, models
 TAKES_ARGUMENTS = True
 
 
-def define_flags(fv):
+def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_list("names", None, "Models to list; default the paper's.", flag_values=fv)
 
 
-def run(fv, args):
+def run(fv: flags.FlagValues, args: list[str]) -> int:
     print(format_table(models.model_table([*(fv.names or ()), *args] or None)))
     print(
         "\nCIFAR nets at 32x32x3 with 10 classes; ImageNet nets at 224x224x3 with 1000 classes "

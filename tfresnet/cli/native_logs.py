@@ -1,28 +1,10 @@
-"""TensorFlow's native (C++) log lines: hidden by the CLI unless asked for with --verbose_logs.
+"""TensorFlow's native (C++) log lines, written straight to fd 2: hidden by the CLI unless
+--verbose_logs asks for them (docs/development.md, "Native log lines").
 
-TensorFlow's C++ side writes its notices straight to file descriptor 2, past Python's
-`sys.stderr`. Before any command output, `import tensorflow` alone prints the oneDNN note,
-"Could not find cuda drivers", the CPU feature guard and absl's "All log messages before
-absl::InitializeLog() ..." (twice: the profiler plugin carries its own copy of the runtime), and
-the first device lookup adds a cuInit error on a machine without a GPU. The CLI entry point
-(`tfresnet.cli.run`) quiets them in two steps, before TensorFlow is imported:
-
-1. `configure`: TF_CPP_MIN_LOG_LEVEL=3 and GRPC_VERBOSITY=ERROR, unless the user set them.
-   TensorFlow then drops INFO, WARNING and ERROR messages (FATAL ones stay) for the whole run:
-   cuInit errors, CPU feature notes, the end-of-sequence notice of a distributed iterator
-   ("Local rendezvous is aborting ... [[{{node MultiDeviceIteratorGetNextFromShard}}]]").
-2. `filtered_stderr` around the whole command: lines logged before absl's logging is
-   initialised (all of TensorFlow's, in this build: "E0000 00:00:..." ones while its libraries
-   load, and later ones such as a collective's abort when a peer worker is lost) are written
-   whatever the level (abseil/abseil-cpp#1718), so fd 2 goes through a pipe to a small filter
-   process, which drops native log lines below the level, with their continuation lines, and
-   passes everything else (Python warnings and errors, FATAL lines) on unchanged. A process,
-   not a thread: it reads to the end of the pipe however the command ends, so a crash loses no
-   line. Child processes inherit the pipe. (A clone's benchmarks/bench.py, run outside the CLI,
-   puts the same filter around its measuring processes, which each load TensorFlow again.)
-
-`--verbose_logs` leaves the environment and fd 2 as they are: TensorFlow prints what it prints.
-A user-set TF_CPP_MIN_LOG_LEVEL is kept, and the filter applies that level instead of 3.
+`configure` sets TF_CPP_MIN_LOG_LEVEL=3 and GRPC_VERBOSITY=ERROR (unless the user set them)
+before TensorFlow loads; `filtered_stderr` pipes fd 2 through a filter process, because lines
+logged before absl's logging is initialised ignore the level (abseil/abseil-cpp#1718). A
+process, not a thread: it reads to the end of the pipe however the command ends.
 """
 
 import contextlib
@@ -31,6 +13,11 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from absl import flags
 
 DEFAULT_LEVEL = 3  # TF_CPP_MIN_LOG_LEVEL: 0 shows INFO, 1 WARNING, 2 ERROR, 3 only FATAL
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": str(DEFAULT_LEVEL), "GRPC_VERBOSITY": "ERROR"}
@@ -56,7 +43,7 @@ CONTINUATIONS = (
 PYTHON_LINE = re.compile(r"error: |Traceback |\S+:\d+: \w*Warning: |[A-Z]+:[\w.]+:")
 
 
-def define_flag(fv):
+def define_flag(fv: "flags.FlagValues") -> None:
     from absl import flags  # here, not above: the filter process runs this file without absl
 
     flags.DEFINE_bool(
@@ -67,7 +54,7 @@ def define_flag(fv):
     )
 
 
-def wants_verbose_logs(argv):
+def wants_verbose_logs(argv: list[str]) -> bool:
     """Whether `argv` (`tfresnet COMMAND [flags]`) asks for --verbose_logs; parsed by absl."""
     from absl import flags
 
@@ -80,11 +67,9 @@ def wants_verbose_logs(argv):
     return fv.verbose_logs
 
 
-def configure(argv, environ=None):
-    """Set the log environment for the run; the level `filtered_stderr` applies, or None.
-
-    Call before TensorFlow is imported (TensorFlow reads these variables when it loads).
-    """
+def configure(argv: list[str], environ: dict | None = None) -> int | None:
+    """Set the log environment for the run, before TensorFlow is imported; the level
+    `filtered_stderr` applies, or None."""
     environ = os.environ if environ is None else environ
     if wants_verbose_logs(argv):
         return None
@@ -93,13 +78,13 @@ def configure(argv, environ=None):
     return level_in_effect(environ)
 
 
-def level_in_effect(environ=None):
+def level_in_effect(environ: dict | None = None) -> int:
     """The TF_CPP_MIN_LOG_LEVEL TensorFlow applies (0 when unset or not a number), at most 3."""
     text = (os.environ if environ is None else environ).get("TF_CPP_MIN_LOG_LEVEL", "").strip()
     return min(int(text), DEFAULT_LEVEL) if text.isdigit() else 0
 
 
-def hidden(line, level):
+def hidden(line: str, level: int) -> bool:
     """Whether `line` is a native log line below `level` (severity index < level)."""
     match = LOG_LINE.match(line)
     if match:
@@ -107,20 +92,15 @@ def hidden(line, level):
     return line.startswith(PRE_INIT_NOTICE) and SEVERITIES.index("W") < level
 
 
-def filter_lines(lines, level):
+def filter_lines(lines: Iterable, level: int) -> Iterator:
     """The lines (str or bytes) of `lines` that are not hidden at `level`, in order."""
     return filter_writes(([line] for line in lines), level)
 
 
-def filter_writes(writes, level):
-    """The lines of `writes` (lists of lines, each as one read of the pipe returned them) that
-    are not hidden at `level`, in order.
-
-    A native log message is one write, so the lines read with a hidden one are its
-    continuation (a status's task list, "The tasks have crashed ...") unless they are plainly
-    Python's (`PYTHON_LINE`: a reader that fell behind may read later writes with it); in a
-    later read only the `CONTINUATIONS` prefixes continue it.
-    """
+def filter_writes(writes: Iterable[list], level: int) -> Iterator:
+    """The lines of `writes` (lists of lines, as each read of the pipe brought them) not hidden
+    at `level`. Lines read with a hidden one continue it unless plainly Python's; in a later
+    read only the `CONTINUATIONS` prefixes do."""
     dropping = False
     for write in writes:
         for index, line in enumerate(write):
@@ -135,14 +115,10 @@ def filter_writes(writes, level):
 
 
 @contextlib.contextmanager
-def filtered_stderr(level):
-    """Within the block, what is written to fd 2 passes `filter_lines(..., level)`.
-
-    A filter process (this file run as a script, standard library only) copies the pipe to the
-    original stderr line by line. On exit fd 2 is restored and the filter, at the end of its
-    pipe, drains and ends (waited for up to 10 s: a child process still holding the pipe keeps
-    it open). No-op for None or 0 (nothing to hide).
-    """
+def filtered_stderr(level: int | None) -> Iterator[None]:
+    """Within the block, what is written to fd 2 passes `filter_lines(..., level)` in a filter
+    process (this file as a script, standard library only); on exit fd 2 is restored and the
+    filter drains (waited for up to 10 s). No-op for None or 0."""
     if not level:
         yield
         return

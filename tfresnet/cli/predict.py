@@ -11,7 +11,7 @@ from tfresnet import predict
 TAKES_ARGUMENTS = True  # the image files; every other command takes flags only
 
 
-def define_flags(fv):
+def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "model", None, "Export: base dir, model dir or version dir.", flag_values=fv
     )
@@ -19,7 +19,7 @@ def define_flags(fv):
     flags.DEFINE_bool("json", False, "Print the results as JSON.", flag_values=fv)
 
 
-def run(fv, args):
+def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Predict the image files in `args`; exit status 1 when any of them failed."""
     if not fv.model:
         raise ValueError("tfresnet predict needs --model=EXPORT_DIR (base, model or version dir).")
