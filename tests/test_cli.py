@@ -226,27 +226,26 @@ def test_sigterm_backs_up_inside_a_training_loop_and_stops_anywhere_else(monkeyp
     monkeypatch.setattr(
         signal, "signal", lambda signum, handler: handlers.update({signum: handler})
     )
+    monkeypatch.setattr(signal, "getsignal", lambda signum: handlers.get(signum))
 
     def fresh_handler():  # as a new command installs it
         cli._stop_on_sigterm()
         return handlers[signal.SIGTERM]
 
-    try:
-        handler = fresh_handler()
-        with pytest.raises(cli.Terminated):  # loading, evaluating, a model build, a bench
-            handler(signal.SIGTERM, None)
-        assert not preemption.STOP_REQUESTED.is_set()
-        handler(signal.SIGTERM, None)  # the command is already ending: nothing more happens
-        handler = fresh_handler()
-        preemption.IN_TRAINING.set()
-        handler(signal.SIGTERM, None)  # in the loop: backed up at the end of the current call
-        assert preemption.STOP_REQUESTED.is_set()
-        with pytest.raises(cli.Terminated):  # a second SIGTERM does not wait
-            handler(signal.SIGTERM, None)
-        handler(signal.SIGTERM, None)  # a third changes nothing
-    finally:
-        preemption.IN_TRAINING.clear()
-        preemption.STOP_REQUESTED.clear()
+    handler = fresh_handler()
+    with pytest.raises(cli.Terminated):  # loading, evaluating, a model build, a bench
+        handler(signal.SIGTERM, None)
+    assert not handler.stop.requested.is_set()
+    handler(signal.SIGTERM, None)  # the command is already ending: nothing more happens
+    handler = fresh_handler()
+    stop = preemption.installed()  # what training takes: the installed handler's request
+    assert stop is handler.stop
+    stop.in_training.set()
+    handler(signal.SIGTERM, None)  # in the loop: backed up at the end of the current call
+    assert stop.requested.is_set()
+    with pytest.raises(cli.Terminated):  # a second SIGTERM does not wait
+        handler(signal.SIGTERM, None)
+    handler(signal.SIGTERM, None)  # a third changes nothing
     status, message = cli.classify_error(cli.Terminated())
     assert status == cli.EXIT_PREEMPTED and message.startswith("SIGTERM: stopped;")
 

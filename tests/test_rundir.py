@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet import files, machine, models, rundir, timing
+from tfresnet import callbacks, files, machine, models, preemption, rundir, timing
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -293,15 +293,16 @@ def test_under_overwrite_a_worker_ignores_a_backup_the_chief_has_not_cleared_yet
 
 
 class _StopAt(keras.callbacks.Callback):
-    """Requests a stop (as the CLI's SIGTERM handler does) at one global step."""
+    """Requests a stop (as the CLI's SIGTERM handler does) at one global step: its `stop`."""
 
     def __init__(self, step):
         super().__init__()
         self.step = step
+        self.stop = preemption.StopRequest()
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations.numpy()) == self.step:
-            rundir.STOP_REQUESTED.set()
+            self.stop.requested.set()
 
 
 def test_workers_agree_on_a_stop_about_every_second_at_steps_they_all_compute(
@@ -313,15 +314,21 @@ def test_workers_agree_on_a_stop_about_every_second_at_steps_they_all_compute(
     import types
 
     clock, agreed, backed_up = [0.0], [], []
-    monkeypatch.setattr(rundir.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
 
     def two_workers(values):  # [asked, ms a step] here + the same from the other worker
         agreed.append(recorder._steps)
         return [values[0] + int(recorder._steps >= 25), 2 * values[1]]
 
-    monkeypatch.setattr(rundir.distribute, "summed_over_workers", lambda strategy: two_workers)
-    recorder = rundir.EpochRecorder(
-        str(tmp_path), rundir.RunState(), "accuracy", rundir.EpochTimer(), steps_per_epoch=100
+    monkeypatch.setattr(callbacks.distribute, "summed_over_workers", lambda strategy: two_workers)
+    stop = preemption.StopRequest()
+    recorder = callbacks.EpochRecorder(
+        str(tmp_path),
+        rundir.RunState(),
+        "accuracy",
+        timing.EpochTimer(),
+        steps_per_epoch=100,
+        stop=stop,
     )
     recorder._model = types.SimpleNamespace(
         distribute_strategy=types.SimpleNamespace(num_replicas_in_sync=2)
@@ -329,15 +336,12 @@ def test_workers_agree_on_a_stop_about_every_second_at_steps_they_all_compute(
     monkeypatch.setattr(recorder, "commit_partial", lambda *done: backed_up.append(done))
     recorder.on_train_begin()
     recorder.on_epoch_begin(0)
-    try:
-        with pytest.raises(rundir.Preempted, match="in epoch 1 after 31 batches"):
-            for batch in range(100):
-                clock[0] += 0.1
-                recorder.on_train_batch_end(batch)
-    finally:
-        rundir.IN_TRAINING.clear()
+    with pytest.raises(rundir.Preempted, match="in epoch 1 after 31 batches"):
+        for batch in range(100):
+            clock[0] += 0.1
+            recorder.on_train_batch_end(batch)
     assert agreed == [1, 11, 21, 31] and backed_up == [(0, 31)]
-    assert not rundir.STOP_REQUESTED.is_set()  # this worker was never asked
+    assert not stop.requested.is_set()  # this worker was never asked
 
 
 @pytest.mark.slow  # default-suite time; CI's slow step runs it
@@ -346,11 +350,9 @@ def test_a_stop_request_backs_up_mid_epoch_and_resumes_there(tmp_path, reference
     train_lib.check_run_dir(config)
     os.makedirs(config.run_dir)
     files.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
-    try:
-        with pytest.raises(rundir.Preempted, match="epoch 2 after 4 batches"):
-            train_lib.fit_model(config, extra_callbacks=[_StopAt(11 + 4)])
-    finally:
-        rundir.STOP_REQUESTED.clear()
+    stop_at = _StopAt(11 + 4)
+    with pytest.raises(rundir.Preempted, match="epoch 2 after 4 batches"):
+        train_lib.fit_model(config, extra_callbacks=[stop_at], stop=stop_at.stop)
     state = rundir.load_state(config.run_dir)
     assert (state.epoch, state.batch) == (1, 4) and state.previous["epoch"] == 1
     keras.backend.clear_session()
@@ -369,11 +371,9 @@ def _stopped_run(config, step):
     train_lib.check_run_dir(config)
     os.makedirs(config.run_dir, exist_ok=True)
     files.write_json(os.path.join(config.run_dir, "config.json"), config.__dict__)
-    try:
-        with pytest.raises(rundir.Preempted) as stopped:
-            train_lib.fit_model(config, extra_callbacks=[_StopAt(step)])
-    finally:
-        rundir.STOP_REQUESTED.clear()
+    stop_at = _StopAt(step)
+    with pytest.raises(rundir.Preempted) as stopped:
+        train_lib.fit_model(config, extra_callbacks=[stop_at], stop=stop_at.stop)
     keras.backend.clear_session()
     return stopped.value
 

@@ -68,11 +68,15 @@ def test_a_directory_another_process_holds_is_refused_until_it_ends(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_the_hold_is_reentrant_within_a_process(tmp_path):
-    with runlock.exclusive(str(tmp_path)):
-        with runlock.exclusive(str(tmp_path / ".." / tmp_path.name)):  # the same directory
-            runlock.ensure_free(str(tmp_path))
+def test_a_hold_passed_along_is_reused_and_outlives_the_inner_block(tmp_path):
+    with runlock.exclusive(str(tmp_path)) as hold:
+        same = str(tmp_path / ".." / tmp_path.name)  # the same directory
+        with runlock.exclusive(same, held=hold) as inner:
+            runlock.ensure_free(str(tmp_path), held=inner)
         assert not another_process_can_lock(tmp_path)  # the inner block did not release it
+        with pytest.raises(runlock.RunDirInUse):  # without the hold: no state in the module
+            with runlock.exclusive(same):
+                pass
     assert another_process_can_lock(tmp_path)
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfresnet import data as data_lib
 from tfresnet import evaluate as evaluate_lib
-from tfresnet import files, models, pipeline, rundir
+from tfresnet import files, models, pipeline, preemption, rundir
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig, TrainingError
 
@@ -187,11 +187,11 @@ def test_a_start_that_ends_before_a_backup_leaves_nothing_in_the_way(tmp_path, m
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("the user's")  # not ours to remove
 
-    def refused(config, **kwargs):
+    def refused(config, *args, **kwargs):  # what train() trains with after config.json
         assert (tmp_path / "run" / "config.json").exists()
         raise ValueError("a backup from another network")
 
-    monkeypatch.setattr(train_lib, "fit_model", refused)
+    monkeypatch.setattr(train_lib, "_fit", refused)
     with pytest.raises(ValueError, match="another network"):
         train_lib.train(_config(tmp_path, epochs=1))
     assert os.listdir(tmp_path / "run") == ["notes.txt"]  # no config.json
@@ -199,11 +199,11 @@ def test_a_start_that_ends_before_a_backup_leaves_nothing_in_the_way(tmp_path, m
 
 
 def test_a_failure_after_the_run_finished_keeps_it(tmp_path, monkeypatch):
-    def finishes_then_fails(config, **kwargs):  # e.g. gs:// failing to delete backup/
+    def finishes_then_fails(config, *args, **kwargs):  # e.g. gs:// failing to delete backup/
         (tmp_path / "run" / "results.json").write_text("{}")
         raise OSError("backup/ could not be removed")
 
-    monkeypatch.setattr(train_lib, "fit_model", finishes_then_fails)
+    monkeypatch.setattr(train_lib, "_fit", finishes_then_fails)
     with pytest.raises(OSError):
         train_lib.train(_config(tmp_path, epochs=1))
     assert sorted(os.listdir(tmp_path / "run")) == ["config.json", "results.json"]
@@ -375,12 +375,20 @@ def test_a_custom_spec_trains_exports_and_reloads(tmp_path, monkeypatch):
 
 
 def test_fit_model_leaves_the_process_as_it_found_it(tmp_path):
+    import random
     import sys
 
-    limit = sys.getrecursionlimit()
-    train_lib.train(_config(tmp_path, precision="mixed_bfloat16", epochs=1, validation_size=0))
+    limit, argv = sys.getrecursionlimit(), list(sys.argv)
+    random.seed(11), np.random.seed(12), tf.random.set_seed(13)  # the caller's seeds
+    python, numpy = random.getstate(), np.random.get_state()
+    stop = preemption.StopRequest()
+    config = _config(tmp_path, precision="mixed_bfloat16", epochs=1, validation_size=0, seed=5)
+    train_lib.train(config, stop=stop)
     assert keras.mixed_precision.global_policy().name == "float32"
-    assert not train_lib.rundir.IN_TRAINING.is_set()  # a SIGTERM now stops the process itself
+    assert not stop.in_training.is_set()  # a SIGTERM now stops the process itself
+    assert random.getstate() == python and sys.argv == argv
+    assert np.array_equal(np.random.get_state()[1], numpy[1])
+    assert tf.compat.v1.get_seed(None)[0] == 13  # train() set seed 5, then put this one back
     model = models.build_model("resnet56")  # 50 x 56 frames while building, then restored
     assert model.get_layer("stem_conv").compute_dtype == "float32"
     assert sys.getrecursionlimit() == limit

@@ -9,7 +9,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from tfresnet import compat, files, precision, rundir, specs, tune_config
+from tfresnet import compat, files, rundir, specs, tune_config
 from tfresnet import train as train_lib
 
 
@@ -84,10 +84,11 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         self.declare_hyperparameters(hp)
         config = self.trial_config(hp.values)
         keras.utils.set_random_seed(config.seed)
-        precision.set_policy(config.precision, self.strategy)
         return train_lib.make_model(config, self.data.info, self.strategy)
 
-    def fit(self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, **kwargs):
+    def fit(
+        self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, held=None, **kwargs
+    ):
         """Train `model` for one trial; returns the last epoch's metrics (the objective's too).
 
         Hyperband passes `epochs`/`initial_epoch`: a trial it continues starts from the parent
@@ -108,6 +109,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
                 model=model,
                 extra_callbacks=callbacks,
                 evaluate_test=False,
+                held=held,  # the tuner's hold of the trial's run directory (`tuners`)
             )
         except (train_lib.TrainingError, tf.errors.ResourceExhaustedError) as err:
             # Deterministic failures (divergence, out of memory): record, do not retry.

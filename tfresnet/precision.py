@@ -54,22 +54,17 @@ def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
     return any(flag in cpu_info(cpuinfo).flags for flag in CPU_BF16_FLAGS)
 
 
-def set_policy(precision, strategy=None):
-    """Set Keras' global dtype policy for `precision`; returns the policy name used."""
-    name = resolve(precision, strategy)
-    keras.mixed_precision.set_global_policy(name)
-    return name
-
-
 @contextlib.contextmanager
 def policy_scope(precision, strategy=None):
     """Keras' global dtype policy set for `precision` inside the block, restored after it.
 
-    Yields the policy name used. Library calls (`fit_model`, the tuner) train in this scope so
-    that a mixed-precision run leaves later `build_model` calls in the policy they had.
+    Yields the policy name used. Library calls (`make_model`, `fit_model`) build and train in
+    this scope so that a mixed-precision run leaves later `build_model` calls in the policy they
+    had.
     """
     before = keras.mixed_precision.global_policy()
-    name = set_policy(precision, strategy)
+    name = resolve(precision, strategy)
+    keras.mixed_precision.set_global_policy(name)
     try:
         yield name
     finally:

@@ -20,6 +20,7 @@ from tfresnet import models, rundir, specs
 
 
 def package_versions() -> dict:
+    """The versions a run's results were made with."""
     import keras
     import keras_tuner
     import numpy as np
@@ -49,13 +50,22 @@ def weight_decay_loss(model) -> float:
 
 
 def summarize(
-    config, model, info, state, test, *, schedule, policy, replicas, train_eval=None
+    config,
+    model,
+    info,
+    state: rundir.RunState,
+    test: dict | None,
+    *,
+    schedule,
+    policy: str,
+    replicas: int,
+    train_eval: dict | None = None,
 ) -> dict:
     """The results dict of a run whose committed epochs are `state` (a `rundir.RunState`).
 
     `test` is `model.evaluate(..., return_dict=True)` on the test split, or None when the caller
     never touches it (the tuner); `train_eval` the same on the unaugmented training split.
-    `schedule` is the run's `train.Schedule`.
+    `config` is the run's `TrainConfig`, `schedule` its `schedule.Schedule`.
     """
     history = rundir.curves(state.history)
     curves = {

@@ -7,37 +7,33 @@
     <run_dir>/checkpoints/{last,best}.keras
     <run_dir>/model.keras, export/, results.json   written once training is over
 
-An epoch is committed by `EpochRecorder` in this order: weights under a new name, the
-checkpoints, history.csv, then `state.json` (the one file that says which epoch is done), then
-the older weights are deleted. A kill before `state.json` is replaced redoes that epoch; a kill
-after it keeps it. Every file is written atomically (`tfresnet.files`). The backup stays until
-`results.json` is written, so a kill while evaluating, saving or exporting resumes there without
-training again.
+`callbacks.EpochRecorder` commits each epoch, `state.json` last; every file is written atomically
+(`tfresnet.files`). The backup stays until `results.json` is written (`finish`), so a kill while
+evaluating, saving or exporting resumes there without training again. (`tf.train.CheckpointManager`
+keeps N weight checkpoints, but its commit point covers only them; state.json also covers
+history.csv, the checkpoints and the timings, and falls back a commit when the newest weights do
+not load.)
 
 `RUN_LAYOUT` and `SEARCH_LAYOUT` list every name a run (a search) of ours writes; `clear`, the
 one thing behind `--overwrite`, removes only those and refuses a folder that holds anything else.
 """
 
+import contextlib
 import csv
 import dataclasses
 import io
 import logging
 import math
+import os
 import re
-import time
+from collections.abc import Iterator
 
-import keras
 import tensorflow as tf
 
-from tfresnet import distribute, export, files, machine
-from tfresnet.preemption import IN_TRAINING, STOP_REQUESTED
-from tfresnet.timing import EpochTimer
+from tfresnet import distribute, export, files, runlock
 
 STATE = "state.json"
 RESULTS = "results.json"
-# Under multi-worker training the workers agree on a stop request about this often (one small
-# all-reduce each time): well inside a cluster's grace period, and too rare to slow training.
-AGREE_EVERY_MS = 1000
 LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
 LEGACY_WEIGHTS = "latest.weights.h5"
 LEGACY_EXPORT_LOCK = ".models.config.lock"  # export/'s lock file, before it locked the folder
@@ -46,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class Preempted(Exception):
-    """Training stopped on request (`STOP_REQUESTED`) after backing up mid-epoch."""
+    """Training stopped on request (`preemption.StopRequest`) after backing up mid-epoch."""
 
     def __init__(self, epoch: int, batch: int):
         super().__init__(
@@ -164,6 +160,89 @@ def clear(folder: str, layout: dict = RUN_LAYOUT, *, hint: str) -> None:
     if files.exists(folder):
         for name in files.listdir(folder):
             files.remove(files.join(folder, name))
+
+
+@contextlib.contextmanager
+def started(run_dir: str, config, *, hint: str) -> Iterator[runlock.Hold]:
+    """Hold `run_dir` (`runlock`), clear it for `config.overwrite` (`clear`) and write a new run's
+    config.json; yields the hold. A start that ends before anything could be resumed (diverged in
+    its first epoch, interrupted) removes that config.json again, which would refuse the
+    corrected command as a different run; only that file: the folder may hold other things."""
+    files.makedirs(run_dir)
+    with runlock.exclusive(run_dir) as hold:
+        if config.overwrite:
+            clear(run_dir, hint=hint)  # the directory stays, and with it the lock
+        path = files.join(run_dir, "config.json")
+        new_run = not files.exists(path)
+        if new_run:
+            files.write_json(path, dataclasses.asdict(config))
+        try:
+            yield hold
+        except BaseException:
+            if new_run and not (resumable(run_dir) or finished(run_dir)):
+                files.remove(path)
+            raise
+
+
+@contextlib.contextmanager
+def writing(run_dir: str, strategy, held: runlock.Hold | None = None) -> Iterator[str]:
+    """Where this worker writes (`distribute.writable_dir`: `run_dir` on the chief), held for
+    this process (`runlock.exclusive`; `held` is the caller's hold of it) while the block runs."""
+    with distribute.writable_dir(run_dir, strategy) as out, runlock.exclusive(out, held):
+        yield out
+
+
+def finish(out: str, model, results: dict, *, export_as: str | None, class_names=()) -> dict:
+    """Write a finished run: model.keras, the SavedModel (`export_as` a model name, or None),
+    results.json, then drop the backup. A kill anywhere redoes only what is missing; a complete
+    export from an interrupted finish is kept."""
+    files.save_model(model, files.join(out, "model.keras"))
+    if export_as is not None:
+        results["export"] = _export_once(out, model, model_slug(export_as), class_names)
+    files.write_json(files.join(out, RESULTS), results)
+    files.remove(backup_dir(out))  # only now: everything it could redo is written
+    return results
+
+
+def _export_once(out: str, model, name: str, class_names) -> str:
+    """Version 1 of the run's SavedModel, unless a complete one is there already."""
+    model_dir = files.join(out, "export", name)
+    files.remove_stale_temps(model_dir)
+    final = files.join(model_dir, "1")
+    if files.exists(final):
+        return final
+    return export.export_for_serving(
+        model,
+        files.join(out, "export"),
+        model_name=name,
+        class_names=list(class_names) or None,
+        version=1,
+    )
+
+
+def data_slug(name: str) -> str:
+    """A file name for a data set name or folder (its last path part)."""
+    return os.path.basename(os.path.normpath(str(name))) or "data"
+
+
+def model_slug(model: str) -> str:
+    """A file and TF Serving name for a model name or spec string ("resnet20:width_..." ->
+    "resnet20-width_multiplier-2")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(model)).strip("-.") or "model"
+
+
+def check_startable(run_dir: str, overwrite: bool, *, hint: str) -> None:
+    """Refuse, before anything loads, a run directory that another process trains in
+    (`runlock.RunDirInUse`) or that --overwrite may not clear (`ForeignFiles`, with `hint`)."""
+    runlock.ensure_free(run_dir)
+    if overwrite:
+        check_clearable(run_dir, hint=hint)
+
+
+def remove_stale_temps(out: str) -> None:
+    """Remove the temporary files a kill left in the folders a run writes to whole files."""
+    for folder in (out, backup_dir(out), files.join(out, "checkpoints")):
+        files.remove_stale_temps(folder)
 
 
 def backup_dir(run_dir: str) -> str:
@@ -316,134 +395,7 @@ def read_history(path: str) -> dict:
     return curves(read_history_rows(path))
 
 
-class EpochRecorder(keras.callbacks.Callback):
-    """Commits each finished epoch to `out` (see the module doc for the order); put it last.
-
-    `out` is where this worker writes (the run directory on the chief). `monitor` picks
-    `checkpoints/best.keras` (higher is better). A non-finite loss is never committed.
-    """
-
-    def __init__(
-        self, out: str, state: RunState, monitor: str, timer: EpochTimer, steps_per_epoch: int
-    ):
-        super().__init__()
-        self.out = out
-        self.state = state
-        self.monitor = monitor
-        self.timer = timer
-        self.steps_per_epoch = steps_per_epoch
-        self._segment = {
-            "first_epoch": state.epoch + 1,
-            "wall_s": 0.0,
-            "hardware": machine.cpu_info().describe(),
-        }
-        self._batch_offset = state.batch  # a resumed partial epoch starts at this batch
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-        if not any(s is self._segment for s in self.state.segments):
-            self.state.segments.append(self._segment)
-        # A stop asked of any worker stops them all at the same step: each backs up (the
-        # chief's copy is the one kept) and stops, instead of the others losing their peer.
-        self._strategy = self.model.distribute_strategy
-        self._sum = distribute.summed_over_workers(self._strategy)
-        self._steps, self._next_agreement = 0, 1
-        self._agreed = (time.perf_counter(), 0)  # when, and after how many steps
-        IN_TRAINING.set()  # cleared by the caller of fit when it returns or raises
-
-    def _stop_requested(self, epoch_end: bool = False) -> bool:
-        """Whether to stop now. With several workers, whether any was asked to: they agree at
-        every epoch end and every AGREE_EVERY_MS or so in between, at steps that they all
-        compute alike from the sum of their step times (`distribute.summed_over_workers`)."""
-        asked = STOP_REQUESTED.is_set()
-        if self._sum is None:
-            return asked
-        if not epoch_end and self._steps < self._next_agreement:
-            return False
-        now, (then, steps_then) = time.perf_counter(), self._agreed
-        steps = self._steps - steps_then
-        step_ms = min(60_000, round(1000 * (now - then) / steps)) if steps else 0
-        stops, total_ms = self._sum([int(asked), step_ms])
-        if not epoch_end:  # an epoch's end adds evaluation time: no step time from there
-            replicas = self._strategy.num_replicas_in_sync
-            steps_apart = AGREE_EVERY_MS * replicas // total_ms if total_ms else 1000
-            self._next_agreement = self._steps + min(1000, max(1, steps_apart))
-        self._agreed = (now, self._steps)
-        return stops > 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        done = self._batch_offset + batch + 1
-        # At the epoch's last step the stop waits for on_epoch_end, which commits it whole.
-        if done < self.steps_per_epoch and self._stop_requested():
-            self.commit_partial(self._epoch, done)
-            raise Preempted(self._epoch, done)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        loss = logs.get("loss")
-        if loss is None or not math.isfinite(float(loss)):
-            raise FloatingPointError(f"loss {loss} in epoch {epoch + 1}")
-        self.commit(epoch + 1, {k: float(v) for k, v in logs.items()}, self.timer.seconds[-1])
-        if self._stop_requested(epoch_end=True):
-            raise Preempted(epoch, self.steps_per_epoch)
-
-    def commit_partial(self, epoch: int, batches: int) -> None:
-        """Back up the middle of epoch `epoch + 1` (0-based `epoch`): weights, then state."""
-        state, folder = self.state, backup_dir(self.out)
-        name = f"epoch-{epoch}-batch-{batches}.weights.h5"
-        files.save_weights(self.model, files.join(folder, name))
-        self._segment["wall_s"] = time.perf_counter() - self._start
-        new = dataclasses.replace(
-            state,
-            batch=batches,
-            weights=name,
-            previous=_last_whole(state),
-        )
-        files.write_json(files.join(folder, STATE), new.to_json())
-        _prune(folder, new)
-        self.state = new
-
-    def commit(self, epoch: int, row: dict, train_seconds: float) -> None:
-        state, out = self.state, self.out
-        folder = backup_dir(out)
-        name = f"epoch-{epoch}.weights.h5"
-        files.save_weights(self.model, files.join(folder, name))
-        files.save_model(self.model, files.join(out, "checkpoints", "last.keras"))
-        value = row.get(self.monitor)
-        improved = value is not None and (state.best is None or value > state.best)
-        if improved:
-            files.save_model(self.model, files.join(out, "checkpoints", "best.keras"))
-        history = [*state.history, row]
-        files.write_text(files.join(out, "history.csv"), history_csv(history))
-        self._segment["wall_s"] = time.perf_counter() - self._start
-        self._batch_offset = 0
-        new = RunState(
-            epoch=epoch,
-            batch=0,
-            weights=name,
-            previous=_last_whole(state),
-            history=history,
-            epoch_seconds=[*state.epoch_seconds, train_seconds],
-            segments=state.segments,  # this segment's entry is updated in place
-            best=value if improved else state.best,
-        )
-        files.write_json(files.join(folder, STATE), new.to_json())  # the commit point
-        _prune(folder, new)
-        self.state = new
-
-
-def _last_whole(state: RunState) -> dict | None:
-    """The last commit of a whole epoch at or before `state`: what to fall back to."""
-    if state.batch:
-        return state.previous
-    return {"epoch": state.epoch, "batch": 0, "weights": state.weights} if state.weights else None
-
-
-def _prune(folder: str, state: RunState) -> None:
+def prune_backup(folder: str, state: RunState) -> None:
     """Delete backup weights that `state` no longer points at (it keeps two)."""
     keep = {state.weights, state.previous["weights"] if state.previous else None}
     for name in tf.io.gfile.listdir(folder):

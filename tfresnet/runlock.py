@@ -9,6 +9,7 @@ releases it however the process ends, a kill included. A second command is refus
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -23,9 +24,6 @@ except ImportError:  # Windows: no flock
 
 log = logging.getLogger(__name__)
 
-# Real paths of the directories this process holds, so that `train` can hold its run directory
-# from the config write on and `fit_model` inside it takes the same hold again.
-_HELD: set = set()
 _RETRY_S = 1.0  # a concurrent `ensure_free` holds a shared lock for an instant
 
 
@@ -33,21 +31,32 @@ class RunDirInUse(RuntimeError):
     """Another process is training in this run directory (it holds the directory's lock)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """This process's hold of a directory (`exclusive`): pass it to an inner `exclusive` or
+    `ensure_free` of the same directory, which then reuse it instead of refusing it."""
+
+    path: str  # the real path of the directory held
+
+    def covers(self, run_dir: str) -> bool:
+        return self.path == os.path.realpath(run_dir)
+
+
 @contextlib.contextmanager
-def exclusive(run_dir: str) -> Iterator[None]:
+def exclusive(run_dir: str, held: Hold | None = None) -> Iterator[Hold]:
     """Hold `run_dir` for this process while the block runs; `RunDirInUse` if another holds it.
 
-    Re-entrant within the process. `run_dir` must exist.
+    Yields the `Hold`; with `held` (the caller's hold of the same directory) nothing more is
+    locked. `run_dir` must exist.
     """
-    key = os.path.realpath(run_dir)
-    fd = None if key in _HELD else _lock(run_dir, shared=False)  # the outermost hold locks
-    if fd is not None:
-        _HELD.add(key)
+    if held is not None and held.covers(run_dir):
+        yield held
+        return
+    fd = _lock(run_dir, shared=False)
     try:
-        yield
+        yield Hold(os.path.realpath(run_dir))
     finally:
         if fd is not None:
-            _HELD.discard(key)
             os.close(fd)
 
 
@@ -64,10 +73,11 @@ def serialized(directory: str) -> Iterator[None]:
             os.close(fd)
 
 
-def ensure_free(run_dir: str) -> None:
-    """`RunDirInUse` if another process is training in `run_dir`; for a refusal before the
-    data loads. Takes a shared lock for an instant, so two checks never refuse each other."""
-    if os.path.realpath(run_dir) in _HELD or not files.exists(run_dir):
+def ensure_free(run_dir: str, held: Hold | None = None) -> None:
+    """`RunDirInUse` if another process is training in `run_dir` (this process's `held` is
+    no refusal); for a refusal before the data loads. Takes a shared lock for an instant, so
+    two checks never refuse each other."""
+    if (held is not None and held.covers(run_dir)) or not files.exists(run_dir):
         return
     fd = _lock(run_dir, shared=True)
     if fd is not None:

@@ -21,6 +21,7 @@ class _TrialRunner(compat.KerasTunerFixes):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._trial_hold = contextlib.ExitStack()
+        self._held = None  # the `runlock.Hold` of the running trial's run directory
 
     def search(self, *args, **kwargs):
         try:
@@ -33,7 +34,7 @@ class _TrialRunner(compat.KerasTunerFixes):
         if distribute.writes_run_dir(self.hypermodel.strategy):
             files.makedirs(run_dir)
             hold = runlock.exclusive(run_dir)
-            hold_or_refuse(
+            self._held = hold_or_refuse(
                 self._trial_hold, hold, TrialInUse(_trial_in_use(trial.trial_id, run_dir))
             )
         super().on_trial_begin(trial)
@@ -54,7 +55,7 @@ class _TrialRunner(compat.KerasTunerFixes):
         _clear_unresumable(run_dir)
         start, outcome = time.perf_counter(), "completed"
         try:
-            return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
+            return super().run_trial(trial, *args, run_dir=run_dir, held=self._held, **kwargs)
         except BaseException as err:
             outcome = type(err).__name__
             raise
@@ -86,11 +87,11 @@ def _trial_in_use(trial_id, run_dir):
 
 def hold_or_refuse(
     stack: contextlib.ExitStack, lock: contextlib.AbstractContextManager, refusal: Exception
-) -> None:
-    """Enter `lock` (a `runlock.exclusive`) on `stack`; raise `refusal` if another process
-    holds the directory."""
+) -> runlock.Hold:
+    """Enter `lock` (a `runlock.exclusive`) on `stack` and return its hold; raise `refusal` if
+    another process holds the directory."""
     try:
-        stack.enter_context(lock)
+        return stack.enter_context(lock)
     except runlock.RunDirInUse:
         raise refusal from None
 

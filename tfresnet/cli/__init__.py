@@ -217,16 +217,18 @@ class Terminated(BaseException):
 class _Sigterm:
     """The command's SIGTERM handler: inside a training loop, training backs up after its
     current call and stops with EXIT_PREEMPTED; anywhere else, or at a second SIGTERM,
-    `Terminated`, once. It imports nothing, so it can run at any instant."""
+    `Terminated`, once. It imports nothing and only sets its `stop` (which training finds
+    through `preemption.installed`), so it can run at any instant."""
 
     def __init__(self):
         self.ending = False  # set once the command has its exit status: it is only exiting
+        self.stop = preemption.StopRequest()
 
     def __call__(self, signum, frame):
         if self.ending:
             return
-        if preemption.IN_TRAINING.is_set() and not preemption.STOP_REQUESTED.is_set():
-            preemption.STOP_REQUESTED.set()
+        if self.stop.in_training.is_set() and not self.stop.requested.is_set():
+            self.stop.requested.set()
             return
         self.ending = True
         raise Terminated()
