@@ -200,7 +200,7 @@ def test_test_flip_is_off_where_training_does_not_flip_and_refused_if_asked():
     assert not recipes.resolve("fast", {"test_flip": False}, flips=True).test_flip
     assert recipes.resolve("cifar", {"test_flip": True}, flips=True).test_flip
     for key in ("test_flip", "export_test_flip"):
-        with pytest.raises(ValueError, match=f"{key}: these images are not trained mirrored"):
+        with pytest.raises(ValueError, match=f"{key}: this data set.s images are not trained"):
             recipes.resolve("fast", {key: True}, flips=False)
 
 

@@ -113,9 +113,9 @@ def resolve(name: str, overrides: dict, *, flips: bool) -> Recipe:
         for key in ("test_flip", "export_test_flip"):
             if overrides.get(key):
                 raise ValueError(
-                    f"{key}: these images are not trained mirrored (a mirrored digit is another "
-                    "symbol), so their predictions cannot be averaged with the mirror's; leave "
-                    f"--{key} out."
+                    f"{key}: this data set's images are not trained mirrored (a mirror image "
+                    "may be another class, as a mirrored digit is), so a prediction cannot be "
+                    f"averaged with its mirror's; leave --{key} out."
                 )
         recipe = dataclasses.replace(recipe, test_flip=False)
     return recipe
