@@ -297,3 +297,56 @@ def test_a_run_with_ema_killed_while_finishing_saves_the_average(tmp_path, monke
     train_lib.train(config)  # training was over: only the finish runs again
     resumed = _weights(tmp_path / "run" / "model.keras")
     assert _max_difference(resumed, _weights(reference / "model.keras")) < 1e-4
+
+
+def test_flip_averaging_is_the_final_test_and_the_export_only_if_asked(tmp_path):
+    """A run on clothes-like data (an MNIST-format folder named "fashion": trained with flips):
+    its final test error is the flip-averaged model's, and --export_test_flip serves that."""
+    import tensorflow as tf
+    from test_idx import write_mnist_folder
+
+    from tfresnet import data as data_lib
+    from tfresnet import evaluate, pipeline
+    from tfresnet import train as train_lib
+
+    folder = tmp_path / "fashion"
+    write_mnist_folder(folder, n_train=96, n_test=32, size=8, classes=3)
+    config = _ema_config(
+        tmp_path, dataset=str(folder), recipe="fast", epochs=1, batch_size=32, ema_momentum=0.0,
+        export=True, export_test_flip=True,
+    )  # fmt: skip
+    results = train_lib.train(config)
+    assert results["recipe"]["test_flip"] is True
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    data = data_lib.load_data(str(folder))
+    test = pipeline.make_pipeline(data.test, data.info, batch_size=32, training=False)
+    images, labels = next(iter(test))
+    averaged = evaluate.flip_averaged(model)(images).numpy()
+    accuracy = float(np.mean(np.argmax(averaged, axis=1) == labels.numpy()))
+    assert 1 - results["final"]["test_error"] == pytest.approx(accuracy)
+    assert not np.allclose(averaged, model(images, training=False), atol=1e-4)
+    served = tf.saved_model.load(results["export"]).signatures["serving_default"]
+    probabilities = served(images=tf.cast(images, tf.uint8))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities, averaged, atol=1e-5)
+
+
+def test_evaluate_with_flip_scores_the_flip_averaged_model(tmp_path):
+    from tfresnet import data as data_lib
+    from tfresnet import evaluate, models, pipeline
+
+    model = models.build_model("cifar_resnet8", num_classes=10, input_shape=(8, 8, 1))
+    head = model.get_layer("logits")  # predictions that depend on the image, and its mirror
+    head.kernel.assign(np.random.default_rng(0).normal(0, 3, head.kernel.shape))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    digits = data_lib.load_data("digits")
+    test = pipeline.make_pipeline(digits.test, digits.info, batch_size=512, training=False)
+    images, labels = next(iter(test))
+    averaged = evaluate.flip_averaged(model)(images).numpy()
+    expected = 1 - float(np.mean(np.argmax(averaged, axis=1) == labels.numpy()))
+    single = 1 - float(np.mean(np.argmax(model(images), axis=1) == labels.numpy()))
+    assert expected != single  # the two views disagree somewhere: the test can tell them apart
+    got = evaluate.evaluate(path, "digits", batch_size=512, flip=True)
+    assert got["top1_error"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at most one of flip and ten_crop"):
+        evaluate.evaluate(path, "digits", flip=True, ten_crop=True)
