@@ -293,6 +293,12 @@ CASES = [
     ("EMA momentum 1", [*TRAIN, "--ema_momentum=1"], 2, "ema_momentum must be a number >= 0"),
     ("negative warm-up", [*TRAIN, "--warmup_epochs=-1"], 2, "warmup_epochs must be a number"),
     ("schedule not allowed", ["train", "--lr_schedule=linear"], 2, "--lr_schedule"),
+    (
+        "evaluate: flip and ten-crop",
+        ["evaluate", "--model_path={keras}", "--flip", "--ten_crop"],
+        2,
+        "flip and ten_crop",
+    ),
 ]
 
 PLACEHOLDERS = {
