@@ -142,8 +142,8 @@ class TrainConfig:
     )
     recipe: str | None = setting(
         None,
-        "Training recipe: cifar, imagenet (the paper's) or fast (8 epochs, with the tricks "
-        "below on); default by image size.",
+        "Training recipe: cifar, imagenet (the paper's) or fast (8 epochs, with the tricks of "
+        "docs/training.md on); default by image size.",
         group="schedule",
         choices=recipes.RECIPES,
     )
@@ -184,13 +184,14 @@ class TrainConfig:
     )
     batch_size: int | None = setting(
         None,
-        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet).",
+        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet and fast).",
         group="schedule",
         check=at_least(1),
     )
     learning_rate: float | None = setting(
         None,
-        "Base learning rate; default: the recipe's 0.1, scaled linearly with the batch.",
+        "Base learning rate; default: the recipe's (0.1; fast 0.2), scaled linearly with the "
+        "batch.",
         group="schedule",
         check=at_least(0, "a number", strict=True),
     )
@@ -202,7 +203,7 @@ class TrainConfig:
     )
     weight_decay: float | None = setting(
         None,
-        "Weight decay; default the recipe's 1e-4.",
+        "Weight decay; default the recipe's (1e-4; fast 5e-4).",
         group="schedule",
         check=config_lib.check_of(blocks.ConvSettings, "weight_decay"),
     )
