@@ -192,31 +192,38 @@ def writing(run_dir: str, strategy, held: runlock.Hold | None = None) -> Iterato
         yield out
 
 
-def finish(out: str, model, results: dict, *, export_as: str | None, class_names=()) -> dict:
-    """Write a finished run: model.keras, the SavedModel (`export_as` a model name, or None),
-    results.json, then drop the backup. A kill anywhere redoes only what is missing; a complete
-    export from an interrupted finish is kept."""
+def finish(
+    out: str, model, results: dict, *, export_as: str | None, class_names=(), flip: bool = False
+) -> dict:
+    """Write a finished run: model.keras, the SavedModel (`export_as` a model name, or None;
+    `flip`: it averages each image's prediction with its mirror's), results.json, then drop the
+    backup. A kill anywhere redoes only what is missing; a complete export is kept."""
     files.save_model(model, files.join(out, "model.keras"))
     if export_as is not None:
-        results["export"] = _export_once(out, model, model_slug(export_as), class_names)
+        results["export"] = _export_once(out, model, model_slug(export_as), class_names, flip)
     files.write_json(files.join(out, RESULTS), results)
     files.remove(backup_dir(out))  # only now: everything it could redo is written
     return results
 
 
-def _export_once(out: str, model, name: str, class_names) -> str:
+def _export_once(out: str, model, name: str, class_names, flip: bool) -> str:
     """Version 1 of the run's SavedModel, unless a complete one is there already."""
     model_dir = files.join(out, "export", name)
     files.remove_stale_temps(model_dir)
     final = files.join(model_dir, "1")
     if files.exists(final):
         return final
+    if flip:  # BN folded first: the folding sees no nested model
+        from tfresnet import evaluate, inference
+
+        model = evaluate.flip_averaged(inference.fold_batch_norm(model))
     return export.export_for_serving(
         model,
         files.join(out, "export"),
         model_name=name,
         class_names=list(class_names) or None,
         version=1,
+        fold_batch_norm=not flip,
     )
 
 

@@ -68,7 +68,7 @@ def plan_schedule(config, info, strategy) -> Schedule:
         )
     steps_per_epoch = info.sizes["train"] // batch_size
     length = {"budget": config.budget, "epochs": config.epochs, "steps": config.steps}
-    if all(v is None for v in length.values()):
+    if all(v is None for v in length.values()) and recipe.epochs is None:
         length["epochs"] = DEFAULT_EPOCHS.get(config.dataset)  # None: the full paper schedule
     total = recipes.total_steps(
         recipe, steps_per_epoch=steps_per_epoch, batch_size=batch_size, **length
@@ -90,8 +90,10 @@ def plan_schedule(config, info, strategy) -> Schedule:
 
 
 def pick_recipe(config, info) -> recipes.Recipe:
-    """The config's recipe; unset, by the data's style (CIFAR-sized or ImageNet-sized)."""
-    return recipes.get_recipe(config.recipe or ("cifar" if info.style == "cifar" else "imagenet"))
+    """The config's recipe (unset: by the data's style, CIFAR- or ImageNet-sized), with the
+    tricks its config sets (`recipes.resolve`)."""
+    name = config.recipe or ("cifar" if info.style == "cifar" else "imagenet")
+    return recipes.resolve(name, dataclasses.asdict(config), flips=info.flip)
 
 
 def resolved_weight_decay(config, recipe: recipes.Recipe) -> float:
@@ -99,10 +101,11 @@ def resolved_weight_decay(config, recipe: recipes.Recipe) -> float:
 
 
 def learning_rate_schedule(config, plan: Schedule, info):
-    """The recipe's learning rate over the run's `plan.steps` (`recipes.paper_schedule`)."""
-    return recipes.paper_schedule(
+    """The recipe's learning rate over the run's `plan.steps` (`recipes.schedule`)."""
+    return recipes.schedule(
         pick_recipe(config, info),
         plan.steps,
         depth=specs.resolve_spec(config.model).depth,
+        steps_per_epoch=plan.steps_per_epoch,
         learning_rate=plan.learning_rate,
     )

@@ -13,6 +13,7 @@ experiments all train through `fit_model`.
 """
 
 import contextlib
+import dataclasses
 import math
 import random
 import sys
@@ -204,7 +205,7 @@ def make_model(
             input_shape=info.image_shape,
             preact=config.preact,
             weight_decay=decay,
-            zero_init_residual=config.zero_init_residual,
+            zero_init_residual=schedule.pick_recipe(config, info).zero_init_residual,
             sync_bn=strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn,
             **kwargs,
         )
@@ -224,7 +225,7 @@ def compile_model(model, recipe, schedule, steps_per_execution=1):
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(
         optimizer=recipes.optimizer(recipe, schedule),
-        loss="sparse_categorical_crossentropy",
+        loss=recipes.loss(recipe),
         weighted_metrics=metrics,  # padded TPU evaluation batches weigh their pads 0
         steps_per_execution=steps_per_execution,
     )
@@ -318,14 +319,19 @@ def _finish(config, model, info, inputs, plan, state, out, policy, callbacks, ev
     """Evaluate, save, export, write results.json, then drop the backup; each step redoable.
 
     The training set is measured as the test set is (unaugmented, inference mode: fit's running
-    `accuracy` is not that); the test set only where the last test-curve point did not.
+    `accuracy` is not that); the test set only where the last test-curve point did not. With the
+    recipe's EMA the averaged weights, and with `test_flip` the flip-averaged model, are measured.
     """
     strategy = model.distribute_strategy
+    recipe = schedule.pick_recipe(config, info)
+    averaged = recipes.finalize_weights(model)  # EMA: the averaged weights from here on
+    final = _final_model(model, recipe, strategy)
     evaluate = dict(verbose=0, return_dict=True, callbacks=list(callbacks))
     train_eval = model.evaluate(inputs.train_eval, **evaluate)
-    test = _last_test_curve_point(state) if evaluate_test else None
+    same = final is model and not averaged  # the last test-curve point measured this model
+    test = _last_test_curve_point(state) if evaluate_test and same else None
     if evaluate_test and test is None:
-        test = model.evaluate(inputs.test, **evaluate)
+        test = final.evaluate(inputs.test, **evaluate)
     results = results_lib.summarize(
         config,
         model,
@@ -337,8 +343,32 @@ def _finish(config, model, info, inputs, plan, state, out, policy, callbacks, ev
         policy=policy,
         replicas=strategy.num_replicas_in_sync,
     )
+    results["recipe"] = dataclasses.asdict(recipe)
+    if not same and inputs.validation is not None:  # the final model's, as the test error is
+        val = final.evaluate(inputs.validation, verbose=0, return_dict=True)
+        results["final"]["val_error"] = 1.0 - float(val["accuracy"])
     export_as = config.model if config.export else None
-    return rundir.finish(out, model, results, export_as=export_as, class_names=info.class_names)
+    return rundir.finish(
+        out,
+        model,
+        results,
+        export_as=export_as,
+        class_names=info.class_names,
+        flip=config.export_test_flip,
+    )
+
+
+def _final_model(model, recipe, strategy):
+    """What the final test measures: `model`, or with the recipe's `test_flip` a model that
+    averages the prediction of each image and of its mirror (`evaluate.flip_averaged`)."""
+    if not recipe.test_flip:
+        return model
+    from tfresnet import evaluate
+
+    with strategy.scope():
+        averaged = evaluate.flip_averaged(model)
+        compile_model(averaged, recipe, 0.0)
+    return averaged
 
 
 def _last_test_curve_point(state):

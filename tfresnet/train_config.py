@@ -20,6 +20,7 @@ NON_IDENTITY_FIELDS = (
     "export",
     "steps_per_execution",
     "peer_timeout",
+    "export_test_flip",
 )
 # What one command asks of its run directory: never taken over from a saved config.
 COMMAND_FIELDS = ("resume", "overwrite")
@@ -93,19 +94,63 @@ class TrainConfig:
         group="model",
         choices=blocks.STRIDE_PLACEMENTS,
     )
-    zero_init_residual: bool = setting(False, "Start residual branches at zero.", group="model")
+    zero_init_residual: bool | None = setting(
+        None,
+        "Start each residual branch's last BN gamma at zero; default: the recipe's (fast: on).",
+        group="model",
+    )
     recipe: str | None = setting(
-        None, "Training recipe; default by image size.", group="schedule", choices=recipes.RECIPES
+        None,
+        "Training recipe: cifar, imagenet (the paper's) or fast (8 epochs, with the tricks of "
+        "docs/training.md on); default by image size.",
+        group="schedule",
+        choices=recipes.RECIPES,
+    )
+    label_smoothing: float | None = setting(
+        None,
+        "Label smoothing of the loss; default: the recipe's (fast: 0.1, the paper's: 0).",
+        group="schedule",
+        check=recipes.check_fraction,
+    )
+    lr_schedule: str | None = setting(
+        None,
+        "steps: the paper's drops by 10; cosine: linear warm-up, then cosine decay to 0; "
+        "default: the recipe's (fast: cosine).",
+        group="schedule",
+        choices=recipes.LR_SCHEDULES,
+    )
+    warmup_epochs: float | None = setting(
+        None,
+        "Epochs of linear warm-up before the cosine decay; default: the recipe's (fast: 1).",
+        group="schedule",
+        check=at_least(0, "a number"),
+    )
+    nesterov: bool | None = setting(
+        None, "Nesterov momentum; default: the recipe's (fast: on).", group="schedule"
+    )
+    ema_momentum: float | None = setting(
+        None,
+        "Momentum of a moving average of the weights, which is evaluated and saved at the end; "
+        "0: none; default: the recipe's (0).",
+        group="schedule",
+        check=recipes.check_fraction,
+    )
+    test_flip: bool | None = setting(
+        None,
+        "The final test and validation errors average each image's prediction with its "
+        "mirror's (data trained with flips only); default: the recipe's (fast: on).",
+        group="schedule",
     )
     batch_size: int | None = setting(
         None,
-        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet).",
+        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet and fast).",
         group="schedule",
         check=at_least(1),
     )
     learning_rate: float | None = setting(
         None,
-        "Base learning rate; default: the recipe's 0.1, scaled linearly with the batch.",
+        "Base learning rate; default: the recipe's (0.1; fast 0.2), scaled linearly with the "
+        "batch.",
         group="schedule",
         check=at_least(0, "a number", strict=True),
     )
@@ -117,7 +162,7 @@ class TrainConfig:
     )
     weight_decay: float | None = setting(
         None,
-        "Weight decay; default the recipe's 1e-4.",
+        "Weight decay; default the recipe's (1e-4; fast 5e-4).",
         group="schedule",
         check=config_lib.check_of(blocks.ConvSettings, "weight_decay"),
     )
@@ -175,6 +220,12 @@ class TrainConfig:
         check=_check_pretrained,
     )
     export: bool = setting(True, "Export a SavedModel for TF Serving at the end.", group="output")
+    export_test_flip: bool = setting(
+        False,
+        "The exported SavedModel averages each image's prediction with its mirror's (twice the "
+        "compute per request).",
+        group="output",
+    )
     eval_test_each_epoch: bool = setting(
         True,
         "Measure the test error after every epoch: the paper's test curves (Fig. 6), never used "
