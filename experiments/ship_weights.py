@@ -121,7 +121,9 @@ def architecture(source, config: dict) -> dict:
     except ValueError:  # the model takes standardised inputs
         return arguments
     arguments["pixel_mean"] = np.asarray(standardize["mean"], "float32").tolist()
-    arguments["pixel_std"] = np.sqrt(np.asarray(standardize["variance"], "float32")).tolist()
+    std = np.sqrt(np.asarray(standardize["variance"], "float32"))
+    # One std for all pixels (the CIFAR recipe's) is written once, not once per pixel.
+    arguments["pixel_std"] = float(std.flat[0]) if np.all(std == std.flat[0]) else std.tolist()
     return arguments
 
 

@@ -493,6 +493,10 @@ def build_arguments(shipped: ShippedWeights, given: dict) -> dict:
             if key == "input_shape" and value is not None and value[-1] != need[-1]:
                 conflicts.append(f"input_shape={tuple(value)} (the weights take {need[-1]} "
                                  f"channel(s))")  # fmt: skip
+            elif key == "input_shape" and value is not None and tuple(value) != need:
+                if np.ndim(needed["pixel_mean"]) == 3:  # per-pixel means fit one size only
+                    conflicts.append(f"input_shape={tuple(value)} (the weights standardise "
+                                     f"each pixel of {need[0]}x{need[1]} images)")  # fmt: skip
             if key == "input_shape" and value is None:
                 args[key] = need
             continue
@@ -588,3 +592,17 @@ def build_with_weights(name, weights: str, arguments: dict, weights_dir=None) ->
     model = models.build_model(model_name, **build_arguments(shipped, arguments))
     load_shipped(model, shipped, headless=headless)
     return model
+
+
+def shipped_model(
+    name: str, weights: str, weights_dir: str | os.PathLike | None = None
+) -> tuple[keras.Model, list[str] | None]:
+    """(`build_model(name, weights=weights)`, the class names its description gives, or None
+    for a `.weights.h5` path): what `tfresnet predict` and `tfresnet export --weights` serve."""
+    from tfresnet import models
+
+    model = models.build_model(name, weights=weights, weights_dir=weights_dir)
+    if str(weights).endswith(WEIGHTS_SUFFIX):
+        return model, None
+    shipped = find_shipped(model.name, weights, weights_dir)
+    return model, list(shipped.description.get("class_names") or []) or None
