@@ -24,6 +24,7 @@ from tfresnet import data as data_lib
 from tfresnet import files, models, pretrained, specs, untrusted
 
 COMMAND_FIELDS = ("run_dir", "resume", "overwrite", "verbose")  # how, not what, a run trains
+SAID_ALWAYS = ("model", "dataset")  # in the retraining command even at their defaults
 _FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A finished tfresnet train run directory.")
 flags.DEFINE_string("name", None, "What weights= calls them, e.g. fashion_mnist.")
@@ -151,9 +152,9 @@ def retrain_command(config: dict) -> str:
     }
     parts = ["tfresnet train"]
     for key, value in config.items():
-        if key in COMMAND_FIELDS or (key in defaults and value == defaults[key]):
+        if key in COMMAND_FIELDS or value is None:  # None: the default (the recipe's)
             continue
-        if key not in defaults and value is None:  # a field this version does not know
+        if key not in SAID_ALWAYS and value == defaults.get(key, False):  # unknown: off
             continue
         if isinstance(value, bool):
             parts.append(f"--{key}" if value else f"--no{key}")

@@ -79,7 +79,8 @@ def test_packaged_files_describe_the_run(shipped):
     assert description["config"] == results["config"]
     assert description["class_names"] == [str(i) for i in range(10)]
     assert description["command"] == (
-        f"tfresnet train --model={MODEL} --validation_size=100 --steps=2 --noexport"
+        f"tfresnet train --model={MODEL} --dataset=digits --validation_size=100 --steps=2 "
+        "--noexport"
     )
     arguments = description["arguments"]
     assert arguments["num_classes"] == 10 and arguments["input_shape"] == [8, 8, 1]
