@@ -17,6 +17,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfresnet", "tfresnet.*"]),
+    # Trained weights that ship (build_model(..., weights="fashion_mnist")): docs/models.md.
+    package_data={"tfresnet": ["weights/*.weights.h5", "weights/*.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",

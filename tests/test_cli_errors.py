@@ -299,6 +299,36 @@ CASES = [
         2,
         "flip and ten_crop",
     ),
+    (
+        "predict: weights not shipped",
+        ["predict", "--model=resnet20", "--weights=imagenet", "{tmp}/one/a/0.png"],
+        2,
+        "No shipped weights 'imagenet' for resnet20; shipped: ",
+    ),
+    (
+        "predict: weights_dir without weights",
+        [*PREDICT, "--weights_dir={tmp}", "{tmp}/one/a/0.png"],
+        2,
+        "--weights_dir applies only with --weights=NAME",
+    ),
+    (
+        "predict: weights file missing",
+        ["predict", "--model=resnet20", "--weights={tmp}/no.weights.h5", "{tmp}/one/a/0.png"],
+        2,
+        "no.weights.h5' is not a file",
+    ),
+    (
+        "export: weights with a .keras path",
+        ["export", "--model={keras}", "--weights=fashion_mnist", "--export_dir={tmp}/e"],
+        2,
+        "needs a model name from the table (such as 'resnet20')",
+    ),
+    (
+        "export: weights for another net",
+        ["export", "--model=resnet32", "--weights=fashion_mnist", "--export_dir={tmp}/e"],
+        2,
+        "No shipped weights 'fashion_mnist' for resnet32",
+    ),
 ]
 
 PLACEHOLDERS = {

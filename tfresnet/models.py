@@ -175,6 +175,8 @@ def build_model(
     pixel_mean: ArrayLike | None = None,
     pixel_std: ArrayLike | None = None,
     model_name: str | None = None,
+    weights: str | None = None,
+    weights_dir: str | None = None,
 ) -> keras.Model:
     """Build a ResNet (or plain net) as a functional `keras.Model`.
 
@@ -206,6 +208,12 @@ def build_model(
         takes raw pixel values and standardises them itself, so exports need no preprocessing.
       model_name: str, the Keras model's name; default the table name as given, else
         "custom_resnet<depth>" ("custom_plain<depth>").
+      weights: str or None. None: random initialisation. A name of weights shipped for `name`
+        ("fashion_mnist" for "resnet20"; `pretrained.shipped_weights()` lists them), loaded
+        offline after their sha256 is checked: the architecture arguments left out are the
+        weights' own, others are refused (include_top=False loads all but the classifier, at
+        any input size). Or the path of a `.weights.h5` file saved from this architecture.
+      weights_dir: str, where shipped weights are looked up; default the package's own.
 
     Returns:
       A `keras.Model`: float32 "predictions" (batch, num_classes), or headless the last stage's
@@ -218,6 +226,11 @@ def build_model(
       (None, 2, 2, 64)
     """
     arguments = locals()
+    if weights is not None:
+        from tfresnet import pretrained
+
+        given = {k: v for k, v in arguments.items() if k not in ("name", "weights", "weights_dir")}
+        return pretrained.build_with_weights(name, weights, given, weights_dir)
     body = {key: arguments[key] for key in _body_defaults()}
     spec, label = _buildable_spec(name)
     _check_head(include_top, pooling, classifier_activation, num_classes)
@@ -268,7 +281,8 @@ def _head(features, preact, include_top, pooling, classifier_activation, num_cla
 
 def _body_defaults():
     """{argument: default} of `build_model`'s body arguments: all but the name and the head."""
-    head = ("name", "model_name", "include_top", "pooling", "classifier_activation", "num_classes")
+    head = ("name", "model_name", "include_top", "pooling", "classifier_activation", "num_classes",
+            "weights", "weights_dir")  # fmt: skip
     parameters = inspect.signature(build_model).parameters.values()
     return {p.name: p.default for p in parameters if p.name not in head}
 

@@ -1,4 +1,5 @@
-"""`tfresnet export`: a .keras model (or a run's) as a SavedModel for TF Serving
+"""`tfresnet export`: a .keras model (or a run's), or a model with weights shipped with tfresnet
+(`--model=resnet20 --weights=fashion_mnist`), as a SavedModel for TF Serving
 (`export.export_for_serving`)."""
 
 import os
@@ -6,13 +7,18 @@ import os
 from absl import flags
 
 from tfresnet import evaluate, export, untrusted
+from tfresnet.cli import predict as predict_command
 
 
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
-        "model_path", None, "A .keras file or a run directory (its model.keras).", flag_values=fv
+        "model_path",
+        None,
+        "A .keras file or a run directory (its model.keras); with --weights, a model name.",
+        flag_values=fv,
     )
     flags.DEFINE_alias("model", "model_path", flag_values=fv)
+    predict_command.define_weights_flags(fv)
     flags.DEFINE_string(
         "export_dir", None, "Base dir: <export_dir>/<model_name>/<version>/.", flag_values=fv
     )
@@ -40,8 +46,11 @@ def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Load the .keras model the flags name, export it, print the version directory."""
     if not fv.model_path or not fv.export_dir:
         raise ValueError("tfresnet export needs --model_path (or --model) and --export_dir.")
-    model = evaluate.load_model_file(evaluate.resolve_model_path(fv.model_path))
     class_names = None
+    if fv.weights or fv.weights_dir:  # the shipped class names, unless --class_names replaces them
+        model, class_names = predict_command.shipped_model(fv, fv.model_path)
+    else:
+        model = evaluate.load_model_file(evaluate.resolve_model_path(fv.model_path))
     if fv.class_names:
         if not os.path.isfile(fv.class_names):
             raise ValueError(
