@@ -6,6 +6,7 @@
     python -m benchmarks.end_to_end         # tfresnet against its PyTorch peer, whole processes
     python -m benchmarks.paired_step_rate   # step rates against PyTorch, model by model
     python -m benchmarks.train_ab           # paired A/B of two settings (bench_ab: of the bench)
+    python -m benchmarks.time_to_accuracy   # a recipe's time to accuracy over seeds; --ablate
 
 They reach tfresnet through its public calls and Keras callbacks only; tfresnet never imports
 them. A program started so (`python -m benchmarks.NAME`) that loads Keras hides TensorFlow's
@@ -16,7 +17,8 @@ lines filtered, before the program's own imports run.
 
 import sys
 
-KERAS_PROGRAMS = ("bench", "backend_bench", "timed_train")  # the programs that load Keras
+# The programs that load Keras.
+KERAS_PROGRAMS = ("bench", "backend_bench", "timed_train", "time_to_accuracy")
 
 
 def _started_program():

@@ -288,6 +288,17 @@ CASES = [
     ("predict: a FIFO", [*PREDICT, "{tmp}/fifo/a/pipe.png"], 1, "FIFO (named pipe), not a regular"),
     ("config file missing", ["train", "--config={tmp}/no/config.json"], 2, "does not exist"),
     ("config file not JSON", ["train", "--config={tmp}/one/a/0.png"], 2, "not readable JSON"),
+    ("flip test on digits", [*TRAIN, "--recipe=fast", "--test_flip"], 2, "not trained mirrored"),
+    ("label smoothing 1", [*TRAIN, "--label_smoothing=1"], 2, "label_smoothing must be a number"),
+    ("EMA momentum 1", [*TRAIN, "--ema_momentum=1"], 2, "ema_momentum must be a number >= 0"),
+    ("negative warm-up", [*TRAIN, "--warmup_epochs=-1"], 2, "warmup_epochs must be a number"),
+    ("schedule not allowed", ["train", "--lr_schedule=linear"], 2, "--lr_schedule"),
+    (
+        "evaluate: flip and ten-crop",
+        ["evaluate", "--model_path={keras}", "--flip", "--ten_crop"],
+        2,
+        "flip and ten_crop",
+    ),
 ]
 
 PLACEHOLDERS = {

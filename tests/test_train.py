@@ -223,7 +223,11 @@ class _Strategy:
 
 def _info(train_size):
     return types.SimpleNamespace(
-        name="data", style="cifar", sizes={"train": train_size}, image_shape=(8, 8, 1)
+        name="data",
+        style="cifar",
+        sizes={"train": train_size},
+        image_shape=(8, 8, 1),
+        flip=False,
     )
 
 

@@ -1,4 +1,5 @@
-"""Test error of a saved model: top-1 and top-5, single view or the paper's 10-crop protocol.
+"""Test error of a saved model: top-1 and top-5, single view, averaged with the mirror image
+(`flip`, as the `fast` recipe's final test) or the paper's 10-crop protocol.
 
 The model runs in its inference form, BN folded into the convs (as exports serve it). Given a
 run directory (or a model inside one), the data set and input settings come from the run's
@@ -9,6 +10,7 @@ import os
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from tfresnet import data as data_lib
 from tfresnet import files, inference, pipeline, rundir, untrusted
@@ -54,6 +56,34 @@ def run_config_of(model_path: str) -> dict:
     return {}
 
 
+@keras.saving.register_keras_serializable(package="tfresnet")
+class HorizontalFlip(keras.layers.Layer):
+    """Every image of a channels-last batch mirrored left to right, always (Keras' RandomFlip
+    flips at random, and only in training)."""
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def flip_averaged(model, name: str | None = None) -> keras.Model:
+    """A model whose output is the mean of `model`'s outputs (probabilities) for each image and
+    for its mirror image: test-time flip averaging, as airbench evaluates. Worth it only where
+    a mirrored image keeps its label and training flips them (clothes, objects; not digits).
+    The two views and their mean are computed in float32 whatever the dtype policy.
+
+    Example:
+      >>> probs = flip_averaged(build_model("resnet20"))(images)
+    """
+    inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype)
+    mirrored = HorizontalFlip(dtype="float32", name="mirror")(inputs)
+    views = [model(inputs), model(mirrored)]
+    mean = keras.layers.Average(dtype="float32", name="flip_average")(views)
+    return keras.Model(inputs, mean, name=name or model.name)
+
+
 def resolve_model_path(model_path: str) -> str:
     return os.path.join(model_path, "model.keras") if tf.io.gfile.isdir(model_path) else model_path
 
@@ -66,12 +96,16 @@ def evaluate(
     batch_size: int = 128,
     image_size: int | None = None,
     ten_crop: bool = False,
+    flip: bool = False,
 ) -> dict:
     """{"top1_error", "top5_error", "examples", "dataset"} of a `.keras` model or a run directory.
 
     `dataset`, `data_dir` and `image_size` default to the run's own (its config.json), else to
-    the embedded digits.
+    the embedded digits. `flip` averages each image's prediction with its mirror's
+    (`flip_averaged`); `ten_crop` already includes the mirrors.
     """
+    if flip and ten_crop:
+        raise ValueError("Give at most one of flip and ten_crop (the 10 crops include mirrors).")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     if image_size is not None and image_size < 1:
@@ -92,6 +126,8 @@ def evaluate(
         ) from err
     info = data.info
     _check_model_fits(model, info)
+    if flip:
+        model = flip_averaged(model)
     if ten_crop:
         result = _ten_crop_errors(model, data.test, info, batch_size)
     else:
@@ -156,4 +192,4 @@ def _ten_crop_errors(model, dataset, info, batch_size):
     return {"top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "examples": n}
 
 
-__all__ = ["ModelFileError", "evaluate", "load_model_file"]
+__all__ = ["ModelFileError", "evaluate", "flip_averaged", "load_model_file"]

@@ -1,5 +1,6 @@
 """The few custom layers tfresnet needs, each registered so `.keras` files load in safe mode:
-the option-A `ZeroPadShortcut` and a `BatchNormalization` on TF's fused kernel."""
+the option-A `ZeroPadShortcut`, a `BatchNormalization` on TF's fused kernel, and the fast
+recipe's label-smoothed `SparseCrossentropy`."""
 
 import keras
 from keras import ops
@@ -142,3 +143,37 @@ def with_keras_batch_norm(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+@keras.saving.register_keras_serializable(package="tfresnet")
+class SparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against probabilities, with label smoothing: the target
+    is (1 - label_smoothing) * one_hot(label) + label_smoothing / classes.
+
+    Keras 3.15's `SparseCategoricalCrossentropy` has no `label_smoothing` (added upstream by
+    keras-team/keras#23488, issue #23487); here the labels are made one-hot and handed to
+    Keras' `categorical_crossentropy`, which smooths them. Registered (and so here, where every
+    model load imports it) because the compiled loss is saved inside each `.keras` file.
+    """
+
+    def __init__(
+        self,
+        label_smoothing=0.0,
+        name="sparse_categorical_crossentropy",
+        reduction="sum_over_batch_size",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        if len(y_true.shape) == len(y_pred.shape):  # labels of shape (batch, 1)
+            y_true = ops.squeeze(y_true, axis=-1)
+        target = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            target, y_pred, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}

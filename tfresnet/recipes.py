@@ -1,4 +1,5 @@
-"""The paper's training recipes, in the paper's own units (iterations at its batch size).
+"""Training recipes: the paper's two, in the paper's own units (iterations at its batch size),
+and `fast`, the published tricks for reaching a good accuracy in few epochs.
 
 CIFAR (Sec. 4.2): SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and
 48k iterations, stop at 64k; for ResNet-110 and deeper, lr 0.01 until training error is below 80%
@@ -8,6 +9,21 @@ weight decay 1e-4 — here the usual fixed drops at 30/60/90 of 120 epochs (150k
 
 A shorter run (`--budget`, `--epochs`, `--steps`) scales every boundary by the same factor, so a
 1% budget is the same schedule shape in 1% of the iterations.
+
+Fast (`--recipe=fast`): its own length in epochs, and each trick a field a run may switch off
+(`TRICKS`; the flag of the same name; the paper's value turns it off):
+  zero_init_residual  last BN gamma of every residual branch at 0 (Goyal et al. 2017; Bag of Tricks)
+  label_smoothing     0.1 (Szegedy et al. 2016; Bag of Tricks)
+  lr_schedule         cosine, after `warmup_epochs` of linear warm-up from 0 (Bag of Tricks)
+  batch_size          256 at lr 0.2: the paper's 0.1 per 128, scaled linearly (Goyal et al. 2017)
+  nesterov            Nesterov momentum (Sutskever et al. 2013; airbench)
+  weight_decay        5e-4, the usual value of short CIFAR schedules (airbench, Page's ResNet-9)
+  test_flip           the final test (and validation) error averages each image and its mirror
+                      (airbench), only where training flips the images (not digits)
+  ema_momentum        an exponential moving average of the weights, evaluated and saved at the
+                      end (Keras' `use_ema`); off in `fast` (0), the schedule already anneals to 0
+The values are initial ones from the literature for a ~10-minute ResNet-20 run on Fashion-MNIST
+(about 60 s an epoch on 2 CPU cores in bf16), to be set on a validation split by tuning.
 """
 
 import dataclasses
@@ -29,11 +45,49 @@ class Recipe:
     warmup_steps: int = 0  # iterations at warmup_lr first (deep nets only)
     warmup_lr: float = 0.01
     warmup_min_depth: int = 110  # the paper warms up ResNet-110 and deeper
+    epochs: int | None = None  # the recipe's own length; None: `total_steps` (the paper's)
+    # The tricks (fields of TrainConfig too, where None means the recipe's value):
+    lr_schedule: str = "steps"  # "steps": divided by `decay` at `boundaries`; "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up from 0 before the cosine decay
+    label_smoothing: float = 0.0
+    zero_init_residual: bool = False
+    nesterov: bool = False
+    ema_momentum: float = 0.0  # 0: no moving average of the weights
+    test_flip: bool = False  # average the prediction of an image and of its mirror at the end
 
 
+LR_SCHEDULES = ("steps", "cosine")
+# The recipe fields a run's config may override (TrainConfig has a field of each name).
+TRICKS = (
+    "zero_init_residual",
+    "label_smoothing",
+    "lr_schedule",
+    "warmup_epochs",
+    "nesterov",
+    "ema_momentum",
+    "test_flip",
+)
+
+CIFAR = Recipe("cifar", 128, 0.1, 0.9, 1e-4, 64_000, (32_000, 48_000), warmup_steps=400)
 RECIPES = {
-    "cifar": Recipe("cifar", 128, 0.1, 0.9, 1e-4, 64_000, (32_000, 48_000), warmup_steps=400),
+    "cifar": CIFAR,
     "imagenet": Recipe("imagenet", 256, 0.1, 0.9, 1e-4, 600_000, (150_000, 300_000, 450_000)),
+    # The paper's CIFAR network and step shape (for --lr_schedule=steps) in 8 epochs, with the
+    # tricks on. Initial values from the literature, to be set by tuning on a validation split.
+    "fast": dataclasses.replace(
+        CIFAR,
+        name="fast",
+        batch_size=256,
+        learning_rate=0.2,
+        weight_decay=5e-4,
+        epochs=8,
+        lr_schedule="cosine",
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        zero_init_residual=True,
+        nesterov=True,
+        test_flip=True,
+    ),
 }
 
 
@@ -41,6 +95,45 @@ def get_recipe(name):
     if name not in RECIPES:
         raise ValueError(f"Unknown recipe {name!r}; allowed: {', '.join(RECIPES)}.")
     return RECIPES[name]
+
+
+def with_overrides(recipe: Recipe, overrides: dict) -> Recipe:
+    """`recipe` with the tricks that `overrides` (a config's fields) set to something other than
+    None; other keys are ignored."""
+    changes = {k: overrides[k] for k in TRICKS if overrides.get(k) is not None}
+    return dataclasses.replace(recipe, **changes)
+
+
+def resolve(name: str, overrides: dict, *, flips: bool) -> Recipe:
+    """The recipe `name` with a run's `overrides` (`with_overrides`), for data whose images keep
+    their label when mirrored (`flips`) or not: there, test_flip is off unless asked for, and
+    asking for it (or for `export_test_flip`) is a ValueError."""
+    recipe = with_overrides(get_recipe(name), overrides)
+    if not flips:
+        for key in ("test_flip", "export_test_flip"):
+            if overrides.get(key):
+                raise ValueError(
+                    f"{key}: this data set's images are not trained mirrored (a mirror image "
+                    "may be another class, as a mirrored digit is), so a prediction cannot be "
+                    f"averaged with its mirror's; leave --{key} out."
+                )
+        recipe = dataclasses.replace(recipe, test_flip=False)
+    return recipe
+
+
+def check_fraction(name: str, value) -> None:
+    """A check (`config.setting`): a number in [0, 1)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and 0 <= value < 1):
+        raise ValueError(f"{name} must be a number >= 0 and < 1; got {value}.")
+
+
+def tricks(recipe: Recipe, baseline: Recipe = CIFAR) -> dict:
+    """{field: the baseline's value} for each setting where `recipe` differs from `baseline`
+    (the paper's CIFAR recipe): what turns each of its tricks off, one at a time. The batch
+    size and weight decay count as tricks; the length and the schedule's shape do not."""
+    names = (*TRICKS, "batch_size", "weight_decay")
+    return {k: getattr(baseline, k) for k in names if getattr(recipe, k) != getattr(baseline, k)}
 
 
 def paper_schedule(recipe, total_steps, *, depth, learning_rate=None):
@@ -61,9 +154,70 @@ def paper_schedule(recipe, total_steps, *, depth, learning_rate=None):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+def schedule(recipe, total_steps, *, depth, steps_per_epoch, learning_rate=None):
+    """The recipe's learning-rate schedule over `total_steps`: `paper_schedule` ("steps"), or
+    ("cosine") a linear warm-up from 0 to `learning_rate` over `warmup_epochs`, then a cosine
+    decay to 0 at the last step (Keras' `CosineDecay`)."""
+    if recipe.lr_schedule == "steps":
+        return paper_schedule(recipe, total_steps, depth=depth, learning_rate=learning_rate)
+    if recipe.lr_schedule != "cosine":
+        raise ValueError(
+            f"Unknown lr_schedule {recipe.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}."
+        )
+    lr = recipe.learning_rate if learning_rate is None else learning_rate
+    warmup = min(total_steps - 1, round(recipe.warmup_epochs * steps_per_epoch))
+    if warmup < 1:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total_steps - warmup, warmup_target=lr, warmup_steps=warmup
+    )
+
+
 def optimizer(recipe, schedule):
-    """SGD with the recipe's momentum; weight decay is in the model's kernel regularisers."""
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.momentum)
+    """SGD with the recipe's momentum (Nesterov's, if it says so) and, with `ema_momentum`, a
+    moving average of the weights that `finalize_weights` puts into the model at the end.
+
+    Weight decay is in the model's kernel regularisers. Keras' `fit` itself overwrites the
+    weights with their average when it returns (`Trainer.fit` calls `finalize_variable_values`);
+    a run resumed in mid-epoch calls `fit` twice and would train on from the average, and a run
+    resumed after its last epoch would not call it at all, so here that call does nothing and
+    `finalize_weights` makes it where training is over (the optimizer's config is unchanged,
+    so a saved model loads as a plain SGD).
+    """
+    ema = recipe.ema_momentum > 0
+    sgd = keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        use_ema=ema,
+        ema_momentum=recipe.ema_momentum if ema else 0.99,
+    )
+    if ema:
+        sgd.finalize_variable_values = lambda var_list: None
+    return sgd
+
+
+def finalize_weights(model) -> bool:
+    """Put the optimizer's moving average of the weights into `model` (where it keeps one);
+    whether it did. Doing it again gives the same weights, so a finish redone after a kill
+    evaluates and saves what the first try would have."""
+    opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under loss scaling
+    if opt is None or not opt.use_ema:
+        return False
+    if not opt.built:
+        opt.build(model.trainable_variables)
+    keras.optimizers.Optimizer.finalize_variable_values(opt, model.trainable_variables)
+    return True
+
+
+def loss(recipe):
+    """Sparse cross-entropy, with the recipe's label smoothing where it has some (the target
+    is (1 - e) one-hot + e / classes; `layers.SparseCrossentropy`)."""
+    if not recipe.label_smoothing:
+        return "sparse_categorical_crossentropy"
+    from tfresnet import layers
+
+    return layers.SparseCrossentropy(label_smoothing=recipe.label_smoothing)
 
 
 # The most iterations (and so epochs) a run may have: far beyond any real schedule (ImageNet's
@@ -86,13 +240,17 @@ def total_steps(recipe, *, steps_per_epoch, batch_size, budget=None, epochs=None
     """Iterations to train for: explicit `steps`, else `epochs`, else `budget` x the recipe's.
 
     A budget counts the recipe's iterations at its own batch size, so the number of epochs stays
-    the same when the batch changes. At most `MAX_STEPS`, else ValueError.
+    the same when the batch changes; for a recipe of its own `epochs`, a share of those. At
+    most `MAX_STEPS`, else ValueError.
     """
     check_length(budget, epochs, steps)
     if steps is not None:
         total = int(steps)
     elif epochs is not None:
         total = int(epochs) * steps_per_epoch
+    elif recipe.epochs is not None:  # a recipe of its own length: a budget is a share of it
+        budget = 1.0 if budget is None else budget
+        total = max(1, math.ceil(recipe.epochs * steps_per_epoch * budget))
     else:
         budget = 1.0 if budget is None else budget
         total = max(1, math.ceil(recipe.total_steps * budget * recipe.batch_size / batch_size))

@@ -49,6 +49,7 @@ NON_IDENTITY_FIELDS = (
     "export",
     "steps_per_execution",
     "peer_timeout",
+    "export_test_flip",
 )
 # What one command asks of its run directory: never taken over from a saved config.
 COMMAND_FIELDS = ("resume", "overwrite")
@@ -134,19 +135,63 @@ class TrainConfig:
         group="model",
         choices=blocks.STRIDE_PLACEMENTS,
     )
-    zero_init_residual: bool = setting(False, "Start residual branches at zero.", group="model")
+    zero_init_residual: bool | None = setting(
+        None,
+        "Start each residual branch's last BN gamma at zero; default: the recipe's (fast: on).",
+        group="model",
+    )
     recipe: str | None = setting(
-        None, "Training recipe; default by image size.", group="schedule", choices=recipes.RECIPES
+        None,
+        "Training recipe: cifar, imagenet (the paper's) or fast (8 epochs, with the tricks of "
+        "docs/training.md on); default by image size.",
+        group="schedule",
+        choices=recipes.RECIPES,
+    )
+    label_smoothing: float | None = setting(
+        None,
+        "Label smoothing of the loss; default: the recipe's (fast: 0.1, the paper's: 0).",
+        group="schedule",
+        check=recipes.check_fraction,
+    )
+    lr_schedule: str | None = setting(
+        None,
+        "steps: the paper's drops by 10; cosine: linear warm-up, then cosine decay to 0; "
+        "default: the recipe's (fast: cosine).",
+        group="schedule",
+        choices=recipes.LR_SCHEDULES,
+    )
+    warmup_epochs: float | None = setting(
+        None,
+        "Epochs of linear warm-up before the cosine decay; default: the recipe's (fast: 1).",
+        group="schedule",
+        check=at_least(0, "a number"),
+    )
+    nesterov: bool | None = setting(
+        None, "Nesterov momentum; default: the recipe's (fast: on).", group="schedule"
+    )
+    ema_momentum: float | None = setting(
+        None,
+        "Momentum of a moving average of the weights, which is evaluated and saved at the end; "
+        "0: none; default: the recipe's (0).",
+        group="schedule",
+        check=recipes.check_fraction,
+    )
+    test_flip: bool | None = setting(
+        None,
+        "The final test and validation errors average each image's prediction with its "
+        "mirror's (data trained with flips only); default: the recipe's (fast: on).",
+        group="schedule",
     )
     batch_size: int | None = setting(
         None,
-        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet).",
+        "Global batch size; default the recipe's (128 CIFAR, 256 ImageNet and fast).",
         group="schedule",
         check=at_least(1),
     )
     learning_rate: float | None = setting(
         None,
-        "Base learning rate; default: the recipe's 0.1, scaled linearly with the batch.",
+        "Base learning rate; default: the recipe's (0.1; fast 0.2), scaled linearly with the "
+        "batch.",
         group="schedule",
         check=at_least(0, "a number", strict=True),
     )
@@ -158,7 +203,7 @@ class TrainConfig:
     )
     weight_decay: float | None = setting(
         None,
-        "Weight decay; default the recipe's 1e-4.",
+        "Weight decay; default the recipe's (1e-4; fast 5e-4).",
         group="schedule",
         check=config_lib.check_of(blocks.ConvSettings, "weight_decay"),
     )
@@ -216,6 +261,12 @@ class TrainConfig:
         check=_check_pretrained,
     )
     export: bool = setting(True, "Export a SavedModel for TF Serving at the end.", group="output")
+    export_test_flip: bool = setting(
+        False,
+        "The exported SavedModel averages each image's prediction with its mirror's (twice the "
+        "compute per request).",
+        group="output",
+    )
     eval_test_each_epoch: bool = setting(
         True,
         "Measure the test error after every epoch: the paper's test curves (Fig. 6), never used "
@@ -364,7 +415,7 @@ def plan_schedule(config, info, strategy) -> Schedule:
         )
     steps_per_epoch = info.sizes["train"] // batch_size
     length = {"budget": config.budget, "epochs": config.epochs, "steps": config.steps}
-    if all(v is None for v in length.values()):
+    if all(v is None for v in length.values()) and recipe.epochs is None:
         length["epochs"] = DEFAULT_EPOCHS.get(config.dataset)  # None: the full paper schedule
     total = recipes.total_steps(
         recipe, steps_per_epoch=steps_per_epoch, batch_size=batch_size, **length
@@ -416,7 +467,9 @@ class WeightDecayTerm(keras.callbacks.Callback):
 
 
 def pick_recipe(config, info):
-    return recipes.get_recipe(config.recipe or ("cifar" if info.style == "cifar" else "imagenet"))
+    """The run's recipe, with the tricks its config sets (`recipes.resolve`)."""
+    name = config.recipe or ("cifar" if info.style == "cifar" else "imagenet")
+    return recipes.resolve(name, dataclasses.asdict(config), flips=info.flip)
 
 
 def compile_model(model, recipe, schedule, steps_per_execution=1):
@@ -426,7 +479,7 @@ def compile_model(model, recipe, schedule, steps_per_execution=1):
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(
         optimizer=recipes.optimizer(recipe, schedule),
-        loss="sparse_categorical_crossentropy",
+        loss=recipes.loss(recipe),
         weighted_metrics=metrics,  # padded TPU evaluation batches weigh their pads 0
         steps_per_execution=steps_per_execution,
     )
@@ -469,7 +522,7 @@ def make_model(config, info, strategy):
             input_shape=info.image_shape,
             preact=config.preact,
             weight_decay=resolved_weight_decay(config, recipe),
-            zero_init_residual=config.zero_init_residual,
+            zero_init_residual=recipe.zero_init_residual,
             sync_bn=strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn,
             **kwargs,
         )
@@ -511,10 +564,11 @@ def fit_model(
         # Held from reading the backup on: another process training here could replace it.
         with distribute.writable_dir(config.run_dir, strategy) as out, runlock.exclusive(out):
             with strategy.scope():
-                lr = recipes.paper_schedule(
+                lr = recipes.schedule(
                     pick_recipe(config, data.info),
                     schedule.steps,
                     depth=specs.resolve_spec(config.model).depth,
+                    steps_per_epoch=schedule.steps_per_epoch,
                     learning_rate=schedule.learning_rate,
                 )
                 # --overwrite starts afresh on every worker, whenever the chief's clear lands.
@@ -653,16 +707,20 @@ def _finish(
     `callbacks` (the caller's, as in `model.fit`) see the two evaluations, in this order: the
     training set's, then the test set's where the last epoch's test curve did not measure it.
     """
+    recipe = pick_recipe(config, data.info)
+    averaged = recipes.finalize_weights(model)  # EMA: the averaged weights from here on
+    final = _final_model(model, recipe, strategy)  # or the flip-averaged model
     # fit's `accuracy` is a running mean over augmented batches in training mode while the
     # weights change; this pass measures the final weights on the training images as the test
     # images are measured (no augmentation, inference mode). Not cached: it runs once.
     train_ds = _eval_input(data.train, data.info, schedule.batch_size, strategy, cache=False)
     train_eval = model.evaluate(train_ds, verbose=0, return_dict=True, callbacks=list(callbacks))
     # The last epoch's test-curve point, if any, measured the same weights on the same images.
-    test = _last_test_curve_point(state) if evaluate_test else None
+    same = final is model and not averaged
+    test = _last_test_curve_point(state) if evaluate_test and same else None
     if evaluate_test and test is None:
         test_ds = _eval_input(data.test, data.info, schedule.batch_size, strategy)
-        test = model.evaluate(test_ds, verbose=0, return_dict=True, callbacks=list(callbacks))
+        test = final.evaluate(test_ds, verbose=0, return_dict=True, callbacks=list(callbacks))
     results = results_lib.summarize(
         config,
         model,
@@ -674,12 +732,30 @@ def _finish(
         policy=policy,
         replicas=strategy.num_replicas_in_sync,
     )
+    results["recipe"] = dataclasses.asdict(recipe)
+    if not same and data.validation is not None:  # the final model's, as the test error is
+        val_ds = _eval_input(data.validation, data.info, schedule.batch_size, strategy)
+        val = final.evaluate(val_ds, verbose=0, return_dict=True)
+        results["final"]["val_error"] = 1.0 - float(val["accuracy"])
     files.save_model(model, files.join(out, "model.keras"))
     if config.export:
         results["export"] = _export_once(config, model, data.info, out)
     files.write_json(files.join(out, rundir.RESULTS), results)
     files.remove(rundir.backup_dir(out))  # only now: everything it could redo is written
     return results
+
+
+def _final_model(model, recipe, strategy):
+    """What the final test measures: `model`, or with the recipe's `test_flip` a model that
+    averages the prediction of each image and of its mirror (`evaluate.flip_averaged`)."""
+    if not recipe.test_flip:
+        return model
+    from tfresnet import evaluate
+
+    with strategy.scope():
+        averaged = evaluate.flip_averaged(model)
+        compile_model(averaged, recipe, 0.0)
+    return averaged
 
 
 def _eval_input(split, info, batch_size, strategy, cache=True):
@@ -714,12 +790,17 @@ def _export_once(config, model, info, out):
     final = files.join(model_dir, "1")
     if files.exists(final):
         return final
+    if config.export_test_flip:  # BN folded first: the folding sees no nested model
+        from tfresnet import evaluate, inference
+
+        model = evaluate.flip_averaged(inference.fold_batch_norm(model))
     return export.export_for_serving(
         model,
         files.join(out, "export"),
         model_name=model_slug(config.model),
         class_names=list(info.class_names) or None,
         version=1,
+        fold_batch_norm=not config.export_test_flip,
     )
 
 

@@ -21,6 +21,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("batch_size", 128, "Evaluation batch size.", flag_values=fv)
     flags.DEFINE_bool("ten_crop", False, "The paper's 10-crop testing.", flag_values=fv)
+    flags.DEFINE_bool(
+        "flip",
+        False,
+        "Average each image's prediction with its mirror's (the fast recipe's final test).",
+        flag_values=fv,
+    )
     flags.mark_flag_as_required("model_path", flag_values=fv)
 
 
@@ -32,6 +38,7 @@ def run(fv: flags.FlagValues, args: list[str]) -> int:
         batch_size=fv.batch_size,
         image_size=fv.image_size,
         ten_crop=fv.ten_crop,
+        flip=fv.flip,
     )
     print(json.dumps(result, indent=2))
     return 0
