@@ -269,6 +269,29 @@ def test_grid_covers_exactly_the_declared_space_and_exports_the_best(tmp_path):
     assert rundir.foreign_entries(str(search_dir), rundir.SEARCH_LAYOUT) == []
 
 
+def _live_train_step_graphs():
+    """Traced train/test steps alive in this process (Keras names them one_step_on_data)."""
+    import gc
+
+    from tensorflow.python.framework import func_graph
+
+    gc.collect()
+    return sum(
+        isinstance(o, func_graph.FuncGraph) and o.name.startswith("one_step_on_data")
+        for o in gc.get_objects()
+    )
+
+
+def test_a_search_keeps_no_graph_of_a_finished_trial(tmp_path):
+    """Many trials in one process: each trial's traced steps go with it (TF's custom-gradient
+    registry pinned them, about 9 MB a cifar_resnet8 trial; see compat)."""
+    before = _live_train_step_graphs()
+    space = SearchSpace(depth=8, shortcut=("A", "B", "none"), **FIXED)
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    assert [r["status"] for r in results["trials"]] == ["COMPLETED"] * 3
+    assert _live_train_step_graphs() == before
+
+
 @pytest.mark.slow  # a search in a fresh process
 def test_random_search_from_the_command_line(tmp_path, capsys):
     directory = tmp_path / "random"

@@ -48,13 +48,15 @@ class _TrialRunner(compat.KerasTunerFixes):
         return os.path.join(self.get_trial_dir(trial.trial_id), "run")
 
     def run_trial(self, trial, *args, **kwargs):
-        """KerasTuner's, in the trial's run directory; appends the attempt (tuner, pid, seconds,
-        outcome) to the trial's attempts.jsonl."""
+        """KerasTuner's, in the trial's run directory, releasing the trial's graphs at its end;
+        appends the attempt (tuner, pid, seconds, outcome) to the trial's attempts.jsonl."""
         run_dir = self._run_dir(trial)
         _clear_unresumable(run_dir)
         start, outcome = time.perf_counter(), "completed"
         try:
-            return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
+            # Each trial's traced graphs go with it: a process running many trials stays level.
+            with compat.released_custom_gradients():
+                return super().run_trial(trial, *args, run_dir=run_dir, **kwargs)
         except BaseException as err:
             outcome = type(err).__name__
             raise
