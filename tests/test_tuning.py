@@ -292,6 +292,35 @@ def test_a_search_keeps_no_graph_of_a_finished_trial(tmp_path):
     assert _live_train_step_graphs() == before
 
 
+def test_the_fast_recipe_search_script_runs_on_digits(tmp_path):
+    """experiments/tune_fast.sh, the real search's exact command, with its data, depth and
+    length shrunk by flags that override (its smoke mode): every trial completes with the
+    searched recipe values, and the best is measured once on the test set."""
+    directory = tmp_path / "search"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    command = ["bash", os.path.join(ROOT, "experiments", "tune_fast.sh")]
+    command += ["--dataset=digits", "--validation_size=0.1", "--precision=float32"]
+    command += ["--depth=8", "--epochs=2", "--hyperband_iterations=1", "--verbose=0"]
+    command += [f"--directory={directory}", "--export=false"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((directory / "results.json").read_text())
+    trials = results["trials"]
+    assert trials and {r["status"] for r in trials} == {"COMPLETED"}
+    assert {r["model"] for r in trials} == {"cifar_resnet8:width_multiplier=1"}
+    assert {r["batch_size"] for r in trials} <= {128, 256}
+    assert {r["label_smoothing"] for r in trials} <= {0.0, 0.1}
+    assert {r["warmup_epochs"] for r in trials} <= {0.0, 1.0}
+    assert {r["learning_rate"] for r in trials} <= {0.1, 0.2, 0.4}
+    assert {r["epochs"] for r in trials} <= {1, 2}  # Hyperband's rounds
+    recipes = {
+        json.loads(open(os.path.join(r["run_dir"], "config.json")).read())["recipe"] for r in trials
+    }
+    assert recipes == {"fast"}
+    assert [r["trial"] for r in trials if r["test_error"] is not None] == [results["best"]["trial"]]
+    assert results["search"]["train"]["validation_size"] == 0.1
+
+
 @pytest.mark.slow  # a search in a fresh process
 def test_random_search_from_the_command_line(tmp_path, capsys):
     directory = tmp_path / "random"

@@ -64,12 +64,16 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             shortcut = specs.get_spec(
                 tune_config.model_name(self.family, depth, "A")
             ).default_shortcut
+        model = tune_config.model_name(self.family, depth, shortcut)
+        if values.get("width_multiplier") is not None:
+            model = f"{model}:width_multiplier={values['width_multiplier']:g}"
         overrides = dict(
-            model=tune_config.model_name(self.family, depth, shortcut),
+            model=model,
             shortcut=shortcut,
             preact=bool(values.get("preact", base.preact)),
             learning_rate=values.get("learning_rate", base.learning_rate),
             weight_decay=values.get("weight_decay", base.weight_decay),
+            **{n: values.get(n, getattr(base, n)) for n in tune_config.RECIPE_DIMENSIONS},
             run_dir=run_dir or base.run_dir,
             export=False,  # only the best model is exported, at the end of the search
             eval_test_each_epoch=False,  # trials never touch the test set

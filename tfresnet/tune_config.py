@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 import keras_tuner
@@ -20,7 +21,18 @@ PAPER_DEPTHS = {
 }
 DEFAULT_MAX_TRIALS = 10  # random and bayesian; grid runs its whole grid
 # TrainConfig fields the search space sets per trial (the rest of the config is shared).
-SPACE_FIELDS = ("model", "shortcut", "preact", "learning_rate", "weight_decay")
+SPACE_FIELDS = (
+    "model",
+    "shortcut",
+    "preact",
+    "learning_rate",
+    "weight_decay",
+    "batch_size",
+    "label_smoothing",
+    "warmup_epochs",
+)
+# SearchSpace dimensions that are TrainConfig fields of the same name, set as they are.
+RECIPE_DIMENSIONS = ("batch_size", "label_smoothing", "warmup_epochs")
 # TrainConfig fields each trial sets itself: its own run directory, no test set, a fresh start.
 TRIAL_FIELDS = ("run_dir", "eval_test_each_epoch", "resume", "overwrite")
 # TrainConfig fields that do not define a search (a re-run may change them).
@@ -81,6 +93,28 @@ class SearchSpace:
     weight_decay: tuple | float | None = setting(
         (1e-4, 5e-4), "Weight decays.", group=SPACE_GROUP, item=float
     )
+    batch_size: tuple | int | None = setting(
+        None,
+        "Global batch sizes; the recipe's learning rate scales with each unless learning_rate "
+        "is searched or fixed too.",
+        group=SPACE_GROUP,
+        item=int,
+    )
+    label_smoothing: tuple | float | None = setting(
+        None, "Label smoothings of the loss (fast recipe: 0.1).", group=SPACE_GROUP, item=float
+    )
+    warmup_epochs: tuple | float | None = setting(
+        None,
+        "Epochs of linear warm-up before the cosine decay (the fast recipe's: 1).",
+        group=SPACE_GROUP,
+        item=float,
+    )
+    width_multiplier: tuple | float | None = setting(
+        None,
+        "Width multipliers of every stage's filters (cifar_resnet20:width_multiplier=2).",
+        group=SPACE_GROUP,
+        item=float,
+    )
     family: str | None = setting(
         None, "Model family; default by image size.", group=SPACE_GROUP, choices=FAMILIES
     )
@@ -95,6 +129,9 @@ class SearchSpace:
                 for value in values or ():
                     config_lib.check_value(train_lib.TrainConfig, field.name, value)
         config_lib.check_fields(self)  # the family
+        for width in self.width_multiplier or ():
+            if not 0 < width < math.inf:
+                raise ValueError(f"width_multiplier must be a number > 0; got {width}.")
         if self.family is not None:
             self.depths(self.family)
 
@@ -113,6 +150,8 @@ class SearchSpace:
             ("preact", self.preact),
             ("learning_rate", self.learning_rate),
             ("weight_decay", self.weight_decay),
+            *((name, getattr(self, name)) for name in RECIPE_DIMENSIONS),
+            ("width_multiplier", self.width_multiplier),
         )
 
     def grid_size(self, family: str) -> int:

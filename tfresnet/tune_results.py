@@ -19,6 +19,10 @@ RESULTS_COLUMNS = (
     "learning_rate",
     "weight_decay",
     "epochs",
+    "batch_size",
+    "label_smoothing",
+    "warmup_epochs",
+    "width_multiplier",
     "val_error",
     "test_error",
     "params",
@@ -47,6 +51,10 @@ def trial_rows(tuner: keras_tuner.Tuner, hypermodel: keras_tuner.HyperModel) -> 
                 "learning_rate": schedule.get("learning_rate", config.learning_rate),
                 "weight_decay": schedule.get("weight_decay", config.weight_decay),
                 "epochs": schedule.get("epochs"),
+                "batch_size": schedule.get("batch_size", config.batch_size),
+                "label_smoothing": config.label_smoothing,
+                "warmup_epochs": config.warmup_epochs,
+                "width_multiplier": values.get("width_multiplier"),
                 "val_error": (results or {}).get("final", {}).get("val_error"),
                 "test_error": None,
                 "params": (results or {}).get("model", {}).get("params"),
@@ -76,6 +84,7 @@ def write_results(directory: str, results: dict) -> None:
 def results_markdown(results: dict) -> str:
     """The trials as a markdown table, then a line on the best trial."""
     header = ["trial", "model", "depth", "shortcut", "preact", "lr", "weight decay", "epochs"]
+    header += ["batch", "smoothing", "warm-up", "width"]
     header += ["val error", "test error", "params", "time (s)", "status"]
     best_trial = (results["best"] or {}).get("trial")
     rows = []
@@ -90,6 +99,10 @@ def results_markdown(results: dict) -> str:
             _number(row["learning_rate"]),
             _number(row["weight_decay"]),
             row["epochs"] if row["epochs"] is not None else "-",
+            row.get("batch_size") or "-",
+            _number(row.get("label_smoothing")),
+            _number(row.get("warmup_epochs")),
+            _number(row.get("width_multiplier") or 1.0),
             _percent(row["val_error"]),
             _percent(row.get("test_error")),
             f"{row['params']:,}" if row["params"] is not None else "-",

@@ -105,6 +105,10 @@ def check_search_dir(config: TuneConfig) -> None:
         train = saved.get("train")
         if isinstance(train, dict):
             saved["train"] = tune_config.run_identity(train)
+        # A dimension added to SearchSpace since the search was saved compares as not searched.
+        space = saved.get("space")
+        if isinstance(space, dict):
+            saved["space"] = {**dict.fromkeys(config.identity()["space"]), **space}
         if saved != config.identity():
             differs = _differences(saved, config.identity())
             raise train_lib.TrainingError(
