@@ -292,6 +292,57 @@ def test_a_search_keeps_no_graph_of_a_finished_trial(tmp_path):
     assert _live_train_step_graphs() == before
 
 
+def test_a_trial_stops_at_the_end_of_the_epoch_that_spends_its_time_budget(tmp_path):
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    config = _tune(
+        tmp_path, space, tuner="grid", trial_time_budget=1e-3, train={"steps": None, "epochs": 3}
+    )
+    (row,) = tuning.search(config)["trials"]
+    assert row["status"] == "COMPLETED"
+    assert (row["epochs"], row["planned_epochs"]) == (1, 3)
+    history = rundir.read_history(os.path.join(row["run_dir"], "history.csv"))
+    assert len(history["trial_seconds"]) == 1 and history["trial_seconds"][0] > 1e-3
+    assert rundir.finished(row["run_dir"])  # evaluated and saved as a finished run
+    assert "| 1 of 3 (time budget) |" in (tmp_path / "search" / "results.md").read_text()
+
+
+def test_time_to_accuracy_is_the_objective_and_the_trials_score(tmp_path):
+    space = SearchSpace(depth=8, shortcut="A", **FIXED)
+    config = _tune(tmp_path, space, tuner="grid", objective="time_to:0.05", trial_time_budget=600)
+    results = tuning.search(config)
+    (row,) = results["trials"]
+    history = rundir.read_history(os.path.join(row["run_dir"], "history.csv"))
+    assert history["val_accuracy"][0] >= 0.05  # 10 classes: reached in the first epoch
+    assert row["time_to_s"] == pytest.approx(history["trial_seconds"][0])
+    assert row["score"] == pytest.approx(row["time_to_s"])
+    table = (tmp_path / "search" / "results.md").read_text()
+    assert "time to 0.05 (s)" in table
+
+
+def test_the_trial_clock_scores_an_unreached_target_as_the_budget_and_stops_there(monkeypatch):
+    from tfresnet import hypermodel
+
+    now = iter([0.0, 10.0, 20.0, 30.0])
+    monkeypatch.setattr(hypermodel.time, "perf_counter", lambda: next(now))
+    clock = hypermodel.TrialClock(budget=25.0, target=0.9)
+    clock.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    clock.model.stop_training = False  # as fit sets it
+    clock.on_train_begin()
+    epochs = []
+    for epoch, accuracy in enumerate((0.5, 0.95, 0.99)):  # reached at 20 s, within 25
+        logs = {"val_accuracy": accuracy}
+        clock.on_epoch_end(epoch, logs)
+        epochs.append((logs["trial_seconds"], logs["time_to_0.9"], clock.model.stop_training))
+    assert epochs == [(10.0, 25.0, False), (20.0, 20.0, False), (30.0, 20.0, True)]
+    late = hypermodel.TrialClock(budget=5.0, target=0.9)  # reached only after its budget
+    late.set_model(clock.model)
+    now = iter([0.0, 10.0])
+    late.on_train_begin()
+    logs = {"val_accuracy": 0.95}
+    late.on_epoch_end(0, logs)
+    assert logs["time_to_0.9"] == 5.0
+
+
 def test_the_fast_recipe_search_script_runs_on_digits(tmp_path):
     """experiments/tune_fast.sh, the real search's exact command, with its data, depth and
     length shrunk by flags that override (its smoke mode): every trial completes with the

@@ -218,9 +218,18 @@ class TuneConfig:
     )
     objective: str = setting(
         "val_accuracy",
-        "Validation metric to select on (a metric a trial logs, or name:min|max).",
+        "Validation metric to select on (a metric a trial logs, or name:min|max), or "
+        "time_to:ACCURACY: training seconds until the validation accuracy first reached ACCURACY "
+        "(needs --trial_time_budget, which a trial that never reaches it scores).",
         group="search",
         check=_check_objective,
+    )
+    trial_time_budget: float | None = setting(
+        None,
+        "Seconds one trial may train: it stops at the end of the epoch in which they are spent "
+        "and is reported with the epochs it ran; default no limit.",
+        group="search",
+        check=at_least(0, "a number of seconds", strict=True),
     )
     hyperband_factor: int = setting(
         3,
@@ -264,6 +273,18 @@ class TuneConfig:
                 "(e.g. 0.1 of train, or 5000 for the paper's 45k/5k CIFAR-10 split). The test "
                 "set is never used for selection."
             )
+        if time_to_target(self.objective) is not None:
+            if self.trial_time_budget is None:
+                raise ValueError(
+                    f"objective {self.objective!r} needs --trial_time_budget: the score of a "
+                    "trial that never reaches the accuracy (e.g. --trial_time_budget=600)."
+                )
+            if self.tuner == "hyperband":
+                raise ValueError(
+                    f"objective {self.objective!r} does not work with hyperband, whose promoted "
+                    "trials start from their parent's weights (not one training's time); use "
+                    "random, bayesian or grid."
+                )
         if self.tuner == "hyperband" and (self.train.steps or self.train.budget):
             raise ValueError(
                 "hyperband counts a trial's budget in epochs: give epochs (the most one trial "
@@ -303,12 +324,42 @@ _EPOCH_METRICS = ("accuracy", "loss", "top5_accuracy")  # and each with val_
 OBJECTIVE_METRICS = (*_EPOCH_METRICS, *(f"val_{m}" for m in _EPOCH_METRICS), "weight_decay_loss")
 
 
+TIME_TO = "time_to"  # --objective=time_to:0.94
+
+
+def time_to_target(text: str) -> float | None:
+    """The validation accuracy of a `time_to:<accuracy>` objective; None for another objective."""
+    name, _, value = text.partition(":")
+    if name != TIME_TO:
+        return None
+    try:
+        target = float(value)
+    except ValueError:
+        target = math.nan
+    if not 0 < target <= 1:
+        raise ValueError(
+            f"objective {text!r}: give the validation accuracy to reach, in (0, 1], e.g. "
+            f"{TIME_TO}:0.94."
+        )
+    return target
+
+
+def time_to_metric(target: float) -> str:
+    """The metric a trial logs for `time_to:<target>`: seconds until val_accuracy >= target."""
+    return f"{TIME_TO}_{target:g}"
+
+
 def make_objective(text: str) -> keras_tuner.Objective:
-    """A `keras_tuner.Objective` from "val_accuracy", "val_loss" or "name:max" / "name:min".
+    """A `keras_tuner.Objective` from "val_accuracy", "val_loss", "name:max" / "name:min", or
+    "time_to:0.94" (training seconds until the validation accuracy first reached 0.94; lower is
+    better).
 
     The direction is inferred here, not by KerasTuner, which builds a Keras metric to find it
     and so starts TensorFlow before a mirrored strategy could split the CPU.
     """
+    target = time_to_target(text)
+    if target is not None:
+        return keras_tuner.Objective(time_to_metric(target), "min")
     name, _, direction = text.partition(":")
     if name not in OBJECTIVE_METRICS:
         raise ValueError(f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}.")

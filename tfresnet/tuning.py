@@ -175,7 +175,14 @@ def search(
     `TrialInUse` if another process trains this tuner's trial; both worth a retry later.
     """
     files.check_output_dir(config.directory, "directory", unset="runs/tune-<tuner>-<dataset>")
-    hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
+    hypermodel = ResNetHyperModel(
+        config.train,
+        config.space,
+        strategy=strategy,
+        data=data,
+        time_budget=config.trial_time_budget,
+        target=tune_config.time_to_target(config.objective),
+    )
     with contextlib.ExitStack() as stack:
         if not tuners.is_worker() and distribute.writes_run_dir(hypermodel.strategy):
             files.makedirs(config.directory)
