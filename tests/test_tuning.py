@@ -343,6 +343,19 @@ def test_the_trial_clock_scores_an_unreached_target_as_the_budget_and_stops_ther
     assert logs["time_to_0.9"] == 5.0
 
 
+def test_a_finished_trial_keeps_its_report_and_only_the_best_keeps_its_model(tmp_path):
+    space = SearchSpace(depth=8, shortcut=("A", "none"), **FIXED)
+    results = tuning.search(_tune(tmp_path, space, tuner="grid"))
+    best = results["best"]["trial"]
+    for row in results["trials"]:
+        trial_dir = os.path.dirname(row["run_dir"])
+        kept = sorted(os.listdir(row["run_dir"]))
+        report = ["config.json", "history.csv", "logs", "results.json"]
+        assert kept == sorted(report + (["model.keras"] if row["trial"] == best else []))
+        assert not os.path.exists(os.path.join(trial_dir, "checkpoint.weights.h5"))
+    assert results["counts"] == {"COMPLETED": 2}
+
+
 def test_the_fast_recipe_search_script_runs_on_digits(tmp_path):
     """experiments/tune_fast.sh, the real search's exact command, with its data, depth and
     length shrunk by flags that override (its smoke mode): every trial completes with the
@@ -556,6 +569,12 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
     path = tmp_path / "search" / "search.json"
     saved = json.loads(path.read_text())
     saved["train"]["steps_per_execution"] = 1
+    path.write_text(json.dumps(saved))
+    assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
+    # And one saved before the time budget and the recipe's dimensions existed.
+    saved.pop("trial_time_budget")
+    for name in ("batch_size", "label_smoothing", "warmup_epochs", "width_multiplier"):
+        saved["space"].pop(name)
     path.write_text(json.dumps(saved))
     assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
 

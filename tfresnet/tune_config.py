@@ -252,6 +252,12 @@ class TuneConfig:
     max_consecutive_failed_trials: int = setting(
         3, "Stop after this many failures in a row.", group="search", check=at_least(1)
     )
+    keep_trial_models: bool = setting(
+        False,
+        "Keep every finished trial's checkpoints and model.keras; default only the best "
+        "trial's model (the rest keep config, history, results and logs).",
+        group="search",
+    )
     evaluate_best: bool = setting(
         True, "Test error of the best trial, after selection.", group="search"
     )
@@ -294,8 +300,8 @@ class TuneConfig:
     def identity(self) -> dict:
         """What must match for a re-run to continue this search."""
         values = dataclasses.asdict(self)
-        values.pop("overwrite")
-        values.pop("directory")
+        for name in ("overwrite", "directory", "keep_trial_models"):  # a re-run may change them
+            values.pop(name)
         values["train"] = run_identity(values["train"])
         return json.loads(json.dumps(values, default=str))
 

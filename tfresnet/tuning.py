@@ -26,6 +26,7 @@ are re-exported here).
 """
 
 import contextlib
+import dataclasses
 import os
 
 import keras
@@ -105,7 +106,10 @@ def check_search_dir(config: TuneConfig) -> None:
         train = saved.get("train")
         if isinstance(train, dict):
             saved["train"] = tune_config.run_identity(train)
-        # A dimension added to SearchSpace since the search was saved compares as not searched.
+        # A setting or dimension added since the search was saved compares at its default.
+        for field in dataclasses.fields(TuneConfig):
+            if field.name in config.identity() and field.default is not dataclasses.MISSING:
+                saved.setdefault(field.name, field.default)
         space = saved.get("space")
         if isinstance(space, dict):
             saved["space"] = {**dict.fromkeys(config.identity()["space"]), **space}
