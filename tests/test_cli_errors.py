@@ -329,6 +329,33 @@ CASES = [
         2,
         "No shipped weights 'fashion_mnist' for resnet32",
     ),
+    (
+        "tune: zero trial time budget",
+        ["tune", "--trial_time_budget=0"],
+        2,
+        "trial_time_budget must",
+    ),
+    ("tune: time_to past 1", ["tune", "--objective=time_to:2"], 2, "in (0, 1], e.g. time_to:0.94"),
+    (
+        "tune: time_to without a budget",
+        ["tune", "--objective=time_to:0.9"],
+        2,
+        "needs --trial_time_budget",
+    ),
+    (
+        "tune: time_to under hyperband",
+        ["tune", "--objective=time_to:0.9", "--trial_time_budget=60", "--tuner=hyperband"],
+        2,
+        "does not work with hyperband",
+    ),
+    (
+        "tune: zero width multiplier",
+        ["tune", "--width_multiplier=1,0"],
+        2,
+        "width_multiplier must be",
+    ),
+    ("tune: label smoothing of 1", ["tune", "--label_smoothing=0,1"], 2, "label_smoothing must be"),
+    ("tune: empty batch size list", ["tune", "--batch_size="], 2, "batch_size: give at least one"),
 ]
 
 PLACEHOLDERS = {

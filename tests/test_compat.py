@@ -96,6 +96,37 @@ def test_upstream_grid_oracle_still_forgets_its_position():  # keras-tuner#1055
 # --------------------------------------------------------------------------
 
 
+def test_upstream_custom_gradient_still_pins_its_graph():  # tensorflow#27492, #97697
+    assert compat.custom_gradient_pins_graphs()
+
+
+def test_released_custom_gradients_lets_a_trained_models_graphs_go():
+    """Two fits under a one-device strategy (Keras all-reduces the gradients, a custom gradient):
+    inside the block each fit's train-step graph stays alive; after it, none does."""
+    from tensorflow.python.framework import func_graph
+
+    def live_step_graphs():
+        import gc
+
+        gc.collect()
+        return sum(
+            isinstance(o, func_graph.FuncGraph) and o.name.startswith("one_step_on_data")
+            for o in gc.get_objects()
+        )
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    before = live_step_graphs()
+    with compat.released_custom_gradients():
+        for _ in range(2):
+            with strategy.scope():
+                model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+                model.compile(optimizer="sgd", loss="mse")
+            model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+            del model
+        assert live_step_graphs() - before == 2  # what a search of many trials kept
+    assert live_step_graphs() == before
+
+
 def test_recursion_headroom_raises_the_limit_inside_and_restores_it():
     before = sys.getrecursionlimit()
     with compat.recursion_headroom(before + 5000):

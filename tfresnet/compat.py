@@ -377,6 +377,70 @@ def save_best_epoch_writes_in_place() -> bool:
 # interrupted trial finishes. Guard: a KerasTuner that restores the position itself is left alone.
 
 
+# TensorFlow's `tf.custom_gradient` in graph mode registers each use's gradient under a new name
+# in the global gradient registry and never removes it; its closure holds the traced graph, so
+# every traced train step stays in memory (tensorflow/tensorflow#27492, #97697; TF 2.21.0). Keras'
+# optimizer sums the gradients with `ReplicaContext.all_reduce`, which is such a custom gradient,
+# so every trial of a search pinned its whole train-step graph. keras-team/tf-keras#898 proposes
+# the same purge in `clear_session`. Guard: `custom_gradient_pins_graphs()`.
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
+
+
+@contextlib.contextmanager
+def released_custom_gradients() -> Iterator[None]:
+    """Drop, on exit, the custom gradients registered inside the block (and so the graphs they
+    hold). For code whose traced functions are all dead at the end of the block: one trial."""
+    if not custom_gradient_pins_graphs():
+        yield
+        return
+    registry = _gradient_registry()
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in [n for n in registry if n not in before]:
+            if name.startswith(CUSTOM_GRADIENT_PREFIX):
+                del registry[name]
+        import gc
+
+        gc.collect()
+
+
+def _gradient_registry() -> dict:
+    from tensorflow.python.framework import ops
+
+    return ops._gradient_registry._registry
+
+
+@functools.cache
+def custom_gradient_pins_graphs() -> bool:
+    """Probe: does a graph that used `tf.custom_gradient` stay alive once dropped?"""
+    import gc
+    import weakref
+
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def double(x):
+        return 2 * x, lambda dy: 2 * dy
+
+    @tf.function
+    def step(x):
+        return double(x)
+
+    registry = _gradient_registry()
+    before = set(registry)
+    concrete = step.get_concrete_function(tf.TensorSpec([], tf.float32))
+    graph = weakref.ref(concrete.graph)
+    del step, concrete
+    gc.collect()
+    pinned = graph() is not None
+    for name in set(registry) - before:  # the probe's own
+        del registry[name]
+    gc.collect()
+    return pinned
+
+
 def _resumable_grid_search_oracle():
     import keras_tuner
 

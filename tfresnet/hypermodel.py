@@ -4,6 +4,7 @@ trained by `train.fit_model`."""
 import dataclasses
 import math
 import os
+import time
 
 import keras
 import keras_tuner
@@ -19,10 +20,14 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     The strategy and the data are made once (on first use) and shared by all trials.
     """
 
-    def __init__(self, base_config, space, *, strategy=None, data=None):
+    def __init__(
+        self, base_config, space, *, strategy=None, data=None, time_budget=None, target=None
+    ):
         super().__init__(name="tfresnet")
         self.base_config = base_config
         self.space = space
+        self.time_budget = time_budget  # seconds a trial may train (TuneConfig.trial_time_budget)
+        self.target = target  # the validation accuracy of a time_to objective
         self._strategy = strategy
         self._data = data
 
@@ -64,12 +69,16 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             shortcut = specs.get_spec(
                 tune_config.model_name(self.family, depth, "A")
             ).default_shortcut
+        model = tune_config.model_name(self.family, depth, shortcut)
+        if values.get("width_multiplier") is not None:
+            model = f"{model}:width_multiplier={values['width_multiplier']:g}"
         overrides = dict(
-            model=tune_config.model_name(self.family, depth, shortcut),
+            model=model,
             shortcut=shortcut,
             preact=bool(values.get("preact", base.preact)),
             learning_rate=values.get("learning_rate", base.learning_rate),
             weight_decay=values.get("weight_decay", base.weight_decay),
+            **{n: values.get(n, getattr(base, n)) for n in tune_config.RECIPE_DIMENSIONS},
             run_dir=run_dir or base.run_dir,
             export=False,  # only the best model is exported, at the end of the search
             eval_test_each_epoch=False,  # trials never touch the test set
@@ -95,7 +104,8 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         trial's weights and trains the remaining epochs with its own learning-rate schedule.
         """
         callbacks = [
-            compat.checkpoint_atomically(c, self.strategy) for c in kwargs.pop("callbacks", [])
+            TrialClock(self.time_budget, self.target),  # first: KerasTuner's see its logs
+            *(compat.checkpoint_atomically(c, self.strategy) for c in kwargs.pop("callbacks", [])),
         ]
         rounds = None if epochs is None else epochs - initial_epoch
         config = self.trial_config(hp.values, run_dir=run_dir, epochs=rounds)
@@ -124,3 +134,34 @@ class TrialPreempted(rundir.Preempted, keras_tuner.errors.FatalError):
     """A stop request (SIGTERM) ended a trial after its backup. Fatal to the search, so that
     KerasTuner neither records the trial as failed nor goes on to the next one (each would stop
     at once); the same command resumes the trial from its backup."""
+
+
+class TrialClock(keras.callbacks.Callback):
+    """A trial's clock: each epoch's logs get `trial_seconds` (wall seconds since its training
+    began, validation included); with a `budget` the trial stops at the end of the epoch in
+    which the budget is spent; with a `target` the logs get `time_to_<target>`, the seconds at
+    which val_accuracy first reached it within the budget, or the budget itself until then (so a
+    trial that never reaches it scores its budget, behind every trial that did)."""
+
+    def __init__(self, budget: float | None = None, target: float | None = None):
+        super().__init__()
+        self.budget, self.target = budget, target
+        self.reached = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        if logs is None:
+            return
+        logs["trial_seconds"] = elapsed
+        within = self.budget is None or elapsed <= self.budget
+        if self.target is not None:
+            if self.reached is None and within and logs.get("val_accuracy", 0) >= self.target:
+                self.reached = elapsed
+            logs[tune_config.time_to_metric(self.target)] = (
+                self.reached if self.reached is not None else self.budget
+            )
+        if self.budget is not None and elapsed >= self.budget:
+            self.model.stop_training = True

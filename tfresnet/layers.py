@@ -1,6 +1,6 @@
 """The few custom layers tfresnet needs, each registered so `.keras` files load in safe mode:
-the option-A `ZeroPadShortcut`, a `BatchNormalization` on TF's fused kernel, and
-`SparseCrossentropy` (label smoothing for the `fast` recipe's loss)."""
+the option-A `ZeroPadShortcut`, a `BatchNormalization` on TF's fused kernel, and the fast
+recipe's label-smoothed `SparseCrossentropy`."""
 
 import keras
 from keras import ops

@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 import keras_tuner
@@ -20,7 +21,18 @@ PAPER_DEPTHS = {
 }
 DEFAULT_MAX_TRIALS = 10  # random and bayesian; grid runs its whole grid
 # TrainConfig fields the search space sets per trial (the rest of the config is shared).
-SPACE_FIELDS = ("model", "shortcut", "preact", "learning_rate", "weight_decay")
+SPACE_FIELDS = (
+    "model",
+    "shortcut",
+    "preact",
+    "learning_rate",
+    "weight_decay",
+    "batch_size",
+    "label_smoothing",
+    "warmup_epochs",
+)
+# SearchSpace dimensions that are TrainConfig fields of the same name, set as they are.
+RECIPE_DIMENSIONS = ("batch_size", "label_smoothing", "warmup_epochs")
 # TrainConfig fields each trial sets itself: its own run directory, no test set, a fresh start.
 TRIAL_FIELDS = ("run_dir", "eval_test_each_epoch", "resume", "overwrite")
 # TrainConfig fields that do not define a search (a re-run may change them).
@@ -81,6 +93,28 @@ class SearchSpace:
     weight_decay: tuple | float | None = setting(
         (1e-4, 5e-4), "Weight decays.", group=SPACE_GROUP, item=float
     )
+    batch_size: tuple | int | None = setting(
+        None,
+        "Global batch sizes; the recipe's learning rate scales with each unless learning_rate "
+        "is searched or fixed too.",
+        group=SPACE_GROUP,
+        item=int,
+    )
+    label_smoothing: tuple | float | None = setting(
+        None, "Label smoothings of the loss (fast recipe: 0.1).", group=SPACE_GROUP, item=float
+    )
+    warmup_epochs: tuple | float | None = setting(
+        None,
+        "Epochs of linear warm-up before the cosine decay (the fast recipe's: 1).",
+        group=SPACE_GROUP,
+        item=float,
+    )
+    width_multiplier: tuple | float | None = setting(
+        None,
+        "Width multipliers of every stage's filters (cifar_resnet20:width_multiplier=2).",
+        group=SPACE_GROUP,
+        item=float,
+    )
     family: str | None = setting(
         None, "Model family; default by image size.", group=SPACE_GROUP, choices=FAMILIES
     )
@@ -95,6 +129,9 @@ class SearchSpace:
                 for value in values or ():
                     config_lib.check_value(train_lib.TrainConfig, field.name, value)
         config_lib.check_fields(self)  # the family
+        for width in self.width_multiplier or ():
+            if not 0 < width < math.inf:
+                raise ValueError(f"width_multiplier must be a number > 0; got {width}.")
         if self.family is not None:
             self.depths(self.family)
 
@@ -113,6 +150,8 @@ class SearchSpace:
             ("preact", self.preact),
             ("learning_rate", self.learning_rate),
             ("weight_decay", self.weight_decay),
+            *((name, getattr(self, name)) for name in RECIPE_DIMENSIONS),
+            ("width_multiplier", self.width_multiplier),
         )
 
     def grid_size(self, family: str) -> int:
@@ -179,9 +218,18 @@ class TuneConfig:
     )
     objective: str = setting(
         "val_accuracy",
-        "Validation metric to select on (a metric a trial logs, or name:min|max).",
+        "Validation metric to select on (a metric a trial logs, or name:min|max), or "
+        "time_to:ACCURACY: training seconds until the validation accuracy first reached ACCURACY "
+        "(needs --trial_time_budget, which a trial that never reaches it scores).",
         group="search",
         check=_check_objective,
+    )
+    trial_time_budget: float | None = setting(
+        None,
+        "Seconds one trial may train: it stops at the end of the epoch in which they are spent "
+        "and is reported with the epochs it ran; default no limit.",
+        group="search",
+        check=at_least(0, "a number of seconds", strict=True),
     )
     hyperband_factor: int = setting(
         3,
@@ -204,6 +252,12 @@ class TuneConfig:
     max_consecutive_failed_trials: int = setting(
         3, "Stop after this many failures in a row.", group="search", check=at_least(1)
     )
+    keep_trial_models: bool = setting(
+        False,
+        "Keep every finished trial's checkpoints and model.keras; default only the best "
+        "trial's model (the rest keep config, history, results and logs).",
+        group="search",
+    )
     evaluate_best: bool = setting(
         True, "Test error of the best trial, after selection.", group="search"
     )
@@ -225,6 +279,18 @@ class TuneConfig:
                 "(e.g. 0.1 of train, or 5000 for the paper's 45k/5k CIFAR-10 split). The test "
                 "set is never used for selection."
             )
+        if time_to_target(self.objective) is not None:
+            if self.trial_time_budget is None:
+                raise ValueError(
+                    f"objective {self.objective!r} needs --trial_time_budget: the score of a "
+                    "trial that never reaches the accuracy (e.g. --trial_time_budget=600)."
+                )
+            if self.tuner == "hyperband":
+                raise ValueError(
+                    f"objective {self.objective!r} does not work with hyperband, whose promoted "
+                    "trials start from their parent's weights (not one training's time); use "
+                    "random, bayesian or grid."
+                )
         if self.tuner == "hyperband" and (self.train.steps or self.train.budget):
             raise ValueError(
                 "hyperband counts a trial's budget in epochs: give epochs (the most one trial "
@@ -234,8 +300,8 @@ class TuneConfig:
     def identity(self) -> dict:
         """What must match for a re-run to continue this search."""
         values = dataclasses.asdict(self)
-        values.pop("overwrite")
-        values.pop("directory")
+        for name in ("overwrite", "directory", "keep_trial_models"):  # a re-run may change them
+            values.pop(name)
         values["train"] = run_identity(values["train"])
         return json.loads(json.dumps(values, default=str))
 
@@ -264,12 +330,42 @@ _EPOCH_METRICS = ("accuracy", "loss", "top5_accuracy")  # and each with val_
 OBJECTIVE_METRICS = (*_EPOCH_METRICS, *(f"val_{m}" for m in _EPOCH_METRICS), "weight_decay_loss")
 
 
+TIME_TO = "time_to"  # --objective=time_to:0.94
+
+
+def time_to_target(text: str) -> float | None:
+    """The validation accuracy of a `time_to:<accuracy>` objective; None for another objective."""
+    name, _, value = text.partition(":")
+    if name != TIME_TO:
+        return None
+    try:
+        target = float(value)
+    except ValueError:
+        target = math.nan
+    if not 0 < target <= 1:
+        raise ValueError(
+            f"objective {text!r}: give the validation accuracy to reach, in (0, 1], e.g. "
+            f"{TIME_TO}:0.94."
+        )
+    return target
+
+
+def time_to_metric(target: float) -> str:
+    """The metric a trial logs for `time_to:<target>`: seconds until val_accuracy >= target."""
+    return f"{TIME_TO}_{target:g}"
+
+
 def make_objective(text: str) -> keras_tuner.Objective:
-    """A `keras_tuner.Objective` from "val_accuracy", "val_loss" or "name:max" / "name:min".
+    """A `keras_tuner.Objective` from "val_accuracy", "val_loss", "name:max" / "name:min", or
+    "time_to:0.94" (training seconds until the validation accuracy first reached 0.94; lower is
+    better).
 
     The direction is inferred here, not by KerasTuner, which builds a Keras metric to find it
     and so starts TensorFlow before a mirrored strategy could split the CPU.
     """
+    target = time_to_target(text)
+    if target is not None:
+        return keras_tuner.Objective(time_to_metric(target), "min")
     name, _, direction = text.partition(":")
     if name not in OBJECTIVE_METRICS:
         raise ValueError(f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}.")

@@ -19,6 +19,10 @@ RESULTS_COLUMNS = (
     "learning_rate",
     "weight_decay",
     "epochs",
+    "batch_size",
+    "label_smoothing",
+    "warmup_epochs",
+    "width_multiplier",
     "val_error",
     "test_error",
     "params",
@@ -37,6 +41,7 @@ def trial_rows(tuner: keras_tuner.Tuner, hypermodel: keras_tuner.HyperModel) -> 
         values = trial.hyperparameters.values
         config = hypermodel.trial_config(values)
         schedule = (results or {}).get("schedule", {})
+        ran = len((results or {}).get("curves", {}).get("epoch", [])) or None
         rows.append(
             {
                 "trial": trial_id,
@@ -46,7 +51,13 @@ def trial_rows(tuner: keras_tuner.Tuner, hypermodel: keras_tuner.HyperModel) -> 
                 "preact": config.preact,
                 "learning_rate": schedule.get("learning_rate", config.learning_rate),
                 "weight_decay": schedule.get("weight_decay", config.weight_decay),
-                "epochs": schedule.get("epochs"),
+                "epochs": ran or schedule.get("epochs"),
+                # Fewer than planned: the time budget stopped it (--trial_time_budget).
+                "planned_epochs": schedule.get("epochs"),
+                "batch_size": schedule.get("batch_size", config.batch_size),
+                "label_smoothing": config.label_smoothing,
+                "warmup_epochs": config.warmup_epochs,
+                "width_multiplier": values.get("width_multiplier"),
                 "val_error": (results or {}).get("final", {}).get("val_error"),
                 "test_error": None,
                 "params": (results or {}).get("model", {}).get("params"),
@@ -58,7 +69,25 @@ def trial_rows(tuner: keras_tuner.Tuner, hypermodel: keras_tuner.HyperModel) -> 
                 "run_dir": os.path.join(trial_dir, "run"),
             }
         )
+        if hypermodel.target is not None:
+            rows[-1]["time_to_s"] = time_to(
+                os.path.join(trial_dir, "run", "history.csv"),
+                hypermodel.target,
+                hypermodel.time_budget,
+            )
     return rows
+
+
+def time_to(history_path: str, target: float, budget: float | None) -> float | None:
+    """Seconds of training until val_accuracy first reached `target` within `budget`; None if
+    it never did (the trial then scored the budget)."""
+    for row in rundir.read_history_rows(history_path):
+        seconds, accuracy = row.get("trial_seconds"), row.get("val_accuracy")
+        if seconds is None or (budget is not None and seconds > budget):
+            return None
+        if accuracy is not None and accuracy >= target:
+            return seconds
+    return None
 
 
 def write_results(directory: str, results: dict) -> None:
@@ -76,7 +105,11 @@ def write_results(directory: str, results: dict) -> None:
 def results_markdown(results: dict) -> str:
     """The trials as a markdown table, then a line on the best trial."""
     header = ["trial", "model", "depth", "shortcut", "preact", "lr", "weight decay", "epochs"]
+    header += ["batch", "smoothing", "warm-up", "width"]
     header += ["val error", "test error", "params", "time (s)", "status"]
+    timed = any("time_to_s" in row for row in results["trials"])
+    if timed:
+        header.insert(-1, f"time to {results['objective'].partition(':')[2]} (s)")
     best_trial = (results["best"] or {}).get("trial")
     rows = []
     for row in results["trials"]:
@@ -89,7 +122,11 @@ def results_markdown(results: dict) -> str:
             "yes" if row["preact"] else "no",
             _number(row["learning_rate"]),
             _number(row["weight_decay"]),
-            row["epochs"] if row["epochs"] is not None else "-",
+            _epochs(row),
+            row.get("batch_size") or "-",
+            _number(row.get("label_smoothing")),
+            _number(row.get("warmup_epochs")),
+            _number(row.get("width_multiplier") or 1.0),
             _percent(row["val_error"]),
             _percent(row.get("test_error")),
             f"{row['params']:,}" if row["params"] is not None else "-",
@@ -97,6 +134,10 @@ def results_markdown(results: dict) -> str:
             row["status"]
             + (f": {row['message']}" if row["status"] != "COMPLETED" and row["message"] else ""),
         ]
+        if timed:
+            time_to_s = row.get("time_to_s")
+            reached = f"{time_to_s:.0f}" if time_to_s is not None else "not reached (budget)"
+            cells.insert(-1, reached if row["status"] == "COMPLETED" else "-")
         rows.append(cells)
     lines = [markdown.table(header, rows)]
     best = results["best"]
@@ -115,6 +156,16 @@ def results_markdown(results: dict) -> str:
     else:
         lines.append("\nNo trial completed.")
     return "\n".join(lines)
+
+
+def _epochs(row):
+    """The epochs a trial ran, and of how many planned when the time budget stopped it."""
+    if row["epochs"] is None:
+        return "-"
+    planned = row.get("planned_epochs")
+    if planned and row["epochs"] < planned:
+        return f"{row['epochs']} of {planned} (time budget)"
+    return row["epochs"]
 
 
 def _percent(value):

@@ -18,10 +18,11 @@ class _TrialRunner(compat.KerasTunerFixes):
     until then the oracle hands the same trial to a tuner restarted under the same id.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, keep_trial_models: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self._trial_hold = contextlib.ExitStack()
         self._held = None  # the `runlock.Hold` of the running trial's run directory
+        self.keep_trial_models = keep_trial_models
 
     def search(self, *args, **kwargs):
         try:
@@ -44,18 +45,39 @@ class _TrialRunner(compat.KerasTunerFixes):
             super().on_trial_end(trial)
         finally:
             self._trial_hold.close()
+        if not self.keep_trial_models:
+            self.drop_trial_models()
+
+    def drop_trial_models(self) -> None:
+        """Keep of each finished trial what the report needs (config, history, results, logs):
+        its checkpoints go, and its model.keras unless it is the best trial so far (a trial
+        that is not the best never becomes it again). Hyperband keeps KerasTuner's best-epoch
+        weights, from which it continues a promoted trial."""
+        best = {t.trial_id for t in self.oracle.get_best_trials(1)}
+        project = self.project_dir
+        for name in files.listdir(project):
+            run_dir = files.join(project, name, "run")
+            if not name.startswith("trial_") or not rundir.finished(run_dir):
+                continue
+            files.remove(files.join(run_dir, "checkpoints"))
+            if not isinstance(self, keras_tuner.Hyperband):
+                files.remove(files.join(project, name, "checkpoint.weights.h5"))
+            if name[len("trial_") :] not in best:
+                files.remove(files.join(run_dir, "model.keras"))
 
     def _run_dir(self, trial):
         return os.path.join(self.get_trial_dir(trial.trial_id), "run")
 
     def run_trial(self, trial, *args, **kwargs):
-        """KerasTuner's, in the trial's run directory; appends the attempt (tuner, pid, seconds,
-        outcome) to the trial's attempts.jsonl."""
+        """KerasTuner's, in the trial's run directory, releasing the trial's graphs at its end;
+        appends the attempt (tuner, pid, seconds, outcome) to the trial's attempts.jsonl."""
         run_dir = self._run_dir(trial)
         _clear_unresumable(run_dir)
         start, outcome = time.perf_counter(), "completed"
         try:
-            return super().run_trial(trial, *args, run_dir=run_dir, held=self._held, **kwargs)
+            # Each trial's traced graphs go with it: a process running many trials stays level.
+            with compat.released_custom_gradients():
+                return super().run_trial(trial, *args, run_dir=run_dir, held=self._held, **kwargs)
         except BaseException as err:
             outcome = type(err).__name__
             raise
@@ -152,6 +174,7 @@ def build_tuner(
         # tuner's) and wrote its search.json, which KerasTuner's overwrite would delete again.
         overwrite=False,
         distribution_strategy=hypermodel.strategy,
+        keep_trial_models=config.keep_trial_models,
     )
     if config.tuner == "hyperband":
         return Hyperband(

@@ -26,6 +26,7 @@ are re-exported here).
 """
 
 import contextlib
+import dataclasses
 import os
 
 import keras
@@ -105,6 +106,13 @@ def check_search_dir(config: TuneConfig) -> None:
         train = saved.get("train")
         if isinstance(train, dict):
             saved["train"] = tune_config.run_identity(train)
+        # A setting or dimension added since the search was saved compares at its default.
+        for field in dataclasses.fields(TuneConfig):
+            if field.name in config.identity() and field.default is not dataclasses.MISSING:
+                saved.setdefault(field.name, field.default)
+        space = saved.get("space")
+        if isinstance(space, dict):
+            saved["space"] = {**dict.fromkeys(config.identity()["space"]), **space}
         if saved != config.identity():
             differs = _differences(saved, config.identity())
             raise train_lib.TrainingError(
@@ -171,7 +179,14 @@ def search(
     `TrialInUse` if another process trains this tuner's trial; both worth a retry later.
     """
     files.check_output_dir(config.directory, "directory", unset="runs/tune-<tuner>-<dataset>")
-    hypermodel = ResNetHyperModel(config.train, config.space, strategy=strategy, data=data)
+    hypermodel = ResNetHyperModel(
+        config.train,
+        config.space,
+        strategy=strategy,
+        data=data,
+        time_budget=config.trial_time_budget,
+        target=tune_config.time_to_target(config.objective),
+    )
     with contextlib.ExitStack() as stack:
         if not tuners.is_worker() and distribute.writes_run_dir(hypermodel.strategy):
             files.makedirs(config.directory)
