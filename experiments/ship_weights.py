@@ -87,7 +87,7 @@ def ship(run_dir: str, name: str, weights_dir: str | None = None) -> dict:
             "precision": results.get("precision"),
         },
         "params": models.count_params(model),
-        "command": retrain_command(config),
+        "command": retrain_command(config, results.get("schedule", {}).get("epochs")),
         "config": config,
         "versions": results.get("versions"),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
@@ -141,8 +141,9 @@ def class_names(run_dir: str, config: dict, num_classes: int) -> list[str]:
     return list(info.class_names)
 
 
-def retrain_command(config: dict) -> str:
-    """`tfresnet train` with the flags that set `config` (fields at their defaults left out)."""
+def retrain_command(config: dict, epochs: int | None = None) -> str:
+    """`tfresnet train` with the flags that set `config` (fields at their defaults left out);
+    the run's length as `--epochs` where the config left it to a default that may change."""
     from tfresnet import train
 
     defaults = {
@@ -162,6 +163,8 @@ def retrain_command(config: dict) -> str:
             parts.append(f"--{key}={value:g}")
         else:
             parts.append(f"--{key}={value}")
+    if epochs is not None and all(config.get(k) is None for k in ("budget", "epochs", "steps")):
+        parts.append(f"--epochs={epochs}")
     return " ".join(parts)
 
 

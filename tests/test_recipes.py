@@ -96,8 +96,8 @@ def test_turning_every_trick_off_gives_the_papers_cifar_recipe_at_the_fast_lengt
 
 
 def test_the_fast_recipe_trains_its_own_epochs_and_a_budget_is_a_share_of_them():
-    assert recipes.total_steps(FAST, steps_per_epoch=234, batch_size=256) == 8 * 234
-    assert recipes.total_steps(FAST, steps_per_epoch=234, batch_size=128, budget=0.5) == 4 * 234
+    assert recipes.total_steps(FAST, steps_per_epoch=234, batch_size=256) == 12 * 234
+    assert recipes.total_steps(FAST, steps_per_epoch=234, batch_size=128, budget=0.5) == 6 * 234
     assert recipes.total_steps(FAST, steps_per_epoch=234, batch_size=256, epochs=3) == 3 * 234
 
 

@@ -255,3 +255,12 @@ def _correct(model, dataset, flip=False):
         correct += int((probabilities.argmax(-1) == np.asarray(labels)).sum())
         total += len(labels)
     return correct, total
+
+
+def test_the_retrain_command_names_a_length_the_recipe_left_to_its_default():
+    """A run that took its recipe's length retrains to that length even after the default
+    changes; a length the run set is said once, as it was set."""
+    config = {"model": "resnet20", "dataset": "fashion_mnist", "recipe": "fast", "epochs": None}
+    assert ship_weights.retrain_command(config, 8).endswith("--recipe=fast --epochs=8")
+    config["epochs"] = 5
+    assert ship_weights.retrain_command(config, 5).count("--epochs") == 1

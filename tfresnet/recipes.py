@@ -72,15 +72,16 @@ CIFAR = Recipe("cifar", 128, 0.1, 0.9, 1e-4, 64_000, (32_000, 48_000), warmup_st
 RECIPES = {
     "cifar": CIFAR,
     "imagenet": Recipe("imagenet", 256, 0.1, 0.9, 1e-4, 600_000, (150_000, 300_000, 450_000)),
-    # The paper's CIFAR network and step shape (for --lr_schedule=steps) in 8 epochs, with the
-    # tricks on. Initial values from the literature, to be set by tuning on a validation split.
+    # The paper's CIFAR network and step shape (for --lr_schedule=steps) with the tricks on, for
+    # ten minutes on 2 CPU cores: 12 epochs beat 8 on validation (experiments/results/
+    # time_to_accuracy). The other values are the literature's until the search sets them.
     "fast": dataclasses.replace(
         CIFAR,
         name="fast",
         batch_size=256,
         learning_rate=0.2,
         weight_decay=5e-4,
-        epochs=8,
+        epochs=12,
         lr_schedule="cosine",
         warmup_epochs=1.0,
         label_smoothing=0.1,

@@ -101,7 +101,7 @@ class TrainConfig:
     )
     recipe: str | None = setting(
         None,
-        "Training recipe: cifar, imagenet (the paper's) or fast (8 epochs, with the tricks of "
+        "Training recipe: cifar, imagenet (the paper's) or fast (12 epochs, with the tricks of "
         "docs/training.md on); default by image size.",
         group="schedule",
         choices=recipes.RECIPES,
