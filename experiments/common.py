@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from tfresnet import cli, files, machine
+from tfresnet import cli, files, machine, train_config
 from tfresnet import train as train_lib
 from tfresnet.cli import config_flags
 from tfresnet.runlock import RunDirInUse
@@ -172,8 +172,9 @@ def _same_run(run_dir, config):
     Fields the saved config lacks (added to TrainConfig later) are not compared.
     """
     with open(os.path.join(run_dir, "config.json")) as f:
-        saved = json.load(f)
-    mine = {k: v for k, v in config.identity().items() if k != "run_dir" and k in saved}
+        saved = train_config.comparable(json.load(f))
+    mine = train_config.comparable(config.identity())
+    mine = {k: v for k, v in mine.items() if k != "run_dir" and k in saved}
     return {k: saved[k] for k in mine} == mine
 
 

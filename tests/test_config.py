@@ -4,6 +4,7 @@ is made."""
 
 import dataclasses
 import glob
+import json
 import os
 import re
 
@@ -153,3 +154,18 @@ def test_settings_are_checked_where_the_config_is_made():
     assert TrainConfig(verbose=2).verbose == "2"  # the int earlier runs saved
     with pytest.raises(ValueError, match=r"^max_trials must be >= 1; got 0\.$"):
         tuning.TuneConfig(tuning.shared_train_config(), max_trials=0)
+
+
+def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_run(tmp_path):
+    """Runs saved False; a config now says None (the recipe's value: False for the paper's)."""
+    from tfresnet import train_config
+
+    config = train_config.TrainConfig(run_dir=str(tmp_path / "r"), dataset="digits", epochs=1)
+    old = {**config.identity(), "zero_init_residual": False}
+    assert train_config.comparable(old) == train_config.comparable(config.identity())
+    fast = {**config.identity(), "recipe": "fast"}
+    assert train_config.comparable(fast)["zero_init_residual"] is True
+    os.makedirs(config.run_dir)
+    with open(os.path.join(config.run_dir, "config.json"), "w") as f:
+        json.dump({**config.identity(), "zero_init_residual": False}, f)
+    assert train_config.check_run_dir(config).zero_init_residual is None  # not refused

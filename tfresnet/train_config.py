@@ -258,6 +258,16 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_IDENTITY_FIELDS}
 
 
+def comparable(identity: dict) -> dict:
+    """A run's identity with `zero_init_residual` left to the recipe (None) written as the
+    recipe's value: runs saved before it became a recipe setting said False, which is the same
+    run as None under the paper's recipes."""
+    if identity.get("zero_init_residual") is None and "zero_init_residual" in identity:
+        recipe = recipes.RECIPES.get(identity.get("recipe") or "cifar", recipes.CIFAR)
+        identity = {**identity, "zero_init_residual": recipe.zero_init_residual}
+    return identity
+
+
 def check_run_dir(config: TrainConfig) -> TrainConfig:
     """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing.
 
@@ -283,11 +293,12 @@ def check_run_dir(config: TrainConfig) -> TrainConfig:
         saved = {k: v for k, v in saved.items() if k in known and k not in kept}
         config = TrainConfig(**{**saved, **kept, "run_dir": config.run_dir})
     else:
-        mine = config.identity()
+        mine = comparable(config.identity())
         theirs = {k: v for k, v in saved.items() if k not in NON_IDENTITY_FIELDS}
         # A field added to TrainConfig since the run started compares at its default.
         defaults = TrainConfig(run_dir=config.run_dir).identity()
-        differs = sorted(k for k, v in mine.items() if theirs.get(k, defaults.get(k)) != v)
+        theirs = comparable({**defaults, **theirs})
+        differs = sorted(k for k, v in mine.items() if theirs.get(k) != v)
         if differs:
             raise TrainingError(
                 f"Run directory {config.run_dir!r} holds a different run (differs in: "
