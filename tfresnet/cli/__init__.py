@@ -18,6 +18,7 @@ shows them; a TF_CPP_MIN_LOG_LEVEL you set is kept), and Keras' progress bar bec
 per epoch when stdout is not a terminal (`--verbose` chooses).
 """
 
+import importlib
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -35,20 +36,7 @@ def command_modules() -> dict:
     """{command: its module}: each defines `define_flags(fv)` and `run(fv, args)`, the flags
     filling the arguments of the library function a notebook would call. Imported on first use:
     they import TensorFlow, which must wait for `run` to set the log environment."""
-    from tfresnet.cli import evaluate, export, models, predict, train, tune
-
-    return {
-        "train": train,
-        "evaluate": evaluate,
-        "tune": tune,
-        "export": export,
-        "predict": predict,
-        "models": models,
-    }
-
-
-def usage() -> str:
-    return __doc__.strip() + "\n"
+    return {command: importlib.import_module(f"tfresnet.cli.{command}") for command in COMMANDS}
 
 
 EXIT_USAGE = 2  # bad flags or input: fix the command
@@ -63,7 +51,7 @@ def main(argv: list[str]) -> int:
     from absl import flags  # here: `run` installs the SIGTERM handler before any import
 
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
-        print(usage())
+        print(__doc__.strip(), end="\n\n")
         if len(argv) >= 2:
             return 0
         print(f"error: give a command; allowed: {', '.join(COMMANDS)}.", file=sys.stderr)
@@ -89,8 +77,9 @@ def main(argv: list[str]) -> int:
             f"error: tfresnet {command}: {err} (see `tfresnet {command} --help`)", file=sys.stderr
         )
         return EXIT_USAGE
-    if fv.help:
-        print(f"tfresnet {command} flags:\n{command_help(fv)}")
+    if fv.help:  # a section per group, in the order the command defined them (absl sorts them)
+        sections = (fv.module_help(group) for group in fv.flags_by_module_dict())
+        print(f"tfresnet {command} flags:\n" + "\n".join(sections))
         return 0
     if args[1:] and not getattr(module, "TAKES_ARGUMENTS", False):
         print(
@@ -109,12 +98,6 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr)
         return status
-
-
-def command_help(fv: "flags.FlagValues") -> str:
-    """The flags' help, a section per group in the order the command defined them (absl's
-    `get_help` sorts its sections by name)."""
-    return "\n".join(fv.module_help(group) for group in fv.flags_by_module_dict())
 
 
 def classify_error(err: BaseException, fv: "flags.FlagValues | None" = None) -> tuple[int, str]:
