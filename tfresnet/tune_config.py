@@ -2,6 +2,7 @@
 `search.json`) and the objective a trial is selected on."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -42,7 +43,8 @@ def _as_values(name, value, kind):
     return values
 
 
-SPACE_GROUP = "search space (unset: the tuner's default)"
+# A SearchSpace field, listed in --help under the search space.
+dimension = functools.partial(setting, group="search space (unset: the tuner's default)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,53 +57,46 @@ class SearchSpace:
     `TrainConfig` field of the same name checks it.
     """
 
-    depth: tuple | int | None = setting(
+    depth: tuple | int | None = dimension(
         None,
         "Depths to search; default the paper's (CIFAR 20,32,44,56,110; ImageNet 18,...,152).",
-        group=SPACE_GROUP,
         item=int,
     )
-    shortcut: tuple | str | None = setting(
+    shortcut: tuple | str | None = dimension(
         blocks.SHORTCUTS,
         f"Shortcut options among {','.join(blocks.SHORTCUTS)} (none = plain net).",
-        group=SPACE_GROUP,
         item=str,
         choices=blocks.SHORTCUTS,
     )
-    preact: tuple | bool | None = setting(
-        (False, True), "Pre-activation: true, false or true,false.", group=SPACE_GROUP, item=bool
+    preact: tuple | bool | None = dimension(
+        (False, True), "Pre-activation: true, false or true,false.", item=bool
     )
-    learning_rate: tuple | float | None = setting(
-        (0.05, 0.1, 0.2), "Learning rates (used as given).", group=SPACE_GROUP, item=float
+    learning_rate: tuple | float | None = dimension(
+        (0.05, 0.1, 0.2), "Learning rates (used as given).", item=float
     )
-    weight_decay: tuple | float | None = setting(
-        (1e-4, 5e-4), "Weight decays.", group=SPACE_GROUP, item=float
-    )
-    batch_size: tuple | int | None = setting(
+    weight_decay: tuple | float | None = dimension((1e-4, 5e-4), "Weight decays.", item=float)
+    batch_size: tuple | int | None = dimension(
         None,
         "Global batch sizes; the recipe's learning rate scales with each unless learning_rate "
         "is searched or fixed too.",
-        group=SPACE_GROUP,
         item=int,
     )
-    label_smoothing: tuple | float | None = setting(
-        None, "Label smoothings of the loss (fast recipe: 0.1).", group=SPACE_GROUP, item=float
+    label_smoothing: tuple | float | None = dimension(
+        None, "Label smoothings of the loss (fast recipe: 0.1).", item=float
     )
-    warmup_epochs: tuple | float | None = setting(
+    warmup_epochs: tuple | float | None = dimension(
         None,
         "Epochs of linear warm-up before the cosine decay (the fast recipe's: 1).",
-        group=SPACE_GROUP,
         item=float,
     )
-    width_multiplier: tuple | float | None = setting(
+    width_multiplier: tuple | float | None = dimension(
         None,
         "Width multipliers of every stage's filters (cifar_resnet20:width_multiplier=2).",
-        group=SPACE_GROUP,
         item=float,
         check=at_least(0, "a number", strict=True),
     )
-    family: str | None = setting(
-        None, "Model family; default by image size.", group=SPACE_GROUP, choices=specs.FAMILIES
+    family: str | None = dimension(
+        None, "Model family; default by image size.", choices=specs.FAMILIES
     )
 
     def __post_init__(self):
@@ -174,16 +169,9 @@ def shared_train_config() -> train_lib.TrainConfig:
     return train_lib.TrainConfig(validation_size=0.1)
 
 
-def _check_objective(name, value):
-    make_objective(value)
-
-
 @dataclasses.dataclass
 class TuneConfig:
-    """Everything that defines a search; saved as `search.json` in its directory.
-
-    Each field is written once, here, with its help (`tfresnet tune --help`) and its check.
-    """
+    """Everything that defines a search; saved as `search.json` in its directory."""
 
     train: train_lib.TrainConfig = setting(
         default_factory=shared_train_config,
@@ -207,7 +195,7 @@ class TuneConfig:
         "time_to:ACCURACY: training seconds until the validation accuracy first reached ACCURACY "
         "(needs --trial_time_budget, which a trial that never reaches it scores).",
         group="search",
-        check=_check_objective,
+        check=lambda name, value: make_objective(value),
     )
     trial_time_budget: float | None = setting(
         None,

@@ -4,6 +4,7 @@ trial (and the `compat` fixes of KerasTuner's internals); `build_tuner` picks on
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -31,21 +32,19 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         self.space = space
         self.time_budget = time_budget  # seconds a trial may train (TuneConfig.trial_time_budget)
         self.target = target  # the validation accuracy of a time_to objective
-        self._strategy = strategy
-        self._data = data
+        if strategy is not None:
+            self.strategy = strategy
+        if data is not None:
+            self.data = data
 
-    @property
-    def strategy(self):
-        if self._strategy is None:
-            self._strategy = train_lib.make_strategy(self.base_config)
-        return self._strategy
+    @functools.cached_property
+    def strategy(self) -> tf.distribute.Strategy:
+        return train_lib.make_strategy(self.base_config)
 
-    @property
+    @functools.cached_property
     def data(self):
-        if self._data is None:
-            self.strategy  # noqa: B018 -- mirrored on CPU must split the CPU before TF starts
-            self._data = train_lib.load_run_data(self.base_config)
-        return self._data
+        self.strategy  # noqa: B018 -- mirrored on CPU must split the CPU before TF starts
+        return train_lib.load_run_data(self.base_config)
 
     @property
     def family(self):

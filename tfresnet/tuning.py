@@ -24,7 +24,6 @@ import io
 import json
 import os
 
-import keras
 import keras_tuner
 import tensorflow as tf
 
@@ -208,7 +207,8 @@ def summarize(config: TuneConfig, tuner: keras_tuner.Tuner, hypermodel: ResNetHy
 
 
 def measure_and_export(config: TuneConfig, best: dict, hypermodel: ResNetHyperModel) -> dict:
-    """Test error of the selected trial's final model, then its SavedModel under export/."""
+    """Test error of the selected trial's final model, then its SavedModel under export/, once
+    per best trial (a re-run that selects it again reuses it)."""
     found = {"best": True}
     if not (config.evaluate_best or config.train.export):
         return found
@@ -222,27 +222,22 @@ def measure_and_export(config: TuneConfig, best: dict, hypermodel: ResNetHyperMo
         found["test_error"] = 1.0 - float(
             model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]
         )
-    if config.train.export:
-        found["export"] = export_best(config, best, model, hypermodel.data.info)
-    return found
-
-
-def export_best(config: TuneConfig, best: dict, model: keras.Model, info: data_lib.DataInfo) -> str:
-    """Export the best model once per best trial (a re-run that selects it again reuses it)."""
+    if not config.train.export:
+        return found
     marker = os.path.join(config.directory, "best_export.json")
     done = read_json_if_exists(marker)
     if done and done.get("trial") == best["trial"] and tf.io.gfile.isdir(done.get("path", "")):
-        return done["path"]
+        return {**found, "export": done["path"]}
     from tfresnet import export
 
-    path = export.export_for_serving(
+    found["export"] = export.export_for_serving(
         model,
         os.path.join(config.directory, "export"),
         model_name=best["model"],
-        class_names=list(info.class_names) or None,
+        class_names=list(hypermodel.data.info.class_names) or None,
     )
-    files.write_json(marker, {"trial": best["trial"], "path": path})
-    return path
+    files.write_json(marker, {"trial": best["trial"], "path": found["export"]})
+    return found
 
 
 def trial_rows(tuner: keras_tuner.Tuner, hypermodel: ResNetHyperModel) -> list[dict]:

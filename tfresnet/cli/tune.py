@@ -1,9 +1,8 @@
 """`tfresnet tune`: flags fill a `tuning.TuneConfig`, then `tuning.search(config)`.
 
-The flags are the fields of the three configs of a search, each written once: the `TrainConfig`
-fields every trial shares (defaults: `tune_config.shared_train_config()`), the `SearchSpace` (as
-lists; unset: the tuner's default space) and the `TuneConfig`'s own. The space picks the models
-and each trial has its own run directory: no --model, --run_dir or --resume.
+The flags are the fields of the `TrainConfig` every trial shares (less what the space or the
+trial sets: no --model, --run_dir or --resume), of the `SearchSpace` (as lists) and of the
+`TuneConfig` itself.
 """
 
 import dataclasses
