@@ -356,6 +356,12 @@ CASES = [
     ),
     ("tune: label smoothing of 1", ["tune", "--label_smoothing=0,1"], 2, "label_smoothing must be"),
     ("tune: empty batch size list", ["tune", "--batch_size="], 2, "batch_size: give at least one"),
+    (
+        "tune: hyperband without epochs",
+        ["tune", "--tuner=hyperband", "--dataset=cifar10", "--directory={tmp}/s"],
+        2,
+        "hyperband counts a trial's budget in epochs",
+    ),
 ]
 
 PLACEHOLDERS = {

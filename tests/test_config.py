@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from repo_files import ROOT
 
-from tfresnet import cli, files, tuning
+from tfresnet import cli, files, tune_config, tuning
 from tfresnet import train as train_lib
 from tfresnet.cli import train as train_cli
 from tfresnet.cli import tune as tune_cli
@@ -41,7 +41,9 @@ def test_every_train_setting_is_a_flag_and_every_flag_a_setting():
 
 
 def test_tune_flags_are_the_shared_train_settings_the_space_and_the_search():
-    shared = set(_fields(TrainConfig)) - set(tuning.SPACE_FIELDS) - set(tuning.TRIAL_FIELDS)
+    shared = (
+        set(_fields(TrainConfig)) - set(tune_config.SPACE_FIELDS) - set(tune_config.TRIAL_FIELDS)
+    )
     own = set(_fields(tuning.TuneConfig)) - {"train", "space"}
     assert _defined(_flags(tune_cli)) == shared | set(_fields(tuning.SearchSpace)) | own
     assert {"model", "run_dir", "resume", "eval_test_each_epoch"}.isdisjoint(shared)
@@ -53,8 +55,8 @@ def test_flag_defaults_are_the_dataclass_defaults():
         assert fv[name].default == field.default, name
     assert train_cli.config_from_flags(fv) == TrainConfig()  # nothing given: the defaults
     fv = _flags(tune_cli)
-    for name, value in dataclasses.asdict(tuning.shared_train_config()).items():
-        if name in fv and name not in tuning.SPACE_FIELDS:
+    for name, value in dataclasses.asdict(tune_config.shared_train_config()).items():
+        if name in fv and name not in tune_config.SPACE_FIELDS:
             assert fv[name].default == value, name
     assert fv["validation_size"].default == 0.1  # a search selects on a validation split
     for name, field in _fields(tuning.TuneConfig).items():
@@ -63,7 +65,7 @@ def test_flag_defaults_are_the_dataclass_defaults():
     for name in _fields(tuning.SearchSpace):
         assert fv[name].default is None, name  # unset: the tuner's default space
     config = tune_cli.config_from_flags(fv)
-    assert config == tuning.TuneConfig(tuning.shared_train_config())
+    assert config == tuning.TuneConfig(tune_config.shared_train_config())
 
 
 def test_help_lists_each_flag_once_under_its_group(capsys):
@@ -153,7 +155,7 @@ def test_settings_are_checked_where_the_config_is_made():
         TrainConfig(verbose=3)
     assert TrainConfig(verbose=2).verbose == "2"  # the int earlier runs saved
     with pytest.raises(ValueError, match=r"^max_trials must be >= 1; got 0\.$"):
-        tuning.TuneConfig(tuning.shared_train_config(), max_trials=0)
+        tuning.TuneConfig(tune_config.shared_train_config(), max_trials=0)
 
 
 def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_run(tmp_path):

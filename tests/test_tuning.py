@@ -18,7 +18,7 @@ import uuid
 import keras
 import pytest
 
-from tfresnet import cli, rundir, tune_results, tuners, tuning
+from tfresnet import cli, compat, rundir, tune_config, tuners, tuning
 from tfresnet import train as train_lib
 from tfresnet.train import TrainConfig
 from tfresnet.tuning import SearchSpace, TuneConfig
@@ -77,7 +77,7 @@ def fake_fit(monkeypatch):
             raise failures[hp.values["shortcut"]](f"boom in {hp.values['shortcut']}")
         return {"val_accuracy": 0.5 + 0.01 * hp.values["depth"], "val_loss": 1.0}
 
-    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", fit)
+    monkeypatch.setattr(tuners.ResNetHyperModel, "fit", fit)
     fit.calls, fit.failures = calls, failures
     return fit
 
@@ -88,13 +88,13 @@ def fake_fit(monkeypatch):
 
 
 def test_default_spaces_are_the_paper_grid_and_the_whole_space():
-    grid = tuning.default_space("grid")
+    grid = tune_config.default_space("grid")
     assert grid.shortcut == ("A", "B", "C", "none")
     assert grid.preact is grid.learning_rate is grid.weight_decay is None
     assert grid.depths("cifar") == (20, 32, 44, 56, 110)
     assert grid.depths("imagenet") == (18, 34, 50, 101, 152)
     assert grid.grid_size("cifar") == 5 * 4
-    full = tuning.default_space("random")
+    full = tune_config.default_space("random")
     assert full.preact == (False, True) and len(full.learning_rate) == 3
     assert full.grid_size("cifar") == 5 * 4 * 2 * 3 * 2
 
@@ -126,10 +126,10 @@ def test_space_takes_single_values_as_fixed_and_checks_them():
 
 
 def test_model_names_force_the_family():
-    assert tuning.model_name("cifar", 50, "A") == "cifar_resnet50"  # 6*8+2, not ImageNet's 50
-    assert tuning.model_name("cifar", 56, "none") == "cifar_plain56"
-    assert tuning.model_name("imagenet", 50, "B") == "resnet50"
-    assert tuning.model_name("imagenet", 34, "none") == "plain34"
+    assert tune_config.model_name("cifar", 50, "A") == "cifar_resnet50"  # 6*8+2, not ImageNet's 50
+    assert tune_config.model_name("cifar", 56, "none") == "cifar_plain56"
+    assert tune_config.model_name("imagenet", 50, "B") == "resnet50"
+    assert tune_config.model_name("imagenet", 34, "none") == "plain34"
 
 
 def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_path):
@@ -147,14 +147,14 @@ def test_tune_config_refuses_selection_without_validation_and_bad_options(tmp_pa
         TuneConfig(_train(), tuner="hyperband", hyperband_factor=1)
     with pytest.raises(ValueError, match="bayesian_initial_points must be >= 1"):
         TuneConfig(_train(), tuner="bayesian", bayesian_initial_points=0)
-    assert tuning.make_objective("val_accuracy:min").direction == "min"
-    assert tuning.make_objective("val_top5_accuracy").direction == "max"
-    assert tuning.make_objective("val_loss").direction == "min"
-    assert tuning.make_objective("weight_decay_loss").direction == "min"
+    assert tune_config.make_objective("val_accuracy:min").direction == "min"
+    assert tune_config.make_objective("val_top5_accuracy").direction == "max"
+    assert tune_config.make_objective("val_loss").direction == "min"
+    assert tune_config.make_objective("weight_decay_loss").direction == "min"
     with pytest.raises(ValueError, match="a trial logs"):
-        tuning.make_objective("val_weight_decay_loss")  # no validation counterpart
+        tune_config.make_objective("val_weight_decay_loss")  # no validation counterpart
     config = TuneConfig(_train(), tuner="grid")
-    assert config.space == tuning.PAPER_GRID
+    assert config.space == tune_config.PAPER_GRID
     assert config.directory == os.path.join("runs", "tune-grid-digits")
 
 
@@ -320,11 +320,10 @@ def test_time_to_accuracy_is_the_objective_and_the_trials_score(tmp_path):
 
 
 def test_the_trial_clock_scores_an_unreached_target_as_the_budget_and_stops_there(monkeypatch):
-    from tfresnet import hypermodel
 
     now = iter([0.0, 10.0, 20.0, 30.0])
-    monkeypatch.setattr(hypermodel.time, "perf_counter", lambda: next(now))
-    clock = hypermodel.TrialClock(budget=25.0, target=0.9)
+    monkeypatch.setattr(tuners.time, "perf_counter", lambda: next(now))
+    clock = tuners.TrialClock(budget=25.0, target=0.9)
     clock.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
     clock.model.stop_training = False  # as fit sets it
     clock.on_train_begin()
@@ -334,7 +333,7 @@ def test_the_trial_clock_scores_an_unreached_target_as_the_budget_and_stops_ther
         clock.on_epoch_end(epoch, logs)
         epochs.append((logs["trial_seconds"], logs["time_to_0.9"], clock.model.stop_training))
     assert epochs == [(10.0, 25.0, False), (20.0, 20.0, False), (30.0, 20.0, True)]
-    late = hypermodel.TrialClock(budget=5.0, target=0.9)  # reached only after its budget
+    late = tuners.TrialClock(budget=5.0, target=0.9)  # reached only after its budget
     late.set_model(clock.model)
     now = iter([0.0, 10.0])
     late.on_train_begin()
@@ -492,13 +491,13 @@ def test_a_rerun_continues_the_search_without_repeating_finished_trials(
             raise KeyboardInterrupt("killed")  # escapes KerasTuner's error handling, as a kill
         return fake_fit(self, hp, model, *args, **kwargs)
 
-    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", killed_in_the_second_trial)
+    monkeypatch.setattr(tuners.ResNetHyperModel, "fit", killed_in_the_second_trial)
     with pytest.raises(KeyboardInterrupt):
         tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert [v["depth"] for _, v in fake_fit.calls] == [8]
     keras.backend.clear_session()
 
-    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", fake_fit)
+    monkeypatch.setattr(tuners.ResNetHyperModel, "fit", fake_fit)
     results = tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert [v["depth"] for _, v in fake_fit.calls] == [8, 14, 20]  # 8 was not trained again
     assert [(r["depth"], r["status"]) for r in results["trials"]] == [
@@ -526,11 +525,11 @@ def test_a_grid_stopped_between_trials_continues_where_it_stopped(tmp_path, fake
         if len(self.oracle.end_order) == 2:
             raise KeyboardInterrupt("killed between trials")
 
-    monkeypatch.setattr(tuning.GridSearch, "pre_create_trial", stop_after_two, raising=False)
+    monkeypatch.setattr(tuners.GridSearch, "pre_create_trial", stop_after_two, raising=False)
     with pytest.raises(KeyboardInterrupt):
         tuning.search(_tune(tmp_path, space, tuner="grid"))
     monkeypatch.undo()
-    monkeypatch.setattr(tuning.ResNetHyperModel, "fit", fake_fit)
+    monkeypatch.setattr(tuners.ResNetHyperModel, "fit", fake_fit)
     results = tuning.search(_tune(tmp_path, space, tuner="grid"))
     done = [(v["depth"], v["shortcut"]) for _, v in fake_fit.calls]
     assert done == list(itertools.product((8, 14), ("A", "none")))  # each once, in grid order
@@ -659,7 +658,7 @@ def test_a_stop_request_ends_the_search_and_the_same_command_resumes_it(tmp_path
 
     monkeypatch.setattr(tuning.train_lib, "fit_model", fit_model)
     space = SearchSpace(depth=(8, 14, 20), shortcut="A", **FIXED)
-    with pytest.raises(tuning.TrialPreempted) as stop:
+    with pytest.raises(tuners.TrialPreempted) as stop:
         tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert cli.classify_error(stop.value)[0] == cli.EXIT_PREEMPTED
     statuses = [status for status, _ in _trial_values(tmp_path / "search").values()]
@@ -680,7 +679,7 @@ def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit, monkey
     run_dir.mkdir(parents=True)
     (run_dir / "history.csv").write_text("epoch\n")  # the other process's, not resumable here
     with held_by_another_process(run_dir):
-        with pytest.raises(tuning.TrialInUse, match="Trial 0000 is in training") as refused:
+        with pytest.raises(tuners.TrialInUse, match="Trial 0000 is in training") as refused:
             tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert cli.classify_error(refused.value)[0] == cli.EXIT_RETRY  # a cluster manager retries
     assert os.listdir(run_dir) == ["history.csv"] and fake_fit.calls == []
@@ -690,13 +689,13 @@ def test_a_trial_another_process_trains_is_left_to_it(tmp_path, fake_fit, monkey
     # Once the other process is gone, the same command trains the trial from the start, and
     # holds it until the oracle has ended it (until then the oracle would hand it out again).
     held_at_end = []
-    end_trial = tuning.ResumableGridSearchOracle.end_trial
+    end_trial = compat.ResumableGridSearchOracle.end_trial
 
     def end_trial_while_held(oracle, trial):
         held_at_end.append(not another_process_can_lock(run_dir))
         return end_trial(oracle, trial)
 
-    monkeypatch.setattr(tuning.ResumableGridSearchOracle, "end_trial", end_trial_while_held)
+    monkeypatch.setattr(compat.ResumableGridSearchOracle, "end_trial", end_trial_while_held)
     results = tuning.search(_tune(tmp_path, space, tuner="grid"))
     assert results["counts"] == {"COMPLETED": 1} and len(fake_fit.calls) == 1
     assert not (run_dir / "history.csv").exists()
@@ -725,7 +724,7 @@ def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypa
         ("cifar_plain8", "COMPLETED"),
     ]
     assert results["directory"] == directory
-    assert all(len(tune_results.read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
+    assert all(len(tuning.read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
                for r in trials)  # fmt: skip
     best = results["best"]
     # Only the best trial keeps its model (what is tested and exported); ram:// lists them.
@@ -748,7 +747,7 @@ def test_a_search_on_ram_trains_selects_exports_and_continues(tmp_path, monkeypa
     again = tuning.search(config)
     assert [r["trial"] for r in again["trials"]] == [r["trial"] for r in trials]
     assert again["best"]["export"] == best["export"]  # the marker: exported once
-    assert all(len(tune_results.read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
+    assert all(len(tuning.read_jsonl(f"{directory}/trial_{r['trial']}/attempts.jsonl")) == 1
                for r in trials)  # fmt: skip
     assert not os.listdir(tmp_path)
 

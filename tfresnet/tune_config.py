@@ -2,6 +2,7 @@
 `search.json`) and the objective a trial is selected on."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -14,29 +15,13 @@ from tfresnet import train as train_lib
 from tfresnet.config import at_least, setting
 
 TUNERS = ("random", "hyperband", "bayesian", "grid")
-FAMILIES = specs.FAMILIES
 PAPER_DEPTHS = {
     "cifar": (20, 32, 44, 56, 110),  # 6n+2 with n = 3, 5, 7, 9, 18 (paper Sec. 4.2)
     "imagenet": (18, 34, 50, 101, 152),  # paper Table 1
 }
 DEFAULT_MAX_TRIALS = 10  # random and bayesian; grid runs its whole grid
-# TrainConfig fields the search space sets per trial (the rest of the config is shared).
-SPACE_FIELDS = (
-    "model",
-    "shortcut",
-    "preact",
-    "learning_rate",
-    "weight_decay",
-    "batch_size",
-    "label_smoothing",
-    "warmup_epochs",
-)
-# SearchSpace dimensions that are TrainConfig fields of the same name, set as they are.
-RECIPE_DIMENSIONS = ("batch_size", "label_smoothing", "warmup_epochs")
 # TrainConfig fields each trial sets itself: its own run directory, no test set, a fresh start.
 TRIAL_FIELDS = ("run_dir", "eval_test_each_epoch", "resume", "overwrite")
-# TrainConfig fields that do not define a search (a re-run may change them).
-NON_IDENTITY_FIELDS = (*train_lib.NON_IDENTITY_FIELDS, "run_dir", *SPACE_FIELDS)
 
 
 def _as_values(name, value, kind):
@@ -58,7 +43,8 @@ def _as_values(name, value, kind):
     return values
 
 
-SPACE_GROUP = "search space (unset: the tuner's default)"
+# A SearchSpace field, listed in --help under the search space.
+dimension = functools.partial(setting, group="search space (unset: the tuner's default)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,52 +57,46 @@ class SearchSpace:
     `TrainConfig` field of the same name checks it.
     """
 
-    depth: tuple | int | None = setting(
+    depth: tuple | int | None = dimension(
         None,
         "Depths to search; default the paper's (CIFAR 20,32,44,56,110; ImageNet 18,...,152).",
-        group=SPACE_GROUP,
         item=int,
     )
-    shortcut: tuple | str | None = setting(
+    shortcut: tuple | str | None = dimension(
         blocks.SHORTCUTS,
         f"Shortcut options among {','.join(blocks.SHORTCUTS)} (none = plain net).",
-        group=SPACE_GROUP,
         item=str,
         choices=blocks.SHORTCUTS,
     )
-    preact: tuple | bool | None = setting(
-        (False, True), "Pre-activation: true, false or true,false.", group=SPACE_GROUP, item=bool
+    preact: tuple | bool | None = dimension(
+        (False, True), "Pre-activation: true, false or true,false.", item=bool
     )
-    learning_rate: tuple | float | None = setting(
-        (0.05, 0.1, 0.2), "Learning rates (used as given).", group=SPACE_GROUP, item=float
+    learning_rate: tuple | float | None = dimension(
+        (0.05, 0.1, 0.2), "Learning rates (used as given).", item=float
     )
-    weight_decay: tuple | float | None = setting(
-        (1e-4, 5e-4), "Weight decays.", group=SPACE_GROUP, item=float
-    )
-    batch_size: tuple | int | None = setting(
+    weight_decay: tuple | float | None = dimension((1e-4, 5e-4), "Weight decays.", item=float)
+    batch_size: tuple | int | None = dimension(
         None,
         "Global batch sizes; the recipe's learning rate scales with each unless learning_rate "
         "is searched or fixed too.",
-        group=SPACE_GROUP,
         item=int,
     )
-    label_smoothing: tuple | float | None = setting(
-        None, "Label smoothings of the loss (fast recipe: 0.1).", group=SPACE_GROUP, item=float
+    label_smoothing: tuple | float | None = dimension(
+        None, "Label smoothings of the loss (fast recipe: 0.1).", item=float
     )
-    warmup_epochs: tuple | float | None = setting(
+    warmup_epochs: tuple | float | None = dimension(
         None,
         "Epochs of linear warm-up before the cosine decay (the fast recipe's: 1).",
-        group=SPACE_GROUP,
         item=float,
     )
-    width_multiplier: tuple | float | None = setting(
+    width_multiplier: tuple | float | None = dimension(
         None,
         "Width multipliers of every stage's filters (cifar_resnet20:width_multiplier=2).",
-        group=SPACE_GROUP,
         item=float,
+        check=at_least(0, "a number", strict=True),
     )
-    family: str | None = setting(
-        None, "Model family; default by image size.", group=SPACE_GROUP, choices=FAMILIES
+    family: str | None = dimension(
+        None, "Model family; default by image size.", choices=specs.FAMILIES
     )
 
     def __post_init__(self):
@@ -125,13 +105,11 @@ class SearchSpace:
                 continue
             values = _as_values(field.name, getattr(self, field.name), field.metadata["item"])
             object.__setattr__(self, field.name, values)
-            if field.name in SPACE_FIELDS:
-                for value in values or ():
-                    config_lib.check_value(train_lib.TrainConfig, field.name, value)
-        config_lib.check_fields(self)  # the family
-        for width in self.width_multiplier or ():
-            if not 0 < width < math.inf:
-                raise ValueError(f"width_multiplier must be a number > 0; got {width}.")
+            # A TrainConfig field's values are checked as TrainConfig checks them.
+            owner = train_lib.TrainConfig if field.name in TRAIN_DIMENSIONS else SearchSpace
+            for value in values or ():
+                config_lib.check_value(owner, field.name, value)
+        config_lib.check_value(SearchSpace, "family", self.family)
         if self.family is not None:
             self.depths(self.family)
 
@@ -143,30 +121,32 @@ class SearchSpace:
         return depths
 
     def dimensions(self, family: str) -> tuple:
-        """(name, values or None) in search order; the grid varies the last one fastest."""
-        return (
-            ("depth", self.depths(family)),
-            ("shortcut", self.shortcut),
-            ("preact", self.preact),
-            ("learning_rate", self.learning_rate),
-            ("weight_decay", self.weight_decay),
-            *((name, getattr(self, name)) for name in RECIPE_DIMENSIONS),
-            ("width_multiplier", self.width_multiplier),
+        """(name, values or None) in field order; the grid varies the last one fastest."""
+        return tuple(
+            (f.name, self.depths(family) if f.name == "depth" else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.metadata["item"] is not None
         )
 
     def grid_size(self, family: str) -> int:
-        size = 1
-        for _, values in self.dimensions(family):
-            size *= len(values or (None,))
-        return size
+        return math.prod(len(values or (None,)) for _, values in self.dimensions(family))
 
 
+# SearchSpace dimensions that are TrainConfig fields of the same name, set as they are.
+TRAIN_DIMENSIONS = tuple(
+    f.name
+    for f in dataclasses.fields(SearchSpace)
+    if f.name in config_lib.fields_by_name(train_lib.TrainConfig)
+)
+# TrainConfig fields the search space sets per trial (the rest of the config is shared).
+SPACE_FIELDS = ("model", *TRAIN_DIMENSIONS)
+# TrainConfig fields that do not define a search (a re-run may change them).
+NON_IDENTITY_FIELDS = (*train_lib.NON_IDENTITY_FIELDS, "run_dir", *SPACE_FIELDS)
 PAPER_GRID = SearchSpace(preact=None, learning_rate=None, weight_decay=None)
 
 
 def default_space(tuner: str) -> SearchSpace:
     """grid: the paper's depth x shortcut comparison; the sampling tuners: the whole space."""
-    _check_tuner(tuner)
     return PAPER_GRID if tuner == "grid" else SearchSpace()
 
 
@@ -189,16 +169,9 @@ def shared_train_config() -> train_lib.TrainConfig:
     return train_lib.TrainConfig(validation_size=0.1)
 
 
-def _check_objective(name, value):
-    make_objective(value)
-
-
 @dataclasses.dataclass
 class TuneConfig:
-    """Everything that defines a search; saved as `search.json` in its directory.
-
-    Each field is written once, here, with its help (`tfresnet tune --help`) and its check.
-    """
+    """Everything that defines a search; saved as `search.json` in its directory."""
 
     train: train_lib.TrainConfig = setting(
         default_factory=shared_train_config,
@@ -222,7 +195,7 @@ class TuneConfig:
         "time_to:ACCURACY: training seconds until the validation accuracy first reached ACCURACY "
         "(needs --trial_time_budget, which a trial that never reaches it scores).",
         group="search",
-        check=_check_objective,
+        check=lambda name, value: make_objective(value),
     )
     trial_time_budget: float | None = setting(
         None,
@@ -291,7 +264,7 @@ class TuneConfig:
                     "trials start from their parent's weights (not one training's time); use "
                     "random, bayesian or grid."
                 )
-        if self.tuner == "hyperband" and (self.train.steps or self.train.budget):
+        if self.tuner == "hyperband" and max_epochs(self.train) is None:
             raise ValueError(
                 "hyperband counts a trial's budget in epochs: give epochs (the most one trial "
                 "trains), not steps or budget."
@@ -311,25 +284,17 @@ def run_identity(train: dict) -> dict:
     return {k: v for k, v in train.items() if k not in NON_IDENTITY_FIELDS}
 
 
-def _check_tuner(tuner):
-    config_lib.check_choice("tuner", tuner, TUNERS)
-
-
-def max_epochs(train_config: train_lib.TrainConfig) -> int:
-    """The most epochs one Hyperband trial trains: the base config's epochs."""
-    epochs = train_config.epochs or train_lib.DEFAULT_EPOCHS.get(train_config.dataset)
-    if epochs is None:
-        raise ValueError("hyperband needs the budget in epochs: pass epochs.")
-    return epochs
+def max_epochs(train: train_lib.TrainConfig) -> int | None:
+    """The most epochs one Hyperband trial trains: the base config's epochs; None for a budget
+    in steps or a fraction of the paper's (Hyperband counts in epochs)."""
+    if train.steps or train.budget:
+        return None
+    return train.epochs or train_lib.DEFAULT_EPOCHS.get(train.dataset)
 
 
 # What `train.fit_model` logs each epoch, so what a trial can be selected on.
 _EPOCH_METRICS = ("accuracy", "loss", "top5_accuracy")  # and each with val_
-
-
 OBJECTIVE_METRICS = (*_EPOCH_METRICS, *(f"val_{m}" for m in _EPOCH_METRICS), "weight_decay_loss")
-
-
 TIME_TO = "time_to"  # --objective=time_to:0.94
 
 
@@ -369,11 +334,7 @@ def make_objective(text: str) -> keras_tuner.Objective:
     name, _, direction = text.partition(":")
     if name not in OBJECTIVE_METRICS:
         raise ValueError(f"objective {text!r}: a trial logs {', '.join(OBJECTIVE_METRICS)}.")
-    if not direction:
-        if name.endswith(("loss", "error")):
-            direction = "min"
-        elif name.endswith(("accuracy", "acc")):
-            direction = "max"
+    direction = direction or ("min" if name.endswith("loss") else "max")
     if direction not in ("min", "max"):
         raise ValueError(
             f"objective {text!r}: give the direction, {name}:max or {name}:min (min or max)."

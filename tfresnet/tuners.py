@@ -1,14 +1,175 @@
-"""The KerasTuner tuners of a search, each with a run directory, a lock and an attempt log per
+"""The KerasTuner side of a search: the hypermodel over the one training path (`train.make_model`,
+`train.fit_model`), and the tuners, each with a run directory, a lock and an attempt log per
 trial (and the `compat` fixes of KerasTuner's internals); `build_tuner` picks one."""
 
 import contextlib
+import dataclasses
+import functools
 import json
+import math
 import os
 import time
 
+import keras
 import keras_tuner
+import tensorflow as tf
 
-from tfresnet import compat, distribute, files, rundir, runlock, tune_config
+from tfresnet import compat, distribute, files, rundir, runlock, specs, tune_config
+from tfresnet import train as train_lib
+
+
+class ResNetHyperModel(keras_tuner.HyperModel):
+    """Builds a trial's ResNet with `train.make_model` and trains it with `train.fit_model`.
+
+    The strategy and the data are made once (on first use) and shared by all trials.
+    """
+
+    def __init__(
+        self, base_config, space, *, strategy=None, data=None, time_budget=None, target=None
+    ):
+        super().__init__(name="tfresnet")
+        self.base_config = base_config
+        self.space = space
+        self.time_budget = time_budget  # seconds a trial may train (TuneConfig.trial_time_budget)
+        self.target = target  # the validation accuracy of a time_to objective
+        if strategy is not None:
+            self.strategy = strategy
+        if data is not None:
+            self.data = data
+
+    @functools.cached_property
+    def strategy(self) -> tf.distribute.Strategy:
+        return train_lib.make_strategy(self.base_config)
+
+    @functools.cached_property
+    def data(self):
+        self.strategy  # noqa: B018 -- mirrored on CPU must split the CPU before TF starts
+        return train_lib.load_run_data(self.base_config)
+
+    @property
+    def family(self):
+        return self.space.family or ("cifar" if self.data.info.style == "cifar" else "imagenet")
+
+    def declare_hyperparameters(self, hp):
+        """Register the space: a Choice per searched field, a Fixed per fixed one."""
+        for name, values in self.space.dimensions(self.family):
+            if values is None:
+                continue
+            if len(values) == 1:
+                hp.Fixed(name, values[0])
+            else:
+                hp.Choice(name, list(values))
+
+    def trial_config(
+        self, values: dict, run_dir: str | None = None, epochs: int | None = None
+    ) -> train_lib.TrainConfig:
+        """The base TrainConfig with one trial's hyperparameter values filled in."""
+        base = self.base_config
+        overrides = {n: values.get(n, getattr(base, n)) for n in tune_config.TRAIN_DIMENSIONS}
+        depth, shortcut = values["depth"], overrides["shortcut"]
+        if shortcut is None:
+            shortcut = specs.get_spec(
+                tune_config.model_name(self.family, depth, "A")
+            ).default_shortcut
+        model = tune_config.model_name(self.family, depth, shortcut)
+        if values.get("width_multiplier") is not None:
+            model = f"{model}:width_multiplier={values['width_multiplier']:g}"
+        overrides.update(
+            model=model,
+            shortcut=shortcut,
+            preact=bool(overrides["preact"]),
+            run_dir=run_dir or base.run_dir,
+            export=False,  # only the best model is exported, at the end of the search
+            eval_test_each_epoch=False,  # trials never touch the test set
+            resume=False,
+            overwrite=False,
+        )
+        if epochs is not None:  # Hyperband's rounds
+            overrides.update(epochs=epochs, steps=None, budget=None)
+        return dataclasses.replace(base, **overrides)
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        self.declare_hyperparameters(hp)
+        config = self.trial_config(hp.values)
+        keras.utils.set_random_seed(config.seed)
+        return train_lib.make_model(config, self.data.info, self.strategy)
+
+    def fit(
+        self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, held=None, **kwargs
+    ):
+        """Train `model` for one trial; returns the last epoch's metrics (the objective's too).
+
+        Hyperband passes `epochs`/`initial_epoch`: a trial it continues starts from the parent
+        trial's weights and trains the remaining epochs with its own learning-rate schedule.
+        """
+        callbacks = [
+            TrialClock(self.time_budget, self.target),  # first: KerasTuner's see its logs
+            *(compat.checkpoint_atomically(c, self.strategy) for c in kwargs.pop("callbacks", [])),
+        ]
+        rounds = None if epochs is None else epochs - initial_epoch
+        config = self.trial_config(hp.values, run_dir=run_dir, epochs=rounds)
+        files.makedirs(config.run_dir)
+        files.write_json(os.path.join(config.run_dir, "config.json"), dataclasses.asdict(config))
+        try:
+            train_lib.fit_model(
+                config,
+                strategy=self.strategy,
+                data=self.data,
+                model=model,
+                extra_callbacks=callbacks,
+                evaluate_test=False,
+                held=held,  # the tuner's hold of the trial's run directory (`_TrialRunner`)
+            )
+        except (train_lib.TrainingError, tf.errors.ResourceExhaustedError) as err:
+            # Deterministic failures (divergence, out of memory): record, do not retry.
+            raise keras_tuner.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
+        except rundir.Preempted as err:
+            raise TrialPreempted(err.epoch, err.batch) from err
+        history = rundir.read_history(os.path.join(config.run_dir, "history.csv"))
+        return {k: v[-1] for k, v in history.items() if k != "epoch" and v and math.isfinite(v[-1])}
+
+
+class TrialPreempted(rundir.Preempted, keras_tuner.errors.FatalError):
+    """A stop request (SIGTERM) ended a trial after its backup. Fatal to the search, so that
+    KerasTuner neither records the trial as failed nor goes on to the next one (each would stop
+    at once); the same command resumes the trial from its backup."""
+
+
+class TrialInUse(runlock.RunDirInUse, keras_tuner.errors.FatalError):
+    """Another process trains this trial (a tuner restarted under the same id while the old one
+    lives). Fatal to this search process, so KerasTuner neither retries nor ends the trial that
+    the other process is training."""
+
+
+class TrialClock(keras.callbacks.Callback):
+    """A trial's clock: each epoch's logs get `trial_seconds` (wall seconds since its training
+    began, validation included); with a `budget` the trial stops at the end of the epoch in
+    which the budget is spent; with a `target` the logs get `time_to_<target>`, the seconds at
+    which val_accuracy first reached it within the budget, or the budget itself until then (so a
+    trial that never reaches it scores its budget, behind every trial that did)."""
+
+    def __init__(self, budget: float | None = None, target: float | None = None):
+        super().__init__()
+        self.budget, self.target = budget, target
+        self.reached = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        if logs is None:
+            return
+        logs["trial_seconds"] = elapsed
+        within = self.budget is None or elapsed <= self.budget
+        if self.target is not None:
+            if self.reached is None and within and logs.get("val_accuracy", 0) >= self.target:
+                self.reached = elapsed
+            logs[tune_config.time_to_metric(self.target)] = (
+                self.reached if self.reached is not None else self.budget
+            )
+        if self.budget is not None and elapsed >= self.budget:
+            self.model.stop_training = True
 
 
 class _TrialRunner(compat.KerasTunerFixes):
@@ -34,10 +195,12 @@ class _TrialRunner(compat.KerasTunerFixes):
         run_dir = self._run_dir(trial)
         if distribute.writes_run_dir(self.hypermodel.strategy):
             files.makedirs(run_dir)
-            hold = runlock.exclusive(run_dir)
-            self._held = hold_or_refuse(
-                self._trial_hold, hold, TrialInUse(_trial_in_use(trial.trial_id, run_dir))
+            refusal = TrialInUse(
+                f"Trial {trial.trial_id} is in training in another process ({run_dir!r} is in "
+                "use): a tuner with the same KERASTUNER_TUNER_ID still runs. Run the same "
+                "command again once it has ended."
             )
+            self._held = hold_or_refuse(self._trial_hold, run_dir, refusal)
         super().on_trial_begin(trial)
 
     def on_trial_end(self, trial):
@@ -82,38 +245,33 @@ class _TrialRunner(compat.KerasTunerFixes):
             outcome = type(err).__name__
             raise
         finally:
-            _append_jsonl(
-                os.path.join(self.get_trial_dir(trial.trial_id), "attempts.jsonl"),
-                {
-                    "tuner_id": self.tuner_id,
-                    "pid": os.getpid(),
-                    "seconds": round(time.perf_counter() - start, 3),
-                    "outcome": outcome,
-                },
-            )
+            attempt = {
+                "tuner_id": self.tuner_id,
+                "pid": os.getpid(),
+                "seconds": round(time.perf_counter() - start, 3),
+                "outcome": outcome,
+            }
+            path = os.path.join(self.get_trial_dir(trial.trial_id), "attempts.jsonl")
+            files.append_line(path, json.dumps(attempt))
 
 
-class TrialInUse(runlock.RunDirInUse, keras_tuner.errors.FatalError):
-    """Another process trains this trial (a tuner restarted under the same id while the old one
-    lives). Fatal to this search process, so KerasTuner neither retries nor ends the trial that
-    the other process is training."""
-
-
-def _trial_in_use(trial_id, run_dir):
-    return (
-        f"Trial {trial_id} is in training in another process ({run_dir!r} is in use): a tuner "
-        "with the same KERASTUNER_TUNER_ID still runs. Run the same command again once it has "
-        "ended."
+# Each KerasTuner tuner as a `_TrialRunner`; grid's oracle is `compat.ResumableGridSearchOracle`.
+RandomSearch, Hyperband, BayesianOptimization, GridSearch = (
+    type(name, (_TrialRunner, base), {"__module__": __name__})
+    for name, base in (
+        ("RandomSearch", keras_tuner.RandomSearch),
+        ("Hyperband", keras_tuner.Hyperband),
+        ("BayesianOptimization", keras_tuner.BayesianOptimization),
+        ("GridSearch", keras_tuner.Tuner),
     )
+)
 
 
-def hold_or_refuse(
-    stack: contextlib.ExitStack, lock: contextlib.AbstractContextManager, refusal: Exception
-) -> runlock.Hold:
-    """Enter `lock` (a `runlock.exclusive`) on `stack` and return its hold; raise `refusal` if
-    another process holds the directory."""
+def hold_or_refuse(stack: contextlib.ExitStack, directory: str, refusal: Exception) -> runlock.Hold:
+    """Hold `directory` (`runlock.exclusive`) on `stack` and return the hold; raise `refusal` if
+    another process holds it."""
     try:
-        return stack.enter_context(lock)
+        return stack.enter_context(runlock.exclusive(directory))
     except runlock.RunDirInUse:
         raise refusal from None
 
@@ -124,50 +282,19 @@ def _clear_unresumable(run_dir):
         rundir.clear(run_dir, hint="move them out of the trial's run directory to run it again")
 
 
-def _append_jsonl(path, record):
-    files.append_line(path, json.dumps(record))
-
-
-class RandomSearch(_TrialRunner, keras_tuner.RandomSearch):
-    pass
-
-
-class Hyperband(_TrialRunner, keras_tuner.Hyperband):
-    pass
-
-
-class BayesianOptimization(_TrialRunner, keras_tuner.BayesianOptimization):
-    pass
-
-
-class GridSearch(_TrialRunner, keras_tuner.Tuner):
-    """keras_tuner.GridSearch over `ResumableGridSearchOracle`."""
-
-    def __init__(self, hypermodel, *, max_trials=None, **kwargs):
-        oracle_args = {
-            k: kwargs.pop(k)
-            for k in (
-                "objective",
-                "seed",
-                "max_retries_per_trial",
-                "max_consecutive_failed_trials",
-            )
-        }
-        oracle = compat.ResumableGridSearchOracle(max_trials=max_trials, **oracle_args)
-        super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
-
-
 def build_tuner(
     config: tune_config.TuneConfig, hypermodel: keras_tuner.HyperModel
 ) -> keras_tuner.Tuner:
     """The KerasTuner tuner `config.tuner` names, over `hypermodel`, in `config.directory`."""
     directory = files.absolute(config.directory)
-    common = dict(
-        hypermodel=hypermodel,
+    oracle_args = dict(
         objective=tune_config.make_objective(config.objective),
         seed=config.train.seed,
         max_retries_per_trial=config.max_retries_per_trial,
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+    )
+    tuner_args = dict(
+        hypermodel=hypermodel,
         directory=os.path.dirname(directory),
         project_name=os.path.basename(directory),
         # check_search_dir already emptied an overwritten search (the chief's or a lone
@@ -176,6 +303,10 @@ def build_tuner(
         distribution_strategy=hypermodel.strategy,
         keep_trial_models=config.keep_trial_models,
     )
+    if config.tuner == "grid":
+        oracle = compat.ResumableGridSearchOracle(max_trials=config.max_trials, **oracle_args)
+        return GridSearch(oracle=oracle, **tuner_args)
+    common = {**oracle_args, **tuner_args}
     if config.tuner == "hyperband":
         return Hyperband(
             max_epochs=tune_config.max_epochs(config.train),
@@ -183,8 +314,6 @@ def build_tuner(
             hyperband_iterations=config.hyperband_iterations,
             **common,
         )
-    if config.tuner == "grid":
-        return GridSearch(max_trials=config.max_trials, **common)
     max_trials = config.max_trials or tune_config.DEFAULT_MAX_TRIALS
     if config.tuner == "bayesian":
         return BayesianOptimization(

@@ -10,78 +10,56 @@
         space=SearchSpace(depth=(20, 56), shortcut=("A", "B", "C", "none")),
     ))
 
-    tfresnet tune --tuner=grid --depth=20,56 --shortcut=A,B,C,none --epochs=3
-
-Every trial trains through `train.fit_model` (the data pipeline, recipe, callbacks and strategy
-of `tfresnet train`), selects on the held-out validation split (never the test set), and keeps
-its run directory in the tuner's `trial_<id>/run/`. The data is loaded once per search. The
-search directory holds the KerasTuner state (re-running the same command continues the search),
-`search.json` (the search's config), `results.{md,csv,json}` and `export/` (the best model,
-exported for TF Serving after its test error is measured). Distributed tuning (a chief oracle
-and workers) uses KerasTuner's environment variables; see docs/tuning.md.
-
-This module runs the search; the space and config are in `tune_config`, the hypermodel in
-`hypermodel`, the tuners in `tuners`, the results table in `tune_results` (their public names
-are re-exported here).
+Every trial trains through `train.fit_model` and selects on the validation split (never the
+test set). This module runs the search and writes its results (results.{md,csv,json}, the best
+model's test error and export); the space and config are in `tune_config`, the hypermodel and
+the tuners in `tuners`. The search directory's layout, resuming and distributed search:
+docs/tuning.md.
 """
 
 import contextlib
+import csv
 import dataclasses
+import io
+import json
 import os
 
-import keras
 import keras_tuner
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import (
-    distribute,
-    files,
-    pipeline,
-    rundir,
-    runlock,
-    tune_config,
-    tune_results,
-    tuners,
-    untrusted,
-)
+from tfresnet import distribute, files, markdown, pipeline, rundir, runlock, specs, untrusted
 from tfresnet import results as results_lib
 from tfresnet import train as train_lib
-from tfresnet.compat import ResumableGridSearchOracle
-from tfresnet.hypermodel import ResNetHyperModel, TrialPreempted
-from tfresnet.tune_config import (
-    DEFAULT_MAX_TRIALS,
-    FAMILIES,
-    NON_IDENTITY_FIELDS,
-    OBJECTIVE_METRICS,
-    PAPER_DEPTHS,
-    PAPER_GRID,
-    SPACE_FIELDS,
-    TRIAL_FIELDS,
-    TUNERS,
-    SearchSpace,
-    TuneConfig,
-    default_space,
-    make_objective,
-    max_epochs,
-    model_name,
-    shared_train_config,
-)
-from tfresnet.tune_results import RESULTS_COLUMNS, results_markdown, trial_rows, write_results
-from tfresnet.tuners import (
-    BayesianOptimization,
-    GridSearch,
-    Hyperband,
-    RandomSearch,
-    TrialInUse,
-    build_tuner,
-)
+from tfresnet.tune_config import SearchSpace, TuneConfig, run_identity, time_to_target
+from tfresnet.tuners import ResNetHyperModel, build_tuner, hold_or_refuse, is_chief, is_worker
+
+# results.csv's columns (a row of results.json has them and more), with results.md's headers.
+RESULTS_COLUMNS = {
+    "trial": "trial",
+    "model": "model",
+    "depth": "depth",
+    "shortcut": "shortcut",
+    "preact": "preact",
+    "learning_rate": "lr",
+    "weight_decay": "weight decay",
+    "epochs": "epochs",
+    "batch_size": "batch",
+    "label_smoothing": "smoothing",
+    "warmup_epochs": "warm-up",
+    "width_multiplier": "width",
+    "val_error": "val error",
+    "test_error": "test error",
+    "params": "params",
+    "time_s": "time (s)",
+    "status": "status",
+}
 
 
 def check_search_dir(config: TuneConfig) -> None:
     """Refuse to continue a different search in the same directory; save this one's config."""
     path = os.path.join(config.directory, "search.json")
-    if config.overwrite and not tuners.is_worker():
+    if config.overwrite and not is_worker():
         for name in files.listdir(config.directory):
             if name.startswith("trial_"):
                 _refuse_if_training(config.directory, name)
@@ -92,46 +70,45 @@ def check_search_dir(config: TuneConfig) -> None:
             hint="--overwrite deletes only what a search wrote: move those files away, or use "
             "another --directory",
         )
-    if files.exists(path):
-        try:
-            saved = files.read_json(path)
-            if not isinstance(saved, dict):
-                raise files.CorruptFile(f"{path} is not a search config (a JSON object)")
-        except files.CorruptFile as err:
-            raise files.CorruptFile(
-                f"{err}: restore it from a copy, or use --overwrite to start the search again, "
-                "or another --directory."
-            ) from err
-        # A search saved before a field became a speed setting still lists it under "train".
-        train = saved.get("train")
-        if isinstance(train, dict):
-            saved["train"] = tune_config.run_identity(train)
-        # A setting or dimension added since the search was saved compares at its default.
-        for field in dataclasses.fields(TuneConfig):
-            if field.name in config.identity() and field.default is not dataclasses.MISSING:
-                saved.setdefault(field.name, field.default)
-        space = saved.get("space")
-        if isinstance(space, dict):
-            saved["space"] = {**dict.fromkeys(config.identity()["space"]), **space}
-        if saved != config.identity():
-            differs = _differences(saved, config.identity())
-            raise train_lib.TrainingError(
-                f"Search directory {config.directory!r} holds a different search (differs in: "
-                f"{', '.join(differs)}). Use --overwrite to replace it, or another --directory."
-            )
-    else:
-        files.write_json(path, config.identity())
+    mine = config.identity()
+    if not files.exists(path):
+        files.write_json(path, mine)
+        return
+    try:
+        saved = files.read_json(path)
+        if not isinstance(saved, dict):
+            raise files.CorruptFile(f"{path} is not a search config (a JSON object)")
+    except files.CorruptFile as err:
+        raise files.CorruptFile(
+            f"{err}: restore it from a copy, or use --overwrite to start the search again, "
+            "or another --directory."
+        ) from err
+    # A search saved before a field became a speed setting still lists it under "train".
+    if isinstance(saved.get("train"), dict):
+        saved["train"] = run_identity(saved["train"])
+    # A setting or dimension added since the search was saved compares at its default.
+    for field in dataclasses.fields(TuneConfig):
+        if field.name in mine and field.default is not dataclasses.MISSING:
+            saved.setdefault(field.name, field.default)
+    if isinstance(saved.get("space"), dict):
+        saved["space"] = {**dict.fromkeys(mine["space"]), **saved["space"]}
+    if saved != mine:
+        raise train_lib.TrainingError(
+            f"Search directory {config.directory!r} holds a different search (differs in: "
+            f"{', '.join(_differences(saved, mine))}). Use --overwrite to replace it, or another "
+            "--directory."
+        )
 
 
-def _check_depths(space, hypermodel):
+def _check_depths(space: SearchSpace, hypermodel: ResNetHyperModel) -> None:
     """Refuse depths the family cannot take before search.json is written. The chief of a
     distributed search loads no data until the end: without a family given it refuses depths
     that no family takes."""
-    if space.family or not tuners.is_chief():
+    if space.family or not is_chief():
         space.depths(hypermodel.family)
         return
     refusals = []
-    for family in tune_config.FAMILIES:
+    for family in specs.FAMILIES:
         try:
             space.depths(family)
             return
@@ -176,7 +153,7 @@ def search(
     `{"worker": tuner_id}`; the chief (or a single process) writes the results and the export.
     The chief (or a lone tuner) holds the search directory throughout and each trial's process
     its run directory (`runlock`): `runlock.RunDirInUse` if the same search runs elsewhere,
-    `TrialInUse` if another process trains this tuner's trial; both worth a retry later.
+    `tuners.TrialInUse` if another process trains this tuner's trial; both worth a retry later.
     """
     files.check_output_dir(config.directory, "directory", unset="runs/tune-<tuner>-<dataset>")
     hypermodel = ResNetHyperModel(
@@ -185,24 +162,24 @@ def search(
         strategy=strategy,
         data=data,
         time_budget=config.trial_time_budget,
-        target=tune_config.time_to_target(config.objective),
+        target=time_to_target(config.objective),
     )
     with contextlib.ExitStack() as stack:
-        if not tuners.is_worker() and distribute.writes_run_dir(hypermodel.strategy):
+        if not is_worker() and distribute.writes_run_dir(hypermodel.strategy):
             files.makedirs(config.directory)
             refusal = runlock.RunDirInUse(
                 f"Search directory {config.directory!r} is in use: another tfresnet tune runs "
                 "this search. Run the same command again once it has ended (it continues the "
                 "search), or use another --directory."
             )
-            tuners.hold_or_refuse(stack, runlock.exclusive(config.directory), refusal)
+            hold_or_refuse(stack, config.directory, refusal)
         _check_depths(config.space, hypermodel)
         check_search_dir(config)
         tuner = build_tuner(config, hypermodel)
         tuner.search(
             verbose=train_lib.keras_verbose(config.train.verbose) if verbose is None else verbose
         )
-        if tuners.is_worker():
+        if is_worker():
             return {"worker": tuner.tuner_id}
         return summarize(config, tuner, hypermodel)
 
@@ -230,7 +207,8 @@ def summarize(config: TuneConfig, tuner: keras_tuner.Tuner, hypermodel: ResNetHy
 
 
 def measure_and_export(config: TuneConfig, best: dict, hypermodel: ResNetHyperModel) -> dict:
-    """Test error of the selected trial's final model, then its SavedModel under export/."""
+    """Test error of the selected trial's final model, then its SavedModel under export/, once
+    per best trial (a re-run that selects it again reuses it)."""
     found = {"best": True}
     if not (config.evaluate_best or config.train.export):
         return found
@@ -244,62 +222,172 @@ def measure_and_export(config: TuneConfig, best: dict, hypermodel: ResNetHyperMo
         found["test_error"] = 1.0 - float(
             model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]
         )
-    if config.train.export:
-        found["export"] = export_best(config, best, model, hypermodel.data.info)
-    return found
-
-
-def export_best(config: TuneConfig, best: dict, model: keras.Model, info: data_lib.DataInfo) -> str:
-    """Export the best model once per best trial (a re-run that selects it again reuses it)."""
+    if not config.train.export:
+        return found
     marker = os.path.join(config.directory, "best_export.json")
-    done = tune_results.read_json_if_exists(marker)
+    done = read_json_if_exists(marker)
     if done and done.get("trial") == best["trial"] and tf.io.gfile.isdir(done.get("path", "")):
-        return done["path"]
+        return {**found, "export": done["path"]}
     from tfresnet import export
 
-    path = export.export_for_serving(
+    found["export"] = export.export_for_serving(
         model,
         os.path.join(config.directory, "export"),
         model_name=best["model"],
-        class_names=list(info.class_names) or None,
+        class_names=list(hypermodel.data.info.class_names) or None,
     )
-    files.write_json(marker, {"trial": best["trial"], "path": path})
-    return path
+    files.write_json(marker, {"trial": best["trial"], "path": found["export"]})
+    return found
 
 
-__all__ = [
-    "BayesianOptimization",
-    "DEFAULT_MAX_TRIALS",
-    "FAMILIES",
-    "GridSearch",
-    "Hyperband",
-    "NON_IDENTITY_FIELDS",
-    "OBJECTIVE_METRICS",
-    "PAPER_DEPTHS",
-    "PAPER_GRID",
-    "RESULTS_COLUMNS",
-    "RandomSearch",
-    "ResNetHyperModel",
-    "ResumableGridSearchOracle",
-    "SPACE_FIELDS",
-    "SearchSpace",
-    "TRIAL_FIELDS",
-    "TUNERS",
-    "TrialInUse",
-    "TrialPreempted",
-    "TuneConfig",
-    "build_tuner",
-    "check_search_dir",
-    "default_space",
-    "export_best",
-    "make_objective",
-    "max_epochs",
-    "measure_and_export",
-    "model_name",
-    "results_markdown",
-    "search",
-    "shared_train_config",
-    "summarize",
-    "trial_rows",
-    "write_results",
-]
+def trial_rows(tuner: keras_tuner.Tuner, hypermodel: ResNetHyperModel) -> list[dict]:
+    """One dict per trial (RESULTS_COLUMNS plus details), in trial order."""
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        run_dir = os.path.join(tuner.get_trial_dir(trial_id), "run")
+        results = read_json_if_exists(os.path.join(run_dir, rundir.RESULTS)) or {}
+        attempts = read_jsonl(os.path.join(tuner.get_trial_dir(trial_id), "attempts.jsonl"))
+        values = trial.hyperparameters.values
+        config = hypermodel.trial_config(values)
+        schedule = results.get("schedule", {})
+        rows.append(
+            {
+                "trial": trial_id,
+                "model": config.model,
+                "depth": values["depth"],
+                "shortcut": config.shortcut,
+                "preact": config.preact,
+                "learning_rate": schedule.get("learning_rate", config.learning_rate),
+                "weight_decay": schedule.get("weight_decay", config.weight_decay),
+                "epochs": len(results.get("curves", {}).get("epoch", [])) or schedule.get("epochs"),
+                # Fewer than planned: the time budget stopped it (--trial_time_budget).
+                "planned_epochs": schedule.get("epochs"),
+                "batch_size": schedule.get("batch_size", config.batch_size),
+                "label_smoothing": config.label_smoothing,
+                "warmup_epochs": config.warmup_epochs,
+                "width_multiplier": values.get("width_multiplier"),
+                "val_error": results.get("final", {}).get("val_error"),
+                "test_error": None,
+                "params": results.get("model", {}).get("params"),
+                "time_s": sum(a["seconds"] for a in attempts) if attempts else None,
+                "status": trial.status,
+                "score": trial.score,
+                "tuner_ids": [a["tuner_id"] for a in attempts],
+                "message": _last_line(trial.message),
+                "run_dir": run_dir,
+            }
+        )
+        if hypermodel.target is not None:
+            rows[-1]["time_to_s"] = time_to(
+                os.path.join(run_dir, "history.csv"), hypermodel.target, hypermodel.time_budget
+            )
+    return rows
+
+
+def time_to(history_path: str, target: float, budget: float | None) -> float | None:
+    """Seconds of training until val_accuracy first reached `target` within `budget`; None if
+    it never did (the trial then scored the budget)."""
+    for row in rundir.read_history_rows(history_path):
+        seconds, accuracy = row.get("trial_seconds"), row.get("val_accuracy")
+        if seconds is None or (budget is not None and seconds > budget):
+            return None
+        if accuracy is not None and accuracy >= target:
+            return seconds
+    return None
+
+
+def write_results(directory: str, results: dict) -> None:
+    """results.json (everything), results.csv and results.md (the table)."""
+    files.write_json(os.path.join(directory, "results.json"), results)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(RESULTS_COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(
+        {k: "" if row[k] is None else row[k] for k in RESULTS_COLUMNS} for row in results["trials"]
+    )
+    files.write_text(os.path.join(directory, "results.csv"), table.getvalue())
+    files.write_text(os.path.join(directory, "results.md"), results_markdown(results) + "\n")
+
+
+def results_markdown(results: dict) -> str:
+    """The trials as a markdown table, then a line on the best trial."""
+    best = results["best"]
+    header = list(RESULTS_COLUMNS.values())
+    timed = any("time_to_s" in row for row in results["trials"])
+    if timed:
+        header.insert(-1, f"time to {results['objective'].partition(':')[2]} (s)")
+    rows = []
+    for row in results["trials"]:
+        status = row["status"]
+        cells = {
+            **{k: _number(row.get(k)) for k in _RECIPE_NUMBERS},
+            "trial": row["trial"]
+            + (" (best)" if row["trial"] == (best or {}).get("trial") else ""),
+            "model": row["model"],
+            "depth": row["depth"],
+            "shortcut": row["shortcut"],
+            "preact": "yes" if row["preact"] else "no",
+            "epochs": _epochs(row),
+            "batch_size": row.get("batch_size") or "-",
+            "width_multiplier": _number(row.get("width_multiplier") or 1.0),
+            "val_error": _percent(row["val_error"]),
+            "test_error": _percent(row.get("test_error")),
+            "params": f"{row['params']:,}" if row["params"] is not None else "-",
+            "time_s": f"{row['time_s']:.0f}" if row["time_s"] is not None else "-",
+            "status": status
+            + (f": {row['message']}" if status != "COMPLETED" and row["message"] else ""),
+        }
+        cells = [cells[column] for column in RESULTS_COLUMNS]
+        if timed:
+            time_to_s = row.get("time_to_s")
+            reached = f"{time_to_s:.0f}" if time_to_s is not None else "not reached (budget)"
+            cells.insert(-1, reached if status == "COMPLETED" else "-")
+        rows.append(cells)
+    if not best:
+        return f"{markdown.table(header, rows)}\n\nNo trial completed."
+    test = (
+        f", test error {_percent(best['test_error'])}" if best.get("test_error") is not None else ""
+    )
+    export = f"; exported to {best['export']}" if best.get("export") else ""
+    return (
+        f"{markdown.table(header, rows)}\n\nBest ({results['objective']}): trial {best['trial']}, "
+        f"{best['model']} (shortcut {best['shortcut']}), val error {_percent(best['val_error'])}"
+        f"{test}{export}."
+    )
+
+
+_RECIPE_NUMBERS = ("learning_rate", "weight_decay", "label_smoothing", "warmup_epochs")
+
+
+def _epochs(row):
+    """The epochs a trial ran, and of how many planned when the time budget stopped it."""
+    if row["epochs"] is None:
+        return "-"
+    planned = row.get("planned_epochs")
+    if planned and row["epochs"] < planned:
+        return f"{row['epochs']} of {planned} (time budget)"
+    return row["epochs"]
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _number(value):
+    return "recipe" if value is None else f"{value:g}"
+
+
+def _last_line(message):
+    """The error of a failed trial's traceback, without the FailedTrialError wrapper."""
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip().split("FailedTrialError: ", 1)[-1] if lines else None
+
+
+def read_json_if_exists(path: str):
+    return files.read_json(path) if files.exists(path) else None
+
+
+def read_jsonl(path: str) -> list:
+    if not files.exists(path):
+        return []
+    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]

@@ -18,6 +18,7 @@ shows them; a TF_CPP_MIN_LOG_LEVEL you set is kept), and Keras' progress bar bec
 per epoch when stdout is not a terminal (`--verbose` chooses).
 """
 
+import importlib
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -35,20 +36,7 @@ def command_modules() -> dict:
     """{command: its module}: each defines `define_flags(fv)` and `run(fv, args)`, the flags
     filling the arguments of the library function a notebook would call. Imported on first use:
     they import TensorFlow, which must wait for `run` to set the log environment."""
-    from tfresnet.cli import evaluate, export, models, predict, train, tune
-
-    return {
-        "train": train,
-        "evaluate": evaluate,
-        "tune": tune,
-        "export": export,
-        "predict": predict,
-        "models": models,
-    }
-
-
-def usage() -> str:
-    return __doc__.strip() + "\n"
+    return {command: importlib.import_module(f"tfresnet.cli.{command}") for command in COMMANDS}
 
 
 EXIT_USAGE = 2  # bad flags or input: fix the command
@@ -63,17 +51,11 @@ def main(argv: list[str]) -> int:
     from absl import flags  # here: `run` installs the SIGTERM handler before any import
 
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
-        print(usage())
-        if len(argv) >= 2:
-            return 0
-        print(f"error: give a command; allowed: {', '.join(COMMANDS)}.", file=sys.stderr)
-        return EXIT_USAGE
+        print(__doc__.strip(), end="\n\n")
+        return 0 if len(argv) >= 2 else _error(f"give a command; allowed: {', '.join(COMMANDS)}.")
     command = argv[1]
     if command not in COMMANDS:
-        print(
-            f"error: unknown command {command!r}; allowed: {', '.join(COMMANDS)}.", file=sys.stderr
-        )
-        return EXIT_USAGE
+        return _error(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}.")
     module = command_modules()[command]
     fv = flags.FlagValues()
     module.define_flags(fv)
@@ -85,20 +67,15 @@ def main(argv: list[str]) -> int:
     try:
         args = fv([f"tfresnet {command}", *argv[2:]])
     except flags.Error as err:
-        print(
-            f"error: tfresnet {command}: {err} (see `tfresnet {command} --help`)", file=sys.stderr
-        )
-        return EXIT_USAGE
-    if fv.help:
-        print(f"tfresnet {command} flags:\n{command_help(fv)}")
+        return _error(f"tfresnet {command}: {err} (see `tfresnet {command} --help`)")
+    if fv.help:  # a section per group, in the order the command defined them (absl sorts them)
+        sections = (fv.module_help(group) for group in fv.flags_by_module_dict())
+        print(f"tfresnet {command} flags:\n" + "\n".join(sections))
         return 0
     if args[1:] and not getattr(module, "TAKES_ARGUMENTS", False):
-        print(
-            f"error: tfresnet {command} takes flags only (--name=value); got "
-            f"{' '.join(args[1:])!r}.",
-            file=sys.stderr,
+        return _error(
+            f"tfresnet {command} takes flags only (--name=value); got {' '.join(args[1:])!r}."
         )
-        return EXIT_USAGE
     try:
         return module.run(fv, args[1:])
     except BaseException as err:  # noqa: BLE001 -- every failure becomes one line and a code
@@ -107,14 +84,13 @@ def main(argv: list[str]) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"error: {message}", file=sys.stderr)
-        return status
+        return _error(message, status)
 
 
-def command_help(fv: "flags.FlagValues") -> str:
-    """The flags' help, a section per group in the order the command defined them (absl's
-    `get_help` sorts its sections by name)."""
-    return "\n".join(fv.module_help(group) for group in fv.flags_by_module_dict())
+def _error(message: str, status: int = EXIT_USAGE) -> int:
+    """Print a command's one error line; returns its exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    return status
 
 
 def classify_error(err: BaseException, fv: "flags.FlagValues | None" = None) -> tuple[int, str]:
@@ -197,7 +173,7 @@ def _lost_worker_message(detail, fv):
     lost = lost_workers(detail, own)
     who = ", ".join(f"{job} {index}" for job, index in lost) if lost else "a peer worker"
     resume = ""
-    run_dir = getattr(fv, "run_dir", None) if fv is not None and "run_dir" in fv else None
+    run_dir = fv.run_dir if fv is not None and "run_dir" in fv else None
     if run_dir:
         try:
             resume = f" from epoch {rundir.load_state(run_dir).epoch + 1}"
@@ -255,7 +231,7 @@ def run() -> None:
             status = main(sys.argv)
     except (Terminated, KeyboardInterrupt) as err:  # while importing, or while main reported
         status, message = classify_error(err)
-        print(f"error: {message}", file=sys.stderr)
+        _error(message, status)
     # The status is decided: a SIGTERM while the interpreter shuts down changes nothing (Python
     # puts back the default disposition, which would kill the process, only for handlers other
     # than SIG_IGN).

@@ -1,11 +1,8 @@
-"""TensorFlow's native (C++) log lines, written straight to fd 2: hidden by the CLI unless
---verbose_logs asks for them (docs/development.md, "Native log lines").
-
-`configure` sets TF_CPP_MIN_LOG_LEVEL=3 and GRPC_VERBOSITY=ERROR (unless the user set them)
-before TensorFlow loads; `filtered_stderr` pipes fd 2 through a filter process, because lines
-logged before absl's logging is initialised ignore the level (abseil/abseil-cpp#1718). A
-process, not a thread: it reads to the end of the pipe however the command ends.
-"""
+"""TensorFlow's native (C++) log lines, hidden by the CLI unless --verbose_logs asks for them
+(docs/development.md, "Native log lines"): `configure` sets TF_CPP_MIN_LOG_LEVEL=3 and
+GRPC_VERBOSITY=ERROR (unless set) before TensorFlow loads, and `filtered_stderr` pipes fd 2
+through a filter process, because lines logged before absl's logging is initialised ignore the
+level (abseil/abseil-cpp#1718)."""
 
 import contextlib
 import os
@@ -54,25 +51,18 @@ def define_flag(fv: "flags.FlagValues") -> None:
     )
 
 
-def wants_verbose_logs(argv: list[str]) -> bool:
-    """Whether `argv` (`tfresnet COMMAND [flags]`) asks for --verbose_logs; parsed by absl."""
+def configure(argv: list[str], environ: dict | None = None) -> int | None:
+    """Set the log environment before TensorFlow is imported, unless `argv` (`tfresnet COMMAND
+    [flags]`, parsed by absl) asks for --verbose_logs; the level `filtered_stderr` applies."""
     from absl import flags
 
+    environ = os.environ if environ is None else environ
     fv = flags.FlagValues()
     define_flag(fv)
-    try:
+    with contextlib.suppress(flags.Error):  # a bad value: the command's own parse reports it
         fv(["tfresnet", *argv[2:]], known_only=True)
-    except flags.Error:  # a bad value: the command's own parse reports it
-        return False
-    return fv.verbose_logs
-
-
-def configure(argv: list[str], environ: dict | None = None) -> int | None:
-    """Set the log environment for the run, before TensorFlow is imported; the level
-    `filtered_stderr` applies, or None."""
-    environ = os.environ if environ is None else environ
-    if wants_verbose_logs(argv):
-        return None
+        if fv.verbose_logs:
+            return None
     for key, value in ENVIRONMENT.items():
         environ.setdefault(key, value)
     return level_in_effect(environ)
@@ -116,9 +106,9 @@ def filter_writes(writes: Iterable[list], level: int) -> Iterator:
 
 @contextlib.contextmanager
 def filtered_stderr(level: int | None) -> Iterator[None]:
-    """Within the block, what is written to fd 2 passes `filter_lines(..., level)` in a filter
-    process (this file as a script, standard library only); on exit fd 2 is restored and the
-    filter drains (waited for up to 10 s). No-op for None or 0."""
+    """Within the block, fd 2 passes `filter_writes(..., level)` in a filter process (this file
+    as a script, standard library only; a process, not a thread: it reads to the end of the pipe
+    however the command ends); on exit fd 2 is restored and the filter drains (up to 10 s)."""
     if not level:
         yield
         return

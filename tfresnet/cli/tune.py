@@ -1,22 +1,21 @@
 """`tfresnet tune`: flags fill a `tuning.TuneConfig`, then `tuning.search(config)`.
 
-The flags are the fields of the three configs of a search, each written once: the `TrainConfig`
-fields every trial shares (defaults: `tuning.shared_train_config()`), the `SearchSpace` (as
-lists; unset: the tuner's default space) and the `TuneConfig`'s own. The space picks the models
-and each trial has its own run directory: no --model, --run_dir or --resume.
+The flags are the fields of the `TrainConfig` every trial shares (less what the space or the
+trial sets: no --model, --run_dir or --resume), of the `SearchSpace` (as lists) and of the
+`TuneConfig` itself.
 """
 
 import dataclasses
 
 from tfresnet import train as train_lib
-from tfresnet import tuning
+from tfresnet import tune_config, tuning
 from tfresnet.cli import config_flags
 
-NOT_SHARED = (*tuning.SPACE_FIELDS, *tuning.TRIAL_FIELDS)
+NOT_SHARED = (*tune_config.SPACE_FIELDS, *tune_config.TRIAL_FIELDS)
 
 
 def define_flags(fv) -> None:
-    shared = dataclasses.asdict(tuning.shared_train_config())
+    shared = dataclasses.asdict(tune_config.shared_train_config())
     config_flags.define_flags(fv, train_lib.TrainConfig, exclude=NOT_SHARED, defaults=shared)
     space = config_flags.flag_names(tuning.SearchSpace)
     config_flags.define_flags(fv, tuning.SearchSpace, defaults=dict.fromkeys(space))
@@ -30,7 +29,7 @@ def space_from_flags(fv) -> tuning.SearchSpace:
         for name in config_flags.flag_names(tuning.SearchSpace)
         if fv[name].value is not None and name != "family"
     }
-    return dataclasses.replace(tuning.default_space(fv.tuner), family=fv.family, **given)
+    return dataclasses.replace(tune_config.default_space(fv.tuner), family=fv.family, **given)
 
 
 def config_from_flags(fv) -> tuning.TuneConfig:
