@@ -304,7 +304,10 @@ def test_input_tensor_attaches_the_net_to_an_existing_graph():
     [
         ({"include_top": "yes"}, "include_top must be True or False; got 'yes'"),
         ({"pooling": "mean"}, "Unknown pooling 'mean'; allowed: None, avg, max"),
-        ({"classifier_activation": "sofmax"}, "Unknown classifier_activation 'sofmax'"),
+        (
+            {"classifier_activation": "sofmax"},
+            "Could not interpret activation function identifier: sofmax",
+        ),
         ({"pooling": "max"}, "pooling='max' applies only with include_top=False"),
         ({"include_top": False, "num_classes": 5}, "num_classes=5 and .* only with include_top"),
         ({"include_top": False, "classifier_activation": None}, "only with include_top=True"),

@@ -28,9 +28,9 @@ def test_min_weights_counts_the_stages_conv_kernels():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("resnet20", specs.cifar_spec(3)),
-        ("ResNet20", specs.cifar_spec(3)),
-        ("resnet20:width_multiplier=4", specs.cifar_spec(3).widened(4)),
+        ("resnet20", specs.ResNetSpec("cifar", "basic", (3, 3, 3))),
+        ("ResNet20", specs.ResNetSpec("cifar", "basic", (3, 3, 3))),
+        ("resnet20:width_multiplier=4", specs.get_spec("resnet20").widened(4)),
         ("plain20:stage_blocks=1,2,3", specs.ResNetSpec("cifar", "basic", (1, 2, 3), False)),
         ("resnet50:stage_blocks=3,4,6", specs.ResNetSpec("imagenet", "bottleneck", (3, 4, 6))),
         (

@@ -7,6 +7,7 @@
 `count_params` and `count_flops` count a built model as the paper does; docs/models.md has more.
 """
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 
@@ -92,15 +93,15 @@ def build_model(
       >>> build_model("resnet20", input_shape=(8, 8, 1), include_top=False).output_shape
       (None, 2, 2, 64)
     """
-    given = {k: v for k, v in locals().items() if k not in ("name", "weights", "weights_dir")}
+    arguments = {k: v for k, v in locals().items() if k not in ("name", "weights", "weights_dir")}
     if weights is not None:
         from tfresnet import shipped
 
-        return shipped.build_with_weights(name, weights, given, weights_dir)
+        return shipped.build_with_weights(name, weights, arguments, weights_dir)
     spec = specs.resolve_spec(name)
     kind = "resnet" if spec.residual else "plain"
-    given = specs.canonical_name(name) if isinstance(name, str) else None
-    label = given or spec.table_name() or f"custom_{kind}{spec.depth}"
+    table_name = specs.canonical_name(name) if isinstance(name, str) else None
+    label = table_name or spec.table_name() or f"custom_{kind}{spec.depth}"
     machine.check_memory(
         4 * spec.min_weights(),
         f"Model {name.strip() if isinstance(name, str) else label!r} (its float32 weights alone)",
@@ -116,13 +117,8 @@ def build_model(
     # Basic blocks ignore it, but a config that names a placement must name a real one.
     check_choice("stride_placement", stride_placement, blocks.STRIDE_PLACEMENTS)
     inputs, x = _inputs(spec, label, input_tensor, input_shape)
-    settings = blocks.ConvSettings(
-        weight_decay=weight_decay,
-        conv_bias=conv_bias,
-        sync_bn=sync_bn,
-        bn_epsilon=bn_epsilon,
-        zero_init_residual=zero_init_residual,
-    )
+    fields = dataclasses.fields(blocks.ConvSettings)  # build_model arguments of the same names
+    settings = blocks.ConvSettings(**{field.name: arguments[field.name] for field in fields})
     if pixel_mean is not None or pixel_std is not None:
         mean, std = np.broadcast_arrays(
             np.asarray(0.0 if pixel_mean is None else pixel_mean, "float32"),
@@ -149,7 +145,7 @@ def build_model(
                     stride_placement=stride_placement,
                 )
         if preact:
-            x = blocks.relu(blocks.bn(x, "post_bn", settings), "post_relu")
+            x = keras.layers.ReLU(name="post_relu")(blocks.bn(x, "post_bn", settings))
         if include_top or pooling == "avg":
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         elif pooling == "max":
@@ -198,7 +194,7 @@ def _stem(x, spec, preact, settings):
         x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
         x = blocks.conv(x, spec.stem_filters, 7, 2, "stem_conv", settings, padding="valid")
     if not preact:
-        x = blocks.relu(blocks.bn(x, "stem_bn", settings), "stem_relu")
+        x = keras.layers.ReLU(name="stem_relu")(blocks.bn(x, "stem_bn", settings))
     if spec.stem == "imagenet":
         x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
@@ -209,13 +205,7 @@ def _check_head(include_top, pooling, classifier_activation, num_classes):
     if include_top not in (True, False):
         raise ValueError(f"include_top must be True or False; got {include_top!r}.")
     check_choice("pooling", pooling, (None, "avg", "max"))
-    try:
-        keras.activations.get(classifier_activation)
-    except ValueError:
-        raise ValueError(
-            f"Unknown classifier_activation {classifier_activation!r}; allowed: None (logits), "
-            f"a callable or a Keras activation name ('softmax', 'sigmoid', 'linear', ...)."
-        ) from None
+    keras.activations.get(classifier_activation)  # Keras' ValueError for an unknown name
     if include_top and pooling == "max":
         raise ValueError(
             "pooling='max' applies only with include_top=False; the classifier average-pools."

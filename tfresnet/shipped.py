@@ -157,26 +157,6 @@ def _short(value):
     return repr(tuple(value) if isinstance(value, list) else value)
 
 
-def load_shipped(model: keras.Model, shipped: ShippedWeights, headless: bool = False) -> None:
-    """Load `shipped`'s weights into `model`, built with `build_arguments`, once the file's
-    SHA-256 matches its description's. `headless`: copy by layer name from the whole model."""
-    from tfresnet import models
-
-    actual = sha256_of(shipped.path)
-    if actual != shipped.description["sha256"]:
-        raise ValueError(
-            f"{shipped.path} has sha256 {actual}, but its description says "
-            f"{shipped.description['sha256']}: the file is damaged or was replaced; reinstall "
-            f"tfresnet (a maintainer: python -m experiments.ship_weights)."
-        )
-    if not headless:
-        load_weights_file(model, shipped.path)
-        return
-    whole = models.build_model(shipped.model, **shipped.arguments)
-    load_weights_file(whole, shipped.path)
-    pretrained.load_weights_by_name(model, whole)
-
-
 def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
     """`model.load_weights(path)` for a `.weights.h5` file of the same architecture; ValueError
     naming the file when it does not exist or does not fit."""
@@ -214,7 +194,19 @@ def build_with_weights(name, weights: str, arguments: dict, weights_dir=None) ->
         )
     shipped = find_shipped(model_name, weights, weights_dir)
     model = models.build_model(model_name, **build_arguments(shipped, arguments))
-    load_shipped(model, shipped, headless=arguments.get("include_top") is False)
+    actual = sha256_of(shipped.path)
+    if actual != shipped.description["sha256"]:
+        raise ValueError(
+            f"{shipped.path} has sha256 {actual}, but its description says "
+            f"{shipped.description['sha256']}: the file is damaged or was replaced; reinstall "
+            f"tfresnet (a maintainer: python -m experiments.ship_weights)."
+        )
+    if arguments.get("include_top") is False:  # all but the classifier, by layer name
+        whole = models.build_model(model_name, **shipped.arguments)
+        load_weights_file(whole, shipped.path)
+        pretrained.load_weights_by_name(model, whole)
+    else:
+        load_weights_file(model, shipped.path)
     return model
 
 
