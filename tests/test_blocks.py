@@ -1,5 +1,3 @@
-import doctest
-
 import keras
 import numpy as np
 import pytest
@@ -150,8 +148,3 @@ def test_public_blocks_validate_arguments(call, message):
     x = keras.Input((8, 8, 4))
     with pytest.raises(ValueError, match=message):
         call(x)
-
-
-def test_module_docstring_examples_run():
-    failures, tried = doctest.testmod(blocks)
-    assert tried >= 7 and failures == 0

@@ -1,7 +1,5 @@
 """The spec table and spec strings: names, parsing, validation; no model is built."""
 
-import doctest
-
 import pytest
 
 from tfresnet import specs
@@ -91,8 +89,3 @@ def test_bad_specs_raise_clear_errors(name, message):
         return
     with pytest.raises(ValueError, match=message):
         specs.resolve_spec(name)
-
-
-def test_module_docstring_examples_run():
-    failures, tried = doctest.testmod(specs)
-    assert tried >= 4 and failures == 0
