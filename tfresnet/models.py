@@ -253,7 +253,7 @@ def backbone(
     for layer in headless.layers:  # in graph order: a stage's last layer is its output
         if layer.name.startswith("stage"):
             stages[layer.name.split("_")[0]] = layer.output
-    with recursion_headroom(50 * len(headless.layers)):
+    with recursion_headroom(50 * specs.resolve_spec(name).depth):
         return keras.Model(headless.input, stages, name=model_name or f"{headless.name}_backbone")
 
 

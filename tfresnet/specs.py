@@ -31,9 +31,6 @@ IMAGENET_DEPTHS = {
     152: ("bottleneck", (3, 8, 36, 3)),
     200: ("bottleneck", (3, 24, 36, 3)),  # He et al. 2016
 }
-CIFAR_LISTED_DEPTHS = (20, 32, 44, 56, 110, 1202)
-CIFAR_PLAIN_LISTED_DEPTHS = (20, 32, 44, 56, 110)
-IMAGENET_PLAIN_LISTED_DEPTHS = (18, 34)
 
 
 def _positive_ints(what, values):
@@ -188,12 +185,10 @@ _NAME = re.compile(r"^(cifar_)?(resnet|plain)(\d+)$")
 
 
 def listed_names() -> list[str]:
-    """The networks named in the paper (what `--list` shows and the tests cover)."""
-    names = [f"resnet{d}" for d in CIFAR_LISTED_DEPTHS if d not in IMAGENET_DEPTHS]
-    names += [f"plain{d}" for d in CIFAR_PLAIN_LISTED_DEPTHS]
-    names += [f"resnet{d}" for d in IMAGENET_DEPTHS]
-    names += [f"plain{d}" for d in IMAGENET_PLAIN_LISTED_DEPTHS]
-    return names
+    """The networks named in the paper (what `tfresnet models` shows and the tests cover)."""
+    names = [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]  # CIFAR, Table 6
+    names += [f"plain{d}" for d in (20, 32, 44, 56, 110)]  # CIFAR, Fig. 6
+    return names + [f"resnet{d}" for d in IMAGENET_DEPTHS] + ["plain18", "plain34"]
 
 
 def canonical_name(text: str) -> str | None:
