@@ -76,7 +76,10 @@ def test_table_specs_keep_their_names():
         ("resnet20:stem=big", "Unknown stem 'big'; allowed: cifar, imagenet"),
         ("vgg:stage_blocks=1", "Unknown model name 'vgg'"),
         (specs.ResNetSpec("cifar", "basic", (1, 1, 1)), None),
-        ({"family": "cifar", "stage_blocks": (1,), "depth": 8}, "Unknown ResNetSpec field"),
+        (
+            {"family": "cifar", "stage_blocks": (1,), "depth": 8},
+            "'depth' is not a ResNetSpec setting; allowed: family, block",
+        ),
         ({"family": "mnist", "block": "basic", "stage_blocks": [1]}, "Unknown family 'mnist'"),
         ({"family": "cifar", "block": "basic", "stage_blocks": [0]}, "stage_blocks must be"),
         ({"family": "cifar", "block": "basic", "stage_blocks": (1,), "residual": 1}, "residual"),

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from tfresnet import blocks
+from tfresnet import blocks, config
 from tfresnet.config import check_choice
 
 FAMILIES = ("cifar", "imagenet")
@@ -311,14 +311,7 @@ def resolve_spec(name: str | ResNetSpec | dict) -> ResNetSpec:
     if isinstance(name, ResNetSpec):
         return name
     if isinstance(name, dict):
-        fields = [f.name for f in dataclasses.fields(ResNetSpec)]
-        unknown = sorted(set(name) - set(fields))
-        if unknown:
-            raise ValueError(
-                f"Unknown ResNetSpec field(s) {', '.join(unknown)} in {name!r}; allowed: "
-                f"{', '.join(fields)}."
-            )
-        return ResNetSpec(**name)
+        return ResNetSpec(**config.from_dict(ResNetSpec, name, f"model spec {name!r}"))
     if isinstance(name, str):
         return parse_model(name)
     raise ValueError(
