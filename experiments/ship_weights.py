@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from tfresnet import data as data_lib
-from tfresnet import files, models, pretrained, specs, untrusted
+from tfresnet import files, models, pretrained, shipped, specs, untrusted
 
 COMMAND_FIELDS = ("run_dir", "resume", "overwrite", "verbose")  # how, not what, a run trains
 SAID_ALWAYS = ("model", "dataset")  # in the retraining command even at their defaults
@@ -42,7 +42,7 @@ def ship(run_dir: str, name: str, weights_dir: str | None = None) -> dict:
         raise ValueError(
             f"--name must be letters, digits and '_' (e.g. fashion_mnist); got {name!r}."
         )
-    weights_dir = pretrained.WEIGHTS_DIR if weights_dir is None else weights_dir
+    weights_dir = shipped.WEIGHTS_DIR if weights_dir is None else weights_dir
     results_path = os.path.join(run_dir, "results.json")
     if not os.path.isfile(results_path):
         raise ValueError(f"{run_dir} has no results.json: the run has not finished.")
@@ -64,15 +64,15 @@ def ship(run_dir: str, name: str, weights_dir: str | None = None) -> dict:
         raise ValueError(f"The rebuilt {model_name} has layers the run's lacks: {report.skipped}.")
     _check_same_outputs(model, source, tolerance=_tolerance(source))
 
-    stem = pretrained.weights_stem(model_name, name)
-    weights_path = os.path.join(weights_dir, stem + pretrained.WEIGHTS_SUFFIX)
+    stem = shipped.weights_stem(model_name, name)
+    weights_path = os.path.join(weights_dir, stem + shipped.WEIGHTS_SUFFIX)
     files.save_weights(model, weights_path)
     final = results["final"]
     description = {
         "model": model_name,
         "name": name,
         "weights_file": os.path.basename(weights_path),
-        "sha256": pretrained.sha256_of(weights_path),
+        "sha256": shipped.sha256_of(weights_path),
         "bytes": os.path.getsize(weights_path),
         "arguments": arguments,
         "class_names": class_names(run_dir, config, arguments["num_classes"]),
@@ -94,14 +94,14 @@ def ship(run_dir: str, name: str, weights_dir: str | None = None) -> dict:
     }
     files.write_json(os.path.join(weights_dir, stem + ".json"), description)
     # What users get: the packaged files, loaded the way build_model(weights=) loads them.
-    shipped = pretrained.find_shipped(model_name, name, weights_dir)
+    entry = shipped.find_shipped(model_name, name, weights_dir)
     loaded = models.build_model(model_name, weights=name, weights_dir=weights_dir)
     _check_same_outputs(loaded, model, tolerance=0.0)
-    return shipped.description
+    return entry.description
 
 
 def architecture(source, config: dict) -> dict:
-    """build_model's architecture arguments (`pretrained.ARCHITECTURE_DEFAULTS`' keys) that
+    """build_model's architecture arguments (the keys of a description's "arguments") that
     rebuild the run's model `source`, from its config and its layers."""
     spec = specs.resolve_spec(config["model"])
     convs = [layer for layer in source.layers if hasattr(layer, "kernel_size")]
@@ -218,9 +218,9 @@ def main(argv):
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stem = pretrained.weights_stem(description["model"], description["name"])
-    folder = _FLAGS.weights_dir or pretrained.WEIGHTS_DIR
-    print(f"wrote {os.path.join(folder, stem)}{{{pretrained.WEIGHTS_SUFFIX},.json}}")
+    stem = shipped.weights_stem(description["model"], description["name"])
+    folder = _FLAGS.weights_dir or shipped.WEIGHTS_DIR
+    print(f"wrote {os.path.join(folder, stem)}{{{shipped.WEIGHTS_SUFFIX},.json}}")
     print(f"docs/models.md line:\n{docs_line(description)}")
     return 0
 

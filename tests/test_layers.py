@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfresnet import layers, models
+from tfresnet import blocks, layers, models
 
 
 def test_zero_pad_shortcut_subsamples_and_pads_channels():
@@ -45,8 +45,12 @@ def test_zero_pad_shortcut_refuses_to_shrink_channels():
         layers.ZeroPadShortcut(4)(np.zeros((1, 2, 2, 8), "float32"))
 
 
-def test_batch_norm_uses_paper_momentum_and_zero_gamma():
-    bn = layers.batch_norm("bn", zero_gamma=True)
+@pytest.mark.parametrize("sync_bn", [False, True])
+def test_blocks_batch_norm_is_the_fused_layer_with_paper_momentum_and_zero_gamma(sync_bn):
+    inputs = keras.Input((2, 2, 3))
+    settings = blocks.ConvSettings(sync_bn=sync_bn)
+    bn = keras.Model(inputs, blocks.bn(inputs, "bn", settings, zero_gamma=True)).get_layer("bn")
+    assert type(bn) is layers.BatchNormalization and bn.synchronized == sync_bn
     y = bn(np.random.rand(4, 2, 2, 3).astype("float32"), training=True)
     assert bn.momentum == 0.9 and bn.epsilon == 1e-5
     np.testing.assert_allclose(keras.ops.convert_to_numpy(y), 0.0)
@@ -204,12 +208,6 @@ def test_fused_batch_norm_falls_back_to_keras_where_the_kernel_does_not_apply():
     assert "FusedBatchNormV3" not in [op.type for op in _ops_of(fused, x2d, True)]
     synced, _ = _bn_pair(synchronized=True)
     assert "FusedBatchNormV3" not in [op.type for op in _ops_of(synced, _inputs(), True)]
-
-
-def test_batch_norm_factory_returns_the_fused_layer_also_for_sync_bn():
-    assert type(layers.batch_norm("a")) is layers.BatchNormalization
-    synced = layers.batch_norm("b", synchronized=True)
-    assert type(synced) is layers.BatchNormalization and synced.synchronized
 
 
 def test_with_keras_batch_norm_copies_weights_onto_keras_layers():

@@ -16,8 +16,9 @@ from PIL import Image
 from repo_files import repo_file
 
 from experiments import ship_weights
-from tfresnet import cli, files, pretrained
+from tfresnet import cli, files
 from tfresnet import data as data_lib
+from tfresnet import shipped as shipped_lib
 from tfresnet.models import build_model
 
 MODEL = "cifar_resnet8"
@@ -72,7 +73,7 @@ def test_packaged_files_describe_the_run(shipped):
     assert sorted(os.listdir(folder)) == [f"{stem}.json", f"{stem}.weights.h5"]  # no temp files
     assert description == files.read_json(os.path.join(folder, f"{stem}.json"))
     weights_file = os.path.join(folder, f"{stem}.weights.h5")
-    assert description["sha256"] == pretrained.sha256_of(weights_file)
+    assert description["sha256"] == shipped_lib.sha256_of(weights_file)
     results = files.read_json(os.path.join(shipped["run"], "results.json"))
     assert description["test_accuracy"] == pytest.approx(1 - results["final"]["test_error"])
     assert description["val_accuracy"] == pytest.approx(1 - results["final"]["val_error"])
@@ -115,7 +116,7 @@ def test_headless_loads_all_but_the_classifier_by_name(shipped):
 def test_weights_file_path_loads(shipped):
     path = os.path.join(shipped["dir"], f"{MODEL}-digits.weights.h5")
     whole = build_model(MODEL, weights="digits", weights_dir=shipped["dir"])
-    arguments = pretrained.find_shipped(MODEL, "digits", shipped["dir"]).arguments
+    arguments = shipped_lib.find_shipped(MODEL, "digits", shipped["dir"]).arguments
     model = build_model(MODEL, weights=path, **arguments)
     np.testing.assert_array_equal(model(_images()), whole(_images()))
 
@@ -213,7 +214,7 @@ def test_export_cli_with_weights_serves_the_model_with_its_class_names(shipped, 
 
 
 def _shipped_in_package():
-    return pretrained.shipped_weights()
+    return shipped_lib.shipped_weights()
 
 
 def test_docs_carry_each_shipped_weights_line():

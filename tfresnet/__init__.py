@@ -1,33 +1,23 @@
 """tfresnet: deep residual networks (He et al. 2015) for Keras 3 / TensorFlow.
 
-The public names below load their module on first use: `import tfresnet` alone loads neither
-Keras nor TensorFlow, so the `tfresnet` command can set TensorFlow's log environment first
-(`tfresnet.cli.run`). The two custom layers are registered with Keras (so `.keras` files load
-in safe mode) by any tfresnet module that builds or loads a model, and by `import tfresnet`
-itself when Keras is already loaded (`import keras, tfresnet`), where it costs no import.
+The public names below load their module on first use, so `import tfresnet` alone loads neither
+Keras nor TensorFlow (the `tfresnet` command sets TensorFlow's log environment first). The custom
+layers are registered with Keras, so `.keras` files load in safe mode, by every tfresnet module
+that builds or loads a model, and by `import tfresnet` itself when Keras is already loaded.
 """
 
 import importlib
 import sys
 
 __version__ = "0.1.0"
-_EXPORTS = {
-    "ConvSettings": "tfresnet.blocks",
-    "ResNetSpec": "tfresnet.specs",
-    "backbone": "tfresnet.models",
-    "basic_block": "tfresnet.blocks",
-    "bottleneck_block": "tfresnet.blocks",
-    "build_model": "tfresnet.models",
-    "count_flops": "tfresnet.models",
-    "count_params": "tfresnet.models",
-    "feature_strides": "tfresnet.specs",
-    "fold_batch_norm": "tfresnet.inference",
-    "get_spec": "tfresnet.specs",
-    "listed_names": "tfresnet.specs",
-    "load_weights_by_name": "tfresnet.pretrained",
-    "parse_model": "tfresnet.specs",
-    "residual_unit": "tfresnet.blocks",
+_MODULES = {
+    "tfresnet.blocks": ("ConvSettings", "basic_block", "bottleneck_block", "residual_unit"),
+    "tfresnet.inference": ("fold_batch_norm",),
+    "tfresnet.models": ("backbone", "build_model", "count_flops", "count_params"),
+    "tfresnet.pretrained": ("load_weights_by_name",),
+    "tfresnet.specs": ("ResNetSpec", "feature_strides", "get_spec", "listed_names", "parse_model"),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_EXPORTS)
 
 

@@ -5,15 +5,10 @@ Pre-activation (He et al. 2016):   BN-ReLU-conv ... BN-ReLU-conv, + shortcut.
 
 Shortcuts (paper Sec. 3.3): "A" identity, zero-padded where channels grow; "B" a 1x1 projection
 where the shape changes; "C" a projection on every block; "none" the plain counterpart.
-
-    x = keras.Input((32, 32, 3))
-    y = basic_block(x, 16, name="my_block1")        # 16 channels, same size; 1x1 projection
-    y = bottleneck_block(y, 32, 2, name="my_block2")  # 128 channels (4x32), half the size
 """
 
 import dataclasses
 import math
-import numbers
 
 import keras
 
@@ -76,33 +71,21 @@ def conv(
 def bn(
     x: keras.KerasTensor, name: str, settings: ConvSettings, zero_gamma: bool = False
 ) -> keras.KerasTensor:
-    return layers.batch_norm(
-        name, zero_gamma=zero_gamma, synchronized=settings.sync_bn, epsilon=settings.bn_epsilon
+    """The paper's BN (momentum 0.9) on TF's fused kernel; `zero_gamma` starts it at zero."""
+    return layers.BatchNormalization(
+        momentum=layers.BN_MOMENTUM,
+        epsilon=settings.bn_epsilon,
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        synchronized=settings.sync_bn,
+        name=name,
     )(x)
 
 
-def relu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-    return keras.layers.ReLU(name=name)(x)
-
-
-def is_positive_int(value: object) -> bool:
-    """True for an int >= 1 (numpy ints too; not bools or floats)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _check_unit_args(x, convs, shortcut, preact, settings):
-    """Validate a residual unit's arguments before any layer is made; ValueError otherwise."""
-    shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 4 or shape[-1] is None:
+def _check_unit_args(convs, shortcut, preact, settings):
+    """The arguments Keras' layers do not check themselves; ValueError before any layer."""
+    if not convs or not all(isinstance(c, (tuple, list)) and len(c) == 3 for c in convs):
         raise ValueError(
-            f"x must be a 4D (batch, height, width, channels) tensor with known channels; "
-            f"got shape {shape!r}."
-        )
-    if not convs or not all(
-        isinstance(c, (tuple, list)) and len(c) == 3 and all(map(is_positive_int, c)) for c in convs
-    ):
-        raise ValueError(
-            f"convs must be a non-empty list of (filters, kernel_size, strides) ints >= 1; "
+            f"convs must be a non-empty list of (filters, kernel_size, strides) triples; "
             f"got {convs!r}."
         )
     check_choice("shortcut", shortcut, SHORTCUTS)
@@ -110,41 +93,6 @@ def _check_unit_args(x, convs, shortcut, preact, settings):
         raise ValueError(f"preact must be True or False; got {preact!r}.")
     if not isinstance(settings, ConvSettings):
         raise ValueError(f"settings must be a ConvSettings or None; got {settings!r}.")
-    if shortcut == "A" and shape[-1] > convs[-1][0]:
-        raise ValueError(
-            f"Shortcut 'A' only adds channels (zero-padding), but the input has {shape[-1]} and "
-            f"the block outputs {convs[-1][0]}; use shortcut 'B' or 'C'."
-        )
-
-
-def _check_block_args(filters, strides):
-    for what, value in (("filters", filters), ("strides", strides)):
-        if not is_positive_int(value):
-            raise ValueError(f"{what} must be an int >= 1; got {value!r}.")
-
-
-def shortcut_path(
-    x: keras.KerasTensor,
-    preactivated: keras.KerasTensor,
-    filters: int,
-    strides: int,
-    *,
-    option: str,
-    preact: bool,
-    name: str,
-    settings: ConvSettings,
-) -> keras.KerasTensor | None:
-    """The shortcut of one block, or None for a plain block. Projections read the pre-activated
-    input in pre-activation blocks (He et al. 2016), identity and zero-padding the input itself."""
-    if option == "none":
-        return None
-    changes = strides != 1 or x.shape[-1] != filters
-    if option == "C" or (option == "B" and changes):
-        y = conv(preactivated, filters, 1, strides, f"{name}_shortcut_conv", settings)
-        return y if preact else bn(y, f"{name}_shortcut_bn", settings)
-    if changes:
-        return layers.ZeroPadShortcut(filters, strides, name=f"{name}_shortcut_pad")(x)
-    return x
 
 
 def residual_unit(
@@ -164,57 +112,46 @@ def residual_unit(
         order; the block's stride is their product, its output has the last one's filters.
       shortcut: str, "A" (identity; zero-pads channels and subsamples where they change),
         "B" (a 1x1 projection + BN only where shape changes), "C" (projection always) or
-        "none" (a plain block, no shortcut).
+        "none" (a plain block, no shortcut). Pre-activation projections read the
+        pre-activated input (He et al. 2016) and carry no BN.
       preact: bool, False: conv-BN-ReLU ... conv-BN, + shortcut, ReLU (He et al. 2015);
         True: BN-ReLU-conv ..., + shortcut (He et al. 2016).
       name: str, prefix of every layer's name (`{name}_conv1`, `{name}_bn1`, `{name}_add`,
         ...); default "residual_unit<k>", unique per Keras session.
       settings: ConvSettings; default ConvSettings().
 
-    Returns:
-      Keras tensor, the block output.
-
-    Raises:
-      ValueError naming the bad argument, before any layer is made.
-
     Example:
       >>> x = keras.Input((8, 8, 16))
-      >>> y = residual_unit(x, [(16, 1, 1), (16, 3, 2), (32, 1, 1)], name="mixed")
-      >>> y.shape
+      >>> residual_unit(x, [(16, 1, 1), (16, 3, 2), (32, 1, 1)], name="mixed").shape
       (None, 4, 4, 32)
     """
     settings = ConvSettings() if settings is None else settings
-    _check_unit_args(x, convs, shortcut, preact, settings)
+    _check_unit_args(convs, shortcut, preact, settings)
     name = name or f"residual_unit{keras.backend.get_uid('residual_unit')}"
-    out_filters = convs[-1][0]
-    strides = math.prod(s for _, _, s in convs)
-    y, preactivated = x, x
-    last = len(convs)
-    for i, (filters, kernel_size, conv_strides) in enumerate(convs, start=1):
-        zero = settings.zero_init_residual and i == last
+    y = preactivated = x
+    for i, (filters, kernel_size, strides) in enumerate(convs, start=1):
+        zero = settings.zero_init_residual and i == len(convs)
         if preact:
-            y = relu(bn(y, f"{name}_bn{i}", settings), f"{name}_relu{i}")
-            if i == 1:
-                preactivated = y
-            y = conv(y, filters, kernel_size, conv_strides, f"{name}_conv{i}", settings, zero)
+            y = keras.layers.ReLU(name=f"{name}_relu{i}")(bn(y, f"{name}_bn{i}", settings))
+            preactivated = y if i == 1 else preactivated
+            y = conv(y, filters, kernel_size, strides, f"{name}_conv{i}", settings, zero)
         else:
-            y = conv(y, filters, kernel_size, conv_strides, f"{name}_conv{i}", settings)
+            y = conv(y, filters, kernel_size, strides, f"{name}_conv{i}", settings)
             y = bn(y, f"{name}_bn{i}", settings, zero_gamma=zero)
-            if i < last:
-                y = relu(y, f"{name}_relu{i}")
-    s = shortcut_path(
-        x,
-        preactivated,
-        out_filters,
-        strides,
-        option=shortcut,
-        preact=preact,
-        name=name,
-        settings=settings,
-    )
+            if i < len(convs):
+                y = keras.layers.ReLU(name=f"{name}_relu{i}")(y)
+    filters, strides = convs[-1][0], math.prod(s for _, _, s in convs)
+    changes = strides != 1 or x.shape[-1] != filters
+    if shortcut == "C" or (shortcut == "B" and changes):
+        s = conv(preactivated, filters, 1, strides, f"{name}_shortcut_conv", settings)
+        s = s if preact else bn(s, f"{name}_shortcut_bn", settings)
+    elif shortcut == "A" and changes:
+        s = layers.ZeroPadShortcut(filters, strides, name=f"{name}_shortcut_pad")(x)
+    else:
+        s = None if shortcut == "none" else x
     if s is not None:
         y = keras.layers.Add(name=f"{name}_add")([y, s])
-    return y if preact else relu(y, f"{name}_out")
+    return y if preact else keras.layers.ReLU(name=f"{name}_out")(y)
 
 
 def basic_block(
@@ -241,7 +178,6 @@ def basic_block(
       >>> basic_block(x, 32, 2, shortcut="A").shape
       (None, 4, 4, 32)
     """
-    _check_block_args(filters, strides)
     name = name or f"basic_block{keras.backend.get_uid('basic_block')}"
     convs = [(filters, 3, strides), (filters, 3, 1)]
     return residual_unit(x, convs, shortcut=shortcut, preact=preact, name=name, settings=settings)
@@ -272,7 +208,6 @@ def bottleneck_block(
       >>> bottleneck_block(x, 32, 2).shape
       (None, 4, 4, 128)
     """
-    _check_block_args(filters, strides)
     check_choice("stride_placement", stride_placement, STRIDE_PLACEMENTS)
     name = name or f"bottleneck_block{keras.backend.get_uid('bottleneck_block')}"
     s1, s3 = (strides, 1) if stride_placement == "v1" else (1, strides)

@@ -31,8 +31,8 @@ class ZeroPadShortcut(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is not None and channels > self.filters:
             raise ValueError(
-                f"ZeroPadShortcut can only grow channels: input has {channels}, "
-                f"filters={self.filters}."
+                f"ZeroPadShortcut (option A) can only grow channels: input has {channels}, "
+                f"filters={self.filters}; use shortcut 'B' or 'C'."
             )
 
     def call(self, inputs):
@@ -114,21 +114,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
         momentum = self.momentum
         self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
-
-
-def batch_norm(
-    name: str, *, zero_gamma: bool = False, synchronized: bool = False, epsilon: float = BN_EPSILON
-) -> BatchNormalization:
-    """The BatchNormalization every block uses: the paper's momentum, `zero_gamma` to start as
-    the zero function, `synchronized` for sync BN (Keras' own path)."""
-    return BatchNormalization(
-        axis=-1,
-        momentum=BN_MOMENTUM,
-        epsilon=epsilon,
-        gamma_initializer="zeros" if zero_gamma else "ones",
-        synchronized=synchronized,
-        name=name,
-    )
 
 
 def with_keras_batch_norm(model: keras.Model) -> keras.Model:

@@ -7,7 +7,7 @@
 `count_params` and `count_flops` count a built model as the paper does; docs/models.md has more.
 """
 
-import collections
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 
@@ -18,141 +18,10 @@ from numpy.typing import ArrayLike
 from tfresnet import blocks, machine, specs
 from tfresnet.compat import recursion_headroom
 from tfresnet.config import check_choice
+from tfresnet.specs import ResNetSpec
 
-# The spec names tfresnet.models offered before specs.py (`tfresnet.get_spec` etc. are the same).
-from tfresnet.specs import (  # noqa: F401
-    ResNetSpec,
-    feature_strides,
-    get_spec,
-    listed_names,
-    parse_model,
-)
-
-
-def _stem(x, spec, preact, settings):
-    if spec.stem == "cifar":
-        x = blocks.conv(x, spec.stem_filters, 3, 1, "stem_conv", settings)
-    else:
-        # Explicit padding as in keras.applications, so its weights transplant exactly.
-        x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
-        x = blocks.conv(x, spec.stem_filters, 7, 2, "stem_conv", settings, padding="valid")
-    if not preact:
-        x = blocks.relu(blocks.bn(x, "stem_bn", settings), "stem_relu")
-    if spec.stem == "imagenet":
-        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
-    return x
-
-
-def _label(name, spec):
-    """The model's default name: a table name as given, else the spec's table name, else
-    custom_resnet<depth> (custom_plain<depth>)."""
-    given = specs.canonical_name(name) if isinstance(name, str) else None
-    kind = "resnet" if spec.residual else "plain"
-    return given or spec.table_name() or f"custom_{kind}{spec.depth}"
-
-
-_Features = collections.namedtuple("_Features", "inputs stages settings")
-
-
-def _features(
-    spec,
-    label,
-    *,
-    input_shape,
-    input_tensor,
-    shortcut,
-    preact,
-    stride_placement,
-    pixel_mean,
-    pixel_std,
-    **conv_settings,
-):
-    """The input, standardisation, stem and stages, the body arguments (`build_model`'s)
-    checked first; the rest of them are `ConvSettings`."""
-    shortcut = spec.default_shortcut if shortcut is None else shortcut
-    if not spec.residual and shortcut != "none":
-        raise ValueError(f"{label} is a plain network; it takes shortcut='none', not {shortcut!r}.")
-    # Basic blocks ignore it, but a config that names a placement must name a real one.
-    check_choice("stride_placement", stride_placement, blocks.STRIDE_PLACEMENTS)
-    if input_tensor is not None:
-        if not keras.backend.is_keras_tensor(input_tensor) or len(input_tensor.shape) != 4:
-            raise ValueError(
-                f"input_tensor must be a 4D Keras tensor (batch, height, width, channels), "
-                f"such as keras.Input((32, 32, 3)) or a layer's output; got {input_tensor!r}."
-            )
-        tensor_shape = tuple(input_tensor.shape[1:])
-        if input_shape is not None and tuple(input_shape) != tensor_shape:
-            raise ValueError(
-                f"input_shape {tuple(input_shape)} differs from input_tensor's shape "
-                f"{tensor_shape}; give only one of them."
-            )
-        input_shape = tensor_shape
-    input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
-    specs.check_input_shape(input_shape, spec, label)
-
-    settings = blocks.ConvSettings(**conv_settings)
-    if input_tensor is None:
-        x = keras.Input(shape=input_shape, name="images")
-        inputs = x
-    else:
-        x = input_tensor
-        sources = keras.utils.get_source_inputs(input_tensor)
-        inputs = sources[0] if len(sources) == 1 else sources
-    if pixel_mean is not None or pixel_std is not None:
-        mean, std = np.broadcast_arrays(
-            np.asarray(0.0 if pixel_mean is None else pixel_mean, "float32"),
-            np.asarray(1.0 if pixel_std is None else pixel_std, "float32"),
-        )
-        axis = tuple(range(-mean.ndim, 0)) or None  # per-pixel, per-channel or one scalar
-        x = keras.layers.Normalization(
-            axis=axis, mean=mean, variance=np.square(std), name="standardize"
-        )(x)
-    x = _stem(x, spec, preact, settings)
-    block_fn = blocks.BLOCKS[spec.block]
-    stages = []
-    for stage, (filters, count) in enumerate(
-        zip(spec.stage_filters, spec.stage_blocks, strict=True), 1
-    ):
-        for index in range(1, count + 1):
-            x = block_fn(
-                x,
-                filters,
-                2 if index == 1 and stage > 1 else 1,
-                shortcut=shortcut,
-                preact=preact,
-                name=f"stage{stage}_block{index}",
-                settings=settings,
-                stride_placement=stride_placement,
-            )
-        stages.append(x)
-    return _Features(inputs, stages, settings)
-
-
-POOLINGS = (None, "avg", "max")
-
-
-def _check_head(include_top, pooling, classifier_activation, num_classes):
-    if include_top not in (True, False):
-        raise ValueError(f"include_top must be True or False; got {include_top!r}.")
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling {pooling!r}; allowed: None, avg, max.")
-    try:
-        keras.activations.get(classifier_activation)
-    except ValueError:
-        raise ValueError(
-            f"Unknown classifier_activation {classifier_activation!r}; allowed: None (logits), "
-            f"a callable or a Keras activation name ('softmax', 'sigmoid', 'linear', ...)."
-        ) from None
-    if include_top and pooling == "max":
-        raise ValueError(
-            "pooling='max' applies only with include_top=False; the classifier average-pools."
-        )
-    if not include_top and (num_classes is not None or classifier_activation != "softmax"):
-        raise ValueError(
-            f"num_classes={num_classes!r} and classifier_activation={classifier_activation!r} "
-            f"apply only with include_top=True; a headless model has no classifier."
-        )
+# build_model's arguments that shape the classifier (or load weights), not the body.
+_HEAD = ("include_top", "pooling", "classifier_activation", "num_classes", "weights", "weights_dir")
 
 
 def build_model(
@@ -181,18 +50,17 @@ def build_model(
     """Build a ResNet (or plain net) as a functional `keras.Model`.
 
     Args:
-      name: str, ResNetSpec or dict. A name from the table ("resnet20", "plain56", "resnet50";
-        see the module docstring), a spec string ("resnet20:width_multiplier=4",
-        see `parse_model`), a `ResNetSpec`, or a dict of its fields.
+      name: str, ResNetSpec or dict: a name from the table ("resnet20", "plain56", "resnet50"),
+        a spec string ("resnet20:width_multiplier=4", see `parse_model`), a `ResNetSpec`, or a
+        dict of its fields.
       include_top: bool, True: average-pool, the "logits" Dense layer and a float32
-        "predictions" activation; False: a headless feature extractor (keras.applications'
-        meaning).
+        "predictions" activation; False: a headless feature extractor (keras.applications').
       pooling: str or None, for include_top=False only: None outputs the last stage's 4D
         feature map, "avg" / "max" global-pool it to (batch, channels).
       classifier_activation: str, callable or None, the "predictions" activation; None gives
         logits (for `from_logits=True` losses).
-      input_tensor: a 4D Keras tensor to build the network on (an existing `keras.Input` or
-        a layer's output); the model's inputs are then that tensor's source inputs.
+      input_tensor: a 4D Keras tensor to build the network on (a `keras.Input` or a layer's
+        output); the model's inputs are then that tensor's source inputs.
       num_classes: int, classifier width; default 10 (CIFAR family) or 1000 (ImageNet).
       input_shape: (height, width, channels); default the family's or `input_tensor`'s.
       shortcut: str, "A" | "B" | "C" | "none"; default per family as in the paper.
@@ -209,10 +77,10 @@ def build_model(
       model_name: str, the Keras model's name; default the table name as given, else
         "custom_resnet<depth>" ("custom_plain<depth>").
       weights: str or None. None: random initialisation. A name of weights shipped for `name`
-        ("fashion_mnist" for "resnet20"; `pretrained.shipped_weights()` lists them), loaded
-        offline after their sha256 is checked: the architecture arguments left out are the
-        weights' own, others are refused (include_top=False loads all but the classifier, at
-        any input size). Or the path of a `.weights.h5` file saved from this architecture.
+        ("fashion_mnist" for "resnet20"; `shipped.shipped_weights()` lists them), loaded offline
+        after their sha256 is checked: the architecture arguments left out are the weights' own,
+        others are refused (include_top=False loads all but the classifier, at any input size).
+        Or the path of a `.weights.h5` file saved from this architecture.
       weights_dir: str, where shipped weights are looked up; default the package's own.
 
     Returns:
@@ -225,66 +93,128 @@ def build_model(
       >>> build_model("resnet20", input_shape=(8, 8, 1), include_top=False).output_shape
       (None, 2, 2, 64)
     """
-    arguments = locals()
+    arguments = {k: v for k, v in locals().items() if k not in ("name", "weights", "weights_dir")}
     if weights is not None:
-        from tfresnet import pretrained
+        from tfresnet import shipped
 
-        given = {k: v for k, v in arguments.items() if k not in ("name", "weights", "weights_dir")}
-        return pretrained.build_with_weights(name, weights, given, weights_dir)
-    body = {key: arguments[key] for key in _body_defaults()}
-    spec, label = _buildable_spec(name)
-    _check_head(include_top, pooling, classifier_activation, num_classes)
-    num_classes = spec.default_num_classes if num_classes is None else int(num_classes)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
-    with recursion_headroom(50 * spec.depth):
-        features = _features(spec, label, **body)
-        return _head(features, preact, include_top, pooling, classifier_activation, num_classes,
-                     model_name or label)  # fmt: skip
-
-
-def _buildable_spec(name):
-    """(spec, default model name) of `name`; refuses, before any layer is made, a network whose
-    float32 weights alone exceed this machine's memory."""
+        return shipped.build_with_weights(name, weights, arguments, weights_dir)
     spec = specs.resolve_spec(name)
-    label = _label(name, spec)
+    kind = "resnet" if spec.residual else "plain"
+    table_name = specs.canonical_name(name) if isinstance(name, str) else None
+    label = table_name or spec.table_name() or f"custom_{kind}{spec.depth}"
     machine.check_memory(
         4 * spec.min_weights(),
         f"Model {name.strip() if isinstance(name, str) else label!r} (its float32 weights alone)",
         "use fewer blocks (stage_blocks) or fewer filters (stage_filters, width_multiplier)",
     )
-    return spec, label
-
-
-def _head(features, preact, include_top, pooling, classifier_activation, num_classes, name):
-    """The model: `features`' last stage, then the post-activation, pooling and classifier."""
-    settings = features.settings
-    x = features.stages[-1]
-    if preact:
-        x = blocks.relu(blocks.bn(x, "post_bn", settings), "post_relu")
-    if include_top or pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    if include_top:
-        x = keras.layers.Dense(
-            num_classes,
-            kernel_initializer="he_normal",
-            kernel_regularizer=settings.regularizer(),
-            name="logits",
+    _check_head(include_top, pooling, classifier_activation, num_classes)
+    num_classes = spec.default_num_classes if num_classes is None else int(num_classes)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
+    shortcut = spec.default_shortcut if shortcut is None else shortcut
+    if not spec.residual and shortcut != "none":
+        raise ValueError(f"{label} is a plain network; it takes shortcut='none', not {shortcut!r}.")
+    # Basic blocks ignore it, but a config that names a placement must name a real one.
+    check_choice("stride_placement", stride_placement, blocks.STRIDE_PLACEMENTS)
+    inputs, x = _inputs(spec, label, input_tensor, input_shape)
+    fields = dataclasses.fields(blocks.ConvSettings)  # build_model arguments of the same names
+    settings = blocks.ConvSettings(**{field.name: arguments[field.name] for field in fields})
+    if pixel_mean is not None or pixel_std is not None:
+        mean, std = np.broadcast_arrays(
+            np.asarray(0.0 if pixel_mean is None else pixel_mean, "float32"),
+            np.asarray(1.0 if pixel_std is None else pixel_std, "float32"),
+        )
+        axis = tuple(range(-mean.ndim, 0)) or None  # per-pixel, per-channel or one scalar
+        x = keras.layers.Normalization(
+            axis=axis, mean=mean, variance=np.square(std), name="standardize"
         )(x)
-        x = keras.layers.Activation(
-            classifier_activation or "linear", dtype="float32", name="predictions"
-        )(x)
-    return keras.Model(features.inputs, x, name=name)
+    with recursion_headroom(50 * spec.depth):
+        x = _stem(x, spec, preact, settings)
+        for stage, (filters, count) in enumerate(
+            zip(spec.stage_filters, spec.stage_blocks, strict=True), 1
+        ):
+            for index in range(1, count + 1):
+                x = blocks.BLOCKS[spec.block](
+                    x,
+                    filters,
+                    2 if index == 1 and stage > 1 else 1,
+                    shortcut=shortcut,
+                    preact=preact,
+                    name=f"stage{stage}_block{index}",
+                    settings=settings,
+                    stride_placement=stride_placement,
+                )
+        if preact:
+            x = keras.layers.ReLU(name="post_relu")(blocks.bn(x, "post_bn", settings))
+        if include_top or pooling == "avg":
+            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        elif pooling == "max":
+            x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        if include_top:
+            x = keras.layers.Dense(
+                num_classes,
+                kernel_initializer="he_normal",
+                kernel_regularizer=settings.regularizer(),
+                name="logits",
+            )(x)
+            x = keras.layers.Activation(
+                classifier_activation or "linear", dtype="float32", name="predictions"
+            )(x)
+        return keras.Model(inputs, x, name=model_name or label)
 
 
-def _body_defaults():
-    """{argument: default} of `build_model`'s body arguments: all but the name and the head."""
-    head = ("name", "model_name", "include_top", "pooling", "classifier_activation", "num_classes",
-            "weights", "weights_dir")  # fmt: skip
-    parameters = inspect.signature(build_model).parameters.values()
-    return {p.name: p.default for p in parameters if p.name not in head}
+def _inputs(spec, label, input_tensor, input_shape):
+    """(the model's inputs, the tensor the net starts from), the shapes checked."""
+    if input_tensor is None:
+        input_shape = tuple(spec.default_input_shape if input_shape is None else input_shape)
+        specs.check_input_shape(input_shape, spec, label)
+        x = keras.Input(shape=input_shape, name="images")
+        return x, x
+    if not keras.backend.is_keras_tensor(input_tensor) or len(input_tensor.shape) != 4:
+        raise ValueError(
+            f"input_tensor must be a 4D Keras tensor (batch, height, width, channels), such as "
+            f"keras.Input((32, 32, 3)) or a layer's output; got {input_tensor!r}."
+        )
+    tensor_shape = tuple(input_tensor.shape[1:])
+    if input_shape is not None and tuple(input_shape) != tensor_shape:
+        raise ValueError(
+            f"input_shape {tuple(input_shape)} differs from input_tensor's shape "
+            f"{tensor_shape}; give only one of them."
+        )
+    specs.check_input_shape(tensor_shape, spec, label)
+    sources = keras.utils.get_source_inputs(input_tensor)
+    return (sources[0] if len(sources) == 1 else sources), input_tensor
+
+
+def _stem(x, spec, preact, settings):
+    if spec.stem == "cifar":
+        x = blocks.conv(x, spec.stem_filters, 3, 1, "stem_conv", settings)
+    else:
+        # Explicit padding as in keras.applications, so its weights transplant exactly.
+        x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
+        x = blocks.conv(x, spec.stem_filters, 7, 2, "stem_conv", settings, padding="valid")
+    if not preact:
+        x = keras.layers.ReLU(name="stem_relu")(blocks.bn(x, "stem_bn", settings))
+    if spec.stem == "imagenet":
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+    return x
+
+
+def _check_head(include_top, pooling, classifier_activation, num_classes):
+    if include_top not in (True, False):
+        raise ValueError(f"include_top must be True or False; got {include_top!r}.")
+    check_choice("pooling", pooling, (None, "avg", "max"))
+    keras.activations.get(classifier_activation)  # Keras' ValueError for an unknown name
+    if include_top and pooling == "max":
+        raise ValueError(
+            "pooling='max' applies only with include_top=False; the classifier average-pools."
+        )
+    if not include_top and (num_classes is not None or classifier_activation != "softmax"):
+        raise ValueError(
+            f"num_classes={num_classes!r} and classifier_activation={classifier_activation!r} "
+            f"apply only with include_top=True; a headless model has no classifier."
+        )
 
 
 def backbone(
@@ -309,7 +239,8 @@ def backbone(
       >>> {key: tensor.shape for key, tensor in features.output.items()}
       {'stage1': (None, 16, 16, 16), 'stage2': (None, 8, 8, 32), 'stage3': (None, 4, 4, 64)}
     """
-    body = _body_defaults()
+    parameters = inspect.signature(build_model).parameters
+    body = [key for key in parameters if key not in ("name", "model_name", *_HEAD)]
     unknown = [key for key in kwargs if key not in body]
     if unknown:
         raise ValueError(
@@ -317,11 +248,13 @@ def backbone(
             f"{', '.join(unknown)}; it has no classifier (for a pooled feature vector: "
             f"build_model(..., include_top=False, pooling='avg'))."
         )
-    spec, label = _buildable_spec(name)
-    with recursion_headroom(50 * spec.depth):
-        features = _features(spec, label, **{**body, **kwargs})
-        outputs = {f"stage{i}": x for i, x in enumerate(features.stages, 1)}
-        return keras.Model(features.inputs, outputs, name=model_name or f"{label}_backbone")
+    headless = build_model(name, include_top=False, **kwargs)
+    stages = {}
+    for layer in headless.layers:  # in graph order: a stage's last layer is its output
+        if layer.name.startswith("stage"):
+            stages[layer.name.split("_")[0]] = layer.output
+    with recursion_headroom(50 * specs.resolve_spec(name).depth):
+        return keras.Model(headless.input, stages, name=model_name or f"{headless.name}_backbone")
 
 
 def count_params(model: keras.Model) -> int:

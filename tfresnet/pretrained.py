@@ -1,23 +1,18 @@
-"""Trained weights for tfresnet models: the ones shipped inside the package, and ImageNet weights
-imported from Keras Applications ResNet50/101/152.
-
-    model = build_model("resnet20", weights="fashion_mnist")   # shipped, offline (`load_shipped`)
+"""ImageNet weights imported from Keras Applications' ResNet50/101/152, and weights copied by
+layer name between tfresnet models (a classifier's into its `backbone`). Weights shipped inside
+the package are `shipped`'s (`build_model("resnet20", weights="fashion_mnist")`).
 
     model = build_model("resnet50", num_classes=102, **keras_applications_compatible_kwargs())
     report = load_pretrained(model, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     report.skipped   # {"logits": "source has no classifier (include_top=False)"}
 
 Layers are paired by their predictable names (`conv3_block1_2_conv` -> `stage2_block1_conv2`);
-docs/serving.md ("Pretrained ImageNet weights") has the whole mapping. `load_weights_by_name`
-copies a trained tfresnet model's weights into another of the same spec (e.g. its `backbone`).
-Shipped weights are `tfresnet/weights/<model>-<name>.weights.h5` with a `<model>-<name>.json`
-beside it (how to rebuild the model, class names, accuracy, the retraining command, sha256),
-written by `python -m experiments.ship_weights`; docs/models.md lists them.
+docs/serving.md ("Pretrained ImageNet weights") has the whole mapping.
 """
 
+import collections
 import dataclasses
 import functools
-import hashlib
 import os
 import re
 
@@ -29,29 +24,25 @@ import numpy as np
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 KERAS_APPLICATIONS_BN_EPSILON = 1.001e-5
 _EPSILON_RTOL = 0.01  # 1e-5 vs 1.001e-5 changes outputs by ~1e-8; 1e-3 would not be a match
-_HEAD = "logits"
-_SOURCE_HEAD = "predictions"
-_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_(\d)_(conv|bn)$")
-_STAGE_BLOCK = re.compile(r"^stage(\d+)_block(\d+)_")
 # keras.applications' ResNets by their bottleneck blocks per stage (the models' own tables).
 APPLICATIONS = {(3, 4, 6, 3): "ResNet50", (3, 4, 23, 3): "ResNet101", (3, 8, 36, 3): "ResNet152"}
+# keras.applications layer name -> tfresnet's, for the layers outside the blocks.
+_RENAMED = {"conv1_conv": "stem_conv", "conv1_bn": "stem_bn", "predictions": "logits"}
+_SOURCE_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_(\d)_(conv|bn)$")
+_TARGET_BLOCK = re.compile(r"^stage(\d+)_block(\d+)_(shortcut_)?(conv|bn)(\d)?$")
 
 
 def keras_applications_compatible_kwargs(raw_pixels: bool = True) -> dict:
     """`build_model` arguments that give keras.applications' ResNet layout.
 
     Args:
-      raw_pixels: bool. True: the model takes raw RGB pixels 0..255 and standardises them
-        itself (mean subtraction as in caffe preprocessing); `load_pretrained` then turns the
-        stem's BGR filters into RGB, so the model needs no `preprocess_input` (what the serving
-        export expects). False: the model takes exactly what keras.applications takes.
+      raw_pixels: bool. True: the model takes raw RGB pixels 0..255 and subtracts the caffe
+        means itself; `load_pretrained` then turns the stem's BGR filters into RGB, so the model
+        needs no `preprocess_input` (what the serving export expects). False: the model takes
+        exactly what keras.applications takes.
     """
-    kwargs = {
-        "stride_placement": "v1",
-        "conv_bias": True,
-        "bn_epsilon": KERAS_APPLICATIONS_BN_EPSILON,
-        "shortcut": "B",
-    }
+    kwargs = dict(stride_placement="v1", conv_bias=True, bn_epsilon=KERAS_APPLICATIONS_BN_EPSILON,
+                  shortcut="B")  # fmt: skip
     if raw_pixels:
         kwargs.update(pixel_mean=CAFFE_MEAN_RGB, pixel_std=1.0)
     return kwargs
@@ -59,7 +50,7 @@ def keras_applications_compatible_kwargs(raw_pixels: bool = True) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class ImportReport:
-    """What `load_pretrained` did: target layers loaded, and skipped ones with the reason."""
+    """What was loaded: target layers loaded, and skipped ones with the reason."""
 
     loaded: tuple
     skipped: dict
@@ -78,59 +69,51 @@ def load_pretrained(
       model: a tfresnet ResNet-50/101/152 built with `keras_applications_compatible_kwargs()`,
         with or without its top (a headless model or `backbone` takes all but the classifier).
       source: a keras.applications ResNet50/101/152 model (any input size, with or without
-        top), or the path to its legacy `.h5` weights file (what keras.applications downloads),
-        read by `load_keras_application`.
-      skip_mismatched_head: bool. True: a classifier the source lacks (include_top=False) or
-        with another number of classes is left as initialised, for fine-tuning on a new data
-        set. False: that raises.
+        top), or the path of its legacy `.h5` weights (what keras.applications downloads).
+      skip_mismatched_head: bool. True: a classifier the source lacks or with other classes is
+        left as initialised (fine-tuning); False: that raises.
 
     Returns:
-      ImportReport. With raw_pixels (a "standardize" layer with the caffe means), the model
-      then maps raw RGB x to what source maps to `preprocess_input(x)`; without, the model
-      equals the source on the same input.
+      ImportReport. With raw_pixels, the model maps raw RGB x to what source maps to
+      `preprocess_input(x)`; without, the model equals the source on the same input.
 
     Raises:
-      ValueError naming the first layer whose layout differs, or saying why the file does not
-      load. Nothing is changed then.
+      ValueError naming the first layer whose layout differs, or why the file does not load.
+      Nothing is changed then.
     """
     what = "a keras.applications ResNet model or a path to its .h5 weights"
     source = _source_model(source, lambda path: load_keras_application(path, model), what)
-    weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
-    by_target = {_target_name(name): (name, arrays) for name, arrays in weights.items()}
+    by_target = {_target_name(layer.name): layer for layer in source.layers if layer.weights}
     rgb_stem = _takes_raw_rgb(model)
     assignments, skipped = [], {}
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if layer.name == _HEAD:
-            reason = _head_mismatch(layer, by_target.pop(_HEAD, None))
+    for layer in (layer for layer in model.layers if layer.weights):
+        theirs = by_target.pop(layer.name, None)
+        if layer.name == "logits":
+            reason = _head_mismatch(layer, theirs)
             if reason is None:
-                assignments.append((layer, weights[_SOURCE_HEAD]))
-            elif skip_mismatched_head:
-                skipped[layer.name] = reason
+                assignments.append((layer, theirs.get_weights()))
+            elif not skip_mismatched_head:
+                raise ValueError(f"Layer logits: {reason}; pass skip_mismatched_head=True to "
+                                 f"keep it as initialised (fine-tuning).")  # fmt: skip
             else:
-                raise ValueError(
-                    f"Layer {_HEAD}: {reason}; pass skip_mismatched_head=True to keep it as "
-                    f"initialised (fine-tuning)."
-                )
+                skipped[layer.name] = reason
             continue
-        if layer.name not in by_target:
+        if theirs is None:
             raise ValueError(
                 f"Layer {layer.name} of {model.name} has no counterpart in the source "
                 f"(expected {_source_name(layer.name)}); the layouts differ. Build the model "
                 f"with the source's depth and keras_applications_compatible_kwargs()."
             )
-        source_name, arrays = by_target.pop(layer.name)
-        _check_layer(layer, source_name, arrays)
+        arrays = _checked_weights(layer, theirs)
         if rgb_stem and layer.name == "stem_conv":
             arrays = [arrays[0][:, :, ::-1, :], *arrays[1:]]
         assignments.append((layer, arrays))
-    by_target.pop(_HEAD, None)  # a headless model (include_top=False) leaves it out
+    by_target.pop("logits", None)  # a headless model (include_top=False) leaves it out
     if by_target:
-        source_name = next(iter(by_target.values()))[0]
+        name = next(iter(by_target.values())).name
         raise ValueError(
-            f"Source layer {source_name} has no counterpart in {model.name} (expected "
-            f"{_target_name(source_name)}); the source is deeper than the model."
+            f"Source layer {name} has no counterpart in {model.name} (expected "
+            f"{_target_name(name)}); the source is deeper than the model."
         )
     return _assign(assignments, skipped, rgb_stem)
 
@@ -166,9 +149,7 @@ def load_weights_by_name(
     source = _source_model(source, load, "a keras.Model or a .keras file path")
     by_name = {layer.name: layer for layer in source.layers}
     assignments, skipped = [], {}
-    for layer in model.layers:
-        if not layer.weights:
-            continue
+    for layer in (layer for layer in model.layers if layer.weights):
         if layer.name not in by_name:
             skipped[layer.name] = f"{source.name} has no layer {layer.name}"
             continue
@@ -205,17 +186,9 @@ def _shapes(layer, arrays):
 
 
 def load_keras_application(path: str | os.PathLike, like: keras.Model) -> keras.Model:
-    """The keras.applications ResNet of `like`'s depth, with the weights of the `.h5` file `path`,
-    read by Keras' own `load_weights` (which checks layer counts and shapes).
-
-    Args:
-      path: a legacy Keras `.h5` weights file of keras.applications' ResNet50/101/152 (what
-        `weights="imagenet"` downloads, with or without top), or a whole model saved as `.h5`.
-      like: keras.Model, the tfresnet ResNet-50/101/152 the weights are for.
-
-    Raises:
-      ValueError saying which file could not be read as what, and why.
-    """
+    """The keras.applications ResNet of `like`'s depth with the weights of the legacy `.h5` file
+    `path` (weights, with or without top, or a whole model), read by Keras' own `load_weights`,
+    which checks layer counts and shapes; ValueError saying why the file does not load."""
     path = os.fspath(path)
     if path.endswith(".weights.h5"):
         raise ValueError(
@@ -225,7 +198,12 @@ def load_keras_application(path: str | os.PathLike, like: keras.Model) -> keras.
         )
     if not os.path.isfile(path):
         raise ValueError(f"Weights file {path} does not exist.")
-    blocks = _blocks_per_stage(like)
+    stages = collections.Counter(
+        match.group(1)
+        for layer in like.layers
+        if (match := re.fullmatch(r"stage(\d+)_block\d+_conv1", layer.name))
+    )
+    blocks = tuple(stages[stage] for stage in sorted(stages, key=int))
     if blocks not in APPLICATIONS:
         allowed = ", ".join(f"{name} {b}" for b, name in APPLICATIONS.items())
         raise ValueError(
@@ -250,41 +228,24 @@ def load_keras_application(path: str | os.PathLike, like: keras.Model) -> keras.
 
 def _saved_classes(path):
     """The classes of the file's classifier ("predictions"), or None when it has none."""
+    shapes = []
     try:
         with h5py.File(path, "r") as f:
             whole_model = "layer_names" not in f.attrs and "model_weights" in f  # as Keras reads
-            group = f["model_weights"] if whole_model else f
-            if _SOURCE_HEAD not in group:
-                return None
-            shapes = []
-            group[_SOURCE_HEAD].visititems(
-                lambda _, item: (
-                    shapes.append(item.shape) if isinstance(item, h5py.Dataset) else None
-                )
-            )
+            head = (f["model_weights"] if whole_model else f).get("predictions")
+            if head is not None:
+                head.visititems(lambda _, item: shapes.append(getattr(item, "shape", ())))
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file: {err}") from err
-    return min(shapes, key=len)[-1] if shapes else None  # the bias: (classes,)
-
-
-def _blocks_per_stage(model):
-    """(blocks of stage 1, of stage 2, ...) from tfresnet's layer names."""
-    blocks = {}
-    for layer in model.layers:
-        match = _STAGE_BLOCK.match(layer.name)
-        if match:
-            stage, block = (int(g) for g in match.groups())
-            blocks[stage] = max(blocks.get(stage, 0), block)
-    return tuple(blocks[stage] for stage in sorted(blocks))
+    biases = [shape for shape in shapes if len(shape) == 1]  # the bias: (classes,)
+    return biases[0][0] if biases else None
 
 
 def _target_name(source_name):
-    """keras.applications layer name -> tfresnet layer name; ValueError if not a v1 ResNet."""
-    if source_name in ("conv1_conv", "conv1_bn"):
-        return "stem_" + source_name.split("_")[1]
-    if source_name == _SOURCE_HEAD:
-        return _HEAD
-    match = _BLOCK.match(source_name)
+    """keras.applications layer name -> tfresnet layer name; ValueError if not a v1 ResNet's."""
+    if source_name in _RENAMED:
+        return _RENAMED[source_name]
+    match = _SOURCE_BLOCK.match(source_name)
     if not match:
         raise ValueError(
             f"Source layer {source_name} is not part of a keras.applications ResNet50/101/152 "
@@ -297,55 +258,45 @@ def _target_name(source_name):
 
 def _source_name(target_name):
     """tfresnet layer name -> the keras.applications name it would be loaded from."""
-    if target_name in ("stem_conv", "stem_bn"):
-        return "conv1_" + target_name.split("_")[1]
-    match = re.match(r"^stage(\d+)_block(\d+)_(shortcut_)?(conv|bn)(\d)?$", target_name)
-    if not match:
-        return "nothing (no such layer in keras.applications ResNets)"
+    renamed = {target: source for source, target in _RENAMED.items()}
+    match = _TARGET_BLOCK.match(target_name)
+    if target_name in renamed or not match:
+        return renamed.get(target_name, "nothing (no such layer in keras.applications ResNets)")
     stage, block, shortcut, kind, index = match.groups()
     return f"conv{int(stage) + 1}_block{block}_{'0' if shortcut else index}_{kind}"
 
 
-def _expected_strides(source_name):
-    """keras.applications v1 strides: the stem, and the first 1x1 + shortcut of stages 3-5."""
-    if source_name == "conv1_conv":
-        return (2, 2)
-    match = _BLOCK.match(source_name)
-    if match and match.group(2) == "1" and match.group(3) in "01" and int(match.group(1)) > 2:
-        return (2, 2)
-    return (1, 1)
-
-
-def _check_layer(layer, source_name, arrays):
-    """Raise naming `layer` when its weights or settings differ from the source layer's."""
-    where = f"Layer {layer.name} (from {source_name})"
+def _checked_weights(layer, source):
+    """`source`'s weights for `layer`; ValueError naming `layer` when the shapes, a conv's strides
+    or a BN's epsilon differ from the source layer's."""
+    where = f"Layer {layer.name} (from {source.name})"
+    arrays = source.get_weights()
     shapes, source_shapes = _shapes(layer, arrays)
     if shapes != source_shapes:
         hint = ""
         if isinstance(layer, keras.layers.Conv2D) and len(shapes) < len(source_shapes):
             hint = " (keras.applications convs have biases: build with conv_bias=True)"
         raise ValueError(f"{where}: weight shapes {shapes} != source {source_shapes}{hint}.")
-    if isinstance(layer, keras.layers.Conv2D):
-        strides = tuple(layer.strides)
-        if strides != _expected_strides(source_name):
-            raise ValueError(
-                f"{where}: strides {strides}, keras.applications uses "
-                f"{_expected_strides(source_name)} (build with stride_placement='v1')."
-            )
-    elif isinstance(layer, keras.layers.BatchNormalization):
-        eps = KERAS_APPLICATIONS_BN_EPSILON
+    if isinstance(layer, keras.layers.Conv2D) and layer.strides != source.strides:
+        raise ValueError(
+            f"{where}: strides {layer.strides}, keras.applications uses {source.strides} "
+            f"(build with stride_placement='v1')."
+        )
+    if isinstance(layer, keras.layers.BatchNormalization):
+        eps = source.epsilon
         if abs(layer.epsilon - eps) > _EPSILON_RTOL * eps:
             raise ValueError(
                 f"{where}: BN epsilon {layer.epsilon:g}, keras.applications uses {eps:g} "
                 f"(build with bn_epsilon={eps:g})."
             )
+    return arrays
 
 
 def _head_mismatch(layer, source):
-    """Why the classifier cannot be copied, or None when it can."""
+    """Why the classifier cannot be copied from the `source` layer, or None when it can."""
     if source is None:
         return "source has no classifier (include_top=False)"
-    shapes, source_shapes = _shapes(layer, source[1])
+    shapes, source_shapes = _shapes(layer, source.get_weights())
     if shapes != source_shapes:
         return f"classifier weight shapes {shapes} != source {source_shapes}"
     return None
@@ -368,241 +319,3 @@ def _takes_raw_rgb(model):
             f"(keras_applications_compatible_kwargs()) or without pixel_mean/pixel_std."
         )
     return True
-
-
-# --- shipped weights: build_model(name, weights="fashion_mnist") -------------------------------
-
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-WEIGHTS_SUFFIX = ".weights.h5"
-# The build_model arguments that trained weights fix (the others only shape training), with
-# build_model's defaults: a default is taken to mean "what the weights need".
-ARCHITECTURE_DEFAULTS = {
-    "num_classes": None,
-    "input_shape": None,
-    "shortcut": None,
-    "preact": False,
-    "stride_placement": "v1.5",
-    "conv_bias": False,
-    "bn_epsilon": None,  # build_model's default, filled in by `build_arguments`
-    "pixel_mean": None,
-    "pixel_std": None,
-}
-_HEADLESS_FREE = ("num_classes", "input_shape")  # include_top=False takes any input size
-
-
-@dataclasses.dataclass(frozen=True)
-class ShippedWeights:
-    """One set of shipped weights: the file, and its description (the `.json` beside it)."""
-
-    model: str  # the table name, e.g. "resnet20"
-    name: str  # what `weights=` calls it, e.g. "fashion_mnist"
-    path: str  # the .weights.h5 file
-    description: dict
-
-    @property
-    def arguments(self) -> dict:
-        """build_model's architecture arguments the weights need (tuples, not JSON lists)."""
-        args = dict(self.description["arguments"])
-        args["input_shape"] = tuple(args["input_shape"])
-        return args
-
-
-def weights_stem(model: str, name: str) -> str:
-    """`<model>-<name>`: the shared stem of the weights file and its description."""
-    return f"{model}-{name}"
-
-
-def shipped_weights(weights_dir: str | os.PathLike | None = None) -> dict:
-    """{(model, name): ShippedWeights} of the weights in `weights_dir` (default the package's
-    own `tfresnet/weights/`): every `<model>-<name>.json` with its `.weights.h5` beside it."""
-    folder = os.fspath(WEIGHTS_DIR if weights_dir is None else weights_dir)
-    found = {}
-    if not os.path.isdir(folder):
-        return found
-    for file in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(file)
-        if ext != ".json" or "-" not in stem:
-            continue
-        weights_file = os.path.join(folder, stem + WEIGHTS_SUFFIX)
-        if not os.path.isfile(weights_file):
-            continue
-        description = _read_description(os.path.join(folder, file))
-        model, name = description["model"], description["name"]
-        if weights_stem(model, name) != stem:
-            raise ValueError(
-                f"{os.path.join(folder, file)} describes {weights_stem(model, name)}, not its "
-                f"own name {stem}; package the weights again (python -m experiments.ship_weights)."
-            )
-        found[model, name] = ShippedWeights(model, name, weights_file, description)
-    return found
-
-
-def _read_description(path):
-    from tfresnet import untrusted
-
-    with open(path, "rb") as f:
-        text = f.read(1 << 20)  # a description is a few kB (per-pixel means: 784 numbers)
-    try:
-        description = untrusted.parse_json(text, path)
-    except ValueError as err:
-        raise ValueError(f"{path} is not readable JSON ({err}).") from err
-    missing = [k for k in ("model", "name", "arguments", "sha256") if k not in description]
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; it is not a weights description.")
-    return description
-
-
-def find_shipped(
-    model: str, weights: str, weights_dir: str | os.PathLike | None = None
-) -> ShippedWeights:
-    """The shipped weights `weights` of `model`; ValueError listing what exists otherwise."""
-    available = shipped_weights(weights_dir)
-    if (model, weights) in available:
-        return available[model, weights]
-    listed = ", ".join(f"{m} weights={n!r}" for m, n in available) or "none"
-    raise ValueError(
-        f"No shipped weights {weights!r} for {model}; shipped: {listed} (or give a path to a "
-        f"{WEIGHTS_SUFFIX} file, or weights=None for random initialisation)."
-    )
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The hex SHA-256 of the file at `path`, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def build_arguments(shipped: ShippedWeights, given: dict) -> dict:
-    """`given` (build_model's arguments) with the architecture the weights need filled in where
-    left at its default; ValueError in one line listing what the weights need when a given
-    value differs (num_classes and input_shape may differ with include_top=False)."""
-    from tfresnet import blocks
-
-    defaults = {**ARCHITECTURE_DEFAULTS, "bn_epsilon": blocks.layers.BN_EPSILON}
-    needed = shipped.arguments
-    headless = given.get("include_top") is False
-    args, conflicts = dict(given), []
-    if given.get("input_tensor") is not None and given.get("input_shape") is None:
-        given = {**given, "input_shape": tuple(given["input_tensor"].shape[1:])}
-    for key, need in needed.items():
-        value = given.get(key, defaults[key])
-        if headless and key in _HEADLESS_FREE:
-            if key == "input_shape" and value is not None and value[-1] != need[-1]:
-                conflicts.append(f"input_shape={tuple(value)} (the weights take {need[-1]} "
-                                 f"channel(s))")  # fmt: skip
-            elif key == "input_shape" and value is not None and tuple(value) != need:
-                if np.ndim(needed["pixel_mean"]) == 3:  # per-pixel means fit one size only
-                    conflicts.append(f"input_shape={tuple(value)} (the weights standardise "
-                                     f"each pixel of {need[0]}x{need[1]} images)")  # fmt: skip
-            if key == "input_shape" and value is None:
-                args[key] = need
-            continue
-        if _same(value, defaults[key]) or _same(value, need):
-            args[key] = need
-        else:
-            conflicts.append(f"{key}={_short(value)}")
-    if conflicts:
-        wants = ", ".join(
-            f"{k}={_short(v)}" for k, v in needed.items() if k not in ("pixel_mean", "pixel_std")
-        )
-        raise ValueError(
-            f"weights={shipped.name!r} are for {shipped.model} with {wants} and the training "
-            f"set's pixel_mean/pixel_std; got {', '.join(conflicts)} (leave those arguments "
-            f"out; include_top=False takes other num_classes and input sizes)."
-        )
-    return args
-
-
-def _same(a, b):
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
-    a, b = np.asarray(a, "float64"), np.asarray(b, "float64")
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=0.0))
-
-
-def _short(value):
-    """A value for a one-line message: arrays by their shape."""
-    if isinstance(value, (list, np.ndarray)) and np.ndim(value) > 1:
-        return f"<array of shape {np.shape(value)}>"
-    return repr(tuple(value) if isinstance(value, list) else value)
-
-
-def load_shipped(model: keras.Model, shipped: ShippedWeights, headless: bool = False) -> None:
-    """Load `shipped`'s weights into `model`, built with `build_arguments`, once the file's
-    SHA-256 matches its description's. `headless`: copy by layer name from the whole model."""
-    actual = sha256_of(shipped.path)
-    if actual != shipped.description["sha256"]:
-        raise ValueError(
-            f"{shipped.path} has sha256 {actual}, but its description says "
-            f"{shipped.description['sha256']}: the file is damaged or was replaced; reinstall "
-            f"tfresnet (a maintainer: python -m experiments.ship_weights)."
-        )
-    if not headless:
-        load_weights_file(model, shipped.path)
-        return
-    from tfresnet import models
-
-    whole = models.build_model(shipped.model, **shipped.arguments)
-    load_weights_file(whole, shipped.path)
-    load_weights_by_name(model, whole)
-
-
-def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
-    """`model.load_weights(path)` for a `.weights.h5` file of the same architecture; ValueError
-    naming the file when it does not exist or does not fit."""
-    path = os.fspath(path)
-    if not path.endswith(WEIGHTS_SUFFIX) or not os.path.isfile(path):
-        what = "is not a file" if path.endswith(WEIGHTS_SUFFIX) else "is not a .weights.h5 file"
-        raise ValueError(
-            f"weights={path!r} {what}; give a shipped name or a {WEIGHTS_SUFFIX} path."
-        )
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path} does not fit {model.name} ({first}); build the model with the arguments it "
-            f"was saved with."
-        ) from err
-
-
-def build_with_weights(name, weights: str, arguments: dict, weights_dir=None) -> keras.Model:
-    """`build_model(name, **arguments)` with trained weights: a shipped name of `name`'s (its
-    architecture filled in, its checksum checked) or a `.weights.h5` path. build_model's
-    `weights=` lands here."""
-    from tfresnet import models, specs
-
-    if str(weights).endswith(WEIGHTS_SUFFIX):
-        model = models.build_model(name, **arguments)
-        load_weights_file(model, weights)
-        return model
-    model_name = specs.canonical_name(name) if isinstance(name, str) else None
-    if model_name is None:
-        raise ValueError(
-            f"weights={weights!r} needs a model name from the table (such as 'resnet20'), not "
-            f"{name!r}; a .weights.h5 path loads into any architecture."
-        )
-    shipped = find_shipped(model_name, weights, weights_dir)
-    headless = arguments.get("include_top") is False
-    model = models.build_model(model_name, **build_arguments(shipped, arguments))
-    load_shipped(model, shipped, headless=headless)
-    return model
-
-
-def shipped_model(
-    name: str, weights: str, weights_dir: str | os.PathLike | None = None
-) -> tuple[keras.Model, list[str] | None]:
-    """(`build_model(name, weights=weights)`, the class names its description gives, or None
-    for a `.weights.h5` path): what `tfresnet predict` and `tfresnet export --weights` serve."""
-    from tfresnet import models
-
-    model = models.build_model(name, weights=weights, weights_dir=weights_dir)
-    if str(weights).endswith(WEIGHTS_SUFFIX):
-        return model, None
-    shipped = find_shipped(model.name, weights, weights_dir)
-    return model, list(shipped.description.get("class_names") or []) or None

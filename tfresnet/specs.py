@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from tfresnet import blocks
+from tfresnet import blocks, config
 from tfresnet.config import check_choice
 
 FAMILIES = ("cifar", "imagenet")
@@ -31,15 +31,13 @@ IMAGENET_DEPTHS = {
     152: ("bottleneck", (3, 8, 36, 3)),
     200: ("bottleneck", (3, 24, 36, 3)),  # He et al. 2016
 }
-CIFAR_LISTED_DEPTHS = (20, 32, 44, 56, 110, 1202)
-CIFAR_PLAIN_LISTED_DEPTHS = (20, 32, 44, 56, 110)
-IMAGENET_PLAIN_LISTED_DEPTHS = (18, 34)
 
 
 def _positive_ints(what, values):
     """`values` as a non-empty tuple of ints >= 1, or a ValueError quoting them."""
     items = tuple(values) if isinstance(values, (tuple, list)) else ()
-    if not items or not all(blocks.is_positive_int(v) for v in items):
+    ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
+    if not items or not ints or min(items) < 1:
         raise ValueError(f"{what} must be a non-empty sequence of ints >= 1; got {values!r}.")
     return tuple(int(v) for v in items)
 
@@ -109,10 +107,8 @@ class ResNetSpec:
 
     @property
     def default_shortcut(self) -> str:
-        # The paper: option A on CIFAR (Sec. 4.2), option B on ImageNet (Table 3/4).
-        if not self.residual:
-            return "none"
-        return "A" if self.family == "cifar" else "B"
+        """The paper's: option A on CIFAR (Sec. 4.2), B on ImageNet (Table 3/4); plain: none."""
+        return ("A" if self.family == "cifar" else "B") if self.residual else "none"
 
     @property
     def default_input_shape(self) -> tuple[int, int, int]:
@@ -185,27 +181,14 @@ class ResNetSpec:
         return f"{self.family}:{';'.join(parts)}"
 
 
-def cifar_spec(n: int, residual: bool = True) -> ResNetSpec:
-    """The paper's CIFAR network with 6n+2 layers: three stages of n basic blocks."""
-    return ResNetSpec("cifar", "basic", (n, n, n), residual)
-
-
-def imagenet_spec(depth: int, residual: bool = True) -> ResNetSpec:
-    """The paper's ImageNet network of `depth` layers (Table 1; 200 from He et al. 2016)."""
-    block, stage_blocks = IMAGENET_DEPTHS[depth]
-    return ResNetSpec("imagenet", block, stage_blocks, residual)
-
-
 _NAME = re.compile(r"^(cifar_)?(resnet|plain)(\d+)$")
 
 
 def listed_names() -> list[str]:
-    """The networks named in the paper (what `--list` shows and the tests cover)."""
-    names = [f"resnet{d}" for d in CIFAR_LISTED_DEPTHS if d not in IMAGENET_DEPTHS]
-    names += [f"plain{d}" for d in CIFAR_PLAIN_LISTED_DEPTHS]
-    names += [f"resnet{d}" for d in IMAGENET_DEPTHS]
-    names += [f"plain{d}" for d in IMAGENET_PLAIN_LISTED_DEPTHS]
-    return names
+    """The networks named in the paper (what `tfresnet models` shows and the tests cover)."""
+    names = [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]  # CIFAR, Table 6
+    names += [f"plain{d}" for d in (20, 32, 44, 56, 110)]  # CIFAR, Fig. 6
+    return names + [f"resnet{d}" for d in IMAGENET_DEPTHS] + ["plain18", "plain34"]
 
 
 def canonical_name(text: str) -> str | None:
@@ -227,13 +210,14 @@ def get_spec(name: str) -> ResNetSpec:
     force_cifar, kind, depth = match.group(1), match.group(2), int(match.group(3))
     residual = kind == "resnet"
     if depth in IMAGENET_DEPTHS and not force_cifar:
-        return imagenet_spec(depth, residual)
+        return ResNetSpec("imagenet", *IMAGENET_DEPTHS[depth], residual)
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"Model {name!r}: CIFAR-style depth must be 6n+2 with n >= 1 (8, 14, 20, 26, 32, ...), "
             f"and ImageNet depths are {sorted(IMAGENET_DEPTHS)}; got depth {depth}."
         )
-    return cifar_spec((depth - 2) // 6, residual)
+    n = (depth - 2) // 6  # the paper's CIFAR nets: three stages of n basic blocks
+    return ResNetSpec("cifar", "basic", (n, n, n), residual)
 
 
 def _format_value(value):
@@ -327,14 +311,7 @@ def resolve_spec(name: str | ResNetSpec | dict) -> ResNetSpec:
     if isinstance(name, ResNetSpec):
         return name
     if isinstance(name, dict):
-        fields = [f.name for f in dataclasses.fields(ResNetSpec)]
-        unknown = sorted(set(name) - set(fields))
-        if unknown:
-            raise ValueError(
-                f"Unknown ResNetSpec field(s) {', '.join(unknown)} in {name!r}; allowed: "
-                f"{', '.join(fields)}."
-            )
-        return ResNetSpec(**name)
+        return ResNetSpec(**config.from_dict(ResNetSpec, name, f"model spec {name!r}"))
     if isinstance(name, str):
         return parse_model(name)
     raise ValueError(

@@ -75,8 +75,8 @@ def define_weights_flags(fv: flags.FlagValues) -> None:
 def shipped_model(fv: flags.FlagValues, name: str) -> tuple:
     """(model, class names) of the model `name` with --weights; ValueError for a bad
     combination."""
-    from tfresnet import pretrained
+    from tfresnet import shipped
 
     if fv.weights_dir and not fv.weights:
         raise ValueError("--weights_dir applies only with --weights=NAME.")
-    return pretrained.shipped_model(name, fv.weights, fv.weights_dir)
+    return shipped.shipped_model(name, fv.weights, fv.weights_dir)
