@@ -6,11 +6,13 @@ is allocated. The image checks are TF ops, so they also hold inside a served Sav
 TensorFlow is imported only by them, so the `.keras` and JSON checks work on every backend.
 """
 
+import contextlib
 import io
 import math
 import os
 import re
 import sys
+import tempfile
 import zipfile
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ MAX_EXPANSION = 10
 JPEG_MAX_STEPS = 1 << 13  # marker segments (and runs of stray bytes) before the first SOF
 GIF_MAX_STEPS = 1 << 16  # blocks, and sub-blocks shorter than 255 bytes, of all frames
 FRAMES_PER_LAYER = 5  # Python frames Keras needs per layer to rebuild a graph (ResNet-1202: ~1)
+IMAGE_CHANNELS = (1, 3)  # what images decode to for a model: grey or RGB
 
 ACCEPTED_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 # Codes of `image_format`, in the order TensorFlow's decoder classifies bytes.
@@ -254,47 +257,48 @@ def pixel_count(data: "tf.Tensor", fmt: "tf.Tensor | None" = None) -> "tf.Tensor
     return _switch_format(fmt, branches, lambda: none)
 
 
-def image_checks(data: "tf.Tensor", max_pixels: int | None = None) -> list:
-    """Assertions, to run before decoding, that `data` is a JPEG, PNG, GIF, BMP or WebP whose
-    header holds a size of at most `max_pixels` pixels (default MAX_PIXELS)."""
+def accepted(data: "tf.Tensor", max_pixels: int | None = None) -> "tf.Tensor":
+    """`data`, gated on an assertion that it is a JPEG, PNG, GIF, BMP or WebP whose header holds
+    a size of at most `max_pixels` (default MAX_PIXELS): run before any decoder sees it."""
     import tensorflow as tf
 
-    max_pixels = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     fmt = image_format(data)
     pixels = pixel_count(data, fmt)
-    known = tf.debugging.assert_none_equal(
-        fmt, UNKNOWN, message=f"Unknown image file format: send {ACCEPTED_FORMATS}"
-    )
-    accepted = tf.debugging.assert_none_equal(
-        fmt,
-        JPEG_XL,
-        message=f"JPEG XL images are not accepted (their size cannot be read before "
-        f"decoding); send {ACCEPTED_FORMATS}",
-    )
-    sized = tf.debugging.assert_non_negative(
-        pixels,
-        message="image header too short, damaged or too intricate: its size cannot be read "
-        "before decoding",
-    )
-    small = tf.debugging.assert_less_equal(
-        pixels,
-        tf.constant(max_pixels, tf.int64),
-        message=f"image too large: more than {max_pixels} pixels (the size in its header; for a "
-        "GIF, all frames together)",
-    )
-    return [known, accepted, sized, small]
+    damaged = " header too short, damaged or too intricate: its size cannot be read before decoding"
+    reasons = [
+        (tf.equal(fmt, UNKNOWN), f"Unknown image file format: send {ACCEPTED_FORMATS}"),
+        (
+            tf.equal(fmt, JPEG_XL),
+            "JPEG XL images are not accepted (their size cannot be read before decoding); "
+            f"send {ACCEPTED_FORMATS}",
+        ),
+        (pixels < 0, tf.strings.join([tf.gather(FORMAT_NAMES, fmt), damaged])),
+        (
+            pixels > limit,
+            tf.strings.format(
+                "image too large: {} pixels, more than {} (the size in its header; for a GIF, "
+                "all frames together)",
+                (pixels, limit),
+            ),
+        ),
+    ]
+    reason = tf.constant("")
+    for condition, text in reversed(reasons):  # the first that holds is the reason
+        reason = tf.where(condition, text, reason)
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(reason, ""), [reason])]):
+        return tf.identity(data)
 
 
 def decode_image(data: "tf.Tensor", channels: int, max_pixels: int | None = None) -> "tf.Tensor":
     """uint8 [height, width, channels] (channels 1 or 3) of one encoded image, decoded only
-    after `image_checks` pass. GIF, BMP, WebP and CMYK JPEG have no grey decoder in TF: they
-    are decoded as RGB and converted; alpha is dropped."""
+    once `accepted`. GIF, BMP, WebP and CMYK JPEG have no grey decoder in TF:
+    they are decoded as RGB and converted; alpha is dropped."""
     import tensorflow as tf
 
-    if channels not in (1, 3):
+    if channels not in IMAGE_CHANNELS:
         raise ValueError(f"channels must be 1 or 3; got {channels!r}.")
-    with tf.control_dependencies(image_checks(data, max_pixels)):
-        data = tf.identity(data)
+    data = accepted(data, max_pixels)
     fmt = image_format(data)
 
     def decode(depth):
@@ -321,49 +325,82 @@ def decode_image(data: "tf.Tensor", channels: int, max_pixels: int | None = None
     return image
 
 
-def image_problems(
+def image_shapes(
     paths: list[str], max_pixels: int | None = None, max_bytes: int = MAX_IMAGE_BYTES
-) -> list[str | None]:
-    """For each image file in `paths`: why `decode_image` would refuse it (one line), or None.
-    Runs over all files at once in a tf.data pipeline (a folder scan before training)."""
+) -> list[tuple[int, int, int] | str]:
+    """For each image file in `paths`: its stored (height, width, channels), or why it cannot
+    be used (one line). Each file is checked (`accepted`) and then decoded, all
+    in one tf.data pass: a folder scanned before training has no file that fails mid-epoch."""
     import tensorflow as tf
 
-    max_pixels = MAX_PIXELS if max_pixels is None else int(max_pixels)
-    reasons = [None] * len(paths)
-    readable = []
+    results = [None] * len(paths)
     for i, path in enumerate(paths):
         size = os.path.getsize(path)
         if size > max_bytes:
-            reasons[i] = f"{size:,} bytes, more than {max_bytes:,}"
-        else:
-            readable.append(i)
-    if not readable:
-        return reasons
+            results[i] = f"{size:,} bytes, more than {max_bytes:,}"
+    readable = [i for i, result in enumerate(results) if result is None]
 
-    def measure(index, path):
-        data = tf.io.read_file(path)
-        fmt = image_format(data)
-        return index, fmt, pixel_count(data, fmt)
+    def measure(path):
+        data = accepted(tf.io.read_file(path), max_pixels)
+        return tf.shape(tf.io.decode_image(data, expand_animations=False))
 
-    names = [os.fsencode(paths[i]) for i in readable]  # bytes: names need not be UTF-8
-    files = tf.data.Dataset.from_tensor_slices((readable, names))
-    found = files.map(measure, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    measured = {
-        int(i): (fmt, pixels) for i, fmt, pixels in found.ignore_errors().as_numpy_iterator()
-    }
-    for i in readable:
-        fmt, pixels = measured.get(i, (None, None))
-        if fmt is None:
-            reasons[i] = "cannot be read"
-        elif fmt == UNKNOWN:
-            reasons[i] = f"not a {ACCEPTED_FORMATS} file"
-        elif fmt == JPEG_XL:
-            reasons[i] = "JPEG XL: its size cannot be read before decoding"
-        elif pixels < 0:
-            reasons[i] = f"{FORMAT_NAMES[fmt]} header too short, damaged or too intricate"
-        elif pixels > max_pixels:
-            reasons[i] = f"{pixels} pixels, more than {max_pixels}"
-    return reasons
+    names = tf.constant([os.fsencode(paths[i]) for i in readable], tf.string)  # need not be UTF-8
+    files = tf.data.Dataset.from_tensor_slices(names)
+    shapes = iter(files.map(measure, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    with decoder_messages([]):  # libjpeg's lines: each file they are about is in `results`
+        for i in readable:  # an element that fails raises; the iterator goes on to the next
+            try:
+                results[i] = tuple(int(d) for d in next(shapes))
+            except tf.errors.OpError as err:
+                results[i] = error_line(err)
+    return results
+
+
+def error_line(error: BaseException) -> str:
+    """The one line of a TF or OS error that says what was wrong (no node names, no traces;
+    a failed `tf.debugging.Assert`'s own message)."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    noise = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[{{")
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    if not useful:
+        return str(error)
+    first = useful[0].split("}}")[-1].strip()  # without a "{{function_node ...}}" prefix
+    first = re.sub(r"^Error in user-defined function .*?Iterator::\S+: ", "", first)  # tf.data
+    asserted = re.match(r"assertion failed: \[([^\]]*)\]", first)
+    if asserted:
+        return asserted.group(1).strip().rstrip(".")
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", first)
+
+
+_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d")  # TensorFlow's (absl's) log lines
+
+
+@contextlib.contextmanager
+def decoder_messages(said: list[str]):
+    """Within the block, the lines native decoders write to fd 2 themselves (libjpeg: "Bogus
+    Huffman table definition") go into `said`, for the error of the file they are about;
+    TensorFlow's log lines (with their tab-indented continuations) are written on after it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            logged, in_log = [], False
+            for line in capture.read().decode(errors="replace").splitlines():
+                in_log = bool(_LOG_LINE.match(line)) or (in_log and line.startswith("\t"))
+                if in_log:
+                    logged.append(line)
+                elif line.strip():
+                    said.append(line.strip())
+            sys.stderr.write("".join(f"{line}\n" for line in logged))
 
 
 def _switch_format(fmt, branches, default):
