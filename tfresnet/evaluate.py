@@ -16,29 +16,6 @@ from tfresnet import data as data_lib
 from tfresnet import files, inference, pipeline, rundir, untrusted
 
 
-class ModelFileError(ValueError):
-    """A model path that is missing or does not hold a readable .keras file."""
-
-
-def load_model_file(model_path: str):
-    """`untrusted.load_keras_model` with one clear error for a missing, truncated, corrupt or
-    refused (a zip bomb, a config nested too deep) file."""
-    if files.exists(model_path) and not model_path.endswith(".keras"):
-        raise ModelFileError(f"{model_path!r} is not a .keras file.")
-    if not files.exists(model_path):
-        raise ModelFileError(f"No model at {model_path!r}: give a .keras file or a run directory.")
-    try:
-        return untrusted.load_keras_model(model_path)
-    except untrusted.FileRefused as err:
-        raise ModelFileError(str(err)) from err
-    except Exception as err:  # zipfile.BadZipFile, OSError, ValueError... all mean "unreadable"
-        raise ModelFileError(
-            f"{model_path!r} is not a readable .keras file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be truncated or "
-            "corrupt. Use another checkpoint, e.g. checkpoints/last.keras of its run."
-        ) from err
-
-
 def run_config_of(model_path: str) -> dict:
     """The `config.json` of the run a model belongs to ({} when there is none); a damaged one
     is refused (`files.CorruptFile`) rather than evaluated on a data set it may not name."""
@@ -115,7 +92,7 @@ def evaluate(
     dataset = dataset or run.get("dataset") or data_lib.EMBEDDED
     data_dir = data_dir or run.get("data_dir")
     image_size = image_size or run.get("image_size")
-    model = inference.fold_batch_norm(load_model_file(path))
+    model = inference.fold_batch_norm(untrusted.load_keras_model(path))
     want = tuple(model.input_shape[1:])
     try:
         data = data_lib.load_data(dataset, data_dir=data_dir, image_size=image_size)
@@ -192,4 +169,4 @@ def _ten_crop_errors(model, dataset, info, batch_size):
     return {"top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "examples": n}
 
 
-__all__ = ["ModelFileError", "evaluate", "flip_averaged", "load_model_file"]
+__all__ = ["evaluate", "flip_averaged"]

@@ -126,16 +126,29 @@ def read_keras_config(path: str) -> dict:
 
 
 def load_keras_model(path: str, **kwargs) -> "keras.Model":
-    """`keras.saving.load_model(path, **kwargs)` after `read_keras_config` accepts the file,
-    under a recursion limit raised by FRAMES_PER_LAYER per layer (Keras rebuilds recursively)."""
+    """`keras.saving.load_model(path, **kwargs)` once `read_keras_config` accepts the file,
+    under a recursion limit raised by FRAMES_PER_LAYER per layer (Keras rebuilds recursively).
+    A missing, truncated, corrupt or refused file is one `FileRefused` that says so."""
     import keras
 
     from tfresnet.models import recursion_headroom
 
-    config = read_keras_config(path)
-    frames = sys.getrecursionlimit() + FRAMES_PER_LAYER * count_layers(config)
-    with recursion_headroom(frames):
-        return keras.saving.load_model(path, **kwargs)
+    if not _exists(path):
+        raise FileRefused(f"No model at {path!r}: give a .keras file or a run directory.")
+    if not str(path).endswith(".keras"):
+        raise FileRefused(f"{path!r} is not a .keras file.")
+    try:
+        config = read_keras_config(path)
+        with recursion_headroom(sys.getrecursionlimit() + FRAMES_PER_LAYER * count_layers(config)):
+            return keras.saving.load_model(path, **kwargs)
+    except FileRefused:
+        raise
+    except Exception as err:  # zipfile.BadZipFile, OSError, ValueError...: all "unreadable"
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise FileRefused(
+            f"{path!r} is not a readable .keras file ({type(err).__name__}: {detail}); it may be "
+            "truncated or corrupt. Use another checkpoint, e.g. checkpoints/last.keras of its run."
+        ) from err
 
 
 def count_layers(config: Any) -> int:
@@ -159,6 +172,14 @@ def _open_binary(path):
 
         return tf.io.gfile.GFile(str(path), "rb")
     return open(path, "rb")
+
+
+def _exists(path):
+    if "://" in str(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.exists(str(path))
+    return os.path.exists(path)
 
 
 def _check_expansion(path, declared, stored, what):
