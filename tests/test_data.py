@@ -189,7 +189,7 @@ def test_real_fashion_mnist_from_debian():
 
 
 def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, caplog, monkeypatch):
-    from tfresnet import untrusted
+    from tfresnet import images
 
     for cls, value in (("cat", 10), ("dog", 200)):
         for i in range(4):
@@ -199,7 +199,7 @@ def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, ca
     cut = tmp_path / "cat" / "cut.jpg"
     cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # a sound header
     Image.new("L", (30, 30)).save(tmp_path / "dog" / "big.png")
-    monkeypatch.setattr(untrusted, "MAX_PIXELS", 800)
+    monkeypatch.setattr(images, "MAX_PIXELS", 800)
     with caplog.at_level(logging.WARNING):
         d = data.load_data(str(tmp_path))
     assert "cut.jpg (jpeg::Uncompress failed" in caplog.text

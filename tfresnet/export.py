@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, runlock, untrusted
+from tfresnet import files, inference, runlock
 from tfresnet import images as images_lib
 
 RESIZE_MODES = ("stretch", "crop", "auto")
@@ -42,7 +42,7 @@ def export_for_serving(
     resize: str = "auto",
     warmup: bool = True,
     fold_batch_norm: bool = True,
-    max_pixels: int = untrusted.MAX_PIXELS,
+    max_pixels: int = images_lib.MAX_PIXELS,
 ) -> str:
     """Export `model` for TF Serving into `<base_dir>/<model_name>/<version>/` and list it.
 
@@ -64,7 +64,7 @@ def export_for_serving(
       warmup: bool, write `assets.extra/tf_serving_warmup_requests` (one small request).
       fold_batch_norm: bool, serve `inference.fold_batch_norm(model)` (same outputs, faster).
       max_pixels: int, `serving_bytes` refuses images with more pixels, read from the headers
-        before decoding (`untrusted.decode_image`).
+        before decoding (`images.decode_image`).
 
     Returns:
       str, the version directory that was written.
@@ -330,10 +330,10 @@ def decode_and_fit(
     size: tuple[int, int],
     channels: int,
     mode: str,
-    max_pixels: int = untrusted.MAX_PIXELS,
+    max_pixels: int = images_lib.MAX_PIXELS,
 ) -> tf.Tensor:
     """One encoded image (JPEG, PNG, GIF, BMP, WebP) -> float32 [height, width, channels]."""
-    image = untrusted.decode_image(data, channels, max_pixels)
+    image = images_lib.decode_image(data, channels, max_pixels)
     return fit_to_size(tf.cast(image[tf.newaxis], tf.float32), size, mode)[0]
 
 

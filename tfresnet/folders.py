@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import files, untrusted
+from tfresnet import files, images
 from tfresnet.data import (
     SMALL_IMAGE_LIMIT,
     Data,
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def _scan_folder(root):
     """Class folders -> (classes, [(path, label, (height, width, channels))]).
 
-    Files `untrusted.image_shapes` refuses (not an image, too large, cut short, damaged) are
+    Files `images.image_shapes` refuses (not an image, too large, cut short, damaged) are
     skipped with one warning naming them; a class left without images, a bad class name or a
     special file (a FIFO can block a reader forever) is an error.
     """
@@ -60,7 +60,7 @@ def _scan_folder(root):
         elif path.is_file():
             skipped.append(f"{path} (not an image extension)")
     found = []
-    shapes = untrusted.image_shapes([path for path, _ in candidates])
+    shapes = images.image_shapes([path for path, _ in candidates])
     for (path, label), shape in zip(candidates, shapes, strict=True):
         if isinstance(shape, str):
             skipped.append(f"{path} ({shape})")
@@ -123,7 +123,7 @@ def load_folder(
         labels = np.asarray([f[1] for f in items], "int32")
 
         def read(path, label):
-            image = untrusted.decode_image(tf.io.read_file(path), channels)
+            image = images.decode_image(tf.io.read_file(path), channels)
             if style == "cifar":
                 image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
             return image, label

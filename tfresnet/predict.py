@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import export, files, untrusted
+from tfresnet import export, files, images, untrusted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ def load_export(path: str | os.PathLike) -> ServingExport:
         if isinstance(err, PermissionError):
             raise
         raise files.CorruptFile(
-            f"{version_dir} is not a readable SavedModel ({untrusted.error_line(err)[:300]}); it "
+            f"{version_dir} is not a readable SavedModel ({images.error_line(err)[:300]}); it "
             "may be truncated or corrupt: export the model again (tfresnet export)."
         ) from err
     missing = [s for s in ("serving_default", "serving_bytes") if s not in saved_model.signatures]
@@ -89,7 +89,7 @@ def predict_files(
     Args:
       export_dir: a path `load_export` accepts, or an already loaded `ServingExport`.
       paths: image file paths (JPEG, PNG, GIF, BMP or WebP; at most the export's max_pixels
-        pixels and `untrusted.MAX_IMAGE_BYTES` bytes, checked before reading or decoding).
+        pixels and `images.MAX_IMAGE_BYTES` bytes, checked before reading or decoding).
       top_k: int >= 1, classes per file (at most the number of classes).
 
     Returns:
@@ -107,11 +107,11 @@ def predict_files(
             kind = files.special_file(path)
             if kind:  # opening a FIFO blocks until someone writes; a device reads forever
                 raise untrusted.FileRefused(f"a {kind}, not a regular file: not read")
-            data = untrusted.read_image_file(path)
-            with untrusted.decoder_messages(said):
+            data = images.read_image_file(path)
+            with images.decoder_messages(said):
                 outputs = signature(image_bytes=tf.constant([data]))
         except (OSError, untrusted.FileRefused, tf.errors.InvalidArgumentError) as e:
-            reason = untrusted.error_line(e)
+            reason = images.error_line(e)
             if said:  # libjpeg's own words: "Bogus Huffman table definition"
                 reason = f"{reason.rstrip('.')} ({'; '.join(said)})"
             warnings.warn(f"Cannot predict {path}: {reason}", stacklevel=2)

@@ -6,7 +6,7 @@ import os
 
 from absl import flags
 
-from tfresnet import evaluate, export, untrusted
+from tfresnet import evaluate, export, images, untrusted
 from tfresnet.cli import predict as predict_command
 
 
@@ -35,7 +35,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer(
         "max_pixels",
-        untrusted.MAX_PIXELS,
+        images.MAX_PIXELS,
         "serving_bytes refuses larger images (size read from the headers, before decoding).",
         lower_bound=1,
         flag_values=fv,
