@@ -286,20 +286,18 @@ def _flips(name):
     return "fashion" in base or base.split(":")[0] not in NO_FLIP
 
 
-def _no_variant_folder_warning(record):
-    """False for tfds' "Variant folder ... has no dataset_info.json" (an unprepared data set)."""
-    return "has no dataset_info.json" not in record.getMessage()
-
-
 def _is_prepared(builder):
-    """`builder.is_prepared()` without tfds' warning for one that is not (the caller says what
-    to do)."""
+    """`builder.is_prepared()` without tfds' "Variant folder ... has no dataset_info.json"
+    warning for one that is not (the caller says what to do)."""
+    def quiet(record):
+        return "has no dataset_info.json" not in record.getMessage()
+
     absl_logger = logging.getLogger("absl")
-    absl_logger.addFilter(_no_variant_folder_warning)
+    absl_logger.addFilter(quiet)
     try:
         return builder.is_prepared()
     finally:
-        absl_logger.removeFilter(_no_variant_folder_warning)
+        absl_logger.removeFilter(quiet)
 
 
 def _tfds_builder(name, data_dir, download):
@@ -390,17 +388,12 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         sizes={"train": train_size - n_val, "validation": n_val, "test": size(test_split, test)},
     )
     validation = split(f"train[:{n_val}]") if n_val else None
-    files = _tfds_file_count(info, train_spec)
+    try:
+        files = len(info.splits[train_spec].file_instructions)
+    except KeyError:  # no split metadata (tfds' mock data): "`splits` is empty"
+        files = 0
     source = FileSource(files, functools.partial(split, train_spec)) if files else None
     return Data(data_info, train, test, validation, train_files=source)
-
-
-def _tfds_file_count(info, spec):
-    """How many record files hold split `spec`; None without split metadata (tfds' mock data)."""
-    try:
-        return len(info.splits[spec].file_instructions) or None
-    except KeyError:  # tfds: "`splits` is empty"
-        return None
 
 
 def imagenet_stats(channels: int) -> tuple[np.ndarray, np.ndarray]:

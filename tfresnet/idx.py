@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from tfresnet import files
+from tfresnet.images import IMAGE_CHANNELS
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _PREFIXES = {"train": "train", "test": "t10k"}
@@ -24,7 +25,6 @@ MAX_DEFLATE_RATIO = 1032  # deflate's best case: a 258-byte match in 2 bits
 # Labels are below this unless the data set says: far above EMNIST's 62, far below a label that
 # would make the classifier outgrow memory.
 MAX_CLASSES = 65_536
-IMAGE_CHANNELS = (1, 3)  # grey or RGB: what image folders give and exports decode
 _CHUNK = 1 << 24  # bytes read at a time
 
 
