@@ -13,7 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, pipeline, rundir, untrusted
+from tfresnet import export, files, inference, pipeline, rundir, untrusted
 
 
 def run_config_of(model_path: str) -> dict:
@@ -83,10 +83,9 @@ def evaluate(
     """
     if flip and ten_crop:
         raise ValueError("Give at most one of flip and ten_crop (the 10 crops include mirrors).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-    if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size must be >= 1; got {image_size}.")
+    export.check_int("batch_size", batch_size, 1)
+    if image_size is not None:
+        export.check_int("image_size", image_size, 1)
     path = resolve_model_path(model_path)
     run = run_config_of(model_path)
     dataset = dataset or run.get("dataset") or data_lib.EMBEDDED
