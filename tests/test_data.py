@@ -208,6 +208,19 @@ def test_image_folder_skips_truncated_and_huge_files_and_names_them(tmp_path, ca
     list(pipeline.make_pipeline(d.train, d.info, batch_size=4, training=True).take(2))
 
 
+def test_image_folder_skips_what_only_the_decoder_refuses(tmp_path, caplog):
+    # A 1-bit BMP has a sound header (Pillow reads and verifies it) but TensorFlow cannot
+    # decode it: skipped when the folder is read, not a failure in the middle of an epoch.
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(2):
+            _png(tmp_path / cls / f"{i}.png", value)
+    Image.new("1", (10, 12)).save(tmp_path / "cat" / "mono.bmp")
+    with caplog.at_level(logging.WARNING):
+        d = data.load_data(str(tmp_path))
+    assert "mono.bmp (Number of channels inherent in the image must be" in caplog.text
+    assert d.info.sizes["train"] + d.info.sizes["test"] == 4
+
+
 def test_image_folder_refuses_bombs_by_their_headers_before_pillow_warns(tmp_path, caplog):
     import struct
     import warnings
