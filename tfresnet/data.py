@@ -289,6 +289,7 @@ def _flips(name):
 def _is_prepared(builder):
     """`builder.is_prepared()` without tfds' "Variant folder ... has no dataset_info.json"
     warning for one that is not (the caller says what to do)."""
+
     def quiet(record):
         return "has no dataset_info.json" not in record.getMessage()
 
