@@ -203,29 +203,25 @@ def _load_digits(validation_size, image_size):
         test=(images[:n_test], labels[:n_test]),
         validation_size=validation_size,
         image_size=image_size,
-        class_names=tuple(str(i) for i in range(10)),
         flip=False,  # a mirrored digit is a different symbol
     )
 
 
 def _load_idx(folder, validation_size, image_size, name=None, class_names=None):
-    """An MNIST-format folder's train and test splits, CIFAR-style; without `class_names` the
-    classes are 0..the largest label."""
+    """An MNIST-format folder's train and test splits, CIFAR-style."""
     try:
         splits = idx.load_folder(folder, len(class_names) if class_names else None)
     except idx.IdxError as err:
         raise DataError(str(err)) from err
     name = name or folder
-    flip = "fashion" in os.path.basename(os.path.normpath(name)).lower()
-    num_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
     return _from_arrays_splits(
         name,
         train=splits["train"],
         test=splits["test"],
         validation_size=validation_size,
         image_size=image_size,
-        class_names=class_names or tuple(str(i) for i in range(num_classes)),
-        flip=flip,
+        class_names=class_names,
+        flip="fashion" in os.path.basename(os.path.normpath(name)).lower(),
     )
 
 
@@ -252,9 +248,12 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
     )
 
 
-def _from_arrays_splits(name, *, train, test, validation_size, image_size, class_names, flip):
+def _from_arrays_splits(name, *, train, test, validation_size, image_size, flip, class_names=None):
     """Data from in-memory uint8 (N, H, W, C) splits, used as stored (another `image_size` is
-    refused); the first `validation_size` train examples are held out."""
+    refused); the first `validation_size` train examples are held out. Without `class_names`,
+    the classes are "0".."the largest label"."""
+    if class_names is None:
+        class_names = [str(i) for i in range(int(max(train[1].max(), test[1].max())) + 1)]
     stored = train[0].shape[1:]
     if image_size is not None and (image_size, image_size) != stored[:2]:
         raise ImageSizeError(name, image_size, stored)
