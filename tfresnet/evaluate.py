@@ -104,21 +104,25 @@ def evaluate(
     _check_model_fits(model, info)
     if flip:
         model = flip_averaged(model)
-    if ten_crop:
-        result = _ten_crop_errors(model, data.test, info, batch_size)
+    if ten_crop:  # the paper's protocol: the softmax averaged over 4 corners, centre, mirrors
+        crops = keras.Input((10, *model.input_shape[1:]))
+        views = keras.layers.TimeDistributed(model)(crops)
+        model = keras.Model(crops, keras.layers.GlobalAveragePooling1D()(views))
+        size = info.image_shape[:2]
+        test_ds = data.test.map(lambda x, y: (pipeline.ten_crops(x, size), y)).batch(batch_size)
     else:
-        metrics = ["accuracy"]
-        if model.output_shape[-1] > 5:
-            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
-        model.compile(loss="sparse_categorical_crossentropy", metrics=metrics)
         test_ds = pipeline.make_pipeline(data.test, info, batch_size=batch_size, training=False)
-        out = model.evaluate(test_ds, verbose=0, return_dict=True)
-        result = {
-            "top1_error": 1.0 - float(out["accuracy"]),
-            "top5_error": 1.0 - float(out["top5_accuracy"]) if "top5_accuracy" in out else None,
-            "examples": info.sizes["test"],
-        }
-    return {**result, "dataset": info.name}
+    metrics = ["accuracy"]
+    if model.output_shape[-1] > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    model.compile(loss="sparse_categorical_crossentropy", metrics=metrics)
+    out = model.evaluate(test_ds, verbose=0, return_dict=True)
+    return {
+        "top1_error": 1.0 - float(out["accuracy"]),
+        "top5_error": 1.0 - float(out["top5_accuracy"]) if "top5_accuracy" in out else None,
+        "examples": info.sizes["test"],
+        "dataset": info.name,
+    }
 
 
 _TRAINED_ON = "evaluate it on the data set it was trained on"
@@ -151,21 +155,6 @@ def _check_model_fits(model, info: data_lib.DataInfo) -> None:
             f"{info.num_classes} classes; evaluate it on data of its {outputs} classes (the "
             "data set it was trained on)."
         )
-
-
-def _ten_crop_errors(model, dataset, info, batch_size):
-    """The paper's 10-crop protocol: average the softmax over 4 corners, centre and mirrors."""
-    size = info.image_shape[:2]
-    top1 = top5 = n = 0
-    views = dataset.map(lambda x, y: (pipeline.ten_crops(x, size), y)).batch(batch_size)
-    for crops, labels in views:
-        b = tf.shape(crops)[0]
-        flat = tf.reshape(tf.cast(crops, tf.float32), (-1, *info.image_shape))
-        probs = tf.reduce_mean(tf.reshape(model(flat, training=False), (b, 10, -1)), axis=1)
-        top1 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, 1), tf.int32)))
-        top5 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, 5), tf.int32)))
-        n += int(b)
-    return {"top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "examples": n}
 
 
 __all__ = ["evaluate", "flip_averaged"]
