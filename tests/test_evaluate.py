@@ -66,3 +66,23 @@ def test_fashion_mnist_says_its_size_is_fixed(models, tmp_path, monkeypatch):
         ".*; the model takes 8x8x1 images: evaluate it on the data set it was trained on",
     ):
         evaluate.evaluate(models["grey10"], "fashion_mnist", data_dir=tfds_dir, image_size=8)
+
+
+def test_ten_crop_averages_the_softmax_of_the_ten_views(models, tmp_path, monkeypatch):
+    import numpy as np
+
+    from tfresnet import pipeline
+
+    monkeypatch.undo()  # this test evaluates
+    folder = _folder(tmp_path / "three", ["a", "b", "c"])
+    path = str(tmp_path / "grey3.keras")
+    model = build_model("cifar_resnet8", input_shape=(8, 8, 1), num_classes=3)
+    model.save(path)
+    result = evaluate.evaluate(path, folder, ten_crop=True)
+    test = data.load_data(folder).test
+    hits = [
+        np.argmax(np.mean(model(pipeline.ten_crops(x, (8, 8)), training=False), axis=0)) == y
+        for x, y in test.as_numpy_iterator()
+    ]
+    assert result["examples"] == 3 and result["top1_error"] == pytest.approx(1 - np.mean(hits))
+    assert result["top5_error"] is None  # 3 classes: a top 5 says nothing, as for one view

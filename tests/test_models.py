@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from repo_files import repo_file
 
-from tfresnet import blocks, evaluate, layers, models, pretrained, shipped, specs
+from tfresnet import blocks, layers, models, pretrained, shipped, specs, untrusted
 from tfresnet.models import build_model, count_flops, count_params
 
 # Every named network: (trainable params, multiply-adds of one image at the paper's input:
@@ -90,7 +90,7 @@ def assert_reloads_equal(model, x, tmp_path):
     model(x, training=True)
     path = tmp_path / "model.keras"
     model.save(path)
-    clone = evaluate.load_model_file(str(path))  # safe mode, and deep enough for ResNet-1202
+    clone = untrusted.load_keras_model(str(path))  # safe mode, and deep enough for ResNet-1202
     assert [w.path for w in clone.weights] == [w.path for w in model.weights]
     for theirs, ours in zip(clone.weights, model.weights, strict=True):
         np.testing.assert_array_equal(_numpy(theirs), _numpy(ours))

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfresnet import export, untrusted
+from tfresnet import export, images, untrusted
 
 # Pillow's lossless WebP of a 10000 x 10000 single colour: 38 bytes, 300 MB decoded.
 WEBP_BOMB = bytes.fromhex(
@@ -114,36 +114,36 @@ def model_file(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "WEBP"])
 def test_pixel_count_of_each_format_from_its_header(fmt):
     data = tf.constant(encoded(fmt, size=(37, 21)))
-    assert int(untrusted.pixel_count(data)) == 37 * 21
-    decoded = untrusted.decode_image(data, channels=3)
+    assert int(images.pixel_count(data)) == 37 * 21
+    decoded = images.decode_image(data, channels=3)
     assert decoded.shape == (21, 37, 3) and decoded.dtype == tf.uint8
 
 
 @pytest.mark.parametrize("fmt, options", [("WEBP", {"lossless": True}), ("WEBP", {}), ("PNG", {})])
 def test_rgba_images_decode_to_rgb_and_grey(fmt, options):
     data = tf.constant(encoded(fmt, size=(9, 5), mode="RGBA", **options))
-    assert int(untrusted.pixel_count(data)) == 45
-    rgb = untrusted.decode_image(data, channels=3)  # tf.io.decode_image(webp, 3) refuses RGBA
+    assert int(images.pixel_count(data)) == 45
+    rgb = images.decode_image(data, channels=3)  # tf.io.decode_image(webp, 3) refuses RGBA
     np.testing.assert_allclose(rgb.numpy()[2, 2], [10, 200, 30], atol=3)
-    assert untrusted.decode_image(data, channels=1).shape == (5, 9, 1)
+    assert images.decode_image(data, channels=1).shape == (5, 9, 1)
 
 
 @pytest.mark.parametrize(
     "data, code",
     [
-        (b"", untrusted.UNKNOWN),
-        (b"hello", untrusted.UNKNOWN),
-        (b"\xff\x0a\xff\x07\x08\x83\x04\x0c\x00\x4b\x20\x18" + bytes(100), untrusted.JPEG_XL),
-        (b"GIF8", untrusted.GIF),
-        (b"\xff\xd8\xff\xe0", untrusted.JPEG),
-        (b"RIFF\0\0\0\0WEBPVP8X", untrusted.WEBP),
-        (b"BM", untrusted.BMP),
+        (b"", images.UNKNOWN),
+        (b"hello", images.UNKNOWN),
+        (b"\xff\x0a\xff\x07\x08\x83\x04\x0c\x00\x4b\x20\x18" + bytes(100), images.JPEG_XL),
+        (b"GIF8", images.GIF),
+        (b"\xff\xd8\xff\xe0", images.JPEG),
+        (b"RIFF\0\0\0\0WEBPVP8X", images.WEBP),
+        (b"BM", images.BMP),
     ],
 )
 def test_formats_are_classified_as_tensorflow_does_and_short_headers_have_no_size(data, code):
     data = tf.constant(data)
-    assert int(untrusted.image_format(data)) == code
-    assert int(untrusted.pixel_count(data)) == -1
+    assert int(images.image_format(data)) == code
+    assert int(images.pixel_count(data)) == -1
 
 
 @pytest.mark.parametrize(
@@ -152,52 +152,54 @@ def test_formats_are_classified_as_tensorflow_does_and_short_headers_have_no_siz
         (b"hello", "Unknown image file format: send JPEG, PNG, GIF, BMP or WebP"),
         # A 12-byte JPEG XL that TensorFlow decodes to 512 x 256: its size is not checked.
         (b"\xff\x0a\xff\x07\x08\x83\x04\x0c\x00\x4b\x20\x18" + bytes(100), "JPEG XL images"),
-        (b"\xff\xd8\xff" + bytes(50), "image header too short, damaged or too intricate"),
-        (GIF_BOMB, "image too large: more than 40000000 pixels"),
-        (WEBP_BOMB, "image too large: more than 40000000 pixels"),
+        (b"\xff\xd8\xff" + bytes(50), "JPEG header too short, damaged or too intricate"),
+        (GIF_BOMB, "image too large: 100000000 pixels, more than 40000000"),
+        (WEBP_BOMB, "image too large: 100000000 pixels, more than 40000000"),
     ],
 )
 def test_refused_before_decoding(data, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        untrusted.decode_image(tf.constant(data), channels=3)
+        images.decode_image(tf.constant(data), channels=3)
 
 
 def test_the_38_byte_webp_and_35_byte_gif_bombs_are_sized():
-    assert int(untrusted.pixel_count(tf.constant(WEBP_BOMB))) == 10000 * 10000
+    assert int(images.pixel_count(tf.constant(WEBP_BOMB))) == 10000 * 10000
     assert len(GIF_BOMB) == 36
-    assert int(untrusted.pixel_count(tf.constant(GIF_BOMB))) == 10000 * 10000
+    assert int(images.pixel_count(tf.constant(GIF_BOMB))) == 10000 * 10000
 
 
 def test_every_gif_frame_counts_not_the_screen():
     small_first = gif(screen=(2, 2), frames=((2, 2), (3000, 3000), (3000, 3000)))
-    assert int(untrusted.pixel_count(tf.constant(small_first))) == 4 + 2 * 9_000_000
-    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 10000000 pixels"):
-        untrusted.decode_image(tf.constant(small_first), 3, max_pixels=10_000_000)
+    assert int(images.pixel_count(tf.constant(small_first))) == 4 + 2 * 9_000_000
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 10000000"):
+        images.decode_image(tf.constant(small_first), 3, max_pixels=10_000_000)
     # Extensions (a comment, of several sub-blocks) between the frames are walked over too.
     comment = b"\x21\xfe" + b"\xff" + bytes(255) + b"\x03abc\x00"
     with_comment = small_first.replace(b"\x2c", comment + b"\x2c", 1)
-    assert int(untrusted.pixel_count(tf.constant(with_comment))) == 4 + 2 * 9_000_000
+    assert int(images.pixel_count(tf.constant(with_comment))) == 4 + 2 * 9_000_000
 
 
 def test_a_gif_too_intricate_to_walk_is_refused(monkeypatch):
     # Each 1-byte sub-block is a step of the walk: past GIF_MAX_STEPS there is no size.
-    monkeypatch.setattr(untrusted, "GIF_MAX_STEPS", 100)
-    assert int(untrusted.pixel_count(tf.constant(gif(sub_blocks=[b"\x01"] * 50)))) == 10**8
-    assert int(untrusted.pixel_count(tf.constant(gif(sub_blocks=[b"\x01"] * 200)))) == -1
+    monkeypatch.setattr(images, "GIF_MAX_STEPS", 100)
+    assert int(images.pixel_count(tf.constant(gif(sub_blocks=[b"\x01"] * 50)))) == 10**8
+    assert int(images.pixel_count(tf.constant(gif(sub_blocks=[b"\x01"] * 200)))) == -1
 
 
 def test_top_down_bmp_with_negative_height_is_sized():
     data = bytearray(encoded("BMP", size=(6, 4)))
     data[22:26] = struct.pack("<i", -4)  # rows stored top-down
-    assert int(untrusted.pixel_count(tf.constant(bytes(data)))) == 24
-    assert untrusted.decode_image(tf.constant(bytes(data)), 3).shape == (4, 6, 3)
+    assert int(images.pixel_count(tf.constant(bytes(data)))) == 24
+    assert images.decode_image(tf.constant(bytes(data)), 3).shape == (4, 6, 3)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
     data = tf.constant(encoded("PNG", size=(40, 30), mode="L"))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large: more than 1000"):
-        untrusted.decode_image(data, channels=1, max_pixels=1000)
-    assert untrusted.decode_image(data, channels=1, max_pixels=1200).shape == (30, 40, 1)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="image too large: 1200 pixels, more than 1000"
+    ):
+        images.decode_image(data, channels=1, max_pixels=1000)
+    assert images.decode_image(data, channels=1, max_pixels=1200).shape == (30, 40, 1)
 
 
 def test_a_png_bomb_header_is_refused_without_allocating_it():
@@ -207,7 +209,7 @@ def test_a_png_bomb_header_is_refused_without_allocating_it():
     ihdr = struct.pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0)
     chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     bomb = tf.constant(b"\x89PNG\r\n\x1a\n" + chunk)
-    assert int(untrusted.pixel_count(bomb)) == 12000 * 12000
+    assert int(images.pixel_count(bomb)) == 12000 * 12000
     with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
         export.decode_and_fit(bomb, (8, 8), 1, "stretch")
 
@@ -217,8 +219,8 @@ def test_formats_without_grey_output_decode_to_rgb_then_grey(fmt, mode):
     # TensorFlow: "channels must be 0 or 3 for GIF", "`channels` must be 0, 3 or 4 for BMP",
     # and libjpeg's "Unsupported color conversion request" (CMYK to grey) on stderr.
     data = tf.constant(encoded(fmt, size=(12, 10), mode=mode))
-    rgb = untrusted.decode_image(data, channels=3)
-    grey = untrusted.decode_image(data, channels=1)
+    rgb = images.decode_image(data, channels=3)
+    grey = images.decode_image(data, channels=1)
     assert grey.shape == (10, 12, 1)
     np.testing.assert_array_equal(grey.numpy(), tf.image.rgb_to_grayscale(rgb).numpy())
     assert int(tf.math.reduce_std(tf.cast(grey, tf.float32))) > 10  # a real picture
@@ -228,38 +230,40 @@ def test_grey_jpeg_and_png_still_come_from_the_decoder():
     for fmt in ("JPEG", "PNG"):
         data = encoded(fmt, size=(12, 10))
         expected = tf.io.decode_image(data, channels=1, expand_animations=False)
-        np.testing.assert_array_equal(untrusted.decode_image(tf.constant(data), 1), expected)
+        np.testing.assert_array_equal(images.decode_image(tf.constant(data), 1), expected)
 
 
-def test_image_problems_names_each_refused_file(tmp_path):
+def test_image_shapes_gives_each_files_shape_or_why_it_is_refused(tmp_path):
+    good_jpeg = encoded("JPEG", size=(10, 12))
     files = {
-        "ok.png": encoded("PNG", size=(4, 4)),
+        "ok.png": encoded("PNG", size=(4, 5)),
+        "grey.jpg": encoded("JPEG", size=(3, 2), mode="L"),
         "bomb.gif": GIF_BOMB,
         "bomb.webp": WEBP_BOMB,
         "text.png": b"not an image",
         "cut.jpg": b"\xff\xd8\xff" + bytes(20),
+        "half.jpg": good_jpeg[: len(good_jpeg) // 2],  # a sound header: only decoding tells
         "big.jpg": encoded("JPEG", size=(30, 30), mode="L"),
         "huge.bmp": bytes(3000),
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    paths = [tmp_path / name for name in files]
-    assert untrusted.image_problems(paths, max_pixels=800, max_bytes=2000) == [
-        None,
-        "100000000 pixels, more than 800",
-        "100000000 pixels, more than 800",
-        "not a JPEG, PNG, GIF, BMP or WebP file",
-        "JPEG header too short, damaged or too intricate",
-        "900 pixels, more than 800",
-        "3,000 bytes, more than 2,000",
-    ]
+    shapes = images.image_shapes([tmp_path / n for n in files], max_pixels=800, max_bytes=2000)
+    assert shapes[:2] == [(5, 4, 3), (2, 3, 1)]
+    assert shapes[2].startswith("image too large: 100000000 pixels, more than 800 (")
+    assert shapes[3].startswith("image too large: 100000000 pixels, more than 800 (")
+    assert shapes[4] == "Unknown image file format: send JPEG, PNG, GIF, BMP or WebP"
+    assert shapes[5].startswith("JPEG header too short, damaged or too intricate")
+    assert "Invalid JPEG data" in shapes[6]
+    assert shapes[7].startswith("image too large: 900 pixels, more than 800")
+    assert shapes[8] == "3,000 bytes, more than 2,000"
 
 
 def test_read_image_file_refuses_a_file_too_large_unread(tmp_path):
     (tmp_path / "a.png").write_bytes(bytes(1001))
-    assert len(untrusted.read_image_file(tmp_path / "a.png", max_bytes=1001)) == 1001
+    assert len(images.read_image_file(tmp_path / "a.png", max_bytes=1001)) == 1001
     with pytest.raises(untrusted.FileRefused, match="more than 1,000 bytes"):
-        untrusted.read_image_file(tmp_path / "a.png", max_bytes=1000)
+        images.read_image_file(tmp_path / "a.png", max_bytes=1000)
 
 
 # --- JSON and .keras archives ----------------------------------------------------------------

@@ -203,29 +203,25 @@ def _load_digits(validation_size, image_size):
         test=(images[:n_test], labels[:n_test]),
         validation_size=validation_size,
         image_size=image_size,
-        class_names=tuple(str(i) for i in range(10)),
         flip=False,  # a mirrored digit is a different symbol
     )
 
 
 def _load_idx(folder, validation_size, image_size, name=None, class_names=None):
-    """An MNIST-format folder's train and test splits, CIFAR-style; without `class_names` the
-    classes are 0..the largest label."""
+    """An MNIST-format folder's train and test splits, CIFAR-style."""
     try:
         splits = idx.load_folder(folder, len(class_names) if class_names else None)
     except idx.IdxError as err:
         raise DataError(str(err)) from err
     name = name or folder
-    flip = "fashion" in os.path.basename(os.path.normpath(name)).lower()
-    num_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
     return _from_arrays_splits(
         name,
         train=splits["train"],
         test=splits["test"],
         validation_size=validation_size,
         image_size=image_size,
-        class_names=class_names or tuple(str(i) for i in range(num_classes)),
-        flip=flip,
+        class_names=class_names,
+        flip="fashion" in os.path.basename(os.path.normpath(name)).lower(),
     )
 
 
@@ -252,9 +248,12 @@ def _load_fashion_mnist(data_dir, validation_size, image_size, download):
     )
 
 
-def _from_arrays_splits(name, *, train, test, validation_size, image_size, class_names, flip):
+def _from_arrays_splits(name, *, train, test, validation_size, image_size, flip, class_names=None):
     """Data from in-memory uint8 (N, H, W, C) splits, used as stored (another `image_size` is
-    refused); the first `validation_size` train examples are held out."""
+    refused); the first `validation_size` train examples are held out. Without `class_names`,
+    the classes are "0".."the largest label"."""
+    if class_names is None:
+        class_names = [str(i) for i in range(int(max(train[1].max(), test[1].max())) + 1)]
     stored = train[0].shape[1:]
     if image_size is not None and (image_size, image_size) != stored[:2]:
         raise ImageSizeError(name, image_size, stored)
@@ -286,20 +285,19 @@ def _flips(name):
     return "fashion" in base or base.split(":")[0] not in NO_FLIP
 
 
-def _no_variant_folder_warning(record):
-    """False for tfds' "Variant folder ... has no dataset_info.json" (an unprepared data set)."""
-    return "has no dataset_info.json" not in record.getMessage()
-
-
 def _is_prepared(builder):
-    """`builder.is_prepared()` without tfds' warning for one that is not (the caller says what
-    to do)."""
+    """`builder.is_prepared()` without tfds' "Variant folder ... has no dataset_info.json"
+    warning for one that is not (the caller says what to do)."""
+
+    def quiet(record):
+        return "has no dataset_info.json" not in record.getMessage()
+
     absl_logger = logging.getLogger("absl")
-    absl_logger.addFilter(_no_variant_folder_warning)
+    absl_logger.addFilter(quiet)
     try:
         return builder.is_prepared()
     finally:
-        absl_logger.removeFilter(_no_variant_folder_warning)
+        absl_logger.removeFilter(quiet)
 
 
 def _tfds_builder(name, data_dir, download):
@@ -390,17 +388,12 @@ def _load_tfds(name, data_dir, validation_size, image_size, download):
         sizes={"train": train_size - n_val, "validation": n_val, "test": size(test_split, test)},
     )
     validation = split(f"train[:{n_val}]") if n_val else None
-    files = _tfds_file_count(info, train_spec)
+    try:
+        files = len(info.splits[train_spec].file_instructions)
+    except KeyError:  # no split metadata (tfds' mock data): "`splits` is empty"
+        files = 0
     source = FileSource(files, functools.partial(split, train_spec)) if files else None
     return Data(data_info, train, test, validation, train_files=source)
-
-
-def _tfds_file_count(info, spec):
-    """How many record files hold split `spec`; None without split metadata (tfds' mock data)."""
-    try:
-        return len(info.splits[spec].file_instructions) or None
-    except KeyError:  # tfds: "`splits` is empty"
-        return None
 
 
 def imagenet_stats(channels: int) -> tuple[np.ndarray, np.ndarray]:

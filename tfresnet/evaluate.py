@@ -13,30 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, pipeline, rundir, untrusted
-
-
-class ModelFileError(ValueError):
-    """A model path that is missing or does not hold a readable .keras file."""
-
-
-def load_model_file(model_path: str):
-    """`untrusted.load_keras_model` with one clear error for a missing, truncated, corrupt or
-    refused (a zip bomb, a config nested too deep) file."""
-    if files.exists(model_path) and not model_path.endswith(".keras"):
-        raise ModelFileError(f"{model_path!r} is not a .keras file.")
-    if not files.exists(model_path):
-        raise ModelFileError(f"No model at {model_path!r}: give a .keras file or a run directory.")
-    try:
-        return untrusted.load_keras_model(model_path)
-    except untrusted.FileRefused as err:
-        raise ModelFileError(str(err)) from err
-    except Exception as err:  # zipfile.BadZipFile, OSError, ValueError... all mean "unreadable"
-        raise ModelFileError(
-            f"{model_path!r} is not a readable .keras file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be truncated or "
-            "corrupt. Use another checkpoint, e.g. checkpoints/last.keras of its run."
-        ) from err
+from tfresnet import export, files, inference, pipeline, rundir, untrusted
 
 
 def run_config_of(model_path: str) -> dict:
@@ -106,16 +83,15 @@ def evaluate(
     """
     if flip and ten_crop:
         raise ValueError("Give at most one of flip and ten_crop (the 10 crops include mirrors).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-    if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size must be >= 1; got {image_size}.")
+    export.check_int("batch_size", batch_size, 1)
+    if image_size is not None:
+        export.check_int("image_size", image_size, 1)
     path = resolve_model_path(model_path)
     run = run_config_of(model_path)
     dataset = dataset or run.get("dataset") or data_lib.EMBEDDED
     data_dir = data_dir or run.get("data_dir")
     image_size = image_size or run.get("image_size")
-    model = inference.fold_batch_norm(load_model_file(path))
+    model = inference.fold_batch_norm(untrusted.load_keras_model(path))
     want = tuple(model.input_shape[1:])
     try:
         data = data_lib.load_data(dataset, data_dir=data_dir, image_size=image_size)
@@ -128,21 +104,25 @@ def evaluate(
     _check_model_fits(model, info)
     if flip:
         model = flip_averaged(model)
-    if ten_crop:
-        result = _ten_crop_errors(model, data.test, info, batch_size)
+    if ten_crop:  # the paper's protocol: the softmax averaged over 4 corners, centre, mirrors
+        crops = keras.Input((10, *model.input_shape[1:]))
+        views = keras.layers.TimeDistributed(model)(crops)
+        model = keras.Model(crops, keras.layers.GlobalAveragePooling1D()(views))
+        size = info.image_shape[:2]
+        test_ds = data.test.map(lambda x, y: (pipeline.ten_crops(x, size), y)).batch(batch_size)
     else:
-        metrics = ["accuracy"]
-        if model.output_shape[-1] > 5:
-            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
-        model.compile(loss="sparse_categorical_crossentropy", metrics=metrics)
         test_ds = pipeline.make_pipeline(data.test, info, batch_size=batch_size, training=False)
-        out = model.evaluate(test_ds, verbose=0, return_dict=True)
-        result = {
-            "top1_error": 1.0 - float(out["accuracy"]),
-            "top5_error": 1.0 - float(out["top5_accuracy"]) if "top5_accuracy" in out else None,
-            "examples": info.sizes["test"],
-        }
-    return {**result, "dataset": info.name}
+    metrics = ["accuracy"]
+    if model.output_shape[-1] > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    model.compile(loss="sparse_categorical_crossentropy", metrics=metrics)
+    out = model.evaluate(test_ds, verbose=0, return_dict=True)
+    return {
+        "top1_error": 1.0 - float(out["accuracy"]),
+        "top5_error": 1.0 - float(out["top5_accuracy"]) if "top5_accuracy" in out else None,
+        "examples": info.sizes["test"],
+        "dataset": info.name,
+    }
 
 
 _TRAINED_ON = "evaluate it on the data set it was trained on"
@@ -177,19 +157,4 @@ def _check_model_fits(model, info: data_lib.DataInfo) -> None:
         )
 
 
-def _ten_crop_errors(model, dataset, info, batch_size):
-    """The paper's 10-crop protocol: average the softmax over 4 corners, centre and mirrors."""
-    size = info.image_shape[:2]
-    top1 = top5 = n = 0
-    views = dataset.map(lambda x, y: (pipeline.ten_crops(x, size), y)).batch(batch_size)
-    for crops, labels in views:
-        b = tf.shape(crops)[0]
-        flat = tf.reshape(tf.cast(crops, tf.float32), (-1, *info.image_shape))
-        probs = tf.reduce_mean(tf.reshape(model(flat, training=False), (b, 10, -1)), axis=1)
-        top1 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, 1), tf.int32)))
-        top5 += int(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, 5), tf.int32)))
-        n += int(b)
-    return {"top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "examples": n}
-
-
-__all__ = ["ModelFileError", "evaluate", "flip_averaged", "load_model_file"]
+__all__ = ["evaluate", "flip_averaged"]

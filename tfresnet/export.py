@@ -18,12 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import data as data_lib
-from tfresnet import files, inference, runlock, untrusted
+from tfresnet import files, inference, runlock
 from tfresnet import images as images_lib
 
 RESIZE_MODES = ("stretch", "crop", "auto")
 CROP_MIN_SIZE = 128  # "auto" crops when the model input is at least this large (ImageNet-like)
-IMAGE_CHANNELS = (1, 3)  # what `tf.io.decode_image` can produce for a model: grey or RGB
 CONFIG_FILE = "models.config"
 EXTRA_DIR = "assets.extra"  # TF Serving reads warm-up requests from here
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -42,7 +41,7 @@ def export_for_serving(
     resize: str = "auto",
     warmup: bool = True,
     fold_batch_norm: bool = True,
-    max_pixels: int = untrusted.MAX_PIXELS,
+    max_pixels: int = images_lib.MAX_PIXELS,
 ) -> str:
     """Export `model` for TF Serving into `<base_dir>/<model_name>/<version>/` and list it.
 
@@ -64,7 +63,7 @@ def export_for_serving(
       warmup: bool, write `assets.extra/tf_serving_warmup_requests` (one small request).
       fold_batch_norm: bool, serve `inference.fold_batch_norm(model)` (same outputs, faster).
       max_pixels: int, `serving_bytes` refuses images with more pixels, read from the headers
-        before decoding (`untrusted.decode_image`).
+        before decoding (`images.decode_image`).
 
     Returns:
       str, the version directory that was written.
@@ -183,10 +182,10 @@ def _one_shape(model, kind, rank, need):
 def _image_input_shape(model):
     need = "a model with one image input (None, height, width, channels) of known size"
     shape = _one_shape(model, "inputs", 4, need)
-    if shape[3] not in IMAGE_CHANNELS:
+    if shape[3] not in images_lib.IMAGE_CHANNELS:
         raise ValueError(
             f"Model input has {shape[3]} channels; exports decode images to one of "
-            f"{IMAGE_CHANNELS} channels (grey or RGB)."
+            f"{images_lib.IMAGE_CHANNELS} channels (grey or RGB)."
         )
     return int(shape[1]), int(shape[2]), int(shape[3])
 
@@ -261,11 +260,11 @@ def _build_archive(model, mode, top_k, class_names, max_pixels):
         return result
 
     def serve_images(images):
-        images = check_images(images, channels)
+        images = _checked_batch(images, "images", channels)
         return outputs(fit_to_size(tf.cast(images, tf.float32), size, mode))
 
     def serve_bytes(image_bytes):
-        image_bytes = _check_image_bytes(image_bytes)
+        image_bytes = _checked_batch(image_bytes, "image_bytes")
         pixels = tf.map_fn(
             lambda data: decode_and_fit(data, size, channels, mode, max_pixels),
             image_bytes,
@@ -290,23 +289,12 @@ def _build_archive(model, mode, top_k, class_names, max_pixels):
     return archive
 
 
-def check_images(images: tf.Tensor, channels: int) -> tf.Tensor:
-    """Assert `images` is [N>=1, H, W, channels]; the clear error a client sees."""
-    return _checked_batch(images, "images", f"[N, height, width, {channels}]", channels)
-
-
-def _check_image_bytes(image_bytes):
-    return _checked_batch(image_bytes, "image_bytes", "[N] of encoded JPEG/PNG strings")
-
-
-def _checked_batch(tensor, name, layout, channels=None):
-    """`tensor` gated on assertions that it is a batch `layout` of >= 1 item (with `channels`:
-    4D, that many in the last axis), with its static shape set for the ops that follow.
-
-    Reshape-to-own-shape (not Identity/EnsureShape) keeps grappler from inferring the input's
-    rank from later ops and folding the rank assertion away before it can fire.
-    """
+def _checked_batch(tensor, name, channels=None):
+    """`tensor` gated on assertions that it is a batch of >= 1 item: [N] encoded images, or with
+    `channels` [N, H, W, channels]; the clear error a client sees. Reshape-to-own-shape (not
+    Identity/EnsureShape) keeps grappler from folding the rank assertion away."""
     rank = 1 if channels is None else 4
+    layout = "[N] of encoded JPEG/PNG strings" if rank == 1 else f"[N, height, width, {channels}]"
     rank_check = tf.debugging.assert_equal(
         tf.rank(tensor), rank, message=f"{name} must be a batch {layout} (rank {rank})"
     )
@@ -330,24 +318,21 @@ def decode_and_fit(
     size: tuple[int, int],
     channels: int,
     mode: str,
-    max_pixels: int = untrusted.MAX_PIXELS,
+    max_pixels: int = images_lib.MAX_PIXELS,
 ) -> tf.Tensor:
     """One encoded image (JPEG, PNG, GIF, BMP, WebP) -> float32 [height, width, channels]."""
-    image = untrusted.decode_image(data, channels, max_pixels)
+    image = images_lib.decode_image(data, channels, max_pixels)
     return fit_to_size(tf.cast(image[tf.newaxis], tf.float32), size, mode)[0]
 
 
 def fit_to_size(images: tf.Tensor, size: tuple[int, int], mode: str) -> tf.Tensor:
     """A float batch [N, h, w, C] resized to `size`: "stretch" straight to it, "crop" the
-    ImageNet evaluation view (`images.center_crop`)."""
-    height, width = size
-    if mode == "stretch":
-        out = tf.image.resize(images, size, antialias=True)
-    elif mode == "crop":
+    ImageNet evaluation view (`images.center_crop`); `mode` is checked by `resize_mode`."""
+    if mode == "crop":
         out = images_lib.center_crop(images, size)
     else:
-        raise ValueError(f"Unknown resize mode {mode!r}; allowed: stretch, crop.")
-    out.set_shape([None, height, width, images.shape[-1]])
+        out = tf.image.resize(images, size, antialias=True)
+    out.set_shape([None, *size, images.shape[-1]])
     return out
 
 

@@ -6,12 +6,11 @@ whole set.
 import logging
 import os
 import pathlib
-import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import files, untrusted
+from tfresnet import files, images
 from tfresnet.data import (
     SMALL_IMAGE_LIMIT,
     Data,
@@ -28,32 +27,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 log = logging.getLogger(__name__)
 
 
-# Modes PIL reports for single-channel images; anything else (RGB, RGBA, P, CMYK) is colour.
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def _truncated(path, img):
-    """Why the JPEG or PNG at `path` cannot be used (cut off: no end marker), or None."""
-    if img.format in ("JPEG", "PNG"):
-        # A cut-off file still has a valid header; its end marker is what goes missing.
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 12))
-            tail = f.read()
-        end = b"\xff\xd9" if img.format == "JPEG" else b"IEND"
-        if end not in tail:
-            return "truncated: no end marker"
-    return None
-
-
 def _scan_folder(root):
-    """Class folders -> (classes, [(path, label, mode, size)]).
+    """Class folders -> (classes, [(path, label, (height, width, channels))]).
 
-    Files `untrusted.image_problems` or Pillow's verify refuse are skipped with one warning
-    naming them; a class left without images, a bad class name or a special file (a FIFO can
-    block a reader forever) is an error.
+    Files `images.image_shapes` refuses (not an image, too large, cut short, damaged) are
+    skipped with one warning naming them; a class left without images, a bad class name or a
+    special file (a FIFO can block a reader forever) is an error.
     """
-    from PIL import Image
-
     if not root.is_dir():
         raise DataError(f"Data folder {str(root)!r} does not exist or is not a directory.")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -80,24 +60,12 @@ def _scan_folder(root):
         elif path.is_file():
             skipped.append(f"{path} (not an image extension)")
     found = []
-    problems = untrusted.image_problems([path for path, _ in candidates])
-    for (path, label), problem in zip(candidates, problems, strict=True):
-        if not problem:
-            try:
-                with warnings.catch_warnings():  # Pillow's own bomb limit: a refusal, not a line
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    with Image.open(path) as img:
-                        img.verify()
-                        problem = _truncated(path, img)
-                        mode, size = img.mode, img.size
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-                problem = str(err).split(",")[0]
-            except Exception as err:
-                problem = type(err).__name__
-        if problem:
-            skipped.append(f"{path} ({problem})")
-            continue
-        found.append((str(path), label, mode, size))
+    shapes = images.image_shapes([path for path, _ in candidates])
+    for (path, label), shape in zip(candidates, shapes, strict=True):
+        if isinstance(shape, str):
+            skipped.append(f"{path} ({shape})")
+        else:
+            found.append((str(path), label, shape))
     if skipped:
         log.warning(
             "Skipped %d unreadable or non-image files: %s", len(skipped), "; ".join(skipped)
@@ -115,10 +83,10 @@ def _scan_folder(root):
 
 def folder_shape(found: list[tuple], image_size: int | None = None) -> tuple[int, int]:
     """(size, channels) for a folder's images, from the whole set so that no seed changes it:
-    3 channels if any image is in colour; `image_size`, else the largest side when it is at most
-    SMALL_IMAGE_LIMIT (CIFAR-style), else 224."""
-    channels = 3 if any(mode not in GRAY_MODES for _, _, mode, _ in found) else 1
-    natural = max(max(size) for _, _, _, size in found)
+    3 channels if any image is in colour (3 or 4 channels stored); `image_size`, else the
+    largest side when it is at most SMALL_IMAGE_LIMIT (CIFAR-style), else 224."""
+    channels = 3 if any(shape[2] >= 3 for _, _, shape in found) else 1
+    natural = max(max(shape[:2]) for _, _, shape in found)
     return image_size or (natural if natural <= SMALL_IMAGE_LIMIT else 224), channels
 
 
@@ -155,7 +123,7 @@ def load_folder(
         labels = np.asarray([f[1] for f in items], "int32")
 
         def read(path, label):
-            image = untrusted.decode_image(tf.io.read_file(path), channels)
+            image = images.decode_image(tf.io.read_file(path), channels)
             if style == "cifar":
                 image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
             return image, label

@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from tfresnet import files
+from tfresnet.images import IMAGE_CHANNELS
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _PREFIXES = {"train": "train", "test": "t10k"}
@@ -24,8 +25,6 @@ MAX_DEFLATE_RATIO = 1032  # deflate's best case: a 258-byte match in 2 bits
 # Labels are below this unless the data set says: far above EMNIST's 62, far below a label that
 # would make the classifier outgrow memory.
 MAX_CLASSES = 65_536
-IMAGE_CHANNELS = (1, 3)  # grey or RGB: what image folders give and exports decode
-_CHUNK = 1 << 24  # bytes read at a time
 
 
 class IdxError(ValueError):
@@ -105,23 +104,19 @@ def read_header(path: str) -> IdxHeader:
 
 def read_idx(path: str) -> np.ndarray:
     """The array stored in the IDX file at `path` (gzipped when it ends in .gz): exactly the
-    bytes the header promises, read into one buffer; fewer or more is an `IdxError`."""
+    bytes the header promises; fewer or more is an `IdxError`."""
     path = os.fspath(path)
     try:
         with _open(path) as f:
             header = _parse_header(f, path)
-            buffer = np.empty(header.nbytes, np.uint8)
-            view, done = memoryview(buffer), 0
-            while done < header.nbytes:
-                got = f.readinto(view[done : done + _CHUNK])
-                if not got:
-                    raise _size_error(header, done)
-                done += got
+            data = f.read(header.nbytes)
+            if len(data) < header.nbytes:
+                raise _size_error(header, len(data))
             if f.read(1):
                 raise _size_error(header, "more than that")
     except (OSError, EOFError, zlib.error) as err:
         raise _read_error(path, err) from err
-    array = buffer.view(header.dtype).reshape(header.shape)
+    array = np.frombuffer(data, header.dtype).reshape(header.shape)
     return array.astype(header.dtype.newbyteorder("="), copy=False)
 
 

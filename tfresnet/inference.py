@@ -10,15 +10,9 @@ import numpy as np
 
 
 def fold_batch_norm(model: keras.Model) -> keras.Model:
-    """A copy of functional `model` with every foldable BatchNormalization merged into its conv.
-
-    Args:
-      model: a built functional or Sequential keras.Model (trained weights are copied, the
-        model itself is not changed).
-
-    Returns:
-      keras.Model with the same inputs, outputs and layer names minus the folded BNs (those of
-      `foldable_pairs`), equal to `model(x, training=False)` up to float rounding.
+    """A copy of a built functional or Sequential `model` (left unchanged) with each BN of
+    `foldable_pairs` merged into its conv: the same inputs, outputs and other layer names, equal
+    to `model(x, training=False)` up to float rounding.
 
     Example:
       >>> served = fold_batch_norm(build_model("resnet20"))

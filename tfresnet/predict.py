@@ -7,18 +7,15 @@ Each file goes through the export's `serving_bytes` signature, so local predicti
 served ones; a file that cannot be read or decoded gets an "error" entry, the rest go on.
 """
 
-import contextlib
 import dataclasses
 import os
-import re
 import sys
-import tempfile
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import export, files, untrusted
+from tfresnet import export, files, images, untrusted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +64,8 @@ def load_export(path: str | os.PathLike) -> ServingExport:
         if isinstance(err, PermissionError):
             raise
         raise files.CorruptFile(
-            f"{version_dir} is not a readable SavedModel ({_short_error(err)[:300]}); it may be "
-            "truncated or corrupt: export the model again (tfresnet export)."
+            f"{version_dir} is not a readable SavedModel ({images.error_line(err)[:300]}); it "
+            "may be truncated or corrupt: export the model again (tfresnet export)."
         ) from err
     missing = [s for s in ("serving_default", "serving_bytes") if s not in saved_model.signatures]
     if missing:
@@ -92,7 +89,7 @@ def predict_files(
     Args:
       export_dir: a path `load_export` accepts, or an already loaded `ServingExport`.
       paths: image file paths (JPEG, PNG, GIF, BMP or WebP; at most the export's max_pixels
-        pixels and `untrusted.MAX_IMAGE_BYTES` bytes, checked before reading or decoding).
+        pixels and `images.MAX_IMAGE_BYTES` bytes, checked before reading or decoding).
       top_k: int >= 1, classes per file (at most the number of classes).
 
     Returns:
@@ -105,24 +102,22 @@ def predict_files(
     results = []
     for path in paths:
         path = os.fspath(path)
-        native = []
+        said = []
         try:
             kind = files.special_file(path)
             if kind:  # opening a FIFO blocks until someone writes; a device reads forever
                 raise untrusted.FileRefused(f"a {kind}, not a regular file: not read")
-            data = untrusted.read_image_file(path)
-            with _native_stderr(native):
+            data = images.read_image_file(path)
+            with images.decoder_messages(said):
                 outputs = signature(image_bytes=tf.constant([data]))
         except (OSError, untrusted.FileRefused, tf.errors.InvalidArgumentError) as e:
-            reason = _short_error(e)
-            logged, said = _split_native(native)
+            reason = images.error_line(e)
             if said:  # libjpeg's own words: "Bogus Huffman table definition"
                 reason = f"{reason.rstrip('.')} ({'; '.join(said)})"
-            _pass_on(logged)
             warnings.warn(f"Cannot predict {path}: {reason}", stacklevel=2)
             results.append({"file": path, "error": reason})
             continue
-        _pass_on(native)
+        sys.stderr.write("".join(f"{line}\n" for line in said))  # not about a refusal
         probabilities = outputs["probabilities"].numpy()[0]
         results.append(_top_k(path, probabilities, top_k, loaded.class_names))
     return results
@@ -162,57 +157,3 @@ def _saved_versions(model_dir):
     return [
         v for v in versions if os.path.isfile(os.path.join(model_dir, str(v), "saved_model.pb"))
     ]
-
-
-_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d")  # TensorFlow's (absl's) log lines
-
-
-@contextlib.contextmanager
-def _native_stderr(lines):
-    """Within the block, what is written to fd 2 goes into `lines`: libjpeg prints its errors
-    there itself ("Bogus marker length"), and they belong in that file's error."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines.extend(capture.read().decode(errors="replace").splitlines())
-
-
-def _split_native(lines):
-    """(TensorFlow's log lines with their tab-indented continuations, the other lines)."""
-    logged, said, in_log = [], [], False
-    for line in lines:
-        in_log = bool(_LOG_LINE.match(line)) or (in_log and line.startswith("\t"))
-        if in_log:
-            logged.append(line)
-        elif line.strip():
-            said.append(line.strip())
-    return logged, said
-
-
-def _pass_on(lines):
-    """Write `lines` (captured from fd 2 but not part of an error) to stderr after all."""
-    if lines:
-        sys.stderr.write("".join(f"{line}\n" for line in lines))
-
-
-def _short_error(error):
-    """The one line of a TF/OS error that says what was wrong (no node names, no traces)."""
-    if isinstance(error, OSError):
-        return error.strerror or str(error)
-    noise = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[{{")
-    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
-    useful = [line for line in lines if line and not line.startswith(noise)]
-    if not useful:
-        return str(error)
-    asserted = re.match(r"assertion failed: \[([^\]]*)\]", useful[0])  # a tf.debugging check
-    if asserted:
-        return asserted.group(1).strip().rstrip(".")
-    return re.sub(r"\s*\[Op:[^\]]*\]$", "", useful[0])

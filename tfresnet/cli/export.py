@@ -6,7 +6,7 @@ import os
 
 from absl import flags
 
-from tfresnet import evaluate, export, untrusted
+from tfresnet import evaluate, export, images, untrusted
 from tfresnet.cli import predict as predict_command
 
 
@@ -35,7 +35,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer(
         "max_pixels",
-        untrusted.MAX_PIXELS,
+        images.MAX_PIXELS,
         "serving_bytes refuses larger images (size read from the headers, before decoding).",
         lower_bound=1,
         flag_values=fv,
@@ -50,7 +50,7 @@ def run(fv: flags.FlagValues, args: list[str]) -> int:
     if fv.weights or fv.weights_dir:  # the shipped class names, unless --class_names replaces them
         model, class_names = predict_command.shipped_model(fv, fv.model_path)
     else:
-        model = evaluate.load_model_file(evaluate.resolve_model_path(fv.model_path))
+        model = untrusted.load_keras_model(evaluate.resolve_model_path(fv.model_path))
     if fv.class_names:
         if not os.path.isfile(fv.class_names):
             raise ValueError(
