@@ -13,6 +13,8 @@ import time
 
 import tensorflow as tf
 
+from tfresnet.config import at_least
+
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
     '"task": {"type": "worker", "index": 0}}'
@@ -27,24 +29,13 @@ class WorkersMissing(TimeoutError):
     """Workers of the TF_CONFIG cluster did not come up in time; starting again may find them."""
 
 
-def check_peer_timeout(peer_timeout: float) -> None:
-    """ValueError unless `peer_timeout` is a number of seconds > 0."""
-    if (
-        isinstance(peer_timeout, bool)
-        or not isinstance(peer_timeout, int | float)
-        or not 0 < peer_timeout < float("inf")
-    ):
-        raise ValueError(f"peer_timeout must be a number of seconds > 0; got {peer_timeout!r}.")
+# check_peer_timeout("peer_timeout", value): ValueError unless a number of seconds > 0.
+check_peer_timeout = at_least(0, "a number of seconds", strict=True)
 
 
 def read_tf_config() -> dict:
-    """Check TF_CONFIG as TensorFlow's `TFConfigClusterResolver` reads it; return
-    `{"cluster": {job: [host:port, ...]}, "task": {"type": job, "index": i}}`.
-
-    MultiWorkerMirroredStrategy reads the cluster (every worker's host:port) and this process's
-    task through that resolver; a typo otherwise surfaces as a hang, so each problem gets a
-    one-line message here.
-    """
+    """Check TF_CONFIG as TensorFlow's `TFConfigClusterResolver` (MultiWorkerMirroredStrategy's)
+    reads it; return `{"cluster": {job: [host:port, ...]}, "task": {"type": job, "index": i}}`."""
     raw = os.environ.get("TF_CONFIG")
     hint = f"Set it on each worker, e.g. for 2 workers: TF_CONFIG='{TF_CONFIG_EXAMPLE}'"
     if not raw:
@@ -93,12 +84,9 @@ def wait_for_peers(tf_config: dict, timeout: float, poll_s: float = 0.5) -> None
     """Return once every other chief and worker task of `tf_config` (`read_tf_config`) accepts
     connections at its address; `WorkersMissing`, naming the others, after `timeout` seconds.
 
-    MultiWorkerMirroredStrategy's own wait for its peers lasts up to an hour (the coordination
-    service's device-propagation barrier) inside one call that holds the interpreter, so no
-    SIGTERM handler runs until it returns. This wait is Python: a SIGTERM ends it at once, and
-    TensorFlow's starts only when all are there. Meanwhile this worker listens on its own port
-    (accepting and closing at once), so its peers find it as it finds them; once its peers are
-    seen, the port is free again for TensorFlow's server.
+    TF's own wait (up to an hour) holds the interpreter, so no SIGTERM handler runs; this one is
+    Python, and TF's starts only when all are there. Meanwhile this worker listens on its own port
+    (accepting and closing at once) so its peers find it; then the port is free again for TF.
     """
     me = (tf_config["task"]["type"], tf_config["task"]["index"])
     cluster = tf_config["cluster"]

@@ -24,9 +24,9 @@ import keras
 import tensorflow as tf
 
 from tfresnet import compat
-from tfresnet.cluster import (
+from tfresnet.cluster import (  # the cluster's names, where callers find them
     DEFAULT_PEER_TIMEOUT,
-    WorkersMissing,
+    WorkersMissing,  # noqa: F401
     check_peer_timeout,
     read_tf_config,
     wait_for_peers,
@@ -36,15 +36,9 @@ STRATEGY_NAMES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCALING_RULES = ("linear", "none")
 
 
-# --------------------------------------------------------------------------
-# Logical CPU devices (mirrored training and its tests on CPU-only machines)
-# --------------------------------------------------------------------------
-
-
 def configure_logical_cpus(n: int) -> None:
-    """Split the first physical CPU into `n` logical devices CPU:0..n-1, so MirroredStrategy runs
-    `n` replicas on a CPU-only machine. Call it before TensorFlow starts; again with the same `n`
-    is fine."""
+    """Split the first physical CPU into `n` logical devices, so MirroredStrategy runs `n`
+    replicas on a CPU-only machine. Call it before TensorFlow starts (again with the same `n`)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}.")
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -56,16 +50,10 @@ def configure_logical_cpus(n: int) -> None:
         if have == n:
             return
         raise RuntimeError(
-            f"configure_logical_cpus({n}) came too late: TensorFlow has "
-            f"already initialized its devices ({have} logical CPU(s)). Call "
-            "it before anything runs a TensorFlow op or builds a strategy or "
-            "model, e.g. as the first statement after `import tensorflow`."
+            f"configure_logical_cpus({n}) came too late: TensorFlow has already initialized its "
+            f"devices ({have} logical CPU(s)). Call it before anything runs a TensorFlow op or "
+            "builds a strategy or model, e.g. as the first statement after `import tensorflow`."
         ) from err
-
-
-# --------------------------------------------------------------------------
-# Strategies
-# --------------------------------------------------------------------------
 
 
 def make_strategy(
@@ -75,16 +63,13 @@ def make_strategy(
     tpu: str | None = None,
     peer_timeout: float = DEFAULT_PEER_TIMEOUT,
 ) -> tf.distribute.Strategy:
-    """The `tf.distribute.Strategy` called `name` (one of `STRATEGY_NAMES`).
-
-    num_replicas: replicas for `mirrored`/`one_device` (on a CPU-only machine, logical CPUs).
-    tpu: for `tpu`: "local" on a TPU VM, a Cloud TPU name or "grpc://host:8470".
-    peer_timeout: seconds `multi_worker` waits for the other workers (`wait_for_peers`).
-    The process keeps its SIGTERM handler (`compat.reclaim_sigterm`).
-    """
+    """The `tf.distribute.Strategy` called `name` (one of `STRATEGY_NAMES`): `num_replicas` for
+    mirrored/one_device (logical CPUs on a CPU-only machine); `tpu`: "local" on a TPU VM, a Cloud
+    TPU name or "grpc://host:8470"; `peer_timeout`: seconds multi_worker waits for the other
+    workers. The process keeps its SIGTERM handler (`compat.reclaim_sigterm`)."""
     if name not in STRATEGY_NAMES:
         raise ValueError(f"Unknown strategy {name!r}; allowed: {', '.join(STRATEGY_NAMES)}.")
-    check_peer_timeout(peer_timeout)
+    check_peer_timeout("peer_timeout", peer_timeout)
     if num_replicas is not None and (
         not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1
     ):
@@ -93,8 +78,8 @@ def make_strategy(
         name = _auto_strategy_name(num_replicas, tpu)
     if name in ("multi_worker", "tpu") and num_replicas:
         raise ValueError(
-            f"strategy {name!r} takes its devices from the cluster; do not "
-            f"pass num_replicas={num_replicas!r}."
+            f"strategy {name!r} takes its devices from the cluster; do not pass "
+            f"num_replicas={num_replicas!r}."
         )
     if name == "one_device":
         strategy = _one_device_strategy(num_replicas)
@@ -151,9 +136,9 @@ def _multi_worker_strategy(peer_timeout):
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as err:
         raise RuntimeError(
-            "make_strategy('multi_worker') must run before TensorFlow starts "
-            "(before any op, model or other strategy): collective ops are "
-            f"configured at program startup. TensorFlow said: {err}"
+            "make_strategy('multi_worker') must run before TensorFlow starts (before any op, "
+            f"model or other strategy): collective ops are configured at program startup. "
+            f"TensorFlow said: {err}"
         ) from err
 
 
@@ -187,12 +172,9 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 def summed_over_workers(strategy: tf.distribute.Strategy) -> Callable[[list], list] | None:
     """None with one worker; under multi-worker training, a function that sums a list of small
-    non-negative integers (below 2**24 in all) over every replica of the cluster.
-
-    It is an all-reduce: every worker must call it at the same points (a callback's batch end)
-    and all get the same sums, exact (integers in float32), so decisions made from them agree:
-    what lets every worker stop at the same step when only some were asked to.
-    """
+    non-negative integers (below 2**24 in all) over every replica: an all-reduce every worker
+    calls at the same points, all getting the same exact sums, so decisions made from them agree
+    (every worker stops at the same step when only some were asked to)."""
     if not is_multi_worker(strategy):
         return None
 
@@ -219,18 +201,11 @@ def is_tpu(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
 
 
-# --------------------------------------------------------------------------
-# Keras 3 under MultiWorkerMirroredStrategy and TPUs (keras-team/keras#20585; fixes in compat)
-# --------------------------------------------------------------------------
-
-
 def multi_worker_compatible(model: keras.Model) -> keras.Model:
-    """Make `model.fit/evaluate/predict` work under MultiWorkerMirroredStrategy and TPUs.
-
-    Applies `compat.build_from_local_batch` where `builds_from_reduced_batch` says the build
-    fails and, with several workers, `compat.add_replica_axis`; each only while its probe finds
-    the Keras bug, and to this model instance only. Returns the model.
-    """
+    """Make `model.fit/evaluate/predict` work under MultiWorkerMirroredStrategy and TPUs
+    (keras-team/keras#20585): `compat.build_from_local_batch` where the pre-fit build fails and,
+    with several workers, `compat.add_replica_axis`; each while its probe finds the Keras bug,
+    to this model instance only. Returns the model."""
     strategy = model.distribute_strategy
     if getattr(model, "_tfresnet_multi_worker_fix", False):
         return model
@@ -262,9 +237,9 @@ def _warn_unsynchronized_batch_norm(model):
     if names:
         warnings.warn(
             f"{len(names)} BatchNormalization layer(s) ({', '.join(names[:3])}"
-            f"{', ...' if len(names) > 3 else ''}) are not synchronized: their "
-            "moving statistics will differ between workers. Build them with "
-            "synchronized=True for multi-worker training.",
+            f"{', ...' if len(names) > 3 else ''}) are not synchronized: their moving statistics "
+            "will differ between workers. Build them with synchronized=True for multi-worker "
+            "training.",
             stacklevel=3,
         )
 
@@ -277,20 +252,14 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-# --------------------------------------------------------------------------
-# Batch size and learning rate
-# --------------------------------------------------------------------------
-
-
 def per_replica_batch_size(global_batch: int, strategy: tf.distribute.Strategy) -> int:
     """Each replica's share of `global_batch`; ValueError unless it splits evenly (an uneven
     split would change the effective batch per step)."""
     replicas = strategy.num_replicas_in_sync
     if not isinstance(global_batch, int) or global_batch < 1 or global_batch % replicas:
         raise ValueError(
-            f"Global batch size {global_batch!r} must be a positive multiple of "
-            f"the {replicas} replicas in sync (allowed: {replicas}, "
-            f"{2 * replicas}, {3 * replicas}, ...)."
+            f"Global batch size {global_batch!r} must be a positive multiple of the {replicas} "
+            f"replicas in sync (allowed: {replicas}, {2 * replicas}, {3 * replicas}, ...)."
         )
     return global_batch // replicas
 
@@ -310,11 +279,6 @@ def scaled_learning_rate(
     if rule == "none":
         return base_lr
     return base_lr * global_batch / base_batch
-
-
-# --------------------------------------------------------------------------
-# Who writes files
-# --------------------------------------------------------------------------
 
 
 def writes_run_dir(strategy: tf.distribute.Strategy) -> bool:
@@ -339,11 +303,6 @@ def writable_dir(path: str, strategy: tf.distribute.Strategy) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------
-# Input sharding
-# --------------------------------------------------------------------------
-
-
 def input_pipelines(strategy: tf.distribute.Strategy) -> int:
     """How many input pipelines `strategy` runs: one per worker (MultiWorkerMirroredStrategy)
     or per TPU host; 1 for the single-machine strategies."""
@@ -355,13 +314,9 @@ def input_pipelines(strategy: tf.distribute.Strategy) -> int:
 
 
 def shard_policy(num_files: int | None, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
-    """FILE or DATA: how `num_workers` input pipelines split a source of `num_files` files.
-
-    FILE (each pipeline reads only its own files, so nobody reads or augments everything) needs
-    several pipelines and at least as many files as pipelines, or some would get no data.
-    Otherwise DATA: every pipeline builds the whole input and keeps its share of each global
-    batch. In-memory sources (`num_files=None`) have no files to split.
-    """
+    """FILE or DATA: how `num_workers` input pipelines split a source of `num_files` files (None:
+    in memory). FILE (each reads only its own files) needs at least a file per pipeline; DATA:
+    every pipeline builds the whole input and keeps its share of each global batch."""
     if not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be a positive int; got {num_workers!r}.")
     policies = tf.data.experimental.AutoShardPolicy
@@ -376,25 +331,3 @@ def data_sharding_options() -> tf.data.Options:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options
-
-
-__all__ = [
-    "DEFAULT_PEER_TIMEOUT",
-    "STRATEGY_NAMES",
-    "WorkersMissing",
-    "check_peer_timeout",
-    "configure_logical_cpus",
-    "data_sharding_options",
-    "input_pipelines",
-    "is_multi_worker",
-    "is_tpu",
-    "make_strategy",
-    "multi_worker_compatible",
-    "per_replica_batch_size",
-    "read_tf_config",
-    "scaled_learning_rate",
-    "shard_policy",
-    "summed_over_workers",
-    "wait_for_peers",
-    "writable_dir",
-]

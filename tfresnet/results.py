@@ -113,7 +113,7 @@ def summarize(
         },
         "data": {"name": info.name, "image_shape": list(info.image_shape), "sizes": info.sizes},
         "precision": policy,  # what "auto" became on this machine
-        "schedule": dataclasses.asdict(schedule),
+        "schedule": schedule.to_json(),
         "wall_time_s": sum(s["wall_s"] for s in state.segments),
         "segments": state.segments,  # one per process that trained (a resumed run has several)
         "train_images_per_s": rundir.train_images_per_second(
@@ -121,4 +121,5 @@ def summarize(
         ),
         "replicas": replicas,
         "versions": package_versions(),
+        "recipe": dataclasses.asdict(schedule.recipe),  # with the run's tricks
     }

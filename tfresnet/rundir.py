@@ -9,10 +9,9 @@
 
 `callbacks.EpochRecorder` commits each epoch, `state.json` last; every file is written atomically
 (`tfresnet.files`). The backup stays until `results.json` is written (`finish`), so a kill while
-evaluating, saving or exporting resumes there without training again. (`tf.train.CheckpointManager`
-keeps N weight checkpoints, but its commit point covers only them; state.json also covers
-history.csv, the checkpoints and the timings, and falls back a commit when the newest weights do
-not load.)
+evaluating, saving or exporting resumes there without training again. (The commit point of
+`tf.train.CheckpointManager` covers only its weights; state.json also covers history.csv, the
+checkpoints and the timings.)
 
 `RUN_LAYOUT` and `SEARCH_LAYOUT` list every name a run (a search) of ours writes; `clear`, the
 one thing behind `--overwrite`, removes only those and refuses a folder that holds anything else.
@@ -324,37 +323,32 @@ def restore(model, run_dir: str, state: RunState, steps_per_epoch: int | None = 
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     whole = steps_per_epoch is not None and state.batch >= steps_per_epoch
-    candidates = [] if whole else [(state.epoch, state.weights, state)]
+    candidates = [] if whole else [state]
     if state.previous:
-        prev = state.previous
-        n = prev["epoch"]
+        n = state.previous["epoch"]
         candidates.append(
-            (
-                n,
-                prev["weights"],
-                dataclasses.replace(
-                    state,
-                    epoch=n,
-                    batch=prev.get("batch", 0),
-                    weights=prev["weights"],
-                    previous=None,
-                    history=state.history[:n],
-                    epoch_seconds=state.epoch_seconds[:n],
-                    segments=[s for s in state.segments if s["first_epoch"] <= n],
-                ),
+            dataclasses.replace(
+                state,
+                epoch=n,
+                batch=state.previous.get("batch", 0),
+                weights=state.previous["weights"],
+                previous=None,
+                history=state.history[:n],
+                epoch_seconds=state.epoch_seconds[:n],
+                segments=[s for s in state.segments if s["first_epoch"] <= n],
             )
         )
     failed = []
-    for epoch, name, candidate in candidates:
-        path = files.join(backup_dir(run_dir), name)
+    for candidate in candidates:
+        name = candidate.weights
         try:
-            model.load_weights(path)
+            model.load_weights(files.join(backup_dir(run_dir), name))
         except (OSError, ValueError) as err:
             failed.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-            log.warning("The backup of epoch %d does not load (%s).", epoch, failed[-1])
+            log.warning("The backup of epoch %d does not load (%s).", candidate.epoch, failed[-1])
             continue
         if candidate is not state:
-            log.warning("Resuming from epoch %d, the last backup that loads.", epoch)
+            log.warning("Resuming from epoch %d, the last backup that loads.", candidate.epoch)
         return candidate
     if failed:
         raise files.CorruptFile(

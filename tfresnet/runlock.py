@@ -52,20 +52,20 @@ def exclusive(run_dir: str, held: Hold | None = None) -> Iterator[Hold]:
     if held is not None and held.covers(run_dir):
         yield held
         return
-    fd = _lock(run_dir, shared=False)
-    try:
+    with _locked(run_dir):
         yield Hold(os.path.realpath(run_dir))
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
-@contextlib.contextmanager
-def serialized(directory: str) -> Iterator[None]:
+def serialized(directory: str) -> contextlib.AbstractContextManager[None]:
     """Wait for, then hold, `directory`'s lock while the block runs: for a short read-modify-write
     (export's models.config) that concurrent processes must take turns at. Like `exclusive`,
     it leaves no file behind; a no-op where there are no locks."""
-    fd = _lock(directory, shared=False, wait=True)
+    return _locked(directory, wait=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: str, wait: bool = False) -> Iterator[None]:
+    fd = _lock(directory, shared=False, wait=wait)
     try:
         yield
     finally:
