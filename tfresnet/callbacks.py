@@ -69,7 +69,7 @@ class EpochRecorder(keras.callbacks.Callback):
         stop: preemption.StopRequest | None = None,
     ):
         super().__init__()
-        self.stop = stop or preemption.StopRequest()
+        self.stop = stop or preemption.installed()  # the SIGTERM handler's
         self.out = out
         self.state = state
         self.monitor = monitor
@@ -171,7 +171,7 @@ class EpochRecorder(keras.callbacks.Callback):
         folder = backup_dir(self.out)
         self._segment["wall_s"] = time.perf_counter() - self._start
         new = dataclasses.replace(new, previous=_last_whole(self.state))
-        files.write_json(files.join(folder, rundir.STATE), new.to_json())
+        files.write_json(files.join(folder, rundir.STATE), dataclasses.asdict(new))
         rundir.prune_backup(folder, new)
         self.state = new
 
@@ -188,7 +188,7 @@ def training_callbacks(
     state: RunState,
     monitor: str,
     steps_per_epoch: int,
-    stop: preemption.StopRequest,
+    stop: preemption.StopRequest | None,
     test_ds=None,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[EpochRecorder, list]:

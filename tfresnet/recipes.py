@@ -20,8 +20,6 @@ import math
 
 import keras
 
-from tfresnet.config import check_choice
-
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -84,7 +82,8 @@ RECIPES = {
 
 
 def get_recipe(name):
-    check_choice("recipe", name, RECIPES)
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; allowed: {', '.join(RECIPES)}.")
     return RECIPES[name]
 
 

@@ -80,7 +80,7 @@ def plan_schedule(config, info, strategy) -> Schedule:
         recipe=recipe,
         batch_size=batch_size,
         learning_rate=lr,
-        weight_decay=resolved_weight_decay(config, recipe),
+        weight_decay=recipe.weight_decay if config.weight_decay is None else config.weight_decay,
         epochs=epochs,
         steps=epochs * steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -95,10 +95,6 @@ def pick_recipe(config, info) -> recipes.Recipe:
     tricks its config sets (`recipes.resolve`)."""
     name = config.recipe or ("cifar" if info.style == "cifar" else "imagenet")
     return recipes.resolve(name, dataclasses.asdict(config), flips=info.flip)
-
-
-def resolved_weight_decay(config, recipe: recipes.Recipe) -> float:
-    return recipe.weight_decay if config.weight_decay is None else config.weight_decay
 
 
 def learning_rate_schedule(config, plan: Schedule):

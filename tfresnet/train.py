@@ -48,10 +48,6 @@ from tfresnet.train_config import (  # noqa: F401
     check_run_dir,
 )
 
-OVERWRITE_HINT = (
-    "--overwrite deletes only what a run wrote: move those files away, or use another --run_dir"
-)
-
 
 def train(
     config: TrainConfig,
@@ -70,12 +66,12 @@ def train(
     writer = distribute.writes_run_dir(strategy)
     with seeded(config.seed), precision.policy_scope(config.precision, strategy) as policy:
         if writer:  # refused at once, before the data loads
-            rundir.check_startable(config.run_dir, config.overwrite, hint=OVERWRITE_HINT)
+            rundir.check_startable(config.run_dir, config.overwrite)
         data = load_run_data(config)
         plan = schedule.plan_schedule(config, data.info, strategy)
         # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = make_model(config, data.info, strategy, plan)
-        start = rundir.started(config.run_dir, config, hint=OVERWRITE_HINT)  # writes config.json
+        start = rundir.started(config.run_dir, config)  # writes config.json
         with start if writer else contextlib.nullcontext() as held:
             return _fit(config, model, data, plan, policy, callbacks, held=held, stop=stop)
 
@@ -165,8 +161,9 @@ def make_model(
     """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope and
     the config's dtype policy (restored after) and made to train there
     (`distribute.multi_worker_compatible`); every path (`train`, `fit_model`, the tuner's
-    `HyperModel.build`) builds it here. `plan` gives the recipe (the tuner's build has none)."""
-    recipe = schedule.pick_recipe(config, info) if plan is None else plan.recipe
+    `HyperModel.build`) builds it here, with the recipe and weight decay of `plan` (made here
+    for the tuner's build)."""
+    plan = plan or schedule.plan_schedule(config, info, strategy)
     kwargs = dict(
         shortcut=config.shortcut,
         stride_placement=config.stride_placement,
@@ -191,8 +188,8 @@ def make_model(
             num_classes=info.num_classes,
             input_shape=info.image_shape,
             preact=config.preact,
-            weight_decay=schedule.resolved_weight_decay(config, recipe),
-            zero_init_residual=recipe.zero_init_residual,
+            weight_decay=plan.weight_decay,
+            zero_init_residual=plan.recipe.zero_init_residual,
             sync_bn=strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn,
             **kwargs,
         )
@@ -268,7 +265,6 @@ def _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop) -> run
         return state  # training was over; a kill came while finishing
     monitor = "val_accuracy" if inputs.validation is not None else "accuracy"
     test_curve = inputs.test if config.eval_test_each_epoch else None
-    stop = stop or preemption.installed()
     recorder, everything = callbacks_lib.training_callbacks(
         out, state, monitor, plan.steps_per_epoch, stop, test_curve, callbacks
     )
@@ -290,7 +286,7 @@ def _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop) -> run
             raise
         raise _diverged(err, recorder.state.epoch) from err
     finally:
-        stop.in_training.clear()
+        recorder.stop.in_training.clear()
     return recorder.state
 
 
