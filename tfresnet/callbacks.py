@@ -52,12 +52,9 @@ class WeightDecayTerm(keras.callbacks.Callback):
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Commits each finished epoch to `out` (see the module doc for the order); put it last.
-
-    `out` is where this worker writes (the run directory on the chief). `monitor` picks
-    `checkpoints/best.keras` (higher is better). A non-finite loss is never committed. While
-    training it marks `stop` as honoured, and backs up and raises `Preempted` once requested.
-    """
+    """Commits each finished epoch to `out`, where this worker writes (the run directory on the
+    chief); put it last. `monitor` picks `checkpoints/best.keras` (higher is better). A non-finite
+    loss is never committed. Once `stop` is requested it backs up and raises `Preempted`."""
 
     def __init__(
         self,

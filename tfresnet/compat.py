@@ -215,8 +215,8 @@ def write_state(path: str, state) -> None:
 
 
 def write_oracle_state_atomically(oracle) -> bool:
-    """Make this oracle write oracle.json and each trial.json whole or not at all (this instance
-    only). True if patched."""
+    """Make this oracle write oracle.json and each trial.json whole (this instance only); True if
+    patched."""
     if not keras_tuner_writes_in_place():
         return False
     oracle.save = lambda: write_state(oracle._get_oracle_fname(), oracle.get_state())

@@ -218,12 +218,9 @@ def check_length(budget=None, epochs=None, steps=None):
 
 
 def total_steps(recipe, *, steps_per_epoch, batch_size, budget=None, epochs=None, steps=None):
-    """Iterations to train for: explicit `steps`, else `epochs`, else `budget` x the recipe's.
-
-    A budget counts the recipe's iterations at its own batch size, so the number of epochs stays
-    the same when the batch changes; for a recipe of its own `epochs`, a share of those. At
-    most `MAX_STEPS`, else ValueError.
-    """
+    """Iterations to train for: explicit `steps`, else `epochs`, else `budget` x the recipe's
+    (its iterations at its own batch size, so the epochs stay the same when the batch changes;
+    for a recipe of its own `epochs`, a share of those). At most `MAX_STEPS`, else ValueError."""
     check_length(budget, epochs, steps)
     if steps is not None:
         total = int(steps)

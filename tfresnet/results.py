@@ -107,7 +107,7 @@ def summarize(
         },
         "data": {"name": info.name, "image_shape": list(info.image_shape), "sizes": info.sizes},
         "precision": policy,  # what "auto" became on this machine
-        "schedule": schedule.to_json(),
+        "schedule": {**dataclasses.asdict(schedule), "recipe": schedule.recipe.name},
         "wall_time_s": sum(s["wall_s"] for s in state.segments),
         "segments": state.segments,  # one per process that trained (a resumed run has several)
         "train_images_per_s": rundir.train_images_per_second(

@@ -44,11 +44,8 @@ class Hold:
 
 @contextlib.contextmanager
 def exclusive(run_dir: str, held: Hold | None = None) -> Iterator[Hold]:
-    """Hold `run_dir` for this process while the block runs; `RunDirInUse` if another holds it.
-
-    Yields the `Hold`; with `held` (the caller's hold of the same directory) nothing more is
-    locked. `run_dir` must exist.
-    """
+    """Hold `run_dir` (it must exist) for this process while the block runs, yielding the `Hold`;
+    `RunDirInUse` if another holds it. With `held` (the caller's hold) nothing more is locked."""
     if held is not None and held.covers(run_dir):
         yield held
         return

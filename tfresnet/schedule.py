@@ -24,10 +24,6 @@ class Schedule:
     steps_per_epoch: int
     steps_per_execution: int = 1
 
-    def to_json(self) -> dict:
-        """What results.json's "schedule" holds: the recipe by name."""
-        return {**dataclasses.asdict(self), "recipe": self.recipe.name}
-
 
 def _steps_per_execution(config, steps_per_epoch, replicas, tpu):
     """Training steps per tf.function call: a divisor of the epoch's steps (Keras 3.15 runs whole

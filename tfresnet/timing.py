@@ -10,11 +10,8 @@ import keras
 
 class EpochTimer(keras.callbacks.Callback):
     """Each epoch's training time, validation excluded: wall seconds (`seconds`) and this
-    process's CPU seconds, all threads (`cpu_seconds`), one entry per epoch.
-
-    Put it first among the callbacks, so that its epoch ends before the later callbacks' own
-    epoch-end work (the test curve, the commit) begins.
-    """
+    process's CPU seconds, all threads (`cpu_seconds`). Put it first among the callbacks, so its
+    epoch ends before the others' epoch-end work (the test curve, the commit) begins."""
 
     def __init__(self):
         super().__init__()

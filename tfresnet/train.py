@@ -69,11 +69,12 @@ def train(
             rundir.check_startable(config.run_dir, config.overwrite)
         data = load_run_data(config)
         plan = schedule.plan_schedule(config, data.info, strategy)
+        lr = schedule.learning_rate_schedule(config, plan)
         # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = make_model(config, data.info, strategy, plan)
         start = rundir.started(config.run_dir, config)  # writes config.json
         with start if writer else contextlib.nullcontext() as held:
-            return _fit(config, model, data, plan, policy, callbacks, held=held, stop=stop)
+            return _fit(config, model, data, plan, lr, policy, callbacks, held=held, stop=stop)
 
 
 @contextlib.contextmanager
@@ -111,17 +112,20 @@ def fit_model(
     with precision.policy_scope(config.precision, strategy) as policy:
         data = data or load_run_data(config)
         plan = schedule.plan_schedule(config, data.info, strategy)
+        lr = schedule.learning_rate_schedule(config, plan)
         model = model or make_model(config, data.info, strategy, plan)
         results = _fit(
-            config, model, data, plan, policy, extra_callbacks, evaluate_test, held=held, stop=stop
-        )
+            config, model, data, plan, lr, policy, extra_callbacks, evaluate_test, held=held,
+            stop=stop,
+        )  # fmt: skip
     return model, results
 
 
-def _fit(config, model, data, plan, policy, callbacks, evaluate_test=True, *, held, stop) -> dict:
-    """compile -> restore -> fit -> results -> export, in `config.run_dir` held (`runlock`) from
-    reading the backup on: another process training there could replace it."""
-    lr = schedule.learning_rate_schedule(config, plan)
+def _fit(
+    config, model, data, plan, lr, policy, callbacks, evaluate_test=True, *, held, stop
+) -> dict:
+    """compile (learning rate `lr`) -> restore -> fit -> results -> export, in `config.run_dir`
+    held (`runlock`) from reading the backup on: another process could replace it."""
     with rundir.writing(config.run_dir, model.distribute_strategy, held) as out:
         state = _compile_and_restore(config, model, lr, plan, out)
         inputs = _inputs(config, data, plan, state, model.distribute_strategy, evaluate_test)

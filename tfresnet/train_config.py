@@ -264,11 +264,9 @@ def comparable(identity: dict) -> dict:
 
 
 def check_run_dir(config: TrainConfig) -> TrainConfig:
-    """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing.
-
-    `resume` takes the saved config; an identical unfinished run continues; `overwrite` is
-    applied later, by `train`, once everything is validated.
-    """
+    """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing. `resume` takes
+    the saved config; an identical unfinished run continues; `overwrite` is applied later, by
+    `train`, once everything is validated."""
     files.check_output_dir(config.run_dir, "run_dir", unset="runs/<model>-<dataset>")
     path = files.join(config.run_dir, "config.json")
     if config.overwrite or not files.exists(path):
