@@ -63,18 +63,10 @@ def train(
     back after; `stop` (default: the SIGTERM handler's) stops training after a backup."""
     config = check_run_dir(config)  # resolve: the run its directory holds
     strategy = make_strategy(config)
-    writer = distribute.writes_run_dir(strategy)
-    with seeded(config.seed), precision.policy_scope(config.precision, strategy) as policy:
-        if writer:  # refused at once, before the data loads
-            rundir.check_startable(config.run_dir, config.overwrite)
-        data = load_run_data(config)
-        plan = schedule.plan_schedule(config, data.info, strategy)
-        lr = schedule.learning_rate_schedule(config, plan)
-        # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
-        model = make_model(config, data.info, strategy, plan)
-        start = rundir.started(config.run_dir, config)  # writes config.json
-        with start if writer else contextlib.nullcontext() as held:
-            return _fit(config, model, data, plan, lr, policy, callbacks, held=held, stop=stop)
+    with seeded(config.seed):
+        _, results = fit_model(config, strategy=strategy, extra_callbacks=callbacks, stop=stop,
+                               starts_run=True)  # fmt: skip
+    return results
 
 
 @contextlib.contextmanager
@@ -101,23 +93,30 @@ def fit_model(
     evaluate_test: bool = True,
     held: runlock.Hold | None = None,
     stop: preemption.StopRequest | None = None,
+    starts_run: bool = False,
 ) -> tuple[keras.Model, dict]:
-    """Build, train and evaluate the model `config` describes (the tuner's path into `_fit`);
-    returns `(model, results)`. Writes into `config.run_dir` (only the chief, under multi-worker),
-    continuing from its backup. Callers that made them pass `strategy`, `data`, `model` (from
-    `make_model`) and `held` (their `runlock` hold of the run directory). With
-    `evaluate_test=False` the test split is never touched. The dtype policy is set inside and
-    restored; seeds are the caller's."""
+    """Build, train and evaluate the model `config` describes: the one training path (`train`'s
+    and the tuner's); returns `(model, results)`. Writes into `config.run_dir` (the chief only),
+    continuing from its backup: `starts_run` (`train`) starts the run there (`rundir.started`);
+    the tuner passes its hold (`held`) instead, and the `strategy`, `data` and `model` (from
+    `make_model`) it made. With `evaluate_test=False` the test split is never touched. The dtype
+    policy is set inside and restored; seeds are the caller's."""
     strategy = strategy or make_strategy(config)
+    writer = starts_run and distribute.writes_run_dir(strategy)
     with precision.policy_scope(config.precision, strategy) as policy:
+        if writer:  # refused at once, before the data loads
+            rundir.check_startable(config.run_dir, config.overwrite)
         data = data or load_run_data(config)
         plan = schedule.plan_schedule(config, data.info, strategy)
         lr = schedule.learning_rate_schedule(config, plan)
+        # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = model or make_model(config, data.info, strategy, plan)
-        results = _fit(
-            config, model, data, plan, lr, policy, extra_callbacks, evaluate_test, held=held,
-            stop=stop,
-        )  # fmt: skip
+        start = rundir.started(config.run_dir, config) if writer else contextlib.nullcontext(held)
+        with start as held:  # started writes config.json
+            results = _fit(
+                config, model, data, plan, lr, policy, extra_callbacks, evaluate_test,
+                held=held, stop=stop,
+            )  # fmt: skip
     return model, results
 
 
