@@ -38,8 +38,7 @@ from tfresnet import results as results_lib
 
 # Where callers have always found these names:
 from tfresnet.rundir import data_slug as _slug  # noqa: F401
-from tfresnet.rundir import model_slug  # noqa: F401
-from tfresnet.schedule import DEFAULT_EPOCHS, Schedule, pick_recipe, plan_schedule  # noqa: F401
+from tfresnet.schedule import DEFAULT_EPOCHS, pick_recipe, plan_schedule  # noqa: F401
 from tfresnet.train_config import (  # noqa: F401
     COMMAND_FIELDS,
     NON_IDENTITY_FIELDS,
