@@ -1,6 +1,6 @@
 """How long each training epoch takes: `EpochTimer`, the Keras callback behind results.json's
-training images/s (`rundir.EpochRecorder` records each epoch's seconds) and the benchmarks' rates.
-Plain Keras: it runs on every backend.
+training images/s (`callbacks.EpochRecorder` records each epoch's seconds) and the benchmarks'
+rates. Plain Keras: it runs on every backend.
 """
 
 import time
