@@ -58,8 +58,9 @@ def train(
 
     Nothing is written until the config, the data, the schedule and the model are known to work,
     so a rejected command never blocks its corrected version. `callbacks` join tfresnet's own in
-    `model.fit`, then see the final evaluations. Seeds and the dtype policy are set here and put
-    back after; `stop` (default: the SIGTERM handler's) stops training after a backup."""
+    `model.fit`, then see the final evaluations. Seeds (here) and the dtype policy (`fit_model`)
+    are set and put back after; `stop` (default: the SIGTERM handler's) stops training after a
+    backup."""
     config = check_run_dir(config)  # resolve: the run its directory holds
     strategy = make_strategy(config)
     with seeded(config.seed):
