@@ -167,6 +167,10 @@ def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_r
     assert train_config.comparable(old) == train_config.comparable(config.identity())
     fast = {**config.identity(), "recipe": "fast"}
     assert train_config.comparable(fast)["zero_init_residual"] is True
+    # Every trick left to the recipe compares as the recipe's value, not only zero_init_residual.
+    spelled = {**config.identity(), "label_smoothing": 0.0, "nesterov": False, "test_flip": False}
+    assert train_config.comparable(spelled) == train_config.comparable(config.identity())
+    assert train_config.comparable(fast)["label_smoothing"] == 0.1
     os.makedirs(config.run_dir)
     with open(os.path.join(config.run_dir, "config.json"), "w") as f:
         json.dump({**config.identity(), "zero_init_residual": False}, f)

@@ -5,9 +5,8 @@ logs; `training_callbacks` puts them in the order they must run in.
 `EpochRecorder` commits an epoch in this order: weights under a new name, the checkpoints,
 history.csv, then `backup/state.json` (the one file that says which epoch is done), then the
 older weights are deleted. A kill before `state.json` is replaced redoes that epoch; a kill after
-it keeps it. Keras' `BackupAndRestore`, `ModelCheckpoint` and `CSVLogger` fall short of this:
-they write in place (a kill leaves half a file) and each on its own, so history.csv could hold an
-epoch the backup does not (a resumed run would log it twice).
+it keeps it. (Keras' `BackupAndRestore`, `ModelCheckpoint` and `CSVLogger` write in place, each on
+its own: history.csv could hold an epoch the backup does not.)
 """
 
 import dataclasses
@@ -28,10 +27,8 @@ AGREE_EVERY_MS = 1000
 
 
 class TestErrorCurve(keras.callbacks.Callback):
-    """Adds `test_loss`/`test_accuracy` to each epoch's logs: the paper's test curves (Fig. 6).
-
-    Only for plotting: model selection uses the validation split, never this.
-    """
+    """Adds `test_loss`/`test_accuracy` to each epoch's logs: the paper's test curves (Fig. 6),
+    only for plotting (model selection uses the validation split, never this)."""
 
     def __init__(self, dataset):
         super().__init__()
@@ -45,12 +42,9 @@ class TestErrorCurve(keras.callbacks.Callback):
 
 
 class WeightDecayTerm(keras.callbacks.Callback):
-    """Adds `weight_decay_loss` to each epoch's logs: the decay term inside the training loss.
-
-    Behind batch normalisation a kernel's scale does not change the output, so this term (the
-    squared kernel norms times weight_decay / 2) tracks how large the kernels grew, and so how
-    small their effective step is; Keras' `loss` mixes it with the cross-entropy.
-    """
+    """Adds `weight_decay_loss` to each epoch's logs: the decay term inside Keras' training loss,
+    which tracks how large the kernels grew behind batch normalisation (and so how small their
+    effective step is)."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -58,12 +52,9 @@ class WeightDecayTerm(keras.callbacks.Callback):
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Commits each finished epoch to `out` (see the module doc for the order); put it last.
-
-    `out` is where this worker writes (the run directory on the chief). `monitor` picks
-    `checkpoints/best.keras` (higher is better). A non-finite loss is never committed. While
-    training it marks `stop` as honoured, and backs up and raises `Preempted` once requested.
-    """
+    """Commits each finished epoch to `out`, where this worker writes (the run directory on the
+    chief); put it last. `monitor` picks `checkpoints/best.keras` (higher is better). A non-finite
+    loss is never committed. Once `stop` is requested it backs up and raises `Preempted`."""
 
     def __init__(
         self,
@@ -75,7 +66,7 @@ class EpochRecorder(keras.callbacks.Callback):
         stop: preemption.StopRequest | None = None,
     ):
         super().__init__()
-        self.stop = stop or preemption.StopRequest()
+        self.stop = stop or preemption.installed()  # the SIGTERM handler's
         self.out = out
         self.state = state
         self.monitor = monitor
@@ -142,25 +133,12 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def commit_partial(self, epoch: int, batches: int) -> None:
         """Back up the middle of epoch `epoch + 1` (0-based `epoch`): weights, then state."""
-        state, folder = self.state, backup_dir(self.out)
-        name = f"epoch-{epoch}-batch-{batches}.weights.h5"
-        files.save_weights(self.model, files.join(folder, name))
-        self._segment["wall_s"] = time.perf_counter() - self._start
-        new = dataclasses.replace(
-            state,
-            batch=batches,
-            weights=name,
-            previous=_last_whole(state),
-        )
-        files.write_json(files.join(folder, rundir.STATE), new.to_json())
-        rundir.prune_backup(folder, new)
-        self.state = new
+        weights = self._save_weights(f"epoch-{epoch}-batch-{batches}.weights.h5")
+        self._commit(dataclasses.replace(self.state, batch=batches, weights=weights))
 
     def commit(self, epoch: int, row: dict, train_seconds: float) -> None:
         state, out = self.state, self.out
-        folder = backup_dir(out)
-        name = f"epoch-{epoch}.weights.h5"
-        files.save_weights(self.model, files.join(folder, name))
+        weights = self._save_weights(f"epoch-{epoch}.weights.h5")
         files.save_model(self.model, files.join(out, "checkpoints", "last.keras"))
         value = row.get(self.monitor)
         improved = value is not None and (state.best is None or value > state.best)
@@ -168,19 +146,29 @@ class EpochRecorder(keras.callbacks.Callback):
             files.save_model(self.model, files.join(out, "checkpoints", "best.keras"))
         history = [*state.history, row]
         files.write_text(files.join(out, "history.csv"), rundir.history_csv(history))
-        self._segment["wall_s"] = time.perf_counter() - self._start
         self._batch_offset = 0
-        new = RunState(
+        new = dataclasses.replace(
+            state,
             epoch=epoch,
             batch=0,
-            weights=name,
-            previous=_last_whole(state),
+            weights=weights,
             history=history,
             epoch_seconds=[*state.epoch_seconds, train_seconds],
-            segments=state.segments,  # this segment's entry is updated in place
             best=value if improved else state.best,
-        )
-        files.write_json(files.join(folder, rundir.STATE), new.to_json())  # the commit point
+        )  # `segments`: this segment's entry is updated in place
+        self._commit(new)
+
+    def _save_weights(self, name: str) -> str:
+        files.save_weights(self.model, files.join(backup_dir(self.out), name))
+        return name
+
+    def _commit(self, new: RunState) -> None:
+        """Commit `new` (state.json, the commit point), then delete the weights it no longer
+        points at."""
+        folder = backup_dir(self.out)
+        self._segment["wall_s"] = time.perf_counter() - self._start
+        new = dataclasses.replace(new, previous=_last_whole(self.state))
+        files.write_json(files.join(folder, rundir.STATE), dataclasses.asdict(new))
         rundir.prune_backup(folder, new)
         self.state = new
 
@@ -197,7 +185,7 @@ def training_callbacks(
     state: RunState,
     monitor: str,
     steps_per_epoch: int,
-    stop: preemption.StopRequest,
+    stop: preemption.StopRequest | None,
     test_ds=None,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[EpochRecorder, list]:

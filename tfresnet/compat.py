@@ -1,12 +1,10 @@
 """Every patch of Keras, TensorFlow and KerasTuner internals that tfresnet needs, in one place.
 
-Each workaround names its upstream issue, the versions it was seen in (Keras 3.15.1, TensorFlow
-2.21.0, KerasTuner 1.4.8) and a guard: a probe of the installed library's behaviour, so the patch
-turns itself off once upstream is fixed. tests/test_compat.py asserts each bug is still there: an
-upgrade that fixes one turns its test red, and the patch can go. Nothing is patched at import:
-each patch changes one object (a model, an oracle, a callback) inside the call that needs it, or
-is restored on exit. Only Keras is imported at module level (the model code, which runs without
-TensorFlow, uses `recursion_headroom`).
+Each names its upstream issue, the versions it was seen in (Keras 3.15.1, TensorFlow 2.21.0,
+KerasTuner 1.4.8) and a guard: a probe of the installed library, so the patch turns itself off
+once upstream is fixed (tests/test_compat.py asserts each bug is still there). Nothing is patched
+at import: each patch changes one object inside the call that needs it, or is restored on exit.
+Only Keras is imported at module level (the model code, which runs without TF, uses it).
 """
 
 import contextlib
@@ -24,22 +22,14 @@ from collections.abc import Callable, Iterator
 import keras
 
 # Keras walks a functional graph recursively: keras-team/keras#15596 (tf.keras, closed; no Keras 3
-# issue found), and Keras 3.15 still recurses when it makes or reloads a model. Guard: the limit is
-# raised only where it is lower than needed.
+# issue found); Keras 3.15 still recurses when it makes or reloads a model. Guard: the limit is
+# raised only where it is lower than needed; `keras_recurses_per_layer` probes the bug.
 
 
-@contextlib.contextmanager
-def recursion_headroom(frames: int) -> Iterator[None]:
-    """Python's recursion limit raised to at least `frames` inside the block, then restored.
-
-    ResNet-1202 needs about 50 frames a layer of depth, more than Python's default 1000.
-    """
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(before, int(frames)))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(before)
+def recursion_headroom(frames: int) -> contextlib.AbstractContextManager[None]:
+    """Python's recursion limit raised to at least `frames` inside the block, then restored
+    (ResNet-1202 needs about 50 frames a layer of depth, more than Python's default 1000)."""
+    return _recursion_limit(max(sys.getrecursionlimit(), int(frames)))
 
 
 def keras_recurses_per_layer(headroom: int = 100) -> bool:
@@ -49,8 +39,6 @@ def keras_recurses_per_layer(headroom: int = 100) -> bool:
 
 
 def _chain_fits(layers, headroom):
-    """Whether a functional chain of `layers` Dense layers is made and reloaded within `headroom`
-    frames above the caller's."""
     inputs = keras.Input((1,))
     x = inputs
     for _ in range(layers):
@@ -90,10 +78,8 @@ def build_from_local_batch(model) -> bool:
     """Fix 1: Keras builds the model before the first step from `strategy.reduce("MEAN",
     first_batch)`; MWMS cannot reduce eagerly ("Attempt to convert a value (PerReplica ...)") and
     TPUStrategy's reduce scales int labels by 1/n (a TypeError). The build needs only shapes and
-    dtypes: this model builds from this worker's first replica batch instead.
-
-    Guard: `keras_reduces_first_batch()`. Patches this model instance only; True if patched.
-    """
+    dtypes: this model builds from this worker's first replica batch instead. Guard:
+    `keras_reduces_first_batch()`. Patches this model instance only; True if patched."""
     if not keras_reduces_first_batch() or not hasattr(model, "_maybe_symbolic_build"):
         return False
     strategy = model.distribute_strategy
@@ -122,10 +108,8 @@ def first_local_batch(epoch_iterator, strategy):
 
 @functools.cache
 def keras_reduces_first_batch() -> bool:
-    """Probe: does Keras' TF trainer build from `strategy.reduce` of the first batch?
-
-    Runs Keras' own `_maybe_symbolic_build` on a stand-in whose strategy records what it is asked.
-    """
+    """Probe: does Keras' TF trainer build from `strategy.reduce` of the first batch? Runs its
+    `_maybe_symbolic_build` on a stand-in whose strategy records what it is asked."""
     import tensorflow as tf
     from tensorflow.python.distribute import values
 
@@ -151,10 +135,8 @@ def keras_reduces_first_batch() -> bool:
 def add_replica_axis(model) -> bool:
     """Fix 2: under MWMS Keras reduces the scalar step logs with `strategy.reduce("MEAN", v,
     axis=0)` ("Invalid reduction dimension 0 for input with 0 dimensions"). Each log gets a
-    leading axis of length 1, so that reduction becomes the mean over replicas, as meant.
-
-    Guard: `keras_reduces_logs_along_axis0()`. Patches this model instance only; True if patched.
-    """
+    leading axis of length 1, so that reduction becomes the mean over replicas, as meant. Guard:
+    `keras_reduces_logs_along_axis0()`. Patches this model instance only; True if patched."""
     if not keras_reduces_logs_along_axis0():
         return False
     model.train_step = with_replica_axis(model.train_step)
@@ -176,10 +158,8 @@ def with_replica_axis(step: Callable) -> Callable:
 
 @functools.cache
 def keras_reduces_logs_along_axis0() -> bool:
-    """Probe: does Keras' `reduce_per_replica` reduce a scalar log with axis=0 under MWMS?
-
-    Asks it with a stand-in strategy (never initialized) that records the axes it is given.
-    """
+    """Probe: does Keras' `reduce_per_replica` reduce a scalar log with axis=0 under MWMS? Asks
+    it with a stand-in strategy (never initialized) that records the axes it is given."""
     import tensorflow as tf
 
     class ReduceProbe(tf.distribute.MultiWorkerMirroredStrategy):
@@ -205,12 +185,11 @@ def keras_reduces_logs_along_axis0() -> bool:
     return probe.axes == [0]
 
 
-# TensorFlow takes SIGTERM (no upstream issue found: searched the tensorflow tracker for the
-# preemption notifier's handler overriding Python's; it is by design for its own preemption
-# handling). MultiWorkerMirroredStrategy's start (`EnableCollectiveOps`, the coordination
-# service's preemption notifier) installs a C++ SIGTERM handler that only records the signal,
-# so the process ignores SIGTERM and a Python handler never runs though `signal.getsignal` still
-# names it. Guard: re-installing the handler Python names changes nothing where TF took nothing.
+# TensorFlow takes SIGTERM (no upstream issue found; by design, for its own preemption handling):
+# MultiWorkerMirroredStrategy's start (the coordination service's preemption notifier) installs
+# a C++ handler that only records the signal, so a Python handler never runs though
+# `signal.getsignal` still names it. Guard: re-installing Python's handler changes nothing where
+# TF took nothing.
 
 
 def reclaim_sigterm() -> None:
@@ -223,11 +202,9 @@ def reclaim_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-# KerasTuner writes its state in place (no upstream issue found: the keras-tuner tracker has
-# reports of searches that cannot reload after a kill, e.g. keras-team/keras-tuner#987, but none
-# on the in-place write). A kill in mid-write leaves half of oracle.json, trial.json or
-# <tuner>.json, which the next run cannot reload; on ram:// (an overwrite appends) two documents.
-# Guard: `keras_tuner_writes_in_place()`.
+# KerasTuner writes its state in place (no upstream issue on it; searches that cannot reload after
+# a kill: keras-team/keras-tuner#987): a kill in mid-write leaves half of oracle.json, trial.json
+# or <tuner>.json, which the next run cannot reload. Guard: `keras_tuner_writes_in_place()`.
 
 
 def write_state(path: str, state) -> None:
@@ -238,8 +215,8 @@ def write_state(path: str, state) -> None:
 
 
 def write_oracle_state_atomically(oracle) -> bool:
-    """Make this oracle write oracle.json and each trial.json whole or not at all (this instance
-    only). True if patched."""
+    """Make this oracle write oracle.json and each trial.json whole (this instance only); True if
+    patched."""
     if not keras_tuner_writes_in_place():
         return False
     oracle.save = lambda: write_state(oracle._get_oracle_fname(), oracle.get_state())
@@ -251,10 +228,7 @@ def write_oracle_state_atomically(oracle) -> bool:
 
 @functools.cache
 def keras_tuner_writes_in_place() -> bool:
-    """Probe: does KerasTuner's `Stateful.save` overwrite a file in place (no temporary name)?
-
-    A hard link to the old file sees the new contents only if the file was rewritten in place.
-    """
+    """Probe: does KerasTuner's `Stateful.save` overwrite a file in place (`_rewrites_in_place`)?"""
     from keras_tuner.src.engine.stateful import Stateful
 
     stand_in = types.SimpleNamespace(get_state=lambda: {"new": True})
@@ -262,7 +236,8 @@ def keras_tuner_writes_in_place() -> bool:
 
 
 def _rewrites_in_place(write, suffix):
-    """Whether `write(path)` over an existing file changes what a hard link to it holds."""
+    """Whether `write(path)` over an existing file changes what a hard link to it holds (it does
+    only where the file was rewritten in place)."""
     with tempfile.TemporaryDirectory(prefix="tfresnet-probe-") as folder:
         path, link = os.path.join(folder, "state" + suffix), os.path.join(folder, "link")
         with open(path, "wb") as f:
@@ -278,14 +253,11 @@ def _rewrites_in_place(write, suffix):
 
 class KerasTunerFixes:
     """Mixin for a KerasTuner tuner: its state written whole (`write_oracle_state_atomically`),
-    and its space declared without building a model.
-
-    KerasTuner builds the model at least once to discover conditional hyperparameters
-    (`_activate_all_conditions`), even when `declare_hyperparameters` declared the whole space:
-    that starts TensorFlow before a mirrored strategy can split the CPU, and costs a build.
-    Overriding `_populate_initial_space` is the maintainers' advice (keras-team/keras-tuner#604).
-    Guard: `keras_tuner_builds_to_declare_space()`.
-    """
+    and its space declared without building a model: KerasTuner builds one to discover
+    conditional hyperparameters even when `declare_hyperparameters` declared them all, which
+    starts TF before a mirrored strategy can split the CPU. Overriding `_populate_initial_space`
+    is the maintainers' advice (keras-team/keras-tuner#604). Guard:
+    `keras_tuner_builds_to_declare_space()`."""
 
     def __init__(self, *args, **kwargs):
         import keras_tuner
@@ -331,16 +303,14 @@ def keras_tuner_builds_to_declare_space() -> bool:
     return bool(builds)
 
 
-# KerasTuner's best-epoch checkpoint (`SaveBestEpoch`) is saved in place (no upstream issue found,
-# as for the state files above); Hyperband starts a continued trial from it, so a kill in mid-save
-# would leave a trial that cannot continue. Guard: `save_best_epoch_writes_in_place()`.
+# KerasTuner's `SaveBestEpoch` checkpoint is saved in place (no upstream issue found); Hyperband
+# continues a trial from it, so a kill in mid-save would leave a trial that cannot continue.
+# Guard: `save_best_epoch_writes_in_place()`.
 
 
 def checkpoint_atomically(callback, strategy):
-    """A KerasTuner `SaveBestEpoch` callback made to save with `files.save_weights` (whole or not
-    at all); every worker saves (reading synchronized variables is collective), the chief's
-    counts. Other callbacks, and this one where the guard finds no bug, are returned as they are.
-    """
+    """A KerasTuner `SaveBestEpoch` callback made to save whole or not at all (every worker
+    saves, the chief's counts); other callbacks, or where the guard finds no bug, as they are."""
     from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
     if not isinstance(callback, SaveBestEpoch) or not save_best_epoch_writes_in_place():
@@ -372,17 +342,12 @@ def save_best_epoch_writes_in_place() -> bool:
     return _rewrites_in_place(save, ".weights.h5")
 
 
-# KerasTuner's grid oracle does not save where it is in the grid (keras-team/keras-tuner#1055,
-# open; KerasTuner 1.4.8): a reloaded search stops early, or dies with a KeyError once an
-# interrupted trial finishes. Guard: a KerasTuner that restores the position itself is left alone.
-
-
 # TensorFlow's `tf.custom_gradient` in graph mode registers each use's gradient under a new name
 # in the global gradient registry and never removes it; its closure holds the traced graph, so
-# every traced train step stays in memory (tensorflow/tensorflow#27492, #97697; TF 2.21.0). Keras'
-# optimizer sums the gradients with `ReplicaContext.all_reduce`, which is such a custom gradient,
-# so every trial of a search pinned its whole train-step graph. keras-team/tf-keras#898 proposes
-# the same purge in `clear_session`. Guard: `custom_gradient_pins_graphs()`.
+# every traced train step stays in memory (tensorflow/tensorflow#27492, #97697; TF 2.21.0): Keras'
+# optimizer sums gradients with `ReplicaContext.all_reduce`, such a custom gradient, so every
+# trial of a search pinned its graph. keras-team/tf-keras#898 proposes the same purge in
+# `clear_session`. Guard: `custom_gradient_pins_graphs()`.
 CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
 
 
@@ -441,6 +406,10 @@ def custom_gradient_pins_graphs() -> bool:
     return pinned
 
 
+# KerasTuner's grid oracle does not save where it is in the grid (keras-team/keras-tuner#1055,
+# open; KerasTuner 1.4.8): a reloaded search stops early, or dies with a KeyError once an
+# interrupted trial finishes. Guard: a KerasTuner that restores the position itself is left alone
+# (`grid_oracle_forgets_its_position` probes it).
 def _resumable_grid_search_oracle():
     import keras_tuner
 

@@ -56,12 +56,8 @@ def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
 
 @contextlib.contextmanager
 def policy_scope(precision, strategy=None):
-    """Keras' global dtype policy set for `precision` inside the block, restored after it.
-
-    Yields the policy name used. Library calls (`make_model`, `fit_model`) build and train in
-    this scope so that a mixed-precision run leaves later `build_model` calls in the policy they
-    had.
-    """
+    """Keras' global dtype policy set for `precision` inside the block (yields its name), restored
+    after it: a mixed-precision run leaves later `build_model` calls in the policy they had."""
     before = keras.mixed_precision.global_policy()
     name = resolve(precision, strategy)
     keras.mixed_precision.set_global_policy(name)

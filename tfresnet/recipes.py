@@ -11,19 +11,8 @@ A shorter run (`--budget`, `--epochs`, `--steps`) scales every boundary by the s
 1% budget is the same schedule shape in 1% of the iterations.
 
 Fast (`--recipe=fast`): its own length in epochs, and each trick a field a run may switch off
-(`TRICKS`; the flag of the same name; the paper's value turns it off):
-  zero_init_residual  last BN gamma of every residual branch at 0 (Goyal et al. 2017; Bag of Tricks)
-  label_smoothing     0.1 (Szegedy et al. 2016; Bag of Tricks)
-  lr_schedule         cosine, after `warmup_epochs` of linear warm-up from 0 (Bag of Tricks)
-  batch_size          256 at lr 0.2: the paper's 0.1 per 128, scaled linearly (Goyal et al. 2017)
-  nesterov            Nesterov momentum (Sutskever et al. 2013; airbench)
-  weight_decay        5e-4, the usual value of short CIFAR schedules (airbench, Page's ResNet-9)
-  test_flip           the final test (and validation) error averages each image and its mirror
-                      (airbench), only where training flips the images (not digits)
-  ema_momentum        an exponential moving average of the weights, evaluated and saved at the
-                      end (Keras' `use_ema`); off in `fast` (0), the schedule already anneals to 0
-The values are initial ones from the literature for a ~10-minute ResNet-20 run on Fashion-MNIST
-(about 60 s an epoch on 2 CPU cores in bf16), to be set on a validation split by tuning.
+(`TRICKS`; the flag of the same name; the paper's value turns it off). docs/training.md has the
+table of tricks, their values and their sources (Bag of Tricks, Goyal et al. 2017, airbench).
 """
 
 import dataclasses
@@ -161,10 +150,6 @@ def schedule(recipe, total_steps, *, depth, steps_per_epoch, learning_rate=None)
     decay to 0 at the last step (Keras' `CosineDecay`)."""
     if recipe.lr_schedule == "steps":
         return paper_schedule(recipe, total_steps, depth=depth, learning_rate=learning_rate)
-    if recipe.lr_schedule != "cosine":
-        raise ValueError(
-            f"Unknown lr_schedule {recipe.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}."
-        )
     lr = recipe.learning_rate if learning_rate is None else learning_rate
     warmup = min(total_steps - 1, round(recipe.warmup_epochs * steps_per_epoch))
     if warmup < 1:
@@ -176,15 +161,10 @@ def schedule(recipe, total_steps, *, depth, steps_per_epoch, learning_rate=None)
 
 def optimizer(recipe, schedule):
     """SGD with the recipe's momentum (Nesterov's, if it says so) and, with `ema_momentum`, a
-    moving average of the weights that `finalize_weights` puts into the model at the end.
-
-    Weight decay is in the model's kernel regularisers. Keras' `fit` itself overwrites the
-    weights with their average when it returns (`Trainer.fit` calls `finalize_variable_values`);
-    a run resumed in mid-epoch calls `fit` twice and would train on from the average, and a run
-    resumed after its last epoch would not call it at all, so here that call does nothing and
-    `finalize_weights` makes it where training is over (the optimizer's config is unchanged,
-    so a saved model loads as a plain SGD).
-    """
+    moving average of the weights that `finalize_weights` puts into the model at the end (weight
+    decay is in the kernel regularisers). Keras' `fit` puts it in when it returns, so a run
+    resumed in mid-epoch (two `fit`s) would train on from the average: here that does nothing
+    (the optimizer's config is unchanged, so a saved model loads as a plain SGD)."""
     ema = recipe.ema_momentum > 0
     sgd = keras.optimizers.SGD(
         learning_rate=schedule,
@@ -238,12 +218,9 @@ def check_length(budget=None, epochs=None, steps=None):
 
 
 def total_steps(recipe, *, steps_per_epoch, batch_size, budget=None, epochs=None, steps=None):
-    """Iterations to train for: explicit `steps`, else `epochs`, else `budget` x the recipe's.
-
-    A budget counts the recipe's iterations at its own batch size, so the number of epochs stays
-    the same when the batch changes; for a recipe of its own `epochs`, a share of those. At
-    most `MAX_STEPS`, else ValueError.
-    """
+    """Iterations to train for: explicit `steps`, else `epochs`, else `budget` x the recipe's
+    (its iterations at its own batch size, so the epochs stay the same when the batch changes;
+    for a recipe of its own `epochs`, a share of those). At most `MAX_STEPS`, else ValueError."""
     check_length(budget, epochs, steps)
     if steps is not None:
         total = int(steps)

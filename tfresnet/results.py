@@ -3,13 +3,10 @@
 The file is strict JSON (no NaN: a value that does not exist is null), so any JSON reader loads
 it. Its time and speed cover every segment of a run that was killed and resumed.
 
-Two training errors, measured differently: `train_error` (and the `train_error` curve) is 1 -
-the `accuracy` that `fit` logs, a running mean over the epoch's augmented mini-batches in
-training mode (batch statistics) while the weights change; `final.train_error_eval` is one pass
-over the training images after the last epoch, unaugmented, in inference mode, as the test error
-is measured: the one to set beside `test_error`. Every loss includes the weight-decay term
-(`weight_decay_loss`, the L2 term at the final weights); the `*_cross_entropy*` fields leave it
-out.
+Two training errors (docs/training.md): `train_error` is fit's running mean over augmented
+batches in training mode; `final.train_error_eval` one unaugmented inference-mode pass after the
+last epoch, measured as the test error is. Every loss includes the weight-decay term
+(`weight_decay_loss`); the `*_cross_entropy*` fields leave it out.
 """
 
 import dataclasses
@@ -61,12 +58,9 @@ def summarize(
     replicas: int,
     train_eval: dict | None = None,
 ) -> dict:
-    """The results dict of a run whose committed epochs are `state` (a `rundir.RunState`).
-
-    `test` is `model.evaluate(..., return_dict=True)` on the test split, or None when the caller
-    never touches it (the tuner); `train_eval` the same on the unaugmented training split.
-    `config` is the run's `TrainConfig`, `schedule` its `schedule.Schedule`.
-    """
+    """The results dict of a run (its `TrainConfig` and `schedule.Schedule`) whose committed
+    epochs are `state`. `test` is `model.evaluate(..., return_dict=True)` on the test split, or
+    None where it is never touched (the tuner); `train_eval` the same on the training split."""
     history = rundir.curves(state.history)
     curves = {
         "epoch": list(range(1, state.epoch + 1)),
@@ -113,7 +107,7 @@ def summarize(
         },
         "data": {"name": info.name, "image_shape": list(info.image_shape), "sizes": info.sizes},
         "precision": policy,  # what "auto" became on this machine
-        "schedule": dataclasses.asdict(schedule),
+        "schedule": {**dataclasses.asdict(schedule), "recipe": schedule.recipe.name},
         "wall_time_s": sum(s["wall_s"] for s in state.segments),
         "segments": state.segments,  # one per process that trained (a resumed run has several)
         "train_images_per_s": rundir.train_images_per_second(
@@ -121,4 +115,5 @@ def summarize(
         ),
         "replicas": replicas,
         "versions": package_versions(),
+        "recipe": dataclasses.asdict(schedule.recipe),  # with the run's tricks
     }

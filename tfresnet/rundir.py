@@ -9,10 +9,9 @@
 
 `callbacks.EpochRecorder` commits each epoch, `state.json` last; every file is written atomically
 (`tfresnet.files`). The backup stays until `results.json` is written (`finish`), so a kill while
-evaluating, saving or exporting resumes there without training again. (`tf.train.CheckpointManager`
-keeps N weight checkpoints, but its commit point covers only them; state.json also covers
-history.csv, the checkpoints and the timings, and falls back a commit when the newest weights do
-not load.)
+evaluating, saving or exporting resumes there without training again. (The commit point of
+`tf.train.CheckpointManager` covers only its weights; state.json also covers history.csv, the
+checkpoints and the timings.)
 
 `RUN_LAYOUT` and `SEARCH_LAYOUT` list every name a run (a search) of ours writes; `clear`, the
 one thing behind `--overwrite`, removes only those and refuses a folder that holds anything else.
@@ -37,6 +36,9 @@ RESULTS = "results.json"
 LEGACY_METADATA = "training_metadata.json"  # Keras' BackupAndRestore (runs started before v0.2)
 LEGACY_WEIGHTS = "latest.weights.h5"
 LEGACY_EXPORT_LOCK = ".models.config.lock"  # export/'s lock file, before it locked the folder
+OVERWRITE_HINT = (
+    "--overwrite deletes only what a run wrote: move those files away, or use another --run_dir"
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,10 @@ class Preempted(Exception):
 
 @dataclasses.dataclass
 class RunState:
-    """What the last committed epoch left: how far training got and everything recorded so far.
-
-    `history` has one dict per committed epoch (the Keras logs of that epoch); `epoch_seconds`
-    the training time of each (evaluation excluded); `segments` one entry per process that
-    trained (its first epoch includes tracing, so speed is measured without it), with the
-    machine it ran on, since a resumed run may move between machines.
-    """
+    """What the last committed epoch left: how far training got and everything recorded so far:
+    each epoch's Keras logs (`history`) and training seconds (evaluation excluded), and one
+    `segments` entry per process that trained (its first epoch includes tracing, so speed is
+    measured without it) with its machine, since a resumed run may move between machines."""
 
     epoch: int = 0
     batch: int = 0  # batches of epoch `epoch + 1` already trained (a preemption backup)
@@ -70,9 +69,6 @@ class RunState:
     epoch_seconds: list = dataclasses.field(default_factory=list)
     segments: list = dataclasses.field(default_factory=list)  # [{first_epoch, wall_s, hardware}]
     best: float | None = None
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class ForeignFiles(ValueError):
@@ -163,7 +159,7 @@ def clear(folder: str, layout: dict = RUN_LAYOUT, *, hint: str) -> None:
 
 
 @contextlib.contextmanager
-def started(run_dir: str, config, *, hint: str) -> Iterator[runlock.Hold]:
+def started(run_dir: str, config) -> Iterator[runlock.Hold]:
     """Hold `run_dir` (`runlock`), clear it for `config.overwrite` (`clear`) and write a new run's
     config.json; yields the hold. A start that ends before anything could be resumed (diverged in
     its first epoch, interrupted) removes that config.json again, which would refuse the
@@ -171,7 +167,7 @@ def started(run_dir: str, config, *, hint: str) -> Iterator[runlock.Hold]:
     files.makedirs(run_dir)
     with runlock.exclusive(run_dir) as hold:
         if config.overwrite:
-            clear(run_dir, hint=hint)  # the directory stays, and with it the lock
+            clear(run_dir, hint=OVERWRITE_HINT)  # the directory stays, and with it the lock
         path = files.join(run_dir, "config.json")
         new_run = not files.exists(path)
         if new_run:
@@ -238,12 +234,12 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(model)).strip("-.") or "model"
 
 
-def check_startable(run_dir: str, overwrite: bool, *, hint: str) -> None:
+def check_startable(run_dir: str, overwrite: bool) -> None:
     """Refuse, before anything loads, a run directory that another process trains in
-    (`runlock.RunDirInUse`) or that --overwrite may not clear (`ForeignFiles`, with `hint`)."""
+    (`runlock.RunDirInUse`) or that --overwrite may not clear (`ForeignFiles`)."""
     runlock.ensure_free(run_dir)
     if overwrite:
-        check_clearable(run_dir, hint=hint)
+        check_clearable(run_dir, hint=OVERWRITE_HINT)
 
 
 def remove_stale_temps(out: str) -> None:
@@ -311,50 +307,42 @@ def _damaged(path: str, err: Exception) -> files.CorruptFile:
 
 
 def restore(model, run_dir: str, state: RunState, steps_per_epoch: int | None = None) -> RunState:
-    """Load the weights of `state` into `model` (compiled, optimizer built here).
-
-    A weights file that does not load (a disk fault, a copy cut short) falls back to the commit
-    before it, saying so; when none loads, `files.CorruptFile` (never a silent fresh start). A
-    mid-epoch backup that holds a whole epoch of `steps_per_epoch` batches (older versions
-    stopped so at an epoch's last step) falls back too: its epoch has no history row, so it is
-    trained again. Returns the state restored.
-    """
+    """Load the weights of `state` into `model` (compiled, optimizer built here); returns the
+    state restored. Weights that do not load (a disk fault, a copy cut short) fall back to the
+    commit before, saying so; when none loads, `files.CorruptFile` (never a silent fresh start).
+    A mid-epoch backup holding a whole epoch of `steps_per_epoch` batches (older versions stopped
+    so) falls back too: its epoch has no history row, so it is trained again."""
     if not state.weights:
         return RunState()
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     whole = steps_per_epoch is not None and state.batch >= steps_per_epoch
-    candidates = [] if whole else [(state.epoch, state.weights, state)]
+    candidates = [] if whole else [state]
     if state.previous:
-        prev = state.previous
-        n = prev["epoch"]
+        n = state.previous["epoch"]
         candidates.append(
-            (
-                n,
-                prev["weights"],
-                dataclasses.replace(
-                    state,
-                    epoch=n,
-                    batch=prev.get("batch", 0),
-                    weights=prev["weights"],
-                    previous=None,
-                    history=state.history[:n],
-                    epoch_seconds=state.epoch_seconds[:n],
-                    segments=[s for s in state.segments if s["first_epoch"] <= n],
-                ),
+            dataclasses.replace(
+                state,
+                epoch=n,
+                batch=state.previous.get("batch", 0),
+                weights=state.previous["weights"],
+                previous=None,
+                history=state.history[:n],
+                epoch_seconds=state.epoch_seconds[:n],
+                segments=[s for s in state.segments if s["first_epoch"] <= n],
             )
         )
     failed = []
-    for epoch, name, candidate in candidates:
-        path = files.join(backup_dir(run_dir), name)
+    for candidate in candidates:
+        name = candidate.weights
         try:
-            model.load_weights(path)
+            model.load_weights(files.join(backup_dir(run_dir), name))
         except (OSError, ValueError) as err:
             failed.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-            log.warning("The backup of epoch %d does not load (%s).", epoch, failed[-1])
+            log.warning("The backup of epoch %d does not load (%s).", candidate.epoch, failed[-1])
             continue
         if candidate is not state:
-            log.warning("Resuming from epoch %d, the last backup that loads.", epoch)
+            log.warning("Resuming from epoch %d, the last backup that loads.", candidate.epoch)
         return candidate
     if failed:
         raise files.CorruptFile(

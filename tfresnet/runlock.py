@@ -44,28 +44,25 @@ class Hold:
 
 @contextlib.contextmanager
 def exclusive(run_dir: str, held: Hold | None = None) -> Iterator[Hold]:
-    """Hold `run_dir` for this process while the block runs; `RunDirInUse` if another holds it.
-
-    Yields the `Hold`; with `held` (the caller's hold of the same directory) nothing more is
-    locked. `run_dir` must exist.
-    """
+    """Hold `run_dir` (it must exist) for this process while the block runs, yielding the `Hold`;
+    `RunDirInUse` if another holds it. With `held` (the caller's hold) nothing more is locked."""
     if held is not None and held.covers(run_dir):
         yield held
         return
-    fd = _lock(run_dir, shared=False)
-    try:
+    with _locked(run_dir):
         yield Hold(os.path.realpath(run_dir))
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
-@contextlib.contextmanager
-def serialized(directory: str) -> Iterator[None]:
+def serialized(directory: str) -> contextlib.AbstractContextManager[None]:
     """Wait for, then hold, `directory`'s lock while the block runs: for a short read-modify-write
     (export's models.config) that concurrent processes must take turns at. Like `exclusive`,
     it leaves no file behind; a no-op where there are no locks."""
-    fd = _lock(directory, shared=False, wait=True)
+    return _locked(directory, wait=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: str, wait: bool = False) -> Iterator[None]:
+    fd = _lock(directory, shared=False, wait=wait)
     try:
         yield
     finally:

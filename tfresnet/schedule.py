@@ -1,5 +1,5 @@
-"""How long and how fast a run trains: its `Schedule`, resolved from the config and the data, and
-the recipe and learning-rate schedule behind it."""
+"""How long and how fast a run trains: its `Schedule`, resolved once from the config and the data,
+with the recipe (and its tricks) behind it."""
 
 import dataclasses
 import math
@@ -13,9 +13,9 @@ AUTO_STEPS_PER_EXECUTION = {"tpu": 32, "other": 8}
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """How long and how fast a run trains, resolved from its config and its data."""
+    """How long and how fast a run trains, and its recipe (with the config's tricks)."""
 
-    recipe: str
+    recipe: recipes.Recipe
     batch_size: int
     learning_rate: float
     weight_decay: float
@@ -26,12 +26,9 @@ class Schedule:
 
 
 def _steps_per_execution(config, steps_per_epoch, replicas, tpu):
-    """Training steps per tf.function call: a divisor of the epoch's steps.
-
-    Keras 3.15 runs whole executions, so a value that does not divide an epoch would run past
-    its end into the next one. More steps per call save the host's per-step round trip (the
-    callbacks, the loss check); Keras cannot do it under multi-replica mirrored strategies.
-    """
+    """Training steps per tf.function call: a divisor of the epoch's steps (Keras 3.15 runs whole
+    executions, so one that does not divide an epoch would run into the next). More steps per
+    call save the host's per-step round trip; Keras cannot do it under mirrored strategies."""
     multi = replicas > 1 and not tpu
     wanted = config.steps_per_execution
     if wanted is None:
@@ -59,8 +56,6 @@ def plan_schedule(config, info, strategy) -> Schedule:
     specs.check_input_shape(info.image_shape, specs.resolve_spec(config.model), config.model)
     batch_size = config.batch_size or recipe.batch_size
     distribute.per_replica_batch_size(batch_size, strategy)
-    replicas = strategy.num_replicas_in_sync
-    tpu = distribute.is_tpu(strategy)
     if info.sizes["train"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the {info.sizes['train']} training examples "
@@ -78,14 +73,16 @@ def plan_schedule(config, info, strategy) -> Schedule:
         recipe.learning_rate, batch_size, recipe.batch_size, config.lr_rule
     )
     return Schedule(
-        recipe=recipe.name,
+        recipe=recipe,
         batch_size=batch_size,
         learning_rate=lr,
-        weight_decay=resolved_weight_decay(config, recipe),
+        weight_decay=recipe.weight_decay if config.weight_decay is None else config.weight_decay,
         epochs=epochs,
         steps=epochs * steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
-        steps_per_execution=_steps_per_execution(config, steps_per_epoch, replicas, tpu),
+        steps_per_execution=_steps_per_execution(
+            config, steps_per_epoch, strategy.num_replicas_in_sync, distribute.is_tpu(strategy)
+        ),
     )
 
 
@@ -96,14 +93,10 @@ def pick_recipe(config, info) -> recipes.Recipe:
     return recipes.resolve(name, dataclasses.asdict(config), flips=info.flip)
 
 
-def resolved_weight_decay(config, recipe: recipes.Recipe) -> float:
-    return recipe.weight_decay if config.weight_decay is None else config.weight_decay
-
-
-def learning_rate_schedule(config, plan: Schedule, info):
+def learning_rate_schedule(config, plan: Schedule):
     """The recipe's learning rate over the run's `plan.steps` (`recipes.schedule`)."""
     return recipes.schedule(
-        pick_recipe(config, info),
+        plan.recipe,
         plan.steps,
         depth=specs.resolve_spec(config.model).depth,
         steps_per_epoch=plan.steps_per_epoch,

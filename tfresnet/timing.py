@@ -1,6 +1,6 @@
 """How long each training epoch takes: `EpochTimer`, the Keras callback behind results.json's
-training images/s (`rundir.EpochRecorder` records each epoch's seconds) and the benchmarks' rates.
-Plain Keras: it runs on every backend.
+training images/s (`callbacks.EpochRecorder` records each epoch's seconds) and the benchmarks'
+rates. Plain Keras: it runs on every backend.
 """
 
 import time
@@ -10,11 +10,8 @@ import keras
 
 class EpochTimer(keras.callbacks.Callback):
     """Each epoch's training time, validation excluded: wall seconds (`seconds`) and this
-    process's CPU seconds, all threads (`cpu_seconds`), one entry per epoch.
-
-    Put it first among the callbacks, so that its epoch ends before the later callbacks' own
-    epoch-end work (the test curve, the commit) begins.
-    """
+    process's CPU seconds, all threads (`cpu_seconds`). Put it first among the callbacks, so its
+    epoch ends before the others' epoch-end work (the test curve, the commit) begins."""
 
     def __init__(self):
         super().__init__()

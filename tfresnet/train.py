@@ -1,19 +1,16 @@
-"""Training: one `TrainConfig` in, one run directory out. `train(config)` reads as the data flows:
+"""Training: one `TrainConfig` in, one run directory (`tfresnet.rundir`) out. `train(config)`
+reads as the data flows:
 
     resolve -> data -> schedule -> model -> compile -> fit (callbacks) -> results -> export
 
     from tfresnet.train import TrainConfig, train
     results = train(TrainConfig(model="resnet20", dataset="digits", epochs=30))
 
-The run directory (`tfresnet.rundir`) holds config.json, history.csv, logs/, checkpoints/,
-backup/ while running, model.keras, results.json and export/. A run killed at any instant
-continues when the same command runs again: from its last committed epoch, or, when training
-was over, with what was left (evaluation, saving, export). The CLI, the tuner and the
-experiments all train through `fit_model`.
+A run killed at any instant continues when the same command runs again: from its last committed
+epoch, or, when training was over, with what was left (evaluation, saving, export).
 """
 
 import contextlib
-import dataclasses
 import math
 import random
 import sys
@@ -41,18 +38,13 @@ from tfresnet import results as results_lib
 
 # Where callers have always found these names:
 from tfresnet.rundir import data_slug as _slug  # noqa: F401
-from tfresnet.rundir import model_slug  # noqa: F401
-from tfresnet.schedule import DEFAULT_EPOCHS, Schedule, pick_recipe, plan_schedule  # noqa: F401
+from tfresnet.schedule import DEFAULT_EPOCHS, pick_recipe, plan_schedule  # noqa: F401
 from tfresnet.train_config import (  # noqa: F401
     COMMAND_FIELDS,
     NON_IDENTITY_FIELDS,
     TrainConfig,
     TrainingError,
     check_run_dir,
-)
-
-OVERWRITE_HINT = (
-    "--overwrite deletes only what a run wrote: move those files away, or use another --run_dir"
 )
 
 
@@ -66,24 +58,15 @@ def train(
 
     Nothing is written until the config, the data, the schedule and the model are known to work,
     so a rejected command never blocks its corrected version. `callbacks` join tfresnet's own in
-    `model.fit`, then see the final evaluations. Seeds and the dtype policy are set here and put
-    back before it returns; `stop` (default: the SIGTERM handler's, `preemption.installed`)
-    stops training after a backup.
-    """
+    `model.fit`, then see the final evaluations. Seeds (here) and the dtype policy (`fit_model`)
+    are set and put back after; `stop` (default: the SIGTERM handler's) stops training after a
+    backup."""
     config = check_run_dir(config)  # resolve: the run its directory holds
-    stop = stop or preemption.installed()
     strategy = make_strategy(config)
-    writer = distribute.writes_run_dir(strategy)
-    with seeded(config.seed), precision.policy_scope(config.precision, strategy) as policy:
-        if writer:  # refused at once, before the data loads
-            rundir.check_startable(config.run_dir, config.overwrite, hint=OVERWRITE_HINT)
-        data = load_run_data(config)
-        plan = schedule.plan_schedule(config, data.info, strategy)
-        # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
-        model = make_model(config, data.info, strategy, plan)
-        start = rundir.started(config.run_dir, config, hint=OVERWRITE_HINT)  # writes config.json
-        with start if writer else contextlib.nullcontext() as held:
-            return _fit(config, model, data, plan, policy, callbacks, held=held, stop=stop)
+    with seeded(config.seed):
+        _, results = fit_model(config, strategy=strategy, extra_callbacks=callbacks, stop=stop,
+                               starts_run=True)  # fmt: skip
+    return results
 
 
 @contextlib.contextmanager
@@ -110,34 +93,40 @@ def fit_model(
     evaluate_test: bool = True,
     held: runlock.Hold | None = None,
     stop: preemption.StopRequest | None = None,
+    starts_run: bool = False,
 ) -> tuple[keras.Model, dict]:
-    """Build, train and evaluate the model `config` describes: the one training path.
-
-    Returns `(model, results)`. Writes into `config.run_dir` (only the chief, under
-    multi-worker), continuing from its backup. Callers that already made them pass `strategy`,
-    `data`, `model` (from `make_model`) and `held` (their `runlock` hold of the run directory).
-    With `evaluate_test=False` the test split is never touched (the tuner). The dtype policy is
-    set inside and restored; seeds are the caller's.
-    """
+    """Build, train and evaluate the model `config` describes: the one training path (`train`'s
+    and the tuner's); returns `(model, results)`. Writes into `config.run_dir` (the chief only),
+    continuing from its backup: `starts_run` (`train`) starts the run there (`rundir.started`);
+    the tuner passes its hold (`held`) instead, and the `strategy`, `data` and `model` (from
+    `make_model`) it made. With `evaluate_test=False` the test split is never touched. The dtype
+    policy is set inside and restored; seeds are the caller's."""
     strategy = strategy or make_strategy(config)
-    stop = stop or preemption.installed()
+    writer = starts_run and distribute.writes_run_dir(strategy)
     with precision.policy_scope(config.precision, strategy) as policy:
+        if writer:  # refused at once, before the data loads
+            rundir.check_startable(config.run_dir, config.overwrite)
         data = data or load_run_data(config)
         plan = schedule.plan_schedule(config, data.info, strategy)
+        lr = schedule.learning_rate_schedule(config, plan)
+        # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = model or make_model(config, data.info, strategy, plan)
-        results = _fit(
-            config, model, data, plan, policy, extra_callbacks, evaluate_test, held=held, stop=stop
-        )
+        start = rundir.started(config.run_dir, config) if writer else contextlib.nullcontext(held)
+        with start as held:  # started writes config.json
+            results = _fit(
+                config, model, data, plan, lr, policy, extra_callbacks, evaluate_test,
+                held=held, stop=stop,
+            )  # fmt: skip
     return model, results
 
 
-def _fit(config, model, data, plan, policy, callbacks, evaluate_test=True, *, held, stop) -> dict:
-    """compile -> restore -> fit -> results -> export, in `config.run_dir` held (`runlock`) from
-    reading the backup on: another process training there could replace it."""
-    recipe = schedule.pick_recipe(config, data.info)
-    lr = schedule.learning_rate_schedule(config, plan, data.info)
+def _fit(
+    config, model, data, plan, lr, policy, callbacks, evaluate_test=True, *, held, stop
+) -> dict:
+    """compile (learning rate `lr`) -> restore -> fit -> results -> export, in `config.run_dir`
+    held (`runlock`) from reading the backup on: another process could replace it."""
     with rundir.writing(config.run_dir, model.distribute_strategy, held) as out:
-        state = _compile_and_restore(config, model, recipe, lr, plan, out)
+        state = _compile_and_restore(config, model, lr, plan, out)
         inputs = _inputs(config, data, plan, state, model.distribute_strategy, evaluate_test)
         state = _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop)
         return _finish(
@@ -175,11 +164,9 @@ def make_model(
     """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope and
     the config's dtype policy (restored after) and made to train there
     (`distribute.multi_worker_compatible`); every path (`train`, `fit_model`, the tuner's
-    `HyperModel.build`) builds it here. `plan` gives the weight decay (else the recipe's)."""
-    if plan is None:
-        decay = schedule.resolved_weight_decay(config, schedule.pick_recipe(config, info))
-    else:
-        decay = plan.weight_decay
+    `HyperModel.build`) builds it here, with the recipe and weight decay of `plan` (made here
+    for the tuner's build)."""
+    plan = plan or schedule.plan_schedule(config, info, strategy)
     kwargs = dict(
         shortcut=config.shortcut,
         stride_placement=config.stride_placement,
@@ -204,8 +191,8 @@ def make_model(
             num_classes=info.num_classes,
             input_shape=info.image_shape,
             preact=config.preact,
-            weight_decay=decay,
-            zero_init_residual=schedule.pick_recipe(config, info).zero_init_residual,
+            weight_decay=plan.weight_decay,
+            zero_init_residual=plan.recipe.zero_init_residual,
             sync_bn=strategy.num_replicas_in_sync > 1 if config.sync_bn is None else config.sync_bn,
             **kwargs,
         )
@@ -231,7 +218,7 @@ def compile_model(model, recipe, schedule, steps_per_execution=1):
     )
 
 
-def _compile_and_restore(config, model, recipe, lr, plan, out) -> rundir.RunState:
+def _compile_and_restore(config, model, lr, plan, out) -> rundir.RunState:
     """Compile `model` and load the run's last backup into it; returns the state it continues
     from. Temporary files a kill left are removed."""
     with model.distribute_strategy.scope():
@@ -239,7 +226,7 @@ def _compile_and_restore(config, model, recipe, lr, plan, out) -> rundir.RunStat
         saved = rundir.RunState() if config.overwrite else rundir.load_state(config.run_dir)
         # A mid-epoch backup made under another steps_per_execution: the rest of its epoch must
         # be whole executions too (Keras runs whole ones).
-        compile_model(model, recipe, lr, math.gcd(plan.steps_per_execution, saved.batch))
+        compile_model(model, plan.recipe, lr, math.gcd(plan.steps_per_execution, saved.batch))
         state = rundir.restore(model, config.run_dir, saved, plan.steps_per_epoch)
     rundir.remove_stale_temps(out)
     return state
@@ -302,7 +289,7 @@ def _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop) -> run
             raise
         raise _diverged(err, recorder.state.epoch) from err
     finally:
-        stop.in_training.clear()
+        recorder.stop.in_training.clear()
     return recorder.state
 
 
@@ -317,15 +304,12 @@ def _diverged(err: Exception, good: int) -> TrainingError:
 
 def _finish(config, model, info, inputs, plan, state, out, policy, callbacks, evaluate_test):
     """Evaluate, save, export, write results.json, then drop the backup; each step redoable.
-
-    The training set is measured as the test set is (unaugmented, inference mode: fit's running
-    `accuracy` is not that); the test set only where the last test-curve point did not. With the
-    recipe's EMA the averaged weights, and with `test_flip` the flip-averaged model, are measured.
-    """
+    The training set is measured as the test set is (unaugmented, inference mode); the test set
+    only where the last test-curve point did not. With the recipe's EMA the averaged weights,
+    and with `test_flip` the flip-averaged model, are measured."""
     strategy = model.distribute_strategy
-    recipe = schedule.pick_recipe(config, info)
     averaged = recipes.finalize_weights(model)  # EMA: the averaged weights from here on
-    final = _final_model(model, recipe, strategy)
+    final = _final_model(model, plan.recipe, strategy)
     evaluate = dict(verbose=0, return_dict=True, callbacks=list(callbacks))
     train_eval = model.evaluate(inputs.train_eval, **evaluate)
     same = final is model and not averaged  # the last test-curve point measured this model
@@ -343,7 +327,6 @@ def _finish(config, model, info, inputs, plan, state, out, policy, callbacks, ev
         policy=policy,
         replicas=strategy.num_replicas_in_sync,
     )
-    results["recipe"] = dataclasses.asdict(recipe)
     if not same and inputs.validation is not None:  # the final model's, as the test error is
         val = final.evaluate(inputs.validation, verbose=0, return_dict=True)
         results["final"]["val_error"] = 1.0 - float(val["accuracy"])
@@ -372,10 +355,8 @@ def _final_model(model, recipe, strategy):
 
 
 def _last_test_curve_point(state):
-    """The last epoch's test-curve metrics ({"loss", "accuracy", ...}); None without them.
-
-    They were measured on the final weights, so the final evaluation need not run again.
-    """
+    """The last epoch's test-curve metrics ({"loss", "accuracy", ...}), measured on the final
+    weights, so the final evaluation need not run again; None without them."""
     last = state.history[-1] if state.history else {}
     test = {k[len("test_") :]: v for k, v in last.items() if k.startswith("test_")}
     return test if "accuracy" in test and "loss" in test else None

@@ -40,10 +40,6 @@ def _check_seed(name, value):
         raise ValueError(f"seed must be between 0 and 2**32 - 1; got {value}.")
 
 
-def _check_peer_timeout(name, value):
-    distribute.check_peer_timeout(value)
-
-
 def _check_pretrained(name, value):
     if value and not files.exists(value):
         raise ValueError(
@@ -195,7 +191,7 @@ class TrainConfig:
         "Seconds a multi-worker start waits for every other worker in TF_CONFIG to come up; "
         "then it gives up, naming the missing ones, with the retryable exit status 138.",
         group="runtime",
-        check=_check_peer_timeout,
+        check=distribute.check_peer_timeout,
     )
     sync_bn: bool | None = setting(
         None,
@@ -259,21 +255,18 @@ class TrainConfig:
 
 
 def comparable(identity: dict) -> dict:
-    """A run's identity with `zero_init_residual` left to the recipe (None) written as the
-    recipe's value: runs saved before it became a recipe setting said False, which is the same
-    run as None under the paper's recipes."""
-    if identity.get("zero_init_residual") is None and "zero_init_residual" in identity:
-        recipe = recipes.RECIPES.get(identity.get("recipe") or "cifar", recipes.CIFAR)
-        identity = {**identity, "zero_init_residual": recipe.zero_init_residual}
-    return identity
+    """A run's identity with each trick left to the recipe (None) written as the recipe's value:
+    a run saved before a field became a recipe setting holds that value (zero_init_residual:
+    False), the same run as None under the paper's recipes."""
+    recipe = recipes.RECIPES.get(identity.get("recipe") or "cifar", recipes.CIFAR)
+    left = [k for k in recipes.TRICKS if k in identity and identity[k] is None]
+    return {**identity, **{k: getattr(recipe, k) for k in left}}
 
 
 def check_run_dir(config: TrainConfig) -> TrainConfig:
-    """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing.
-
-    `resume` takes the saved config; an identical unfinished run continues; `overwrite` is
-    applied later, by `train`, once everything is validated.
-    """
+    """The config to run in `config.run_dir`; refuses to mix runs. Writes nothing. `resume` takes
+    the saved config; an identical unfinished run continues; `overwrite` is applied later, by
+    `train`, once everything is validated."""
     files.check_output_dir(config.run_dir, "run_dir", unset="runs/<model>-<dataset>")
     path = files.join(config.run_dir, "config.json")
     if config.overwrite or not files.exists(path):

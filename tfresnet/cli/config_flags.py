@@ -89,12 +89,9 @@ def define_flags(
             flags.DEFINE_enum(name, default, choices, help_text, **common)
         elif kind is bool:
             flags.DEFINE_bool(name, default, help_text, **common)
-        elif kind is int:
-            flags.DEFINE_integer(name, default, help_text, **common)
-        elif kind is float:
-            flags.DEFINE_float(name, default, help_text, **common)
-        else:
-            flags.DEFINE_string(name, default, help_text, **common)
+        else:  # int, float, str: what absl's DEFINE_integer, _float and _string call
+            parser, serializer = _item_parser(kind, None), flags.ArgumentSerializer()
+            flags.DEFINE(parser, name, default, help_text, serializer=serializer, **common)
     return defined
 
 
