@@ -28,12 +28,12 @@ setup(
         "absl-py>=2.1",
         "scikit-learn>=1.5",  # ships the embedded default data set (digits)
         "numpy>=1.26",
-        "pillow>=10",
         "matplotlib>=3.8",  # experiment plots
         "tensorflow-serving-api>=2.21,<2.22",  # warm-up requests for TF Serving
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pyyaml>=6"],  # pyyaml: deploy test
+        # pyyaml: the deploy test; pillow: the tests write images of every format
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pyyaml>=6", "pillow>=10"],
         # benchmarks/: the PyTorch peers (the version docs/performance.md measured against)
         "bench": ["torch==2.13.*"],
     },

@@ -134,11 +134,14 @@ def test_public_blocks_compose_into_a_custom_model():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda x: blocks.basic_block(x, 0), "Received filters=0"),  # Keras' own checks
-        (lambda x: blocks.basic_block(x, 4, 1.5), "Received strides=1.5"),
+        (lambda x: blocks.basic_block(x, 0), "ints >= 1; got \\[\\(0, 3, 1\\)"),
+        (lambda x: blocks.basic_block(x, 4, 1.5), "ints >= 1; got \\[\\(4, 3, 1.5\\)"),
         (lambda x: blocks.basic_block(keras.Input((4,)), 4), "expected min_ndim=4, found ndim=2"),
         (lambda x: blocks.residual_unit(x, []), "convs must be a non-empty list"),
         (lambda x: blocks.residual_unit(x, [(4, 3)]), "\\(filters, kernel_size, strides\\)"),
+        (lambda x: blocks.basic_block(x, True), "ints >= 1; got \\[\\(True, 3, 1\\)"),
+        (lambda x: blocks.basic_block(x, 4.0), "ints >= 1; got \\[\\(4.0, 3, 1\\)"),
+        (lambda x: blocks.bottleneck_block(x, 4, True), "ints >= 1"),
         (lambda x: blocks.basic_block(x, 4, preact="yes"), "preact must be True or False"),
         (lambda x: blocks.basic_block(x, 4, settings={}), "settings must be a ConvSettings"),
         (lambda x: blocks.basic_block(x, 2, shortcut="A"), "input has 4, filters=2; use shortcut"),

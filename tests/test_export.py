@@ -451,6 +451,8 @@ def test_crop_scales_shorter_side_by_256_over_224_then_takes_the_centre():
     assert tuple(large.shape) == (1, 128, 128, 3)
     stretched = export.fit_to_size(tf.constant(image), (8, 8), "stretch")
     assert tuple(stretched.shape) == (1, 8, 8, 3)
+    with pytest.raises(ValueError, match="'stretch' or 'crop'; got 'auto'"):
+        export.fit_to_size(tf.constant(image), (8, 8), "auto")  # resize_mode resolves "auto"
 
 
 def test_decode_and_fit_reads_jpeg_and_converts_channels():

@@ -42,6 +42,9 @@ def test_reads_uint8_and_big_endian_int32(tmp_path):
     out = idx.read_idx(str(tmp_path / "b.idx.gz"))
     np.testing.assert_array_equal(out, b)
     assert out.dtype == np.int32 and out.dtype.byteorder in "=|<"
+    images = idx.read_idx(tmp_path / "a.idx")
+    images[0, 0, 0] = 255  # an ordinary array: a caller may change it in place
+    assert images[0, 0, 0] == 255
 
 
 @pytest.mark.parametrize("sep,gz", [("-", ".gz"), (".", ""), ("-", "")])

@@ -1,5 +1,8 @@
 """The spec table and spec strings: names, parsing, validation; no model is built."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from tfresnet import specs
@@ -92,3 +95,10 @@ def test_bad_specs_raise_clear_errors(name, message):
         return
     with pytest.raises(ValueError, match=message):
         specs.resolve_spec(name)
+
+
+def test_a_dict_of_numpy_scalars_is_a_spec():
+    spec = specs.get_spec("resnet20")
+    fields = {k: np.int64(v) if type(v) is int else v for k, v in dataclasses.asdict(spec).items()}
+    fields["residual"] = np.bool_(True)
+    assert specs.resolve_spec(fields) == spec

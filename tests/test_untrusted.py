@@ -210,8 +210,9 @@ def test_a_png_bomb_header_is_refused_without_allocating_it():
     chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     bomb = tf.constant(b"\x89PNG\r\n\x1a\n" + chunk)
     assert int(images.pixel_count(bomb)) == 12000 * 12000
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large") as refused:
         export.decode_and_fit(bomb, (8, 8), 1, "stretch")
+    assert images.error_line(refused.value).startswith("image too large: 144000000 pixels")
 
 
 @pytest.mark.parametrize("fmt, mode", [("GIF", "RGB"), ("BMP", "RGB"), ("JPEG", "CMYK")])
@@ -316,6 +317,25 @@ def test_a_real_keras_file_is_read_and_loaded_with_the_recursion_limit_restored(
     model = untrusted.load_keras_model(model_file)
     assert sys.getrecursionlimit() == before
     assert model.input_shape == (None, 8, 8, 1)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [tf.errors.UnavailableError(None, None, "gs:// down"), MemoryError(), PermissionError(13, "no")],
+)
+def test_storage_and_memory_errors_are_not_called_a_corrupt_file(model_file, monkeypatch, error):
+    """They keep the CLI's own exit status (138 retryable, 1), not "fix the command" (2)."""
+    import keras
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(keras.saving, "load_model", fail)
+    with pytest.raises(type(error)):
+        untrusted.load_keras_model(model_file)
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: 1 / 0)
+    with pytest.raises(untrusted.FileRefused, match="ZeroDivisionError"):
+        untrusted.load_keras_model(model_file)
 
 
 def test_a_zip_bomb_is_refused_from_its_directory(tmp_path, model_file):

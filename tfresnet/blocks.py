@@ -9,6 +9,7 @@ where the shape changes; "C" a projection on every block; "none" the plain count
 
 import dataclasses
 import math
+import numbers
 
 import keras
 
@@ -81,11 +82,18 @@ def bn(
     )(x)
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _check_unit_args(convs, shortcut, preact, settings):
     """The arguments Keras' layers do not check themselves; ValueError before any layer."""
-    if not convs or not all(isinstance(c, (tuple, list)) and len(c) == 3 for c in convs):
+    if not convs or not all(
+        isinstance(c, (tuple, list)) and len(c) == 3 and all(map(_is_positive_int, c))
+        for c in convs
+    ):  # Keras takes True as 1 filter and fails on 4.0 deep in a shape
         raise ValueError(
-            f"convs must be a non-empty list of (filters, kernel_size, strides) triples; "
+            f"convs must be a non-empty list of (filters, kernel_size, strides) ints >= 1; "
             f"got {convs!r}."
         )
     check_choice("shortcut", shortcut, SHORTCUTS)

@@ -330,8 +330,10 @@ def fit_to_size(images: tf.Tensor, size: tuple[int, int], mode: str) -> tf.Tenso
     ImageNet evaluation view (`images.center_crop`); `mode` is checked by `resize_mode`."""
     if mode == "crop":
         out = images_lib.center_crop(images, size)
-    else:
+    elif mode == "stretch":
         out = tf.image.resize(images, size, antialias=True)
+    else:
+        raise ValueError(f"resize mode must be 'stretch' or 'crop'; got {mode!r}.")
     out.set_shape([None, *size, images.shape[-1]])
     return out
 

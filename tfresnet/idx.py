@@ -16,7 +16,6 @@ import zlib
 import numpy as np
 
 from tfresnet import files
-from tfresnet.images import IMAGE_CHANNELS
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _PREFIXES = {"train": "train", "test": "t10k"}
@@ -24,6 +23,7 @@ _KINDS = {"images": "idx3-ubyte", "labels": "idx1-ubyte"}
 MAX_DEFLATE_RATIO = 1032  # deflate's best case: a 258-byte match in 2 bits
 # Labels are below this unless the data set says: far above EMNIST's 62, far below a label that
 # would make the classifier outgrow memory.
+IMAGE_CHANNELS = (1, 3)  # what tfresnet.images decodes to (not imported: it loads TensorFlow)
 MAX_CLASSES = 65_536
 
 
@@ -109,14 +109,15 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with _open(path) as f:
             header = _parse_header(f, path)
-            data = f.read(header.nbytes)
-            if len(data) < header.nbytes:
-                raise _size_error(header, len(data))
+            data = np.empty(header.nbytes, np.uint8)  # writable, filled in place: no copy
+            got = f.readinto(data)
+            if got < header.nbytes:
+                raise _size_error(header, got)
             if f.read(1):
                 raise _size_error(header, "more than that")
     except (OSError, EOFError, zlib.error) as err:
         raise _read_error(path, err) from err
-    array = np.frombuffer(data, header.dtype).reshape(header.shape)
+    array = data.view(header.dtype).reshape(header.shape)
     return array.astype(header.dtype.newbyteorder("="), copy=False)
 
 

@@ -197,6 +197,9 @@ def error_line(error: BaseException) -> str:
         return str(error)
     first = useful[0].split("}}")[-1].strip()  # without a "{{function_node ...}}" prefix
     first = re.sub(r"^Error in user-defined function .*?Iterator::\S+: ", "", first)  # tf.data
+    summarized = re.search(r"Summarized data: b'(.*)'$", first)  # an eager tf.debugging.Assert
+    if summarized:
+        return summarized.group(1).strip().rstrip(".")
     asserted = re.match(r"assertion failed: \[([^\]]*)\]", first)
     if asserted:
         return asserted.group(1).strip().rstrip(".")

@@ -311,7 +311,8 @@ def resolve_spec(name: str | ResNetSpec | dict) -> ResNetSpec:
     if isinstance(name, ResNetSpec):
         return name
     if isinstance(name, dict):
-        return ResNetSpec(**config.from_dict(ResNetSpec, name, f"model spec {name!r}"))
+        plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in name.items()}
+        return ResNetSpec(**config.from_dict(ResNetSpec, plain, "model spec"))
     if isinstance(name, str):
         return parse_model(name)
     raise ValueError(

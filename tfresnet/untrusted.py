@@ -125,9 +125,11 @@ def load_keras_model(path: str, **kwargs) -> "keras.Model":
         config = read_keras_config(path)
         with recursion_headroom(sys.getrecursionlimit() + FRAMES_PER_LAYER * count_layers(config)):
             return keras.saving.load_model(path, **kwargs)
-    except FileRefused:
-        raise
+    except (FileRefused, MemoryError, PermissionError):
+        raise  # not the file's fault: the CLI's own exit status for each (1)
     except Exception as err:  # zipfile.BadZipFile, OSError, ValueError...: all "unreadable"
+        if type(err).__module__.startswith("tensorflow"):
+            raise  # tf.errors.OpError from storage (gs://): 138 when it is worth a retry
         detail = str(err).splitlines()[0] if str(err) else "no detail"
         raise FileRefused(
             f"{path!r} is not a readable .keras file ({type(err).__name__}: {detail}); it may be "
