@@ -321,7 +321,7 @@ def test_a_real_keras_file_is_read_and_loaded_with_the_recursion_limit_restored(
 
 @pytest.mark.parametrize(
     "error",
-    [tf.errors.UnavailableError(None, None, "gs:// down"), MemoryError(), PermissionError(13, "no")],
+    [tf.errors.UnavailableError(None, None, "gs:// down"), MemoryError(), PermissionError(13, "")],
 )
 def test_storage_and_memory_errors_are_not_called_a_corrupt_file(model_file, monkeypatch, error):
     """They keep the CLI's own exit status (138 retryable, 1), not "fix the command" (2)."""
