@@ -318,6 +318,18 @@ def test_a_trial_stops_at_the_end_of_the_epoch_that_spends_its_time_budget(budge
     assert table.count("| 1 of 3 (time budget) |") == 2
 
 
+def test_a_finished_trial_keeps_its_report_and_only_the_best_keeps_its_model(budgeted_search):
+    results = budgeted_search["results"]
+    best = results["best"]["trial"]
+    for row in results["trials"]:
+        trial_dir = os.path.dirname(row["run_dir"])
+        kept = sorted(os.listdir(row["run_dir"]))
+        report = ["config.json", "history.csv", "logs", "results.json"]
+        assert kept == sorted(report + (["model.keras"] if row["trial"] == best else []))
+        assert not os.path.exists(os.path.join(trial_dir, "checkpoint.weights.h5"))
+    assert results["counts"] == {"COMPLETED": 2}
+
+
 def test_time_to_accuracy_is_the_objective_and_the_trials_score(tmp_path):
     space = SearchSpace(depth=8, shortcut="A", **FIXED)
     config = _tune(tmp_path, space, tuner="grid", objective="time_to:0.05", trial_time_budget=600)
@@ -352,18 +364,6 @@ def test_the_trial_clock_scores_an_unreached_target_as_the_budget_and_stops_ther
     logs = {"val_accuracy": 0.95}
     late.on_epoch_end(0, logs)
     assert logs["time_to_0.9"] == 5.0
-
-
-def test_a_finished_trial_keeps_its_report_and_only_the_best_keeps_its_model(budgeted_search):
-    results = budgeted_search["results"]
-    best = results["best"]["trial"]
-    for row in results["trials"]:
-        trial_dir = os.path.dirname(row["run_dir"])
-        kept = sorted(os.listdir(row["run_dir"]))
-        report = ["config.json", "history.csv", "logs", "results.json"]
-        assert kept == sorted(report + (["model.keras"] if row["trial"] == best else []))
-        assert not os.path.exists(os.path.join(trial_dir, "checkpoint.weights.h5"))
-    assert results["counts"] == {"COMPLETED": 2}
 
 
 def test_the_fast_recipe_search_script_runs_on_digits(tmp_path):
