@@ -2,6 +2,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,22 +145,47 @@ def test_no_library_module_imports_absl_flags_or_the_cli():
     assert not offenders, f"flags and the CLI belong in tfresnet/cli/: {offenders}"
 
 
-def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow():
+def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow(tmp_path):
+    """In one fresh interpreter (TensorFlow's import is most of its time), from a copy of
+    tfresnet/ alone, as `pip install .` installs it (setup.py's packages): the library loads no
+    CLI module, and every module, the CLI's included, imports without benchmarks/ and loads none
+    of it; the instruments once in the package (the benches, the phase clock) are gone."""
+    shutil.copytree(
+        ROOT / "tfresnet", tmp_path / "tfresnet", ignore=shutil.ignore_patterns("__pycache__")
+    )
     modules = sorted(
         os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
         for path in _library_modules()
     )
     code = (
-        "import importlib, sys\n"
+        "import importlib, json, pkgutil, sys\n"
         "import tfresnet.tuning\n"
         "assert not [m for m in sys.modules if m.startswith('tfresnet.cli')], 'tuning'\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        "print(sorted(m for m in sys.modules if m.startswith('tfresnet.cli')))\n"
+        "cli = sorted(m for m in sys.modules if m.startswith('tfresnet.cli'))\n"
+        "names = [m.name for m in pkgutil.walk_packages(tfresnet.__path__, 'tfresnet.')\n"
+        "         if not m.name.endswith('__main__')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks')\n"
+        "print(json.dumps({'file': tfresnet.__file__, 'cli': cli, 'modules': names,\n"
+        "                  'benchmarks': loaded}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["cli"] == []
+    assert found["file"] == str(tmp_path / "tfresnet" / "__init__.py")
+    assert "tfresnet.train" in found["modules"] and "tfresnet.cli.train" in found["modules"]
+    assert found["benchmarks"] == []
+    instruments = {"tfresnet.bench", "tfresnet.backend_bench", "tfresnet.clock"}
+    instruments |= {"tfresnet.cli.bench", "tfresnet.cli.backend_bench"}
+    assert not instruments & set(found["modules"])
     # The command sets the log environment before TensorFlow loads, so it must not load it
     # first: `tfresnet` alone (the usage) imports neither TensorFlow nor Keras.
     done = subprocess.run(
