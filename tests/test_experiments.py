@@ -283,6 +283,19 @@ def test_main_reads_the_flags(settings, degradation_result, capsys):
     assert "Trained 0 runs here; the others were finished and reused." in printed
 
 
+def test_kernel_norms_experiment_reads_the_recorded_decay_term(settings, degradation_result):
+    result = kernel_norms.run(settings)
+    assert result["trained"] == []
+    run = degradation_result["runs"]["resnet", 8][0]
+    [entry] = result["norms"]["resnet", 8]
+    decay = run["schedule"]["weight_decay"]
+    expected = 2 * run["curves"]["weight_decay_loss"][0] / decay
+    assert entry["exact"].all() and entry["high"][0] == pytest.approx(expected)
+    # cifar_resnet8: 3x3 convs out 16 (stem + 2), 32 (2), 64 (2); 10 logits; 2 per channel.
+    assert entry["init"] == 2 * (3 * 16 + 2 * 32 + 2 * 64 + 10)
+    _check_outputs(result, f"ResNet-8, seed 0 | 0.50 | **{expected / 1000:.2f}**")
+
+
 @pytest.mark.parametrize(
     "flag_args, message",
     [
@@ -435,19 +448,6 @@ def test_shattered_gradients_flags_default_to_three_inits_and_two_smoke_depths()
         finally:
             flags.FLAGS.unparse_flags()
         assert (settings.seeds, settings.depths) == (seeds, depths)
-
-
-def test_kernel_norms_experiment_reads_the_recorded_decay_term(settings, degradation_result):
-    result = kernel_norms.run(settings)
-    assert result["trained"] == []
-    run = degradation_result["runs"]["resnet", 8][0]
-    [entry] = result["norms"]["resnet", 8]
-    decay = run["schedule"]["weight_decay"]
-    expected = 2 * run["curves"]["weight_decay_loss"][0] / decay
-    assert entry["exact"].all() and entry["high"][0] == pytest.approx(expected)
-    # cifar_resnet8: 3x3 convs out 16 (stem + 2), 32 (2), 64 (2); 10 logits; 2 per channel.
-    assert entry["init"] == 2 * (3 * 16 + 2 * 32 + 2 * 64 + 10)
-    _check_outputs(result, f"ResNet-8, seed 0 | 0.50 | **{expected / 1000:.2f}**")
 
 
 COMMITTED = os.path.join(os.path.dirname(__file__), "..", "experiments", "results")
