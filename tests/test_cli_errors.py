@@ -428,15 +428,17 @@ def scratch(tmp_path_factory):
     from test_runlock import held_by_another_process
 
     with held_by_another_process(busy):
+        run = _finished_run(tmp)
+        hostile = _hostile_files(tmp, keras_path)
         yield {
             "tmp": tmp,
             "keras": keras_path,
             "cut_keras": cut,
             "flipped_keras": flipped,
-            "run": _finished_run(tmp),
+            "run": run,
             "busy": busy,
-            **_damaged_folders(tmp),
-            **_hostile_files(tmp, keras_path),
+            **_damaged_folders(tmp, hostile["export"]),
+            **hostile,
         }
 
 
@@ -474,13 +476,12 @@ def _hostile_files(tmp, keras_path):
     }
 
 
-def _damaged_folders(tmp):
+def _damaged_folders(tmp, export_version):
     """A folder of the user's, and runs, exports and searches with a file cut short or garbled.
 
-    Made from the finished run, so the commands given them are the ones that made it.
+    Made from the finished run, so the commands given them are the ones that made it, and from
+    a copy of the export at `export_version`.
     """
-    from tfresnet import build_model, export
-
     paths = {k: os.path.join(tmp, k) for k in ("thesis", "cut_config", "cut_state", "cut_search")}
     os.makedirs(os.path.join(paths["thesis"], "figures"))
     with open(os.path.join(paths["thesis"], "chapter1.tex"), "w") as f:
@@ -498,10 +499,9 @@ def _damaged_folders(tmp):
     os.makedirs(paths["cut_search"])
     with open(os.path.join(paths["cut_search"], "search.json"), "w") as f:
         f.write('{"train": {"mod')
-    model = build_model("cifar_resnet8", input_shape=(8, 8, 1), num_classes=10)
-    version = export.export_for_serving(
-        model, os.path.join(tmp, "bad_export"), warmup=False, fold_batch_norm=False
-    )
+    base = os.path.dirname(os.path.dirname(export_version))  # <base>/<model name>/<version>
+    shutil.copytree(base, os.path.join(tmp, "bad_export"))
+    version = os.path.join(tmp, "bad_export", os.path.relpath(export_version, base))
     with open(os.path.join(version, "saved_model.pb"), "r+b") as f:
         f.seek(20)
         f.write(b"\xff" * 40)
