@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import shutil
 
 import keras
 import numpy as np
@@ -30,8 +32,8 @@ def exported(tmp_path_factory):
         pixel_std=[63.0, 62.0, 66.0],
     )
     base = tmp / "exports"
-    export_for_serving(model, base, class_names=CLASS_NAMES, warmup=False)
-    export_for_serving(model, base, class_names=CLASS_NAMES, warmup=False)
+    first = export_for_serving(model, base, class_names=CLASS_NAMES, warmup=False)
+    shutil.copytree(first, os.path.join(os.path.dirname(first), "2"))  # a newer version
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     files = {"a.png": _encode(images[0], "PNG"), "b.jpg": _encode(images[1], "JPEG")}
     files["corrupt.png"] = files["a.png"][:40]  # a truncated PNG
