@@ -282,52 +282,34 @@ def _live_train_step_graphs():
     )
 
 
-@pytest.fixture(scope="module")
-def budgeted_search(tmp_path_factory):
-    """One real two-trial grid whose trials each spend their time budget in their first of 3
-    epochs; the tests below only read what it left (the live graphs before and after, too)."""
-    tmp_path = tmp_path_factory.mktemp("budgeted")
+def test_a_search_of_budgeted_trials_keeps_their_reports_and_no_graph_of_them(tmp_path):
+    """One real two-trial grid (one test, so xdist never makes it twice), whose trials each
+    spend their time budget in their first of 3 epochs: each stops at the end of that epoch,
+    evaluated and saved as a finished run; a finished trial keeps its report, and only the best
+    its model; and each trial's traced steps go with it (TF's custom-gradient registry pinned
+    them, about 9 MB a cifar_resnet8 trial; see compat)."""
     before = _live_train_step_graphs()
     space = SearchSpace(depth=8, shortcut=("A", "none"), **FIXED)
     config = _tune(
         tmp_path, space, tuner="grid", trial_time_budget=1e-3, train={"steps": None, "epochs": 3}
     )
     results = tuning.search(config)
-    after = _live_train_step_graphs()
-    keras.backend.clear_session(free_memory=False)
-    return {"results": results, "search": tmp_path / "search", "graphs": (before, after)}
-
-
-def test_a_search_keeps_no_graph_of_a_finished_trial(budgeted_search):
-    """Many trials in one process: each trial's traced steps go with it (TF's custom-gradient
-    registry pinned them, about 9 MB a cifar_resnet8 trial; see compat)."""
-    results = budgeted_search["results"]
-    assert [r["status"] for r in results["trials"]] == ["COMPLETED"] * 2
-    before, after = budgeted_search["graphs"]
-    assert after == before
-
-
-def test_a_trial_stops_at_the_end_of_the_epoch_that_spends_its_time_budget(budgeted_search):
-    for row in budgeted_search["results"]["trials"]:
+    assert _live_train_step_graphs() == before
+    assert results["counts"] == {"COMPLETED": 2}
+    best = results["best"]["trial"]
+    for row in results["trials"]:
         assert row["status"] == "COMPLETED"
         assert (row["epochs"], row["planned_epochs"]) == (1, 3)
         history = rundir.read_history(os.path.join(row["run_dir"], "history.csv"))
         assert len(history["trial_seconds"]) == 1 and history["trial_seconds"][0] > 1e-3
-        assert rundir.finished(row["run_dir"])  # evaluated and saved as a finished run
-    table = (budgeted_search["search"] / "results.md").read_text()
-    assert table.count("| 1 of 3 (time budget) |") == 2
-
-
-def test_a_finished_trial_keeps_its_report_and_only_the_best_keeps_its_model(budgeted_search):
-    results = budgeted_search["results"]
-    best = results["best"]["trial"]
-    for row in results["trials"]:
-        trial_dir = os.path.dirname(row["run_dir"])
+        assert rundir.finished(row["run_dir"])
         kept = sorted(os.listdir(row["run_dir"]))
         report = ["config.json", "history.csv", "logs", "results.json"]
         assert kept == sorted(report + (["model.keras"] if row["trial"] == best else []))
+        trial_dir = os.path.dirname(row["run_dir"])
         assert not os.path.exists(os.path.join(trial_dir, "checkpoint.weights.h5"))
-    assert results["counts"] == {"COMPLETED": 2}
+    table = (tmp_path / "search" / "results.md").read_text()
+    assert table.count("| 1 of 3 (time budget) |") == 2
 
 
 def test_time_to_accuracy_is_the_objective_and_the_trials_score(tmp_path):
