@@ -249,6 +249,8 @@ def test_model_family_imports_without_tensorflow():
     assert "tensorflow" not in sys.modules
 
 
+# Under TensorFlow, test_cli's fresh interpreter checks this too (it starts TensorFlow anyway).
+@(pytest.mark.slow if BACKEND == "tensorflow" else lambda test: test)
 def test_import_tfresnet_registers_its_layers():
     # docs/models.md's promise: `.keras` files load in safe mode after `import tfresnet`.
     code = (

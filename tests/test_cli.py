@@ -147,9 +147,10 @@ def test_no_library_module_imports_absl_flags_or_the_cli():
 
 def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow(tmp_path):
     """In one fresh interpreter (TensorFlow's import is most of its time), from a copy of
-    tfresnet/ alone, as `pip install .` installs it (setup.py's packages): the library loads no
-    CLI module, and every module, the CLI's included, imports without benchmarks/ and loads none
-    of it; the instruments once in the package (the benches, the phase clock) are gone."""
+    tfresnet/ alone, as `pip install .` installs it (setup.py's packages): `import keras,
+    tfresnet` registers the custom layers; the library loads no CLI module, and every module,
+    the CLI's included, imports without benchmarks/ and loads none of it; the instruments once
+    in the package (the benches, the phase clock) are gone."""
     shutil.copytree(
         ROOT / "tfresnet", tmp_path / "tfresnet", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -159,6 +160,9 @@ def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow(tmp_
     )
     code = (
         "import importlib, json, pkgutil, sys\n"
+        "import keras, tfresnet\n"  # docs/models.md: .keras files load after `import tfresnet`
+        "names = ('BatchNormalization', 'ZeroPadShortcut')\n"
+        "registered = [n for n in names if keras.saving.get_registered_object('tfresnet>' + n)]\n"
         "import tfresnet.tuning\n"
         "assert not [m for m in sys.modules if m.startswith('tfresnet.cli')], 'tuning'\n"
         f"for name in {modules!r}:\n"
@@ -170,7 +174,7 @@ def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow(tmp_
         "    importlib.import_module(name)\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks')\n"
         "print(json.dumps({'file': tfresnet.__file__, 'cli': cli, 'modules': names,\n"
-        "                  'benchmarks': loaded}))\n"
+        "                  'benchmarks': loaded, 'registered': registered}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
@@ -179,6 +183,7 @@ def test_the_library_imports_without_the_cli_and_the_cli_without_tensorflow(tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["registered"] == ["BatchNormalization", "ZeroPadShortcut"]
     assert found["cli"] == []
     assert found["file"] == str(tmp_path / "tfresnet" / "__init__.py")
     assert "tfresnet.train" in found["modules"] and "tfresnet.cli.train" in found["modules"]
