@@ -158,9 +158,11 @@ def test_settings_are_checked_where_the_config_is_made():
         tuning.TuneConfig(tune_config.shared_train_config(), max_trials=0)
 
 
-def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_run(tmp_path):
+def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_run(
+    tmp_path, monkeypatch
+):
     """Runs saved False; a config now says None (the recipe's value: False for the paper's)."""
-    from tfresnet import train_config
+    from tfresnet import recipes, train_config
 
     config = train_config.TrainConfig(run_dir=str(tmp_path / "r"), dataset="digits", epochs=1)
     old = {**config.identity(), "zero_init_residual": False}
@@ -171,6 +173,16 @@ def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_r
     spelled = {**config.identity(), "label_smoothing": 0.0, "nesterov": False, "test_flip": False}
     assert train_config.comparable(spelled) == train_config.comparable(config.identity())
     assert train_config.comparable(fast)["label_smoothing"] == 0.1
+    # An explicit value other than the recipe's stays a different run.
+    fast_unsmoothed = {**fast, "label_smoothing": 0.0}
+    assert train_config.comparable(fast_unsmoothed) != train_config.comparable(fast)
+    # The recipe's flip averaging holds only where the data flips: left open, not assumed.
+    assert train_config.comparable(fast)["test_flip"] is None
+    # Unset, the recipe follows the data (cifar or imagenet): only a value both share is assumed.
+    imagenet = dataclasses.replace(recipes.RECIPES["imagenet"], label_smoothing=0.1)
+    monkeypatch.setitem(recipes.RECIPES, "imagenet", imagenet)
+    assert train_config.comparable(config.identity())["label_smoothing"] is None
+    assert train_config.comparable(config.identity())["nesterov"] is False
     os.makedirs(config.run_dir)
     with open(os.path.join(config.run_dir, "config.json"), "w") as f:
         json.dump({**config.identity(), "zero_init_residual": False}, f)

@@ -350,3 +350,9 @@ def test_evaluate_with_flip_scores_the_flip_averaged_model(tmp_path):
     assert got["top1_error"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="at most one of flip and ten_crop"):
         evaluate.evaluate(path, "digits", flip=True, ten_crop=True)
+
+
+def test_a_recipe_with_an_unknown_schedule_is_refused_not_trained_cosine():
+    linear = dataclasses.replace(recipes.CIFAR, lr_schedule="linear")
+    with pytest.raises(ValueError, match="Unknown lr_schedule 'linear'"):
+        recipes.schedule(linear, 100, depth=20, steps_per_epoch=10)

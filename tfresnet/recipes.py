@@ -148,6 +148,8 @@ def schedule(recipe, total_steps, *, depth, steps_per_epoch, learning_rate=None)
     """The recipe's learning-rate schedule over `total_steps`: `paper_schedule` ("steps"), or
     ("cosine") a linear warm-up from 0 to `learning_rate` over `warmup_epochs`, then a cosine
     decay to 0 at the last step (Keras' `CosineDecay`)."""
+    if recipe.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr_schedule {recipe.lr_schedule!r}; allowed: {LR_SCHEDULES}.")
     if recipe.lr_schedule == "steps":
         return paper_schedule(recipe, total_steps, depth=depth, learning_rate=learning_rate)
     lr = recipe.learning_rate if learning_rate is None else learning_rate

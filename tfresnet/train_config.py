@@ -257,10 +257,19 @@ class TrainConfig:
 def comparable(identity: dict) -> dict:
     """A run's identity with each trick left to the recipe (None) written as the recipe's value:
     a run saved before a field became a recipe setting holds that value (zero_init_residual:
-    False), the same run as None under the paper's recipes."""
-    recipe = recipes.RECIPES.get(identity.get("recipe") or "cifar", recipes.CIFAR)
-    left = [k for k in recipes.TRICKS if k in identity and identity[k] is None]
-    return {**identity, **{k: getattr(recipe, k) for k in left}}
+    False), the same run as None under the paper's recipes. With the recipe unset (picked by
+    the data's style, unknown here) only a value both paper recipes share is filled in; a
+    recipe's test_flip=True holds only for data that flips, so there None stays None."""
+    named = identity.get("recipe")
+    rows = [recipes.RECIPES[n] for n in ([named] if named else ["cifar", "imagenet"])]
+    filled = {}
+    for k in recipes.TRICKS:
+        values = {getattr(row, k) for row in rows}
+        if k in identity and identity[k] is None and len(values) == 1:
+            value = values.pop()
+            if not (k == "test_flip" and value):
+                filled[k] = value
+    return {**identity, **filled}
 
 
 def check_run_dir(config: TrainConfig) -> TrainConfig:
