@@ -11,7 +11,7 @@ yaml = pytest.importorskip("yaml", reason="the manifest test reads YAML: pip ins
 import tensorflow as tf  # noqa: E402
 from repo_files import ROOT, repo_file  # noqa: E402
 
-from tfresnet import cli, distribute, rundir, runlock  # noqa: E402
+from tfresnet import cli, cluster, distribute, rundir, runlock  # noqa: E402
 from tfresnet.train import TrainingError  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def test_the_container_args_are_a_valid_train_command(job):
     [
         (tf.errors.UnavailableError(None, None, "Socket closed"), True),  # a lost peer
         (runlock.RunDirInUse("busy"), True),
-        (distribute.WorkersMissing("2 of 3 workers"), True),
+        (cluster.WorkersMissing("2 of 3 workers"), True),
         (rundir.Preempted(0, 3), True),  # SIGTERM inside training: backed up
         (cli.Terminated(), True),  # SIGTERM anywhere else
         (KeyboardInterrupt(), True),
@@ -65,7 +65,7 @@ def test_the_operators_tf_config_is_what_we_read(job, monkeypatch, index):
     # What the training operator sets in each pod.
     tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert distribute.read_tf_config() == tf_config
+    assert cluster.read_tf_config() == tf_config
     assert distribute._auto_strategy_name(None, None) == "multi_worker"
 
 

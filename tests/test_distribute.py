@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfresnet import cluster as cluster_lib
 from tfresnet import compat
 from tfresnet import distribute as dist
 
@@ -136,7 +137,7 @@ def test_read_tf_config_gives_what_the_resolver_read(monkeypatch):
         "task": {"type": "worker", "index": 1},
     }
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert dist.read_tf_config() == tf_config
+    assert cluster_lib.read_tf_config() == tf_config
 
 
 def test_multi_worker_after_tf_started_is_a_clear_error(monkeypatch):
@@ -159,8 +160,8 @@ def test_waiting_for_peers_gives_up_naming_the_missing_ones_and_frees_the_port()
     config = {"cluster": cluster, "task": {"type": "worker", "index": 0}}
     start = time.monotonic()
     with socket.create_server(("127.0.0.1", ports[0])):  # the chief is up, worker 1 is not
-        with pytest.raises(dist.WorkersMissing) as missing:
-            dist.wait_for_peers(config, timeout=0.5, poll_s=0.1)
+        with pytest.raises(cluster_lib.WorkersMissing) as missing:
+            cluster_lib.wait_for_peers(config, timeout=0.5, poll_s=0.1)
     assert str(missing.value).startswith(
         f"gave up after 0.5 s waiting for worker 1 (localhost:{ports[2]}) of TF_CONFIG's "
         "cluster: it never came up."
@@ -179,7 +180,9 @@ def test_two_workers_waiting_for_each_other_both_go_on():
     went_on = []
 
     def worker(index):
-        dist.wait_for_peers({"cluster": cluster, "task": {"type": "worker", "index": index}}, 30)
+        cluster_lib.wait_for_peers(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}, 30
+        )
         with socket.create_server(("", ports[index])):  # its TensorFlow server
             went_on.append(index)
             time.sleep(3)  # long enough for the other to see it

@@ -7,7 +7,7 @@ The config is flat (one JSON object, `config.json`); each field's `group` is its
 import dataclasses
 import os
 
-from tfresnet import blocks, distribute, files, precision, recipes, rundir, specs
+from tfresnet import blocks, cluster, distribute, files, precision, recipes, rundir, specs
 from tfresnet import config as config_lib
 from tfresnet import data as data_lib
 from tfresnet.config import at_least, setting
@@ -187,11 +187,11 @@ class TrainConfig:
         None, "TPU name or address for --strategy=tpu ('local' on a TPU VM).", group="runtime"
     )
     peer_timeout: float = setting(
-        distribute.DEFAULT_PEER_TIMEOUT,
+        cluster.DEFAULT_PEER_TIMEOUT,
         "Seconds a multi-worker start waits for every other worker in TF_CONFIG to come up; "
         "then it gives up, naming the missing ones, with the retryable exit status 138.",
         group="runtime",
-        check=distribute.check_peer_timeout,
+        check=cluster.check_peer_timeout,
     )
     sync_bn: bool | None = setting(
         None,

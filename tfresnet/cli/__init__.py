@@ -105,7 +105,7 @@ def classify_error(err: BaseException, fv: "flags.FlagValues | None" = None) -> 
         )
     import tensorflow as tf
 
-    from tfresnet.distribute import WorkersMissing
+    from tfresnet.cluster import WorkersMissing
     from tfresnet.rundir import Preempted
     from tfresnet.runlock import RunDirInUse
     from tfresnet.train import TrainingError
@@ -163,10 +163,10 @@ def lost_workers(detail: str, own: tuple | None = None) -> list:
 
 def _lost_worker_message(detail, fv):
     """Which worker was lost, and the epoch every worker resumes from when restarted."""
-    from tfresnet import distribute, rundir
+    from tfresnet import cluster, rundir
 
     try:
-        task = distribute.read_tf_config()["task"]
+        task = cluster.read_tf_config()["task"]
         own = (task["type"], task["index"])
     except ValueError:  # no TF_CONFIG: no worker of a cluster
         own = None
