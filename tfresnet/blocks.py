@@ -82,15 +82,15 @@ def bn(
     )(x)
 
 
-def _is_positive_int(value: object) -> bool:
+def is_positive_int(value: object) -> bool:
+    """True for an int >= 1 (numpy ints too; not bools or floats)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _check_unit_args(convs, shortcut, preact, settings):
     """The arguments Keras' layers do not check themselves; ValueError before any layer."""
     if not convs or not all(
-        isinstance(c, (tuple, list)) and len(c) == 3 and all(map(_is_positive_int, c))
-        for c in convs
+        isinstance(c, (tuple, list)) and len(c) == 3 and all(map(is_positive_int, c)) for c in convs
     ):  # Keras takes True as 1 filter and fails on 4.0 deep in a shape
         raise ValueError(
             f"convs must be a non-empty list of (filters, kernel_size, strides) ints >= 1; "

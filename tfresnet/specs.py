@@ -36,8 +36,7 @@ IMAGENET_DEPTHS = {
 def _positive_ints(what, values):
     """`values` as a non-empty tuple of ints >= 1, or a ValueError quoting them."""
     items = tuple(values) if isinstance(values, (tuple, list)) else ()
-    ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
-    if not items or not ints or min(items) < 1:
+    if not items or not all(map(blocks.is_positive_int, items)):
         raise ValueError(f"{what} must be a non-empty sequence of ints >= 1; got {values!r}.")
     return tuple(int(v) for v in items)
 
