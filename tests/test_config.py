@@ -183,6 +183,11 @@ def test_a_run_saved_before_zero_init_residual_followed_the_recipe_is_the_same_r
     monkeypatch.setitem(recipes.RECIPES, "imagenet", imagenet)
     assert train_config.comparable(config.identity())["label_smoothing"] is None
     assert train_config.comparable(config.identity())["nesterov"] is False
+    # Runs saved the test curve as True; now None is the recipe's (on, except under fast).
+    assert train_config.comparable({**config.identity(), "eval_test_each_epoch": True}) == (
+        train_config.comparable(config.identity())
+    )
+    assert train_config.comparable(fast)["eval_test_each_epoch"] is False
     os.makedirs(config.run_dir)
     with open(os.path.join(config.run_dir, "config.json"), "w") as f:
         json.dump({**config.identity(), "zero_init_residual": False}, f)

@@ -87,9 +87,11 @@ def test_turning_every_trick_off_gives_the_papers_cifar_recipe_at_the_fast_lengt
         "batch_size": 128,
         "weight_decay": 1e-4,
     }
+    # The test curve is not a trick (it changes no weight): fast leaves it off for time alone.
     paper = dataclasses.replace(
-        recipes.with_overrides(FAST, off), batch_size=128, weight_decay=1e-4, learning_rate=0.1
-    )
+        recipes.with_overrides(FAST, off), batch_size=128, weight_decay=1e-4, learning_rate=0.1,
+        eval_test_each_epoch=True,
+    )  # fmt: skip
     assert dataclasses.replace(paper, name="cifar", epochs=None) == CIFAR
     # Scaled linearly, the fast recipe's lr at the paper's batch is the paper's 0.1.
     assert FAST.learning_rate * 128 / FAST.batch_size == pytest.approx(CIFAR.learning_rate)
@@ -317,6 +319,9 @@ def test_flip_averaging_is_the_final_test_and_the_export_only_if_asked(tmp_path)
     )  # fmt: skip
     results = train_lib.train(config)
     assert results["recipe"]["test_flip"] is True
+    # No per-epoch test curve under fast (only the final test evaluation touches the test set).
+    with open(tmp_path / "run" / "history.csv") as f:
+        assert "accuracy" in (header := f.readline()) and "test_accuracy" not in header
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     data = data_lib.load_data(str(folder))
     test = pipeline.make_pipeline(data.test, data.info, batch_size=32, training=False)

@@ -562,6 +562,8 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path, fake_fit)
     path = tmp_path / "search" / "search.json"
     saved = json.loads(path.read_text())
     saved["train"]["steps_per_execution"] = 1
+    # ... and one saved when the test curve's default was True (each trial sets its own).
+    saved["train"]["eval_test_each_epoch"] = True
     path.write_text(json.dumps(saved))
     assert tuning.search(_tune(tmp_path, other, tuner="grid"))["trials"] == results["trials"]
     # And one saved before the time budget and the recipe's dimensions existed.

@@ -43,6 +43,8 @@ class Recipe:
     nesterov: bool = False
     ema_momentum: float = 0.0  # 0: no moving average of the weights
     test_flip: bool = False  # average the prediction of an image and of its mirror at the end
+    # Not a trick: the paper's test curve after every epoch, for plots only (5% of a fast run).
+    eval_test_each_epoch: bool = True
 
 
 LR_SCHEDULES = ("steps", "cosine")
@@ -56,6 +58,8 @@ TRICKS = (
     "ema_momentum",
     "test_flip",
 )
+# The recipe fields a run's config may override: the tricks and the test curve.
+OVERRIDES = (*TRICKS, "eval_test_each_epoch")
 
 CIFAR = Recipe("cifar", 128, 0.1, 0.9, 1e-4, 64_000, (32_000, 48_000), warmup_steps=400)
 RECIPES = {
@@ -77,6 +81,7 @@ RECIPES = {
         zero_init_residual=True,
         nesterov=True,
         test_flip=True,
+        eval_test_each_epoch=False,
     ),
 }
 
@@ -88,9 +93,9 @@ def get_recipe(name):
 
 
 def with_overrides(recipe: Recipe, overrides: dict) -> Recipe:
-    """`recipe` with the tricks that `overrides` (a config's fields) set to something other than
-    None; other keys are ignored."""
-    changes = {k: overrides[k] for k in TRICKS if overrides.get(k) is not None}
+    """`recipe` with the `OVERRIDES` that `overrides` (a config's fields) set to something other
+    than None; other keys are ignored."""
+    changes = {k: overrides[k] for k in OVERRIDES if overrides.get(k) is not None}
     return dataclasses.replace(recipe, **changes)
 
 

@@ -256,7 +256,7 @@ def _inputs(config, data, plan, state, strategy, evaluate_test) -> types.SimpleN
         parts=[(first, end, skip, training(first, end, skip)) for first, end, skip in bounds
                if first < end],
         validation=None if data.validation is None else evaluation(data.validation),
-        test=evaluation(data.test) if evaluate_test or config.eval_test_each_epoch else None,
+        test=evaluation(data.test) if evaluate_test or plan.recipe.eval_test_each_epoch else None,
         train_eval=evaluation(data.train, cache=False),  # runs once: not cached
     )  # fmt: skip
 
@@ -267,7 +267,7 @@ def _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop) -> run
     if not inputs.parts:
         return state  # training was over; a kill came while finishing
     monitor = "val_accuracy" if inputs.validation is not None else "accuracy"
-    test_curve = inputs.test if config.eval_test_each_epoch else None
+    test_curve = inputs.test if plan.recipe.eval_test_each_epoch else None
     recorder, everything = callbacks_lib.training_callbacks(
         out, state, monitor, plan.steps_per_epoch, stop, test_curve, callbacks
     )

@@ -222,10 +222,10 @@ class TrainConfig:
         "compute per request).",
         group="output",
     )
-    eval_test_each_epoch: bool = setting(
-        True,
+    eval_test_each_epoch: bool | None = setting(
+        None,
         "Measure the test error after every epoch: the paper's test curves (Fig. 6), never used "
-        "for selection.",
+        "for selection; default: the recipe's (on; fast: off, as its time is the point).",
         group="output",
     )
     resume: bool = setting(False, "Continue the unfinished run in --run_dir.", group="output")
@@ -263,7 +263,7 @@ def comparable(identity: dict) -> dict:
     named = identity.get("recipe")
     rows = [recipes.RECIPES[n] for n in ([named] if named else ["cifar", "imagenet"])]
     filled = {}
-    for k in recipes.TRICKS:
+    for k in recipes.OVERRIDES:
         values = {getattr(row, k) for row in rows}
         if k in identity and identity[k] is None and len(values) == 1:
             value = values.pop()

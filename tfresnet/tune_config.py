@@ -280,8 +280,9 @@ class TuneConfig:
 
 
 def run_identity(train: dict) -> dict:
-    """A trial config's fields that define what it computes (not `NON_IDENTITY_FIELDS`)."""
-    return {k: v for k, v in train.items() if k not in NON_IDENTITY_FIELDS}
+    """A trial config's fields that define what it computes: not `NON_IDENTITY_FIELDS`, nor the
+    `TRIAL_FIELDS` that each trial sets for itself."""
+    return {k: v for k, v in train.items() if k not in (*NON_IDENTITY_FIELDS, *TRIAL_FIELDS)}
 
 
 def max_epochs(train: train_lib.TrainConfig) -> int | None:
