@@ -162,10 +162,10 @@ def make_model(
     plan: schedule.Schedule | None = None,
 ) -> keras.Model:
     """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope and
-    the config's dtype policy (restored after) and made to train there
-    (`distribute.multi_worker_compatible`); every path (`train`, `fit_model`, the tuner's
-    `HyperModel.build`) builds it here, with the recipe and weight decay of `plan` (made here
-    for the tuner's build)."""
+    the dtype policy in force (`fit_model`'s; the tuner's `HyperModel.build` sets its own) and
+    made to train there (`distribute.multi_worker_compatible`); every path (`train`,
+    `fit_model`, the tuner's build) builds it here, with the recipe and weight decay of `plan`
+    (made here for the tuner's build)."""
     plan = plan or schedule.plan_schedule(config, info, strategy)
     kwargs = dict(
         shortcut=config.shortcut,
@@ -185,7 +185,7 @@ def make_model(
         # keras.applications' layout (v1 strides, conv biases, its BN epsilon, option B) and
         # its caffe pixel means, so the transplanted weights see the inputs they were trained on.
         kwargs.update(pretrained.keras_applications_compatible_kwargs())
-    with precision.policy_scope(config.precision, strategy), strategy.scope():
+    with strategy.scope():
         model = models.build_model(
             config.model,
             num_classes=info.num_classes,
