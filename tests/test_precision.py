@@ -104,11 +104,19 @@ def test_mixed_float16_training_gets_loss_scaling_and_bfloat16_does_not(tmp_path
     assert seen == {"mixed_float16": "LossScaleOptimizer", "mixed_bfloat16": "SGD"}
 
 
-def test_make_model_builds_in_the_configs_policy_and_puts_the_callers_back(tmp_path):
-    """The tuner's HyperModel.build makes its model here: a mixed-precision search leaves the
-    process in the policy it had (before, the tuner set the global policy and left it)."""
+def test_the_tuners_build_makes_its_model_in_the_configs_policy_and_puts_the_callers_back(
+    tmp_path,
+):
+    """KerasTuner builds a trial's model before `fit_model` sets the policy: a mixed-precision
+    search builds in it and leaves the process in the policy it had."""
+    import keras_tuner
+
+    from tfresnet import tuners
+    from tfresnet.tune_config import SearchSpace
+
     config = TrainConfig(model="cifar_resnet8", precision="mixed_bfloat16", run_dir=str(tmp_path))
-    data = train_lib.load_run_data(config)
-    model = train_lib.make_model(config, data.info, tf.distribute.get_strategy())
+    space = SearchSpace(depth=8, shortcut="A", preact=None, learning_rate=None, weight_decay=None)
+    hypermodel = tuners.ResNetHyperModel(config, space)
+    model = hypermodel.build(keras_tuner.HyperParameters())
     assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"

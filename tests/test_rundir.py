@@ -553,3 +553,28 @@ def test_a_damaged_backup_record_is_refused_not_trained_over(tmp_path):
     state = rundir.RunState(epoch=1, weights="epoch-1.weights.h5")
     with pytest.raises(files.CorruptFile, match=r"No backup in .*backup loads \(epoch-1.weig"):
         rundir.restore(model, str(run), state)
+
+
+@pytest.mark.parametrize("kind", ["run", "search"])
+def test_a_saved_config_that_is_no_json_object_is_refused_saying_what_to_do(tmp_path, kind):
+    from tfresnet import tuning
+    from tfresnet.tune_config import TuneConfig
+
+    name, flag, check, config = {
+        "run": ("config.json", "--run_dir", train_lib.check_run_dir, _config(tmp_path)),
+        "search": (
+            "search.json",
+            "--directory",
+            tuning.check_search_dir,
+            TuneConfig(directory=str(tmp_path / "search")),
+        ),
+    }[kind]
+    saved = tmp_path / kind / name
+    saved.parent.mkdir()
+    saved.write_text('["a", "list"]')
+    with pytest.raises(files.CorruptFile) as refusal:
+        check(config)
+    assert str(refusal.value) == (
+        f"{saved} is not a {kind} config (a JSON object): restore it from a copy, or use "
+        f"--overwrite to start the {kind} again, or another {flag}."
+    )

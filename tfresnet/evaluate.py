@@ -23,13 +23,10 @@ def run_config_of(model_path: str) -> dict:
     for candidate in (folder, os.path.dirname(folder)):  # run dir, or run dir/checkpoints
         path = os.path.join(candidate, "config.json")
         if candidate and files.exists(path):
-            try:
-                return rundir.read_config(path)
-            except files.CorruptFile as err:
-                raise files.CorruptFile(
-                    f"{err}: it names the data set of the run this model belongs to; restore "
-                    "it from a copy."
-                ) from err
+            return rundir.read_config(
+                path,
+                "it names the data set of the run this model belongs to; restore it from a copy.",
+            )
     return {}
 
 

@@ -263,12 +263,30 @@ def resumable(run_dir: str) -> bool:
     return not finished(run_dir) and load_state(run_dir).weights is not None
 
 
-def read_config(path: str) -> dict:
-    """A run's `config.json` (at `path`) as a dict; `files.CorruptFile` if it is not one."""
-    config = files.read_json(path)
-    if not isinstance(config, dict):
-        raise files.CorruptFile(f"{path} is not a run config (a JSON object)")
+def read_config(path: str, hint: str, kind: str = "run") -> dict:
+    """A saved config (a run's `config.json`, a search's `search.json`) as a dict. One that does
+    not read as a JSON object is refused in one `files.CorruptFile` line ending in `hint`, what
+    to do instead."""
+    try:
+        config = files.read_json(path)
+        if not isinstance(config, dict):
+            raise files.CorruptFile(f"{path} is not a {kind} config (a JSON object)")
+    except files.CorruptFile as err:
+        raise files.CorruptFile(f"{err}: {hint}") from err
     return config
+
+
+def differences(saved: dict, mine: dict, defaults: dict | None = None) -> list[str]:
+    """The dotted names of the fields (of nested dicts too) in which a saved config differs from
+    `mine`; a field it lacks, added since it was saved, compares at its value in `defaults`."""
+    names = []
+    for key in sorted(set(saved) | set(mine)):
+        theirs, ours = saved.get(key, (defaults or {}).get(key)), mine.get(key)
+        if isinstance(theirs, dict) and isinstance(ours, dict):
+            names += [f"{key}.{name}" for name in differences(theirs, ours)]
+        elif theirs != ours:
+            names.append(key)
+    return names
 
 
 def load_state(run_dir: str) -> RunState:

@@ -111,6 +111,8 @@ def fit_model(
         lr = schedule.learning_rate_schedule(config, plan)
         # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = model or make_model(config, data.info, strategy, plan)
+        with strategy.scope():
+            compile_model(model, plan.recipe, lr, plan.steps_per_execution)
         start = rundir.started(config.run_dir, config) if writer else contextlib.nullcontext(held)
         with start as held:  # started writes config.json
             results = _fit(
@@ -123,10 +125,11 @@ def fit_model(
 def _fit(
     config, model, data, plan, lr, policy, callbacks, evaluate_test=True, *, held, stop
 ) -> dict:
-    """compile (learning rate `lr`) -> restore -> fit -> results -> export, in `config.run_dir`
-    held (`runlock`) from reading the backup on: another process could replace it."""
+    """restore -> fit -> results -> export of the compiled `model` (learning rate `lr`), in
+    `config.run_dir` held (`runlock`) from reading the backup on: another process could replace
+    it."""
     with rundir.writing(config.run_dir, model.distribute_strategy, held) as out:
-        state = _compile_and_restore(config, model, lr, plan, out)
+        state = _restore(config, model, lr, plan, out)
         inputs = _inputs(config, data, plan, state, model.distribute_strategy, evaluate_test)
         state = _fit_epochs(config, model, inputs, plan, state, out, callbacks, stop)
         return _finish(
@@ -162,10 +165,10 @@ def make_model(
     plan: schedule.Schedule | None = None,
 ) -> keras.Model:
     """The (uncompiled) model `config` describes for data `info`, built in `strategy`'s scope and
-    the config's dtype policy (restored after) and made to train there
-    (`distribute.multi_worker_compatible`); every path (`train`, `fit_model`, the tuner's
-    `HyperModel.build`) builds it here, with the recipe and weight decay of `plan` (made here
-    for the tuner's build)."""
+    the dtype policy in force (`fit_model`'s; the tuner's `HyperModel.build` sets its own) and
+    made to train there (`distribute.multi_worker_compatible`); every path (`train`,
+    `fit_model`, the tuner's build) builds it here, with the recipe and weight decay of `plan`
+    (made here for the tuner's build)."""
     plan = plan or schedule.plan_schedule(config, info, strategy)
     kwargs = dict(
         shortcut=config.shortcut,
@@ -185,7 +188,7 @@ def make_model(
         # keras.applications' layout (v1 strides, conv biases, its BN epsilon, option B) and
         # its caffe pixel means, so the transplanted weights see the inputs they were trained on.
         kwargs.update(pretrained.keras_applications_compatible_kwargs())
-    with precision.policy_scope(config.precision, strategy), strategy.scope():
+    with strategy.scope():
         model = models.build_model(
             config.model,
             num_classes=info.num_classes,
@@ -205,30 +208,33 @@ def make_model(
     return distribute.multi_worker_compatible(model)
 
 
-def compile_model(model, recipe, schedule, steps_per_execution=1):
-    """SGD + sparse cross-entropy on the softmax output; accuracy and (if > 5 classes) top-5."""
+def compile_model(model, recipe, schedule, steps_per_execution=1, *, optimizer=None):
+    """SGD + sparse cross-entropy on the softmax output; accuracy and (if > 5 classes) top-5.
+    An `optimizer` given (the model's own, restored) is kept instead of a new one."""
     metrics = ["accuracy"]
     if model.output_shape[-1] > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(
-        optimizer=recipes.optimizer(recipe, schedule),
+        optimizer=recipes.optimizer(recipe, schedule) if optimizer is None else optimizer,
         loss=recipes.loss(recipe),
         weighted_metrics=metrics,  # padded TPU evaluation batches weigh their pads 0
         steps_per_execution=steps_per_execution,
     )
 
 
-def _compile_and_restore(config, model, lr, plan, out) -> rundir.RunState:
-    """Compile `model` and load the run's last backup into it; returns the state it continues
-    from. Temporary files a kill left are removed."""
+def _restore(config, model, lr, plan, out) -> rundir.RunState:
+    """Load the run's last backup into the compiled `model`; returns the state it continues from.
+    Temporary files a kill left are removed."""
     with model.distribute_strategy.scope():
         # --overwrite starts afresh on every worker, whenever the chief's clear lands.
         saved = rundir.RunState() if config.overwrite else rundir.load_state(config.run_dir)
-        # A mid-epoch backup made under another steps_per_execution: the rest of its epoch must
-        # be whole executions too (Keras runs whole ones).
-        compile_model(model, plan.recipe, lr, math.gcd(plan.steps_per_execution, saved.batch))
         state = rundir.restore(model, config.run_dir, saved, plan.steps_per_epoch)
-    rundir.remove_stale_temps(out)
+        rundir.remove_stale_temps(out)
+        if state.batch % plan.steps_per_execution:
+            # A mid-epoch backup made under another steps_per_execution: the rest of its epoch
+            # must be whole executions too (Keras runs whole ones). The restored optimizer stays.
+            steps = math.gcd(plan.steps_per_execution, state.batch)
+            compile_model(model, plan.recipe, lr, steps, optimizer=model.optimizer)
     return state
 
 

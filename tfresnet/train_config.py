@@ -282,25 +282,21 @@ def check_run_dir(config: TrainConfig) -> TrainConfig:
         if config.resume:
             raise TrainingError(f"--resume: there is no run to continue in {config.run_dir!r}.")
         return config
-    try:
-        saved = rundir.read_config(path)
-    except files.CorruptFile as err:
-        raise files.CorruptFile(
-            f"{err}: restore it from a copy, or use --overwrite to start the run again, or "
-            "another --run_dir."
-        ) from err
+    saved = rundir.read_config(
+        path,
+        "restore it from a copy, or use --overwrite to start the run again, or another --run_dir.",
+    )
     if config.resume:
         kept = {k: getattr(config, k) for k in NON_IDENTITY_FIELDS}
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         saved = {k: v for k, v in saved.items() if k in known and k not in kept}
         config = TrainConfig(**{**saved, **kept, "run_dir": config.run_dir})
     else:
-        mine = comparable(config.identity())
-        theirs = {k: v for k, v in saved.items() if k not in NON_IDENTITY_FIELDS}
-        # A field added to TrainConfig since the run started compares at its default.
+        # A field added to TrainConfig since the run started compares at its default (before
+        # `comparable` reads it); fields it no longer has are left out.
         defaults = TrainConfig(run_dir=config.run_dir).identity()
-        theirs = comparable({**defaults, **theirs})
-        differs = sorted(k for k, v in mine.items() if theirs.get(k) != v)
+        theirs = comparable({**defaults, **{k: saved[k] for k in defaults if k in saved}})
+        differs = rundir.differences(theirs, comparable(config.identity()))
         if differs:
             raise TrainingError(
                 f"Run directory {config.run_dir!r} holds a different run (differs in: "

@@ -14,7 +14,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from tfresnet import compat, distribute, files, rundir, runlock, specs, tune_config
+from tfresnet import compat, distribute, files, precision, rundir, runlock, specs, tune_config
 from tfresnet import train as train_lib
 
 
@@ -92,7 +92,9 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         self.declare_hyperparameters(hp)
         config = self.trial_config(hp.values)
         keras.utils.set_random_seed(config.seed)
-        return train_lib.make_model(config, self.data.info, self.strategy)
+        # fit_model trains in the same policy, which it sets itself.
+        with precision.policy_scope(config.precision, self.strategy):
+            return train_lib.make_model(config, self.data.info, self.strategy)
 
     def fit(
         self, hp, model, *args, run_dir=None, epochs=None, initial_epoch=0, held=None, **kwargs

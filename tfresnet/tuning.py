@@ -74,29 +74,23 @@ def check_search_dir(config: TuneConfig) -> None:
     if not files.exists(path):
         files.write_json(path, mine)
         return
-    try:
-        saved = files.read_json(path)
-        if not isinstance(saved, dict):
-            raise files.CorruptFile(f"{path} is not a search config (a JSON object)")
-    except files.CorruptFile as err:
-        raise files.CorruptFile(
-            f"{err}: restore it from a copy, or use --overwrite to start the search again, "
-            "or another --directory."
-        ) from err
+    saved = rundir.read_config(
+        path,
+        "restore it from a copy, or use --overwrite to start the search again, or another "
+        "--directory.",
+        kind="search",
+    )
     # A search saved before a field became a speed setting still lists it under "train".
     if isinstance(saved.get("train"), dict):
         saved["train"] = run_identity(saved["train"])
     # A setting or dimension added since the search was saved compares at its default.
-    for field in dataclasses.fields(TuneConfig):
-        if field.name in mine and field.default is not dataclasses.MISSING:
-            saved.setdefault(field.name, field.default)
-    if isinstance(saved.get("space"), dict):
-        saved["space"] = {**dict.fromkeys(mine["space"]), **saved["space"]}
-    if saved != mine:
+    fields = dataclasses.fields(TuneConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    differs = rundir.differences(saved, mine, defaults)
+    if differs:
         raise train_lib.TrainingError(
             f"Search directory {config.directory!r} holds a different search (differs in: "
-            f"{', '.join(_differences(saved, mine))}). Use --overwrite to replace it, or another "
-            "--directory."
+            f"{', '.join(differs)}). Use --overwrite to replace it, or another --directory."
         )
 
 
@@ -126,18 +120,6 @@ def _refuse_if_training(directory, trial_name):
             f"--overwrite would delete {trial_name} of {directory!r}, which another process is "
             "training (a worker of the old search?). Stop it first, or use another --directory."
         ) from None
-
-
-def _differences(a, b, prefix=""):
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            keys += _differences(x, y, f"{prefix}{key}.")
-        elif x != y:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def search(
