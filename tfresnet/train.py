@@ -111,7 +111,7 @@ def fit_model(
         lr = schedule.learning_rate_schedule(config, plan)
         # Before --overwrite deletes the old run: a wrong --pretrained file keeps it.
         model = model or make_model(config, data.info, strategy, plan)
-        with strategy.scope():
+        with model.distribute_strategy.scope():  # a caller's model may bring its own
             compile_model(model, plan.recipe, lr, plan.steps_per_execution)
         start = rundir.started(config.run_dir, config) if writer else contextlib.nullcontext(held)
         with start as held:  # started writes config.json
