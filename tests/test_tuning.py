@@ -357,13 +357,16 @@ def test_the_fast_recipe_search_script_runs_on_digits(tmp_path):
     command = ["bash", os.path.join(ROOT, "experiments", "tune_fast.sh")]
     command += ["--dataset=digits", "--validation_size=0.1", "--precision=float32"]
     command += ["--depth=8", "--epochs=1", "--hyperband_iterations=1", "--verbose=0"]
-    command += [f"--directory={directory}", "--export=false"]
+    command += [f"--directory={directory}"]  # exports the best, as the real search does
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((directory / "results.json").read_text())
     trials = results["trials"]
     assert trials and {r["status"] for r in trials} == {"COMPLETED"}
     assert {r["model"] for r in trials} == {"cifar_resnet8:width_multiplier=1"}
+    # A spec string is served under its folder-safe name.
+    assert os.path.isdir(results["best"]["export"])
+    assert "/cifar_resnet8-width_multiplier-1/" in results["best"]["export"]
     assert {r["batch_size"] for r in trials} <= {128, 256}
     assert {r["label_smoothing"] for r in trials} <= {0.0, 0.1}
     assert {r["warmup_epochs"] for r in trials} <= {0.0, 1.0}

@@ -215,7 +215,7 @@ def measure_and_export(config: TuneConfig, best: dict, hypermodel: ResNetHyperMo
     found["export"] = export.export_for_serving(
         model,
         os.path.join(config.directory, "export"),
-        model_name=best["model"],
+        model_name=rundir.model_slug(best["model"]),  # a spec string is no folder name
         class_names=list(hypermodel.data.info.class_names) or None,
     )
     files.write_json(marker, {"trial": best["trial"], "path": found["export"]})
