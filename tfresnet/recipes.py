@@ -43,7 +43,7 @@ class Recipe:
     nesterov: bool = False
     ema_momentum: float = 0.0  # 0: no moving average of the weights
     test_flip: bool = False  # average the prediction of an image and of its mirror at the end
-    # Not a trick: the paper's test curve after every epoch, for plots only (5% of a fast run).
+    # Not a trick: the paper's test curve after every epoch, for plots only (docs/training.md).
     eval_test_each_epoch: bool = True
 
 
